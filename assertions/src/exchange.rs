@@ -1,0 +1,208 @@
+//! Per-request state shared by the steps of a pipeline.
+//!
+//! Variables are interned to small integer ids when the policy is compiled
+//! ([`VarRegistry`]), so a request carries a flat slot vector rather than a string map.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use crate::verdict::Verdict;
+
+/// A compiled reference to a named variable such as `client.id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VarId(pub u16);
+
+/// The names of the variables steps can set, fixed when a policy is compiled.
+#[derive(Debug, Clone, Default)]
+pub struct VarRegistry {
+    names: Vec<Arc<str>>,
+}
+
+/// Variables every policy knows, whether or not a step sets them.
+pub const WELL_KNOWN: &[&str] = &["client.id"];
+
+impl VarRegistry {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut r = VarRegistry::default();
+        for name in WELL_KNOWN {
+            r.define(name);
+        }
+        r
+    }
+
+    /// The id for `name`, allocating one on first use.
+    pub fn define(&mut self, name: &str) -> VarId {
+        if let Some(id) = self.lookup(name) {
+            return id;
+        }
+        self.names.push(Arc::from(name));
+        VarId(u16::try_from(self.names.len() - 1).unwrap_or(u16::MAX))
+    }
+
+    #[must_use]
+    pub fn lookup(&self, name: &str) -> Option<VarId> {
+        self.names
+            .iter()
+            .position(|n| &**n == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(VarId)
+    }
+
+    #[must_use]
+    pub fn name(&self, id: VarId) -> &str {
+        self.names.get(usize::from(id.0)).map_or("?", |n| n)
+    }
+
+    #[must_use]
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|n| &**n)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// One line of an `eval` trace: which step ran, what it decided and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceStep {
+    pub kind: &'static str,
+    pub passed: bool,
+    pub reason: String,
+    /// Extra lines a step wants a policy author to see (never secrets).
+    pub notes: Vec<String>,
+}
+
+/// The state of one request as it moves through its pipelines.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The client address after trusted-proxy resolution of `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    /// The address of the TCP peer.
+    pub peer_ip: IpAddr,
+    vars: Vec<Option<Arc<str>>>,
+    /// The step that refused the request, if one did.
+    pub denied_by: Option<&'static str>,
+    trace: Option<Vec<TraceStep>>,
+    pending_notes: Vec<String>,
+}
+
+impl Exchange {
+    /// A fresh exchange with room for every variable of the registry.
+    #[must_use]
+    pub fn new(vars: usize, client_ip: IpAddr, peer_ip: IpAddr) -> Self {
+        Exchange {
+            client_ip,
+            peer_ip,
+            vars: vec![None; vars],
+            denied_by: None,
+            trace: None,
+            pending_notes: Vec::new(),
+        }
+    }
+
+    /// Keep a trace of every step (for `eval`).
+    pub fn enable_trace(&mut self) {
+        self.trace = Some(Vec::new());
+    }
+
+    #[must_use]
+    pub fn tracing(&self) -> bool {
+        self.trace.is_some()
+    }
+
+    pub fn take_trace(&mut self) -> Vec<TraceStep> {
+        self.trace.take().unwrap_or_default()
+    }
+
+    /// A note for the trace of the step now running; dropped when not tracing.
+    pub fn note(&mut self, line: impl FnOnce() -> String) {
+        if self.trace.is_some() {
+            self.pending_notes.push(line());
+        }
+    }
+
+    /// Records a step's verdict in the trace, with the notes it left.
+    pub fn record(&mut self, kind: &'static str, verdict: &Verdict) {
+        if let Some(trace) = self.trace.as_mut() {
+            let (passed, reason) = match verdict {
+                Verdict::Continue => (true, "passed".to_owned()),
+                Verdict::Reject(r) => (
+                    false,
+                    format!("{} {}: {}", r.status.as_u16(), r.code, r.detail),
+                ),
+            };
+            trace.push(TraceStep {
+                kind,
+                passed,
+                reason,
+                notes: std::mem::take(&mut self.pending_notes),
+            });
+        }
+    }
+
+    pub fn set(&mut self, id: VarId, value: Arc<str>) {
+        if let Some(slot) = self.vars.get_mut(usize::from(id.0)) {
+            *slot = Some(value);
+        }
+    }
+
+    #[must_use]
+    pub fn get(&self, id: VarId) -> Option<&str> {
+        self.vars.get(usize::from(id.0)).and_then(|v| v.as_deref())
+    }
+
+    /// Every variable that is set, for traces.
+    pub fn set_vars<'r>(
+        &'r self,
+        registry: &'r VarRegistry,
+    ) -> impl Iterator<Item = (&'r str, &'r str)> {
+        self.vars.iter().enumerate().filter_map(move |(i, v)| {
+            let id = VarId(u16::try_from(i).ok()?);
+            v.as_deref().map(|v| (registry.name(id), v))
+        })
+    }
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        Exchange::new(WELL_KNOWN.len(), any, any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_interns_names_once() {
+        let mut r = VarRegistry::new();
+        let a = r.define("token.scope");
+        let b = r.define("token.scope");
+        assert_eq!(a, b);
+        assert_eq!(r.lookup("client.id"), Some(VarId(0)));
+        assert_eq!(r.name(a), "token.scope");
+    }
+
+    #[test]
+    fn variables_round_trip_and_unknown_ids_are_ignored() {
+        let mut x = Exchange::new(
+            2,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+        );
+        x.set(VarId(1), Arc::from("gold"));
+        x.set(VarId(9), Arc::from("ignored"));
+        assert_eq!(x.get(VarId(1)), Some("gold"));
+        assert_eq!(x.get(VarId(0)), None);
+        assert_eq!(x.get(VarId(9)), None);
+    }
+}

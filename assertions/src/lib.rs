@@ -1,0 +1,128 @@
+//! Portcullis assertions: each policy step as pure code over HTTP parts and bytes.
+//!
+//! Nothing here knows about Pingora or YAML. The gateway compiles a policy file into
+//! values of these types once per (re)load and runs them per request through the
+//! [`Assertion`] trait; `eval`, the tests and the benchmarks run exactly the same code
+//! over `http::request::Parts`.
+
+pub mod api_key;
+pub mod composite;
+pub mod exchange;
+pub mod head;
+pub mod headers;
+pub mod ip;
+pub mod json_body;
+pub mod template;
+pub mod verdict;
+
+use std::fmt;
+
+pub use exchange::{Exchange, TraceStep, VarId, VarRegistry};
+pub use head::{RequestHead, RequestView, ResponseHead};
+pub use verdict::{Rejection, Verdict};
+
+/// What an assertion needs from the request before it can decide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The whole request body must be read (up to the service's limit) before the
+    /// pipeline runs, and before the upstream is contacted.
+    pub request_body: bool,
+}
+
+impl Needs {
+    /// Headers only: the cheap path.
+    pub const HEADERS: Needs = Needs {
+        request_body: false,
+    };
+    /// The whole request body.
+    pub const BODY: Needs = Needs { request_body: true };
+
+    /// What a sequence of assertions needs together.
+    #[must_use]
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            request_body: self.request_body || other.request_body,
+        }
+    }
+}
+
+/// The request as an assertion sees it: its head (mutable, so header edits flow to the
+/// upstream request), its body when some assertion asked for it, and the addresses.
+pub struct Request<'a> {
+    pub head: &'a mut dyn RequestHead,
+    /// The buffered body, present when the pipeline declared [`Needs::BODY`].
+    pub body: Option<&'a [u8]>,
+}
+
+/// One compiled policy step.
+///
+/// Implementations are immutable after compilation and shared by all requests; per-request
+/// state lives in the [`Exchange`]. They never do network I/O: anything remote (key sets,
+/// shared counters) is refreshed elsewhere and read here from a snapshot.
+pub trait Assertion: Send + Sync + fmt::Debug {
+    /// The policy-language name (`require_api_key`), used in logs, metrics and traces.
+    fn kind(&self) -> &'static str;
+
+    /// What this assertion needs before it can run.
+    fn needs(&self) -> Needs {
+        Needs::HEADERS
+    }
+
+    /// Runs on the way in, before the upstream is contacted.
+    fn on_request(&self, _req: &mut Request<'_>, _x: &mut Exchange) -> Verdict {
+        Verdict::Continue
+    }
+
+    /// Runs on the response head on the way back.
+    fn on_response(
+        &self,
+        _req: &dyn RequestView,
+        _resp: &mut dyn ResponseHead,
+        _x: &mut Exchange,
+    ) -> Verdict {
+        Verdict::Continue
+    }
+}
+
+/// Runs a request-side sequence, recording each step in the exchange's trace when one is
+/// kept, and stops at the first rejection.
+pub fn run_request(
+    steps: &[Box<dyn Assertion>],
+    req: &mut Request<'_>,
+    x: &mut Exchange,
+) -> Verdict {
+    for step in steps {
+        let verdict = step.on_request(req, x);
+        x.record(step.kind(), &verdict);
+        if let Verdict::Reject(rejection) = verdict {
+            x.denied_by = Some(step.kind());
+            return Verdict::Reject(rejection);
+        }
+    }
+    Verdict::Continue
+}
+
+/// Runs a response-side sequence; same rules as [`run_request`].
+pub fn run_response(
+    steps: &[Box<dyn Assertion>],
+    req: &dyn RequestView,
+    resp: &mut dyn ResponseHead,
+    x: &mut Exchange,
+) -> Verdict {
+    for step in steps {
+        let verdict = step.on_response(req, resp, x);
+        x.record(step.kind(), &verdict);
+        if let Verdict::Reject(rejection) = verdict {
+            x.denied_by = Some(step.kind());
+            return Verdict::Reject(rejection);
+        }
+    }
+    Verdict::Continue
+}
+
+/// What a sequence of steps needs together.
+pub fn needs_of(steps: &[Box<dyn Assertion>]) -> Needs {
+    steps
+        .iter()
+        .fold(Needs::HEADERS, |acc, s| acc.union(s.needs()))
+}
