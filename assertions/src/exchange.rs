@@ -90,6 +90,8 @@ pub struct Exchange {
     vars: Vec<Option<Arc<str>>>,
     /// The step that refused the request, if one did.
     pub denied_by: Option<&'static str>,
+    /// Index of the refusing step in the sequence that ran last.
+    pub denied_step: Option<usize>,
     trace: Option<Vec<TraceStep>>,
     pending_notes: Vec<String>,
 }
@@ -103,6 +105,7 @@ impl Exchange {
             peer_ip,
             vars: vec![None; vars],
             denied_by: None,
+            denied_step: None,
             trace: None,
             pending_notes: Vec::new(),
         }

@@ -85,17 +85,19 @@ pub trait Assertion: Send + Sync + fmt::Debug {
 }
 
 /// Runs a request-side sequence, recording each step in the exchange's trace when one is
-/// kept, and stops at the first rejection.
+/// kept, and stops at the first rejection, noting which step refused in
+/// [`Exchange::denied_by`] and [`Exchange::denied_step`] (the index in `steps`).
 pub fn run_request(
     steps: &[Box<dyn Assertion>],
     req: &mut Request<'_>,
     x: &mut Exchange,
 ) -> Verdict {
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
         let verdict = step.on_request(req, x);
         x.record(step.kind(), &verdict);
         if let Verdict::Reject(rejection) = verdict {
             x.denied_by = Some(step.kind());
+            x.denied_step = Some(i);
             return Verdict::Reject(rejection);
         }
     }
@@ -109,11 +111,12 @@ pub fn run_response(
     resp: &mut dyn ResponseHead,
     x: &mut Exchange,
 ) -> Verdict {
-    for step in steps {
+    for (i, step) in steps.iter().enumerate() {
         let verdict = step.on_response(req, resp, x);
         x.record(step.kind(), &verdict);
         if let Verdict::Reject(rejection) = verdict {
             x.denied_by = Some(step.kind());
+            x.denied_step = Some(i);
             return Verdict::Reject(rejection);
         }
     }

@@ -1,1 +1,194 @@
-fn main() {}
+//! The `portcullis` command line.
+
+use std::io::Read as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portcullis::config;
+use portcullis::metrics::Metrics;
+use portcullis::state::GatewayState;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An API gateway for the DMZ: YAML policies of assertions in front of every service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a policy file.
+    Run {
+        /// The policy file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Also serve the demo echo upstream on this address.
+        #[arg(long)]
+        echo: Option<SocketAddr>,
+    },
+    /// Run the demo: the gateway with policies/demo.yaml in front of a built-in echo upstream on 127.0.0.1:9090.
+    Demo {
+        #[arg(short, long, default_value = "policies/demo.yaml")]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        echo: SocketAddr,
+    },
+    /// Check a policy file: print every error as file:line:col: message; exit 1 if any.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Dry-run a raw HTTP request through the matching service's request pipeline; exit 0 allow, 1 deny, 2 error.
+    Eval {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// A file holding a raw HTTP/1.1 request (request line, headers, blank line, body).
+        #[arg(short, long)]
+        request: PathBuf,
+        /// The TCP peer address to assume.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: IpAddr,
+    },
+    /// Print the JSON Schema of the policy language (for editor completion).
+    Schema,
+    /// Print the SHA-256 of an API key read from standard input, for `sha256:` in require_api_key.
+    HashKey,
+    /// Serve only the demo echo upstream.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+    },
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
+    init_logging();
+    let state = match GatewayState::load(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let rt = state.current();
+    let listen: Vec<String> = rt.settings.listen.iter().map(ToString::to_string).collect();
+    log::info!(
+        "portcullis {} serving {} service(s) on {}; admin on {}",
+        env!("CARGO_PKG_VERSION"),
+        rt.services.len(),
+        listen.join(", "),
+        rt.settings
+            .admin_listen
+            .map_or_else(|| "(disabled)".to_owned(), |a| a.to_string())
+    );
+    if let Some(e) = echo {
+        log::info!("demo echo upstream on {e}");
+    }
+    portcullis::server::build(&state, echo).run_forever()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, echo } => run(&config, echo),
+        Command::Demo { config, echo } => run(&config, Some(echo)),
+        Command::Check { config } => match config::load(&config, &Metrics::new(), 1) {
+            Ok(rt) => {
+                println!(
+                    "{}: ok ({} service(s))",
+                    config.display(),
+                    rt.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(invalid) => {
+                eprintln!("{invalid}");
+                eprintln!("{} error(s)", invalid.0.len());
+                ExitCode::from(1)
+            }
+        },
+        Command::Eval {
+            config,
+            request,
+            client_ip,
+        } => {
+            let rt = match config::load(&config, &Metrics::new(), 1) {
+                Ok(rt) => rt,
+                Err(invalid) => {
+                    eprintln!("{invalid}");
+                    return ExitCode::from(2);
+                }
+            };
+            let raw = match std::fs::read(&request) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", request.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let req = match portcullis::eval::parse_request(&raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", request.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let (report, allowed) = portcullis::eval::evaluate(&rt, req, client_ip);
+            print!("{report}");
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&portcullis::schema()).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::HashKey => {
+            let mut key = String::new();
+            if std::io::stdin().read_to_string(&mut key).is_err() {
+                eprintln!("cannot read the key from standard input");
+                return ExitCode::from(2);
+            }
+            let key = key.trim_end_matches(['\n', '\r']);
+            if key.is_empty() {
+                eprintln!("no key on standard input");
+                return ExitCode::from(2);
+            }
+            println!(
+                "{}",
+                hex::encode(portcullis_assertions::api_key::digest(key.as_bytes()))
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Echo { listen } => {
+            init_logging();
+            let conf = pingora::server::configuration::ServerConf::default();
+            let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+            server.bootstrap();
+            let mut app = pingora::services::listening::Service::new(
+                "portcullis echo".to_owned(),
+                portcullis::echo::EchoApp,
+            );
+            app.add_tcp(&listen.to_string());
+            server.add_service(app);
+            log::info!("echo upstream on {listen}");
+            server.run_forever()
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The admin API, on its own listener: health, Prometheus metrics, reload and the effective
+//! configuration. Every route requires `Authorization: Bearer <admin token>`; the token is
+//! compared in constant time (over SHA-256 digests, so its length does not leak either).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::state::GatewayState;
+
+/// The admin application.
+pub struct AdminApp {
+    pub state: Arc<GatewayState>,
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    let mut resp = Response::new(bytes);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn problem(status: StatusCode, code: &str, detail: &str) -> Response<Vec<u8>> {
+    let mut resp = json(
+        status,
+        &serde_json::json!({
+            "type": format!("urn:portcullis:problem:{code}"),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        }),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+/// True when `presented` is `Bearer <token>` for the configured token.
+#[must_use]
+pub fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
+    let Some(value) = presented else { return false };
+    let Some(given) = value
+        .strip_prefix(b"Bearer ")
+        .or_else(|| value.strip_prefix(b"bearer "))
+    else {
+        return false;
+    };
+    let a = Sha256::digest(given.trim_ascii());
+    let b = Sha256::digest(token.as_bytes());
+    a.ct_eq(&b).into()
+}
+
+impl AdminApp {
+    fn route(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
+        match (method, path) {
+            (&Method::GET, "/healthz") => {
+                let rt = self.state.current();
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "generation": rt.generation, "services": rt.services.len()}),
+                )
+            }
+            (&Method::GET, "/metrics") => {
+                let mut resp = Response::new(self.state.metrics.render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                resp
+            }
+            (&Method::POST, "/api/reload") => {
+                match self.state.reload() {
+                    Ok((rt, warnings)) => {
+                        log::info!(
+                            "policy reloaded through the admin API: generation {}",
+                            rt.generation
+                        );
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({
+                                "reloaded": true,
+                                "generation": rt.generation,
+                                "services": rt.services.len(),
+                                "warnings": warnings,
+                            }),
+                        )
+                    }
+                    Err(invalid) => {
+                        let errors: Vec<String> =
+                            invalid.0.iter().map(ToString::to_string).collect();
+                        log::warn!("reload refused: {} problem(s) in the policy; the old policy keeps serving", errors.len());
+                        json(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            &serde_json::json!({
+                                "reloaded": false,
+                                "generation": self.state.current().generation,
+                                "errors": errors,
+                            }),
+                        )
+                    }
+                }
+            }
+            (&Method::GET, "/api/config") => json(StatusCode::OK, &self.state.current().effective),
+            (_, "/healthz" | "/metrics" | "/api/reload" | "/api/config") => problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            ),
+            _ => problem(StatusCode::NOT_FOUND, "no-route", "no such admin route"),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_owned();
+        let presented = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let rt = self.state.current();
+        let Some(token) = rt.admin_token.as_ref() else {
+            return problem(
+                StatusCode::FORBIDDEN,
+                "admin-disabled",
+                "no admin token is configured",
+            );
+        };
+        if !token_matches(presented.as_deref(), token.expose()) {
+            let mut resp = problem(
+                StatusCode::UNAUTHORIZED,
+                "admin-unauthorized",
+                "a valid admin bearer token is required",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+            );
+            return resp;
+        }
+        // Drain any body so the connection stays usable.
+        while let Ok(Some(_)) = session.read_request_body().await {}
+        self.route(&method, &path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_compare() {
+        assert!(token_matches(Some(b"Bearer s3cret"), "s3cret"));
+        assert!(!token_matches(Some(b"Bearer s3cre"), "s3cret"));
+        assert!(!token_matches(Some(b"s3cret"), "s3cret"));
+        assert!(!token_matches(None, "s3cret"));
+    }
+}

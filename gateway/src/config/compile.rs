@@ -1,0 +1,749 @@
+//! Spec → runtime: resolves secrets, upstream addresses, variables and templates, and
+//! builds each assertion once. Every problem is collected with its position.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use portcullis_assertions::api_key::{self, ApiClient, RequireApiKey, DEFAULT_QUERY_PARAMS};
+use portcullis_assertions::composite::{All, Any};
+use portcullis_assertions::headers::{editable, RemoveHeader, SetHeader};
+use portcullis_assertions::ip::{AllowIp, DenyIp, IpList};
+use portcullis_assertions::json_body::ValidateJson;
+use portcullis_assertions::template::Template;
+use portcullis_assertions::{needs_of, Assertion, VarRegistry};
+
+use super::spec::{AccessLogSpec, AssertionSpec, ConfigSpec, IncludeSpec, SecretSpec, ServiceSpec};
+use super::yaml::{Lenient, Location, Spanned};
+use super::{read_file, Diagnostic, Parsed, MAX_INCLUDES};
+use crate::metrics::{Metrics, ServiceMetrics};
+use crate::router::Router;
+use crate::runtime::{AccessLogTarget, Runtime, Secret, Service, Settings, Upstream};
+
+/// Default largest request body.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// Reads every file named by `include:` patterns (relative to the main file's folder).
+pub(crate) fn read_includes(
+    main: &Parsed<ConfigSpec>,
+    base: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Parsed<IncludeSpec>> {
+    let mut out = Vec::new();
+    let mut seen: Vec<PathBuf> = vec![main.file.to_path_buf()];
+    for pattern in &main.spec.include {
+        let full = base.join(&pattern.value);
+        let at = |message: String| Diagnostic {
+            file: main.file.clone(),
+            loc: Some(pattern.loc),
+            path: "include".to_owned(),
+            message,
+        };
+        let paths = match glob::glob(&full.to_string_lossy()) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(at(format!(
+                    "invalid include pattern \"{}\": {e}",
+                    pattern.value
+                )));
+                continue;
+            }
+        };
+        let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+        matched.sort();
+        if matched.is_empty() {
+            errors.push(at(format!(
+                "include pattern \"{}\" matches no file",
+                pattern.value
+            )));
+        }
+        for path in matched {
+            if seen.contains(&path) {
+                continue;
+            }
+            if seen.len() > MAX_INCLUDES {
+                errors.push(at(format!("more than {MAX_INCLUDES} included files")));
+                return out;
+            }
+            seen.push(path.clone());
+            if let Some(parsed) = read_file::<IncludeSpec>(&path, errors) {
+                out.push(parsed);
+            }
+        }
+    }
+    out
+}
+
+/// Which pipeline a step sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Request,
+    Response,
+}
+
+/// The compile-time state: where we are, what we found wrong, what we know.
+struct Cx<'a> {
+    file: Arc<Path>,
+    /// Folder of the main policy file: relative paths start here.
+    base: PathBuf,
+    errors: &'a mut Vec<Diagnostic>,
+    secrets: &'a HashMap<String, Secret>,
+    registry: VarRegistry,
+}
+
+impl Cx<'_> {
+    fn err(&mut self, loc: Location, path: &str, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            file: self.file.clone(),
+            loc: Some(loc),
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn secret(&mut self, name: &Spanned<String>, path: &str) -> Option<Secret> {
+        if let Some(s) = self.secrets.get(&name.value) {
+            return Some(s.clone());
+        }
+        let known: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+        let hint = suggest(&name.value, &known).map_or_else(
+            || "; define it under `secrets:`".to_owned(),
+            |k| format!("; did you mean \"{k}\"?"),
+        );
+        self.err(
+            name.loc,
+            path,
+            format!("unknown secret \"{}\"{hint}", name.value),
+        );
+        None
+    }
+}
+
+fn suggest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::normalized_damerau_levenshtein(word, k), *k))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
+
+/// Compiles the main file and its includes. Returns `None` only when nothing usable is
+/// left; otherwise `errors` says whether the result may be used.
+pub(crate) fn compile(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    metrics: &Metrics,
+    generation: u64,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Runtime> {
+    let base = main
+        .file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let secrets = resolve_secrets(main, includes, &base, errors);
+
+    // Every service with the file it came from.
+    let mut services: Vec<(Arc<Path>, &Spanned<ServiceSpec>)> = Vec::new();
+    for (file, list) in std::iter::once((&main.file, &main.spec.services))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.services)))
+    {
+        services.extend(
+            list.iter()
+                .filter_map(|s| s.0.as_ref())
+                .map(|s| (file.clone(), s)),
+        );
+    }
+
+    // Pass 1: every variable a step can set, so templates anywhere can refer to it.
+    let mut registry = VarRegistry::new();
+    for (_, svc) in &services {
+        for step in svc.value.request.iter().chain(&svc.value.response) {
+            define_outputs(step, &mut registry);
+        }
+    }
+
+    let mut cx = Cx {
+        file: main.file.clone(),
+        base: base.clone(),
+        errors,
+        secrets: &secrets,
+        registry,
+    };
+    let settings = compile_settings(&main.spec, &mut cx);
+    let admin_token = main
+        .spec
+        .admin
+        .as_ref()
+        .and_then(|a| cx.secret(&a.token, "admin.token"));
+    let trusted_proxies = IpList::new(main.spec.trusted_proxies.iter().map(|c| c.0).collect());
+
+    let mut router = Router::default();
+    let mut compiled = Vec::new();
+    let mut names: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    for (i, (file, svc)) in services.iter().enumerate() {
+        cx.file = file.clone();
+        let path = format!("services[{i}]");
+        if let Some((first_file, first)) = names.get(&svc.value.name.value) {
+            let msg = format!(
+                "duplicate service name \"{}\" (first at {}:{})",
+                svc.value.name.value,
+                first_file.display(),
+                first
+            );
+            cx.err(svc.value.name.loc, &format!("{path}.name"), msg);
+        }
+        names.insert(
+            svc.value.name.value.clone(),
+            (file.clone(), svc.value.name.loc),
+        );
+        if let Some(service) = compile_service(&svc.value, &path, metrics, &mut cx) {
+            let host = svc.value.matcher.host.as_ref().map(|h| h.value.as_str());
+            router.add(host, &service.route, compiled.len());
+            compiled.push(service);
+        }
+    }
+
+    let effective = effective_config(main, includes, generation);
+    Some(Runtime {
+        generation,
+        settings,
+        router,
+        services: compiled,
+        registry: cx.registry,
+        trusted_proxies,
+        admin_token,
+        effective,
+    })
+}
+
+fn resolve_secrets(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    base: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, Secret> {
+    let mut out = HashMap::new();
+    let mut origin: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    let all = std::iter::once((&main.file, &main.spec.secrets))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.secrets)));
+    for (file, secrets) in all {
+        for (name, spec) in secrets {
+            let at = |message: String| Diagnostic {
+                file: file.clone(),
+                loc: Some(spec.loc),
+                path: format!("secrets.{name}"),
+                message,
+            };
+            if let Some((f, l)) = origin.get(name) {
+                errors.push(at(format!(
+                    "duplicate secret \"{name}\" (first at {}:{l})",
+                    f.display()
+                )));
+                continue;
+            }
+            origin.insert(name.clone(), (file.clone(), spec.loc));
+            let value = match &spec.value {
+                SecretSpec::Env(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    Ok(_) => {
+                        errors.push(at(format!("environment variable {var} is empty")));
+                        None
+                    }
+                    Err(_) => {
+                        errors.push(at(format!("environment variable {var} is not set")));
+                        None
+                    }
+                },
+                SecretSpec::File(p) => {
+                    let p = base.join(p);
+                    match std::fs::read_to_string(&p) {
+                        Ok(v) => {
+                            let v = v.strip_suffix('\n').unwrap_or(&v);
+                            let v = v.strip_suffix('\r').unwrap_or(v).to_owned();
+                            if v.is_empty() {
+                                errors.push(at(format!("secret file {} is empty", p.display())));
+                                None
+                            } else {
+                                Some(v)
+                            }
+                        }
+                        Err(e) => {
+                            errors
+                                .push(at(format!("cannot read secret file {}: {e}", p.display())));
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(v) = value {
+                out.insert(name.clone(), Secret::new(&v));
+            }
+        }
+    }
+    out
+}
+
+fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
+    let default_listen: SocketAddr = DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let default_admin: SocketAddr = DEFAULT_ADMIN_LISTEN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let listen = spec
+        .listen
+        .as_ref()
+        .map_or_else(|| vec![default_listen], |l| l.0.clone());
+    let admin_listen = spec
+        .admin
+        .as_ref()
+        .map(|a| a.listen.as_ref().map_or(default_admin, |l| l.0));
+    let workers = spec.workers.as_ref().map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |w| w.value,
+    );
+    if let Some(w) = &spec.workers {
+        if w.value == 0 || w.value > 256 {
+            cx.err(w.loc, "workers", "workers must be between 1 and 256");
+        }
+    }
+    let access_log = match &spec.access_log {
+        None | Some(AccessLogSpec::Stdout) => AccessLogTarget::Stdout,
+        Some(AccessLogSpec::Off) => AccessLogTarget::Off,
+        Some(AccessLogSpec::File(p)) => AccessLogTarget::File(PathBuf::from(p)),
+    };
+    Settings {
+        listen,
+        admin_listen,
+        workers,
+        access_log,
+    }
+}
+
+/// Registers the variables a step (and its children) can set.
+fn define_outputs(step: &Lenient<Spanned<AssertionSpec>>, registry: &mut VarRegistry) {
+    let Some(step) = &step.0 else { return };
+    match &step.value {
+        AssertionSpec::RequireApiKey(spec) => {
+            registry.define("client.id");
+            for key in &spec.keys {
+                for attr in key.value.attributes.keys() {
+                    registry.define(&format!("client.{attr}"));
+                }
+            }
+        }
+        AssertionSpec::All(steps) | AssertionSpec::Any(steps) => {
+            for s in steps {
+                define_outputs(s, registry);
+            }
+        }
+        AssertionSpec::AllowIp(_)
+        | AssertionSpec::DenyIp(_)
+        | AssertionSpec::SetHeader(_)
+        | AssertionSpec::RemoveHeader(_)
+        | AssertionSpec::ValidateJson(_) => {}
+    }
+}
+
+fn compile_service(
+    spec: &ServiceSpec,
+    path: &str,
+    metrics: &Metrics,
+    cx: &mut Cx<'_>,
+) -> Option<Service> {
+    let name = spec.name.value.trim();
+    if name.is_empty() {
+        cx.err(
+            spec.name.loc,
+            &format!("{path}.name"),
+            "a service needs a non-empty name",
+        );
+    }
+    let route = match &spec.matcher.path {
+        Some(p) if !p.value.starts_with('/') => {
+            cx.err(
+                p.loc,
+                &format!("{path}.match.path"),
+                format!("path prefix \"{}\" must start with /", p.value),
+            );
+            "/".to_owned()
+        }
+        Some(p) => p.value.clone(),
+        None => "/".to_owned(),
+    };
+    if let Some(h) = &spec.matcher.host {
+        let host = h.value.trim();
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains(['/', ' ', '*']) {
+            cx.err(
+                h.loc,
+                &format!("{path}.match.host"),
+                format!("\"{host}\" is not a host name or *.domain pattern"),
+            );
+        }
+    }
+    let upstream = compile_upstream(&spec.upstream, &format!("{path}.upstream"), cx);
+
+    let request = compile_steps(&spec.request, &format!("{path}.request"), Side::Request, cx);
+    let response = compile_steps(
+        &spec.response,
+        &format!("{path}.response"),
+        Side::Response,
+        cx,
+    );
+    let needs = needs_of(&request);
+    let metrics = ServiceMetrics::new(metrics, name, &request, &response);
+    Some(Service {
+        name: Arc::from(name),
+        route: Arc::from(route.as_str()),
+        upstream: upstream?,
+        request,
+        response,
+        needs,
+        max_request_body: spec
+            .max_request_body
+            .as_ref()
+            .map_or(DEFAULT_MAX_REQUEST_BODY, |b| b.0),
+        metrics,
+    })
+}
+
+fn compile_upstream(
+    spec: &Spanned<super::spec::UpstreamSpec>,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Option<Upstream> {
+    let d = spec.value.detail();
+    let loc = spec.loc;
+    let uri: http::Uri = match d.url.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            cx.err(
+                loc,
+                path,
+                format!("\"{}\" is not a URL (e.g. http://127.0.0.1:9000)", d.url),
+            );
+            return None;
+        }
+    };
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            cx.err(
+                loc,
+                path,
+                format!("upstream \"{}\" must start with http:// or https://", d.url),
+            );
+            return None;
+        }
+    };
+    let Some(host) = uri.host() else {
+        cx.err(loc, path, format!("upstream \"{}\" has no host", d.url));
+        return None;
+    };
+    if uri.query().is_some() {
+        cx.err(loc, path, "an upstream URL cannot have a query string");
+    }
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match (bare_host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => {
+            cx.err(
+                loc,
+                path,
+                format!("cannot resolve upstream host \"{host}\""),
+            );
+            return None;
+        }
+    };
+    let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
+    let host_header = HeaderValue::from_str(authority).ok()?;
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let ca = match &d.ca_file {
+        Some(file) => match load_ca_file(&cx.base.join(file)) {
+            Ok(ca) => Some(ca),
+            Err(message) => {
+                cx.err(loc, path, message);
+                None
+            }
+        },
+        None => None,
+    };
+    Some(Upstream {
+        url: d.url.clone(),
+        addr,
+        tls,
+        sni: d.sni.clone().unwrap_or_else(|| bare_host.to_owned()),
+        verify_tls: d.verify_tls.unwrap_or(true),
+        host_header,
+        preserve_host: d.preserve_host.unwrap_or(false),
+        base_path,
+        strip_prefix: d.strip_prefix.unwrap_or(false),
+        connect_timeout: d.connect_timeout.map_or(Duration::from_secs(5), |t| t.0),
+        read_timeout: d.read_timeout.map_or(Duration::from_secs(60), |t| t.0),
+        ca,
+    })
+}
+
+/// Reads PEM CA certificates, checking each parses as X.509.
+fn load_ca_file(path: &Path) -> Result<Arc<[pingora::utils::tls::WrappedX509]>, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if x509_parser::parse_x509_certificate(&der).is_err() {
+            return Err(format!(
+                "ca_file {} holds a certificate that does not parse",
+                path.display()
+            ));
+        }
+        out.push(pingora::utils::tls::WrappedX509::new(
+            der.to_vec(),
+            pingora::utils::tls::parse_x509,
+        ));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(Arc::from(out))
+}
+
+fn compile_steps(
+    steps: &[Lenient<Spanned<AssertionSpec>>],
+    path: &str,
+    side: Side,
+    cx: &mut Cx<'_>,
+) -> Vec<Box<dyn Assertion>> {
+    steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.0.as_ref().map(|s| (i, s)))
+        .filter_map(|(i, s)| compile_step(s, &format!("{path}[{i}]"), side, cx))
+        .collect()
+}
+
+fn request_only(kind: &str, side: Side, loc: Location, path: &str, cx: &mut Cx<'_>) -> bool {
+    if side == Side::Response {
+        cx.err(
+            loc,
+            path,
+            format!("{kind} checks requests; move it to the service's request: list"),
+        );
+        return false;
+    }
+    true
+}
+
+fn compile_step(
+    step: &Spanned<AssertionSpec>,
+    path: &str,
+    side: Side,
+    cx: &mut Cx<'_>,
+) -> Option<Box<dyn Assertion>> {
+    let loc = step.loc;
+    match &step.value {
+        AssertionSpec::RequireApiKey(spec) => {
+            if !request_only("require_api_key", side, loc, path, cx) {
+                return None;
+            }
+            let mut keys = HashMap::new();
+            for (i, entry) in spec.keys.iter().enumerate() {
+                let kpath = format!("{path}.require_api_key.keys[{i}]");
+                let e = &entry.value;
+                let digest = match (&e.sha256, &e.secret) {
+                    (Some(d), None) => d.0,
+                    (None, Some(name)) => {
+                        api_key::digest(cx.secret(name, &kpath)?.expose().as_bytes())
+                    }
+                    _ => {
+                        cx.err(
+                            entry.loc,
+                            &kpath,
+                            "give exactly one of `sha256` and `secret` for each key",
+                        );
+                        continue;
+                    }
+                };
+                let mut attributes = Vec::new();
+                for (attr, value) in &e.attributes {
+                    if attr.is_empty()
+                        || !attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        || attr == "id"
+                        || attr == "ip"
+                    {
+                        cx.err(entry.loc, &kpath, format!("attribute name \"{attr}\" must be letters, digits or _ (and not id or ip)"));
+                        continue;
+                    }
+                    if let Some(var) = cx.registry.lookup(&format!("client.{attr}")) {
+                        attributes.push((var, Arc::from(value.as_str())));
+                    }
+                }
+                let client = Arc::new(ApiClient {
+                    id: Arc::from(e.client.as_str()),
+                    attributes,
+                });
+                if keys.insert(digest, client).is_some() {
+                    cx.err(entry.loc, &kpath, "the same key is listed twice");
+                }
+            }
+            if spec.keys.is_empty() {
+                cx.err(
+                    loc,
+                    path,
+                    "require_api_key needs at least one key under `keys:`",
+                );
+            }
+            let header = spec
+                .header
+                .as_ref()
+                .map_or_else(|| HeaderName::from_static("x-api-key"), |h| h.0.clone());
+            let query_params = spec.query_params.clone().unwrap_or_else(|| {
+                DEFAULT_QUERY_PARAMS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
+            let client_id = cx.registry.define("client.id");
+            Some(Box::new(RequireApiKey::new(
+                header,
+                spec.prefix.clone(),
+                keys,
+                query_params,
+                client_id,
+            )))
+        }
+        AssertionSpec::AllowIp(cidrs) | AssertionSpec::DenyIp(cidrs) => {
+            let allow = matches!(step.value, AssertionSpec::AllowIp(_));
+            let kind = if allow { "allow_ip" } else { "deny_ip" };
+            if !request_only(kind, side, loc, path, cx) {
+                return None;
+            }
+            if cidrs.is_empty() {
+                cx.err(loc, path, format!("{kind} needs at least one CIDR block"));
+            }
+            let list = IpList::new(cidrs.iter().map(|c| c.0).collect());
+            if allow {
+                Some(Box::new(AllowIp::new(list)))
+            } else {
+                Some(Box::new(DenyIp::new(list)))
+            }
+        }
+        AssertionSpec::SetHeader(spec) => {
+            if !editable(&spec.name.0) {
+                cx.err(
+                    loc,
+                    path,
+                    format!(
+                        "header {} carries message framing and cannot be set by a policy",
+                        spec.name.0
+                    ),
+                );
+                return None;
+            }
+            match Template::parse(&spec.value.value, &cx.registry) {
+                Ok(t) => Some(Box::new(SetHeader::new(spec.name.0.clone(), t))),
+                Err(e) => {
+                    cx.err(spec.value.loc, &format!("{path}.set_header.value"), e.0);
+                    None
+                }
+            }
+        }
+        AssertionSpec::RemoveHeader(names) => {
+            if names.is_empty() {
+                cx.err(loc, path, "remove_header needs at least one header name");
+            }
+            if let Some(n) = names.iter().find(|n| !editable(&n.0)) {
+                cx.err(
+                    loc,
+                    path,
+                    format!(
+                        "header {} carries message framing and cannot be removed by a policy",
+                        n.0
+                    ),
+                );
+                return None;
+            }
+            Some(Box::new(RemoveHeader::new(
+                names.iter().map(|n| n.0.clone()).collect(),
+            )))
+        }
+        AssertionSpec::ValidateJson(spec) => {
+            if !request_only("validate_json", side, loc, path, cx) {
+                return None;
+            }
+            let depth = spec.max_depth.unwrap_or(32);
+            if depth == 0 || depth > 1024 {
+                cx.err(loc, path, "max_depth must be between 1 and 1024");
+            }
+            Some(Box::new(ValidateJson::new(
+                depth,
+                spec.allow_empty.unwrap_or(true),
+            )))
+        }
+        AssertionSpec::All(steps) | AssertionSpec::Any(steps) => {
+            let any = matches!(step.value, AssertionSpec::Any(_));
+            let kind = if any { "any" } else { "all" };
+            if steps.is_empty() {
+                cx.err(loc, path, format!("{kind} needs at least one step"));
+                return None;
+            }
+            let compiled = compile_steps(steps, &format!("{path}.{kind}"), side, cx);
+            if any {
+                Some(Box::new(Any::new(compiled)))
+            } else {
+                Some(Box::new(All::new(compiled)))
+            }
+        }
+    }
+}
+
+/// The configuration as loaded, for `GET /api/config`. Spec types hold secret *names* and
+/// where values come from, never the values, so this is safe to show.
+fn effective_config(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    generation: u64,
+) -> serde_json::Value {
+    let mut services: Vec<serde_json::Value> = Vec::new();
+    let mut files = BTreeMap::new();
+    files.insert(
+        main.file.display().to_string(),
+        serde_json::json!({"services": main.spec.services.len()}),
+    );
+    for s in main
+        .spec
+        .services
+        .iter()
+        .chain(includes.iter().flat_map(|i| i.spec.services.iter()))
+    {
+        services.push(serde_json::to_value(s).unwrap_or_default());
+    }
+    for i in includes {
+        files.insert(
+            i.file.display().to_string(),
+            serde_json::json!({"services": i.spec.services.len()}),
+        );
+    }
+    let mut top = serde_json::to_value(&main.spec).unwrap_or_default();
+    if let Some(obj) = top.as_object_mut() {
+        obj.insert("services".to_owned(), serde_json::Value::Array(services));
+        obj.insert("generation".to_owned(), serde_json::json!(generation));
+        obj.insert(
+            "files".to_owned(),
+            serde_json::to_value(files).unwrap_or_default(),
+        );
+    }
+    top
+}

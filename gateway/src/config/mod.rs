@@ -1,0 +1,144 @@
+//! Loading a policy: read the file and its includes, parse YAML with positions, deserialise
+//! into [`spec`] types, compile into a [`Runtime`]. `check`, `eval`, `run` and reload all go
+//! through [`load`], so a file that passes `check` is a file `run` accepts.
+
+pub mod compile;
+pub mod spec;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+pub use yaml::Location;
+
+/// Largest policy file read.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most files one policy may include.
+pub const MAX_INCLUDES: usize = 1000;
+
+/// One thing wrong with a policy, printed `file:line:col: message (at path)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: Arc<Path>,
+    pub loc: Option<Location>,
+    /// Where in the document: `services[0].request[1]`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(loc) = self.loc {
+            write!(f, ":{}:{}", loc.line, loc.col)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.path.is_empty() {
+            write!(f, " (at {})", self.path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPolicy(pub Vec<Diagnostic>);
+
+impl fmt::Display for InvalidPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidPolicy {}
+
+/// A parsed document and the file it came from.
+pub(crate) struct Parsed<T> {
+    pub file: Arc<Path>,
+    pub spec: T,
+}
+
+/// Reads and parses one file into `T`, adding what is wrong to `errors`.
+pub(crate) fn read_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Parsed<T>> {
+    let file: Arc<Path> = Arc::from(path);
+    let at_file = |message: String| Diagnostic {
+        file: file.clone(),
+        loc: None,
+        path: String::new(),
+        message,
+    };
+    let text = match std::fs::metadata(path) {
+        Ok(m) if m.len() > MAX_FILE_BYTES => {
+            errors.push(at_file(format!(
+                "file is larger than {MAX_FILE_BYTES} bytes"
+            )));
+            return None;
+        }
+        Ok(_) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(at_file(format!("cannot read: {e}")));
+                return None;
+            }
+        },
+        Err(e) => {
+            errors.push(at_file(format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    parse_text(file, &text, errors)
+}
+
+pub(crate) fn parse_text<T: serde::de::DeserializeOwned>(
+    file: Arc<Path>,
+    text: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Parsed<T>> {
+    let to_diag = |e: yaml::Error| Diagnostic {
+        file: file.clone(),
+        loc: e.loc,
+        path: e.path,
+        message: e.message,
+    };
+    let node = match yaml::parse(text, &yaml::Limits::default()) {
+        Ok(n) => n,
+        Err(e) => {
+            errors.push(to_diag(e));
+            return None;
+        }
+    };
+    let (spec, errs) = yaml::from_node_collect::<T>(&node);
+    errors.extend(errs.into_iter().map(to_diag));
+    spec.map(|spec| Parsed { file, spec })
+}
+
+/// Loads, validates and compiles the policy at `path`.
+pub fn load(path: &Path, metrics: &Metrics, generation: u64) -> Result<Runtime, InvalidPolicy> {
+    let mut errors = Vec::new();
+    let main: Option<Parsed<spec::ConfigSpec>> = read_file(path, &mut errors);
+    let Some(main) = main else {
+        return Err(InvalidPolicy(errors));
+    };
+    let base = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let includes = compile::read_includes(&main, &base, &mut errors);
+    let runtime = compile::compile(&main, &includes, metrics, generation, &mut errors);
+    match runtime {
+        Some(rt) if errors.is_empty() => Ok(rt),
+        _ => Err(InvalidPolicy(errors)),
+    }
+}

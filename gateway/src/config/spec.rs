@@ -1,0 +1,476 @@
+//! The policy language as YAML sees it: `*Spec` types, deserialised with unknown fields
+//! denied, validated value by value (addresses, CIDRs, header names, sizes, durations) as
+//! they are read, so each mistake is reported at its own `line:col`.
+//!
+//! Nothing here runs per request: [`super::compile`] turns these into runtime types.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::yaml::{Lenient, Spanned};
+
+/// A whole policy file.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(
+    title = "Portcullis policy",
+    description = "A Portcullis gateway configuration: listeners, admin API, secrets and the services it fronts, each with its request and response pipelines."
+)]
+pub struct ConfigSpec {
+    /// Addresses the proxy listens on, `HOST:PORT` (one or a list). Default `0.0.0.0:8080`.
+    #[serde(default)]
+    pub listen: Option<Listen>,
+    /// The admin API listener (health, metrics, reload, config).
+    #[serde(default)]
+    pub admin: Option<AdminSpec>,
+    /// Proxies whose `X-Forwarded-For` is believed when working out the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Worker threads for the proxy. Default: the number of CPUs.
+    #[serde(default)]
+    pub workers: Option<Spanned<usize>>,
+    /// Where the JSON access log goes: `stdout` (default), `off`, or `{file: PATH}`.
+    #[serde(default)]
+    pub access_log: Option<AccessLogSpec>,
+    /// Named secrets, each read from an environment variable or a file. Never printed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
+    /// Other policy files (glob patterns, relative to this file) that add services and secrets.
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    /// The services this gateway fronts.
+    #[serde(default)]
+    pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
+}
+
+/// A file pulled in by `include:`: more services and secrets.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncludeSpec {
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
+    #[serde(default)]
+    pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretSpec {
+    /// The value of this environment variable.
+    Env(String),
+    /// The contents of this file (a trailing newline is dropped).
+    File(String),
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// Default `127.0.0.1:9901`. Keep it off public interfaces.
+    #[serde(default)]
+    pub listen: Option<Addr>,
+    /// Name of the secret (under `secrets:`) holding the admin bearer token.
+    pub token: Spanned<String>,
+}
+
+/// Access-log destination.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum AccessLogSpec {
+    Stdout,
+    Off,
+    /// Append JSON lines to this file.
+    File(String),
+}
+
+/// One fronted service.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// Which requests belong to this service.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchSpec,
+    /// Where allowed requests go.
+    pub upstream: Spanned<UpstreamSpec>,
+    /// Largest request body accepted (`413` past it), e.g. `1MiB`. Default `10MiB`.
+    #[serde(default)]
+    pub max_request_body: Option<ByteSize>,
+    /// Steps run on the way in, before the upstream is contacted.
+    #[serde(default)]
+    pub request: Vec<Lenient<Spanned<AssertionSpec>>>,
+    /// Steps run on the response head on the way back.
+    #[serde(default)]
+    pub response: Vec<Lenient<Spanned<AssertionSpec>>>,
+}
+
+/// Host and path-prefix match. Host is matched first, then the longest path prefix.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Exact host (port ignored, case-insensitive), or `*.example.com`. Absent: any host.
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    /// Path prefix, on segment boundaries (`/widgets` matches `/widgets/7`, not `/widgetsx`). Default `/`.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+}
+
+/// The upstream: a URL, or a mapping with the URL and connection settings.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+#[schemars(untagged)]
+pub enum UpstreamSpec {
+    /// `http://host:port[/base]` or `https://...`.
+    Url(String),
+    Detailed(UpstreamDetail),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDetail {
+    /// `http://host:port[/base]` or `https://...`.
+    pub url: String,
+    /// Default `5s`.
+    #[serde(default)]
+    pub connect_timeout: Option<DurationSpec>,
+    /// Time allowed between reads from the upstream. Default `60s`.
+    #[serde(default)]
+    pub read_timeout: Option<DurationSpec>,
+    /// Verify the upstream's TLS certificate (https only). Default `true`.
+    #[serde(default)]
+    pub verify_tls: Option<bool>,
+    /// PEM file of CA certificates to trust for this upstream instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// TLS server name to send and verify. Default: the URL's host.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Forward the client's `Host` header instead of the upstream's. Default `false`.
+    #[serde(default)]
+    pub preserve_host: Option<bool>,
+    /// Remove the matched path prefix before forwarding. Default `false`.
+    #[serde(default)]
+    pub strip_prefix: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for UpstreamSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UpstreamSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an upstream URL or a mapping with `url`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UpstreamSpec, E> {
+                Ok(UpstreamSpec::Url(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpstreamSpec, A::Error> {
+                UpstreamDetail::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(UpstreamSpec::Detailed)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl UpstreamSpec {
+    #[must_use]
+    pub fn detail(&self) -> UpstreamDetail {
+        match self {
+            UpstreamSpec::Url(url) => UpstreamDetail {
+                url: url.clone(),
+                connect_timeout: None,
+                read_timeout: None,
+                verify_tls: None,
+                ca_file: None,
+                sni: None,
+                preserve_host: None,
+                strip_prefix: None,
+            },
+            UpstreamSpec::Detailed(d) => d.clone(),
+        }
+    }
+}
+
+/// One step of a pipeline, written `- name: options`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionSpec {
+    /// Require an API key in a header.
+    RequireApiKey(ApiKeySpec),
+    /// Only these client addresses (CIDR list) pass.
+    AllowIp(Vec<Cidr>),
+    /// These client addresses (CIDR list) are refused.
+    DenyIp(Vec<Cidr>),
+    /// Set a header (request side: to the upstream; response side: to the client).
+    SetHeader(SetHeaderSpec),
+    /// Remove headers (list of names).
+    RemoveHeader(Vec<HeaderNameSpec>),
+    /// The request body must be well-formed JSON.
+    ValidateJson(ValidateJsonSpec),
+    /// Every step must pass, in order.
+    All(Vec<Lenient<Spanned<AssertionSpec>>>),
+    /// At least one step must pass; the failure lists every branch's reason.
+    Any(Vec<Lenient<Spanned<AssertionSpec>>>),
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    /// Header carrying the key. Default `X-Api-Key`.
+    #[serde(default)]
+    pub header: Option<HeaderNameSpec>,
+    /// A prefix the header value must start with, stripped before lookup (e.g. `ApiKey `).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Query parameters that mark a key sent in the URL (refused). Default `api_key, apikey, api-key, x-api-key`.
+    #[serde(default)]
+    pub query_params: Option<Vec<String>>,
+    /// The accepted keys.
+    pub keys: Vec<Spanned<ApiKeyEntrySpec>>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntrySpec {
+    /// The client this key identifies; becomes `${client.id}`.
+    pub client: String,
+    /// Hex SHA-256 of the key (`portcullis hash-key` prints it). Exactly one of `sha256` and `secret`.
+    #[serde(default)]
+    pub sha256: Option<Sha256Hex>,
+    /// Name of a secret holding the key itself. Exactly one of `sha256` and `secret`.
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    /// Extra variables set for this client: `tier: gold` sets `${client.tier}`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetHeaderSpec {
+    pub name: HeaderNameSpec,
+    /// Text with `${...}` variables.
+    pub value: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateJsonSpec {
+    /// Deepest nesting of arrays/objects allowed. Default 32.
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    /// Whether an empty body passes. Default `true`.
+    #[serde(default)]
+    pub allow_empty: Option<bool>,
+}
+
+/// Defines a string newtype validated when it is read, with a plain string schema.
+macro_rules! validated_string {
+    ($(#[$meta:meta])* $name:ident($inner:ty), $what:literal, |$s:ident| $parse:expr, |$v:ident| $show:expr) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $name(pub $inner);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let $s = String::deserialize(d)?;
+                let parsed: Result<$inner, String> = $parse;
+                parsed.map($name).map_err(de::Error::custom)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let $v = &self.0;
+                s.collect_str(&$show)
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($name))
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "type": "string", "description": $what })
+            }
+        }
+    };
+}
+
+validated_string!(
+    /// A socket address `HOST:PORT`.
+    Addr(SocketAddr), "an address HOST:PORT, e.g. 127.0.0.1:8080",
+    |s| s.parse().map_err(|_| format!("\"{s}\" is not an address of the form HOST:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)")),
+    |v| v
+);
+
+validated_string!(
+    /// An IPv4 or IPv6 CIDR block; a bare address means a single host.
+    Cidr(IpNet), "a CIDR block such as 10.0.0.0/8 or 2001:db8::/32, or a single address",
+    |s| s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("\"{s}\" is not a CIDR block (e.g. 10.0.0.0/8) or an IP address")),
+    |v| v
+);
+
+validated_string!(
+    /// An HTTP header name.
+    HeaderNameSpec(HeaderName), "an HTTP header name",
+    |s| HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("\"{s}\" is not a valid header name")),
+    |v| v
+);
+
+validated_string!(
+    /// A hex SHA-256 digest.
+    Sha256Hex([u8; 32]), "64 hex digits: the SHA-256 of an API key",
+    |s| {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut out)
+            .map(|()| out)
+            .map_err(|_| "expected 64 hex digits (the SHA-256 of the key; `portcullis hash-key` prints it)".to_owned())
+    },
+    |v| hex::encode(v)
+);
+
+validated_string!(
+    /// A size: bytes, or with a unit `KB`, `KiB`, `MB`, `MiB`, `GB`, `GiB`.
+    ByteSize(u64), "a size such as 65536, 64KiB or 10MiB",
+    |s| parse_size(&s).ok_or_else(|| format!("\"{s}\" is not a size (e.g. 65536, 64KiB, 10MiB)")),
+    |v| v
+);
+
+validated_string!(
+    /// A duration such as `5s`, `250ms`, `2m`.
+    DurationSpec(Duration), "a duration such as 250ms, 5s or 2m",
+    |s| humantime::parse_duration(&s).map_err(|_| format!("\"{s}\" is not a duration (e.g. 250ms, 5s, 2m)")),
+    |v| humantime::format_duration(*v)
+);
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "KiB" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// One listen address or a list of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen(pub Vec<SocketAddr>);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Listen;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address HOST:PORT or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listen, E> {
+                Addr::deserialize(de::value::StrDeserializer::<E>::new(v))
+                    .map(|a| Listen(vec![a.0]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Listen, A::Error> {
+                let mut out = Vec::new();
+                while let Some(a) = seq.next_element::<Addr>()? {
+                    out.push(a.0);
+                }
+                Ok(Listen(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Listen {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Listen")
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "oneOf": [
+                { "type": "string", "description": "HOST:PORT" },
+                { "type": "array", "items": { "type": "string", "description": "HOST:PORT" } }
+            ]
+        })
+    }
+}
+
+impl<T: Serialize> Serialize for Spanned<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<T: Serialize> Serialize for Lenient<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl Serialize for Listen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        T::json_schema(g)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Lenient<T> {
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        T::json_schema(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("65536"), Some(65536));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("10MiB"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_size("1 GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("12XB"), None);
+        assert_eq!(parse_size("MiB"), None);
+    }
+}

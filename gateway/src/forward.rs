@@ -1,0 +1,91 @@
+//! Forwarding of requests whose body the pipeline read in full and that are larger than
+//! Pingora's 64 KiB replay buffer.
+//!
+//! Pingora replays a body read in `request_filter` only from its retry buffer; past 64 KiB
+//! it would send the head and no body. Such requests are forwarded here instead, over
+//! Pingora's own connector and connection pool: the buffered body goes up with an exact
+//! `Content-Length`, the response head runs through the service's response pipeline, and
+//! the response body streams back.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::proxy::{
+    apply_response_pipeline, peer_for, prepare_upstream_request, Gateway, RequestCtx,
+};
+
+/// How long a connection released to the pool may stay idle.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Sends the request with its buffered `body` upstream and relays the response.
+///
+/// # Errors
+/// Upstream failures come back marked as upstream errors (so they answer 502/504) and
+/// client-side failures as downstream errors.
+pub async fn forward_buffered(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: Bytes,
+) -> Result<()> {
+    let rt = ctx
+        .runtime_arc()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no policy"))?;
+    let svc = ctx
+        .service_index()
+        .and_then(|i| rt.services.get(i))
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
+    let peer = peer_for(&svc.upstream);
+
+    let mut req = session.req_header().clone();
+    let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
+    prepare_upstream_request(&svc.upstream, &svc.route, &mut req, &ctx.x, trusted)?;
+    req.remove_header(&TRANSFER_ENCODING);
+    req.remove_header(&EXPECT);
+    req.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+
+    let (mut up, _reused) = gw
+        .connector
+        .get_http_session(&peer)
+        .await
+        .map_err(Error::into_up)?;
+    up.write_request_header(Box::new(req))
+        .await
+        .map_err(Error::into_up)?;
+    up.write_request_body(body, true)
+        .await
+        .map_err(Error::into_up)?;
+    up.finish_request_body().await.map_err(Error::into_up)?;
+    up.read_response_header().await.map_err(Error::into_up)?;
+    let mut resp = up.response_header().cloned().ok_or_else(|| {
+        Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
+    })?;
+    apply_response_pipeline(svc, session.req_header(), &mut resp, ctx)?;
+    session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .map_err(Error::into_down)?;
+    loop {
+        let chunk = up.read_response_body().await.map_err(Error::into_up)?;
+        let end = chunk.is_none();
+        let chunk = match ctx.take_replacement(end) {
+            Some(replaced) => replaced,
+            None => chunk,
+        };
+        if chunk.is_some() || end {
+            session
+                .write_response_body(chunk, end)
+                .await
+                .map_err(Error::into_down)?;
+        }
+        if end {
+            break;
+        }
+    }
+    gw.connector
+        .release_http_session(up, &peer, Some(POOL_IDLE))
+        .await;
+    Ok(())
+}

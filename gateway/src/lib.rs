@@ -1,0 +1,25 @@
+//! Portcullis: an API gateway for the DMZ on Pingora, running a compiled YAML pipeline of
+//! assertions for every service it fronts.
+//!
+//! The binary (`portcullis`) is a thin CLI over this library; integration tests drive the
+//! same library to start real servers on ephemeral ports.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+pub mod echo;
+pub mod eval;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod state;
+
+/// The JSON Schema of the policy language.
+#[must_use]
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(config::spec::ConfigSpec);
+    serde_json::to_value(schema).unwrap_or_default()
+}

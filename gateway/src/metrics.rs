@@ -1,0 +1,214 @@
+//! Prometheus metrics. Label sets are resolved to counter handles when a policy is
+//! compiled, so the request path only does atomic adds.
+
+use std::sync::OnceLock;
+
+use portcullis_assertions::{Assertion, Verdict};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The gateway's metric families, kept across reloads.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    steps: IntCounterVec,
+    reloads: IntCounterVec,
+    pub log_dropped: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+
+impl Metrics {
+    /// Creates and registers every family.
+    ///
+    /// # Panics
+    /// Never in practice: the names and labels are constants that register once.
+    #[must_use]
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests answered, by service and status.",
+            ),
+            &["service", "status"],
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time from request head to the end of the response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["service"],
+        )
+        .expect("valid metric");
+        let steps = IntCounterVec::new(
+            Opts::new(
+                "portcullis_assertion_outcomes_total",
+                "Pipeline step outcomes, by service, step and outcome.",
+            ),
+            &["service", "phase", "assertion", "outcome"],
+        )
+        .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new("portcullis_reloads_total", "Policy reloads, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let log_dropped = IntCounter::new(
+            "portcullis_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(steps.clone()),
+            Box::new(reloads.clone()),
+            Box::new(log_dropped.clone()),
+        ] {
+            registry.register(c).expect("registers once");
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            steps,
+            reloads,
+            log_dropped,
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "invalid" }])
+            .inc();
+    }
+
+    /// The text exposition format.
+    #[must_use]
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Counts a request that matched no service.
+    pub fn unrouted(&self, status: u16) {
+        self.requests
+            .with_label_values(&["", &status.to_string()])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Pass/deny counters of one step.
+#[derive(Debug, Clone)]
+struct StepCounters {
+    pass: IntCounter,
+    deny: IntCounter,
+}
+
+/// A service's resolved metric handles.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    name: String,
+    family: IntCounterVec,
+    /// By status code: resolved on first use.
+    by_status: Box<[OnceLock<IntCounter>]>,
+    duration: prometheus::Histogram,
+    request_steps: Vec<StepCounters>,
+    response_steps: Vec<StepCounters>,
+}
+
+impl ServiceMetrics {
+    #[must_use]
+    pub fn new(
+        metrics: &Metrics,
+        name: &str,
+        request: &[Box<dyn Assertion>],
+        response: &[Box<dyn Assertion>],
+    ) -> Self {
+        let counters = |phase: &str, steps: &[Box<dyn Assertion>]| {
+            steps
+                .iter()
+                .map(|s| StepCounters {
+                    pass: metrics
+                        .steps
+                        .with_label_values(&[name, phase, s.kind(), "pass"]),
+                    deny: metrics
+                        .steps
+                        .with_label_values(&[name, phase, s.kind(), "deny"]),
+                })
+                .collect()
+        };
+        ServiceMetrics {
+            name: name.to_owned(),
+            family: metrics.requests.clone(),
+            by_status: (0..600).map(|_| OnceLock::new()).collect(),
+            duration: metrics.duration.with_label_values(&[name]),
+            request_steps: counters("request", request),
+            response_steps: counters("response", response),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn finished(&self, status: u16, seconds: f64) {
+        let counter = match self.by_status.get(usize::from(status)) {
+            Some(slot) => slot.get_or_init(|| {
+                self.family
+                    .with_label_values(&[&self.name, &status.to_string()])
+            }),
+            None => &self
+                .family
+                .with_label_values(&[&self.name, &status.to_string()]),
+        };
+        counter.inc();
+        self.duration.observe(seconds);
+    }
+
+    /// Counts the outcome of every top-level step that ran.
+    pub fn count_steps(
+        &self,
+        steps: &[Box<dyn Assertion>],
+        verdict: &Verdict,
+        denied: Option<usize>,
+        request: bool,
+    ) {
+        let counters = if request {
+            &self.request_steps
+        } else {
+            &self.response_steps
+        };
+        let ran = match verdict {
+            Verdict::Continue => steps.len(),
+            Verdict::Reject(_) => denied.map_or(0, |d| d + 1),
+        };
+        for (i, c) in counters.iter().take(ran).enumerate() {
+            if matches!(verdict, Verdict::Reject(_)) && Some(i) == denied {
+                c.deny.inc();
+            } else {
+                c.pass.inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The Pingora proxy: routes each request to a service, runs its request pipeline before
+//! the upstream is contacted, proxies, runs the response pipeline on the way back, and logs.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{
+    CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+use portcullis_assertions::ip::client_ip;
+use portcullis_assertions::{Exchange, Rejection, RequestHead, RequestView, ResponseHead, Verdict};
+
+use crate::access_log::{now_rfc3339, AccessRecord};
+use crate::forward;
+use crate::runtime::{Runtime, Service, Upstream};
+use crate::state::GatewayState;
+
+/// Pingora keeps this much of a request body for replay; larger pre-read bodies are
+/// forwarded by [`forward`].
+pub const RETRY_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The proxy service.
+pub struct Gateway {
+    pub state: Arc<GatewayState>,
+    pub connector: pingora::connectors::http::Connector,
+}
+
+impl Gateway {
+    #[must_use]
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Gateway {
+            state,
+            connector: pingora::connectors::http::Connector::new(None),
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    runtime: Option<Arc<Runtime>>,
+    service: Option<usize>,
+    pub x: Exchange,
+    start: Instant,
+    /// Body bytes seen while streaming (for the size limit).
+    body_seen: u64,
+    /// The refusal code, for the log.
+    reason: Option<&'static str>,
+    /// A response-side refusal replaces the upstream body with this.
+    replace_body: Option<Bytes>,
+}
+
+impl RequestCtx {
+    fn service(&self) -> Option<&Service> {
+        let rt = self.runtime.as_ref()?;
+        rt.services.get(self.service?)
+    }
+
+    /// The policy this request runs on.
+    #[must_use]
+    pub fn runtime_arc(&self) -> Option<Arc<Runtime>> {
+        self.runtime.clone()
+    }
+
+    #[must_use]
+    pub fn service_index(&self) -> Option<usize> {
+        self.service
+    }
+
+    /// When a response-side refusal replaced the body: `Some(None)` for a chunk to drop,
+    /// `Some(Some(problem))` at the end. `None` when the body passes unchanged.
+    pub fn take_replacement(&mut self, end: bool) -> Option<Option<Bytes>> {
+        self.replace_body.as_ref()?;
+        Some(if end { self.replace_body.take() } else { None })
+    }
+}
+
+/// Pingora's request head as an assertion sees it.
+pub struct PingoraRequest<'a>(pub &'a mut RequestHeader);
+
+impl RequestView for PingoraRequest<'_> {
+    fn method(&self) -> &Method {
+        &self.0.method
+    }
+    fn uri(&self) -> &Uri {
+        &self.0.uri
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.0.headers
+    }
+}
+
+impl RequestHead for PingoraRequest<'_> {
+    fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn remove_header(&mut self, name: &HeaderName) {
+        self.0.remove_header(name);
+    }
+}
+
+/// A read-only view, for response-side templates.
+pub struct PingoraRequestView<'a>(pub &'a RequestHeader);
+
+impl RequestView for PingoraRequestView<'_> {
+    fn method(&self) -> &Method {
+        &self.0.method
+    }
+    fn uri(&self) -> &Uri {
+        &self.0.uri
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.0.headers
+    }
+}
+
+/// Pingora's response head as an assertion sees it.
+pub struct PingoraResponse<'a>(pub &'a mut ResponseHeader);
+
+impl ResponseHead for PingoraResponse<'_> {
+    fn status(&self) -> StatusCode {
+        self.0.status
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.0.headers
+    }
+    fn set_header(&mut self, name: HeaderName, value: HeaderValue) {
+        let _ = self.0.insert_header(name, value);
+    }
+    fn remove_header(&mut self, name: &HeaderName) {
+        self.0.remove_header(name);
+    }
+}
+
+/// Writes a problem+json answer. The one place a refusal becomes bytes on the wire.
+pub async fn respond(session: &mut Session, r: &Rejection) -> Result<()> {
+    let body = Bytes::from(r.problem_json());
+    let mut resp = ResponseHeader::build(r.status, Some(4 + r.headers.len()))?;
+    resp.insert_header(CONTENT_TYPE, "application/problem+json")?;
+    resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    for (name, value) in &r.headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+/// Refuses paths whose meaning an upstream could read differently from our prefix match:
+/// dot segments (`/public/../admin`) and their percent-encoded forms, and NUL bytes.
+#[must_use]
+pub fn path_is_ambiguous(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e")
+        || lower.contains("%00")
+        || lower.contains("%5c")
+        || path.contains('\\')
+    {
+        return true;
+    }
+    path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+fn peer_ip(session: &Session) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), std::net::SocketAddr::ip)
+}
+
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+}
+
+/// The path and query to send upstream.
+#[must_use]
+pub fn upstream_path(up: &Upstream, route: &str, uri: &Uri) -> String {
+    let path = uri.path();
+    let rest = if up.strip_prefix && route != "/" {
+        path.strip_prefix(route.trim_end_matches('/'))
+            .unwrap_or(path)
+    } else {
+        path
+    };
+    let mut out = String::with_capacity(up.base_path.len() + rest.len() + 1);
+    out.push_str(&up.base_path);
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Builds the Pingora peer for an upstream.
+#[must_use]
+pub fn peer_for(up: &Upstream) -> HttpPeer {
+    let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+    peer.options.connection_timeout = Some(up.connect_timeout);
+    peer.options.read_timeout = Some(up.read_timeout);
+    peer.options.verify_cert = up.verify_tls;
+    peer.options.verify_hostname = up.verify_tls;
+    peer.options.ca.clone_from(&up.ca);
+    peer
+}
+
+/// Rewrites the head that goes upstream: path, `Host`, `X-Forwarded-*`.
+pub fn prepare_upstream_request(
+    up: &Upstream,
+    route: &str,
+    req: &mut RequestHeader,
+    x: &Exchange,
+    trusted_peer: bool,
+) -> Result<()> {
+    let original_host = request_host(req).map(str::to_owned);
+    if up.strip_prefix || !up.base_path.is_empty() {
+        let target = upstream_path(up, route, &req.uri);
+        req.set_uri(
+            target
+                .parse::<Uri>()
+                .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad upstream path"))?,
+        );
+    }
+    if !up.preserve_host {
+        req.insert_header(HOST, up.host_header.clone())?;
+    }
+    let peer = x.peer_ip.to_string();
+    let forwarded = match req
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) if trusted_peer => format!("{prior}, {peer}"),
+        _ => peer,
+    };
+    req.insert_header("x-forwarded-for", forwarded)?;
+    req.insert_header("x-forwarded-proto", "http")?;
+    if let Some(host) = original_host {
+        req.insert_header("x-forwarded-host", host)?;
+    }
+    Ok(())
+}
+
+fn body_too_large(limit: u64) -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than this service accepts ({limit} bytes)"),
+    )
+}
+
+/// Why the upstream exchange failed, as the client should hear it.
+fn upstream_failure(e: &Error) -> Option<Rejection> {
+    use ErrorType::{ConnectTimedout, HTTPStatus, ReadTimedout, WriteTimedout};
+    match (e.etype(), e.esource()) {
+        (HTTPStatus(413), _) => Some(Rejection::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "the request body is larger than this service accepts",
+        )),
+        (HTTPStatus(code), _) => StatusCode::from_u16(*code)
+            .ok()
+            .map(|s| Rejection::new(s, "request-failed", s.canonical_reason().unwrap_or("error"))),
+        (ConnectTimedout | ReadTimedout | WriteTimedout, ErrorSource::Upstream) => {
+            Some(Rejection::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "the upstream service did not answer in time",
+            ))
+        }
+        (_, ErrorSource::Upstream) => Some(Rejection::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unavailable",
+            "the upstream service could not be reached or failed",
+        )),
+        (ReadTimedout, ErrorSource::Downstream) => Some(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "client-timeout",
+            "the request was not received in time",
+        )),
+        (_, ErrorSource::Downstream) => None,
+        _ => Some(Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal-error",
+            "the gateway could not process the request",
+        )),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            runtime: None,
+            service: None,
+            x: Exchange::default(),
+            start: Instant::now(),
+            body_seen: 0,
+            reason: None,
+            replace_body: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.state.current();
+        ctx.runtime = Some(rt.clone());
+
+        let peer = peer_ip(session);
+        let client = client_ip(
+            peer,
+            session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            &rt.trusted_proxies,
+        );
+        ctx.x = Exchange::new(rt.registry.len(), client, peer);
+
+        let req = session.req_header();
+        if path_is_ambiguous(req.uri.path()) {
+            let r = Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "ambiguous-path",
+                "the request path contains dot segments or encoded dots, slashes or NULs",
+            );
+            ctx.reason = Some(r.code);
+            respond(session, &r).await?;
+            return Ok(true);
+        }
+        let Some(index) = rt.router.route(request_host(req), req.uri.path()) else {
+            let r = Rejection::new(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                "no service matches this host and path",
+            );
+            ctx.reason = Some(r.code);
+            respond(session, &r).await?;
+            return Ok(true);
+        };
+        ctx.service = Some(index);
+        let Some(svc) = rt.services.get(index) else {
+            return Ok(false);
+        };
+
+        // Refuse a declared oversize body before reading any of it.
+        let declared = req
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > svc.max_request_body) {
+            let r = body_too_large(svc.max_request_body);
+            ctx.reason = Some(r.code);
+            session.set_keepalive(None);
+            respond(session, &r).await?;
+            return Ok(true);
+        }
+
+        let body = if svc.needs.request_body {
+            session.enable_retry_buffering();
+            let mut buf = bytes::BytesMut::new();
+            while let Some(chunk) = session.read_request_body().await? {
+                if (buf.len() + chunk.len()) as u64 > svc.max_request_body {
+                    let r = body_too_large(svc.max_request_body);
+                    ctx.reason = Some(r.code);
+                    session.set_keepalive(None);
+                    respond(session, &r).await?;
+                    return Ok(true);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Some(buf.freeze())
+        } else {
+            None
+        };
+
+        let verdict = svc.run_request(
+            &mut PingoraRequest(session.req_header_mut()),
+            body.as_deref(),
+            &mut ctx.x,
+        );
+        if let Verdict::Reject(r) = verdict {
+            ctx.reason = Some(r.code);
+            if body.is_none() {
+                session.set_keepalive(None);
+            }
+            respond(session, &r).await?;
+            return Ok(true);
+        }
+
+        if let Some(body) = body {
+            if body.len() > RETRY_BUFFER_BYTES {
+                // Pingora cannot replay more than its retry buffer: forward it ourselves.
+                ctx.body_seen = body.len() as u64;
+                forward::forward_buffered(self, session, ctx, body).await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let svc = ctx
+            .service()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
+        Ok(Box::new(peer_for(&svc.upstream)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(rt), Some(svc)) = (ctx.runtime.as_ref(), ctx.service()) else {
+            return Ok(());
+        };
+        let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
+        prepare_upstream_request(&svc.upstream, &svc.route, upstream_request, &ctx.x, trusted)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_seen += chunk.len() as u64;
+            let limit = ctx.service().map_or(u64::MAX, |s| s.max_request_body);
+            if ctx.body_seen > limit {
+                ctx.reason = Some("body-too-large");
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over the service limit",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        let Some(svc) = ctx.service.and_then(|i| rt.services.get(i)) else {
+            return Ok(());
+        };
+        apply_response_pipeline(svc, session.req_header(), upstream_response, ctx)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(replaced) = ctx.take_replacement(end_of_stream) {
+            *body = replaced;
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let rejection = upstream_failure(e);
+        let code = match &rejection {
+            Some(r) if session.response_written().is_none() => {
+                ctx.reason = Some(r.code);
+                if respond(session, r).await.is_err() {
+                    0
+                } else {
+                    r.status.as_u16()
+                }
+            }
+            Some(r) => r.status.as_u16(),
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        log_request(
+            &self.state,
+            session.req_header(),
+            session.response_written().map(|r| r.status.as_u16()),
+            ctx,
+        );
+    }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        // Never the query string: it may hold credentials.
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+}
+
+/// Runs the response pipeline on an upstream response head; a refusal turns the response
+/// into a problem+json answer whose body replaces the upstream's.
+pub fn apply_response_pipeline(
+    svc: &Service,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if svc.response.is_empty() {
+        return Ok(());
+    }
+    let verdict = svc.run_response(
+        &PingoraRequestView(req),
+        &mut PingoraResponse(resp),
+        &mut ctx.x,
+    );
+    if let Verdict::Reject(r) = verdict {
+        ctx.reason = Some(r.code);
+        let body = Bytes::from(r.problem_json());
+        resp.set_status(r.status)?;
+        for name in [CONTENT_ENCODING, TRANSFER_ENCODING] {
+            resp.remove_header(&name);
+        }
+        resp.insert_header(CONTENT_TYPE, "application/problem+json")?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        for (name, value) in &r.headers {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        ctx.replace_body = Some(body);
+    }
+    Ok(())
+}
+
+/// Counts and logs a finished request.
+pub fn log_request(
+    state: &GatewayState,
+    req: &RequestHeader,
+    status: Option<u16>,
+    ctx: &RequestCtx,
+) {
+    let status = status.unwrap_or(0);
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+    let svc = ctx.service();
+    match svc {
+        Some(s) => s.metrics.finished(status, elapsed),
+        None => state.metrics.unrouted(status),
+    }
+    let client_id = ctx
+        .runtime
+        .as_ref()
+        .and_then(|rt| rt.registry.lookup("client.id"))
+        .and_then(|id| ctx.x.get(id));
+    state.log.write(&AccessRecord {
+        ts: now_rfc3339(),
+        service: svc.map_or("", |s| &s.name),
+        route: svc.map_or("", |s| &s.route),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        latency_ms: (elapsed * 1_000_000.0).round() / 1000.0,
+        client_ip: ctx.x.client_ip.to_string(),
+        client_id,
+        denied_by: ctx.x.denied_by,
+        reason: ctx.reason,
+        generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ambiguous_paths_are_spotted() {
+        for p in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/%2e%2e/b",
+            "/a/%2E/b",
+            "/a%00",
+            "/a\\b",
+            "/a/%5c",
+        ] {
+            assert!(path_is_ambiguous(p), "{p}");
+        }
+        for p in ["/", "/a/b", "/a/..b/c", "/a/b.c", "/v1.2/x"] {
+            assert!(!path_is_ambiguous(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Service selection: host first (exact, then `*.suffix` wildcard, then any host), then the
+//! longest path prefix on segment boundaries within that host group. A host group with no
+//! matching prefix falls through to the less specific groups.
+
+use std::collections::HashMap;
+
+/// One `match:` entry.
+#[derive(Debug, Clone)]
+struct Route {
+    prefix: String,
+    service: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    exact: HashMap<String, Vec<Route>>,
+    /// `(".example.com", routes)` for `*.example.com`.
+    wildcard: Vec<(String, Vec<Route>)>,
+    any_host: Vec<Route>,
+}
+
+/// True when `path` is inside `prefix` on a segment boundary.
+#[must_use]
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+/// Lower-cases a host and drops a port.
+#[must_use]
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
+        &host[..end + 2]
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or(host)
+    } else {
+        host
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Router {
+    /// Adds a service; `host` is `None` for any host.
+    pub fn add(&mut self, host: Option<&str>, prefix: &str, service: usize) {
+        let route = Route {
+            prefix: prefix.to_owned(),
+            service,
+        };
+        let list = match host.map(normalize_host) {
+            None => &mut self.any_host,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => {
+                    let suffix = suffix.to_owned();
+                    if let Some(i) = self.wildcard.iter().position(|(s, _)| *s == suffix) {
+                        &mut self.wildcard[i].1
+                    } else {
+                        self.wildcard.push((suffix, Vec::new()));
+                        let last = self.wildcard.len() - 1;
+                        &mut self.wildcard[last].1
+                    }
+                }
+                None => self.exact.entry(h).or_default(),
+            },
+        };
+        list.push(route);
+        list.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    }
+
+    /// The service for this host and path, if any.
+    #[must_use]
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let find = |routes: &[Route]| {
+            routes
+                .iter()
+                .find(|r| prefix_matches(&r.prefix, path))
+                .map(|r| r.service)
+        };
+        if let Some(host) = host.map(normalize_host) {
+            if let Some(s) = self.exact.get(&host).and_then(|r| find(r)) {
+                return Some(s);
+            }
+            for (suffix, routes) in &self.wildcard {
+                if host.ends_with(suffix.as_str()) && host.len() > suffix.len() {
+                    if let Some(s) = find(routes) {
+                        return Some(s);
+                    }
+                }
+            }
+        }
+        find(&self.any_host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_then_longest_prefix() {
+        let mut r = Router::default();
+        r.add(None, "/", 0);
+        r.add(None, "/widgets", 1);
+        r.add(None, "/widgets/admin", 2);
+        r.add(Some("API.example.com"), "/widgets", 3);
+        r.add(Some("*.example.com"), "/", 4);
+        assert_eq!(r.route(Some("other"), "/widgets/7"), Some(1));
+        assert_eq!(r.route(Some("other"), "/widgets/admin/x"), Some(2));
+        assert_eq!(r.route(Some("other"), "/widgetsx"), Some(0));
+        assert_eq!(r.route(Some("api.example.com:8443"), "/widgets"), Some(3));
+        // Exact host group without a matching prefix falls through to the wildcard.
+        assert_eq!(r.route(Some("api.example.com"), "/other"), Some(4));
+        assert_eq!(r.route(Some("eu.example.com"), "/widgets"), Some(4));
+        assert_eq!(r.route(Some("example.com"), "/x"), Some(0));
+        assert_eq!(r.route(None, "/widgets/admin"), Some(2));
+    }
+
+    #[test]
+    fn no_route_without_a_catch_all() {
+        let mut r = Router::default();
+        r.add(Some("a.test"), "/v1", 0);
+        assert_eq!(r.route(Some("a.test"), "/v2"), None);
+        assert_eq!(r.route(Some("b.test"), "/v1"), None);
+    }
+
+    #[test]
+    fn hosts_normalize() {
+        assert_eq!(normalize_host("Example.COM:80"), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert_eq!(normalize_host("example.com."), "example.com");
+    }
+}

@@ -1,0 +1,134 @@
+//! The compiled gateway: what a policy file becomes after loading, shared by every request
+//! until the next reload swaps in a new one.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use portcullis_assertions::ip::IpList;
+use portcullis_assertions::{
+    run_request, run_response, Assertion, Exchange, Needs, Request, RequestHead, RequestView,
+    ResponseHead, VarRegistry, Verdict,
+};
+
+use crate::metrics::ServiceMetrics;
+use crate::router::Router;
+
+/// A secret's value. Never printed: `Debug` shows `[redacted]`.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    #[must_use]
+    pub fn new(value: &str) -> Self {
+        Secret(Arc::from(value))
+    }
+
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Off,
+    File(std::path::PathBuf),
+}
+
+/// Settings that only take effect at start (listeners, workers, log target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub workers: usize,
+    pub access_log: AccessLogTarget,
+}
+
+/// How to reach a service's upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// As written in the policy, for `/api/config` and messages.
+    pub url: String,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub sni: String,
+    pub verify_tls: bool,
+    /// `Host` sent upstream unless `preserve_host`.
+    pub host_header: HeaderValue,
+    pub preserve_host: bool,
+    /// Path prefix of the upstream URL, without a trailing slash (may be empty).
+    pub base_path: String,
+    pub strip_prefix: bool,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Trust anchors for this upstream instead of the system's (`ca_file`).
+    pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
+}
+
+/// One fronted service, compiled.
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    /// The matched path prefix, for logs.
+    pub route: Arc<str>,
+    pub upstream: Upstream,
+    pub request: Vec<Box<dyn Assertion>>,
+    pub response: Vec<Box<dyn Assertion>>,
+    pub needs: Needs,
+    pub max_request_body: u64,
+    pub metrics: ServiceMetrics,
+}
+
+impl Service {
+    /// Runs the request pipeline; counts each top-level step's outcome.
+    pub fn run_request(
+        &self,
+        head: &mut dyn RequestHead,
+        body: Option<&[u8]>,
+        x: &mut Exchange,
+    ) -> Verdict {
+        let verdict = run_request(&self.request, &mut Request { head, body }, x);
+        self.metrics
+            .count_steps(&self.request, &verdict, x.denied_step, true);
+        verdict
+    }
+
+    /// Runs the response pipeline on the response head.
+    pub fn run_response(
+        &self,
+        req: &dyn RequestView,
+        resp: &mut dyn ResponseHead,
+        x: &mut Exchange,
+    ) -> Verdict {
+        let verdict = run_response(&self.response, req, resp, x);
+        self.metrics
+            .count_steps(&self.response, &verdict, x.denied_step, false);
+        verdict
+    }
+}
+
+/// Everything a request needs from the loaded policy.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Increases by one on every successful (re)load.
+    pub generation: u64,
+    pub settings: Settings,
+    pub router: Router,
+    pub services: Vec<Service>,
+    pub registry: VarRegistry,
+    pub trusted_proxies: IpList,
+    pub admin_token: Option<Secret>,
+    /// The effective configuration with secrets redacted, for `GET /api/config`.
+    pub effective: serde_json::Value,
+}

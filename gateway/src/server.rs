@@ -1,0 +1,145 @@
+//! Assembling the Pingora server: the proxy listener(s), the admin listener, the optional
+//! demo echo upstream, and the SIGHUP reloader.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service as ListeningService;
+
+use crate::admin::AdminApp;
+use crate::echo::EchoApp;
+use crate::proxy::Gateway;
+use crate::state::GatewayState;
+
+/// Re-reads the policy on SIGHUP.
+struct SighupReloader {
+    state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for SighupReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            log::warn!("cannot listen for SIGHUP; reload through the admin API instead");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => match self.state.reload() {
+                    Ok((rt, warnings)) => {
+                        log::info!("policy reloaded on SIGHUP: generation {}", rt.generation);
+                        for w in warnings {
+                            log::warn!("{w}");
+                        }
+                    }
+                    Err(invalid) => {
+                        log::error!("reload on SIGHUP refused; the old policy keeps serving:\n{invalid}");
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Builds the server for a loaded state. `echo` adds the demo echo upstream on that address.
+#[must_use]
+pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
+    let rt = state.current();
+    let conf = ServerConf {
+        threads: rt.settings.workers,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(state.clone()),
+        "portcullis",
+    );
+    for addr in &rt.settings.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = rt.settings.admin_listen {
+        let mut admin = ListeningService::new(
+            "portcullis admin".to_owned(),
+            AdminApp {
+                state: state.clone(),
+            },
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
+    if let Some(addr) = echo {
+        let mut app = ListeningService::new("portcullis echo".to_owned(), EchoApp);
+        app.add_tcp(&addr.to_string());
+        app.threads = Some(1);
+        server.add_service(app);
+    }
+    server.add_service(background_service(
+        "sighup reloader",
+        SighupReloader {
+            state: state.clone(),
+        },
+    ));
+    server
+}
+
+/// A shutdown trigger for servers run in-process (tests, embedding).
+pub struct ShutdownOnDrop {
+    tx: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct OneshotSignal(std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for OneshotSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().ok().and_then(|mut g| g.take());
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Runs `server` on its own thread (Pingora builds its own runtimes) until the returned
+/// guard is dropped.
+#[must_use]
+pub fn spawn(server: Server) -> ShutdownOnDrop {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        server.run(RunArgs {
+            shutdown_signal: Box::new(OneshotSignal(std::sync::Mutex::new(Some(rx)))),
+        });
+    });
+    ShutdownOnDrop {
+        tx: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

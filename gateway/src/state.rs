@@ -1,0 +1,79 @@
+//! The live gateway state: the current compiled policy (swapped atomically on reload),
+//! metrics and the access log. Requests pin the policy they started with, so in-flight
+//! requests finish on the old policy while new ones use the new.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::access_log::AccessLog;
+use crate::config::{self, InvalidPolicy};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+/// What every proxy, admin and background task shares.
+#[derive(Debug)]
+pub struct GatewayState {
+    pub config_path: PathBuf,
+    runtime: ArcSwap<Runtime>,
+    pub metrics: Metrics,
+    pub log: AccessLog,
+    reload_lock: Mutex<()>,
+}
+
+impl GatewayState {
+    /// Loads the policy at `path` and starts the access log it names.
+    ///
+    /// # Errors
+    /// Every problem with the policy, or the log file that cannot be opened.
+    pub fn load(path: &Path) -> Result<Arc<Self>, anyhow::Error> {
+        let metrics = Metrics::new();
+        let runtime = config::load(path, &metrics, 1)?;
+        let log = AccessLog::start(&runtime.settings.access_log, metrics.clone())?;
+        Ok(Arc::new(GatewayState {
+            config_path: path.to_path_buf(),
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            log,
+            reload_lock: Mutex::new(()),
+        }))
+    }
+
+    /// The policy in force now.
+    #[must_use]
+    pub fn current(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Re-reads the policy file; swaps it in only if it is valid. Settings that only apply
+    /// at start (listeners, workers, log target) are reported when they changed.
+    ///
+    /// # Errors
+    /// The problems of an invalid file; the old policy keeps serving.
+    pub fn reload(&self) -> Result<(Arc<Runtime>, Vec<String>), InvalidPolicy> {
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = self.current();
+        match config::load(&self.config_path, &self.metrics, old.generation + 1) {
+            Ok(new) => {
+                let mut warnings = Vec::new();
+                if new.settings != old.settings {
+                    warnings.push(
+                        "listen, admin.listen, workers and access_log take effect only after a restart".to_owned(),
+                    );
+                }
+                let new = Arc::new(new);
+                self.runtime.store(new.clone());
+                self.metrics.reload(true);
+                Ok((new, warnings))
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                Err(e)
+            }
+        }
+    }
+}
