@@ -500,6 +500,8 @@ impl ProxyHttp for Gateway {
         let code = match &rejection {
             Some(r) if session.response_written().is_none() => {
                 ctx.reason = Some(r.code);
+                // Pingora does not reuse the connection after a failure: say so.
+                session.set_keepalive(None);
                 if respond(session, r).await.is_err() {
                     0
                 } else {

@@ -1,0 +1,193 @@
+use crate::common::{client, problem_code, Backend, TestGateway};
+
+// sha256("demo-key-123") and sha256("partner-key-456")
+const ACME: &str = "a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873";
+const PARTNER: &str = "d1befb14a63e7ced66c1ee0868800d6330e970e6f6e5c03dc847a97fa65c588e";
+
+fn api_key_services() -> String {
+    format!(
+        r#"
+services:
+  - name: widgets
+    match: {{path: /widgets}}
+    upstream: {{backend}}
+    request:
+      - require_api_key:
+          keys:
+            - client: acme
+              sha256: {ACME}
+              attributes: {{tier: gold}}
+            - client: partner
+              sha256: {PARTNER}
+      - set_header: {{name: X-Client, value: "${{client.id}}/${{client.tier}} via ${{request.method}}"}}
+      - remove_header: [X-Api-Key]
+    response:
+      - remove_header: [Server, X-Internal-Debug]
+      - set_header: {{name: X-Served-For, value: "${{client.id}}"}}
+"#
+    )
+}
+
+#[test]
+fn api_key_allows_denies_and_sets_variables() {
+    let backend = Backend::start();
+    let gw = TestGateway::start(&api_key_services(), &backend.url());
+    let c = client();
+
+    let (status, code, body) = problem_code(c.get(gw.url("/widgets/1")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (401, "missing-api-key"));
+    assert!(body["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("X-Api-Key header"));
+
+    let (status, code, _) = problem_code(
+        c.get(gw.url("/widgets/1"))
+            .header("x-api-key", "wrong")
+            .send()
+            .expect("send"),
+    );
+    assert_eq!((status, code.as_str()), (401, "invalid-api-key"));
+    assert_eq!(
+        backend.count(),
+        0,
+        "refused requests never reach the upstream"
+    );
+
+    let resp = c
+        .get(gw.url("/widgets/1"))
+        .header("x-api-key", "demo-key-123")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-served-for"], "acme");
+    assert!(
+        resp.headers().get("server").is_none(),
+        "response header removed"
+    );
+    assert!(resp.headers().get("x-internal-debug").is_none());
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-client"], "acme/gold via GET");
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "credential stripped upstream"
+    );
+
+    let resp = c
+        .get(gw.url("/widgets/1"))
+        .header("x-api-key", "partner-key-456")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        backend.seen().pop().expect("reached").headers["x-client"],
+        "partner/ via GET"
+    );
+}
+
+#[test]
+fn api_key_in_the_query_string_is_refused_and_never_logged() {
+    let backend = Backend::start();
+    let gw = TestGateway::start(&api_key_services(), &backend.url());
+    let resp = client()
+        .get(gw.url("/widgets/1?api_key=demo-key-123"))
+        .header("x-api-key", "demo-key-123")
+        .send()
+        .expect("send");
+    let (status, code, body) = problem_code(resp);
+    assert_eq!((status, code.as_str()), (400, "api-key-in-query"));
+    assert!(body["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("send the API key in the X-Api-Key header"));
+    assert_eq!(backend.count(), 0);
+    let log = gw.access_log();
+    assert!(log.contains("\"reason\":\"api-key-in-query\""), "{log}");
+    assert!(
+        !log.contains("demo-key-123"),
+        "the key reached the log: {log}"
+    );
+}
+
+#[test]
+fn ip_rules_honour_trusted_proxies_only() {
+    let backend = Backend::start();
+    let services = r#"
+trusted_proxies: [127.0.0.1/32]
+services:
+  - name: internal
+    match: {path: /internal}
+    upstream: {backend}
+    request:
+      - allow_ip: [10.0.0.0/8, "2001:db8::/32"]
+  - name: public
+    match: {path: /public}
+    upstream: {backend}
+    request:
+      - deny_ip: [203.0.113.0/24]
+"#;
+    let gw = TestGateway::start(services, &backend.url());
+    let c = client();
+    let status = |path: &str, xff: &str| {
+        let mut req = c.get(gw.url(path));
+        if !xff.is_empty() {
+            req = req.header("x-forwarded-for", xff);
+        }
+        req.send().expect("send").status().as_u16()
+    };
+    // The test client is 127.0.0.1, a trusted proxy: its X-Forwarded-For is believed.
+    assert_eq!(status("/internal", "10.1.2.3"), 200);
+    assert_eq!(status("/internal", "2001:db8::7"), 200);
+    assert_eq!(status("/internal", "192.168.1.1"), 403);
+    // Only the rightmost untrusted hop counts: a spoofed left entry does not help.
+    assert_eq!(status("/internal", "10.1.2.3, 198.51.100.4"), 403);
+    assert_eq!(
+        status("/internal", ""),
+        403,
+        "127.0.0.1 itself is not in the allow list"
+    );
+    assert_eq!(status("/public", "203.0.113.50"), 403);
+    assert_eq!(status("/public", "198.51.100.4"), 200);
+    let (status, code, _) = problem_code(c.get(gw.url("/internal")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (403, "ip-not-allowed"));
+    // The upstream's X-Forwarded-For carries the chain plus the peer.
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.4, 127.0.0.1");
+}
+
+#[test]
+fn any_passes_on_one_branch_and_explains_every_failure() {
+    let backend = Backend::start();
+    let services = format!(
+        r#"
+services:
+  - name: orders
+    upstream: {{backend}}
+    request:
+      - any:
+          - allow_ip: [10.0.0.0/8]
+          - all:
+              - require_api_key:
+                  keys: [{{client: partner, sha256: {PARTNER}}}]
+              - set_header: {{name: X-Branch, value: key}}
+      - set_header: {{name: X-After, value: "${{client.id}}"}}
+"#
+    );
+    let gw = TestGateway::start(&services, &backend.url());
+    let c = client();
+    let (status, code, body) = problem_code(c.get(gw.url("/orders")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (403, "no-alternative-passed"));
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(detail.contains("[1] ip-not-allowed"), "{detail}");
+    assert!(detail.contains("[2] missing-api-key"), "{detail}");
+
+    let resp = c
+        .get(gw.url("/orders"))
+        .header("x-api-key", "partner-key-456")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-branch"], "key");
+    assert_eq!(seen.headers["x-after"], "partner");
+}

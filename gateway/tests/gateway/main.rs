@@ -1,0 +1,10 @@
+//! Integration tests: the real gateway on ephemeral loopback ports, in front of a real
+//! HTTP backend, driven by a real HTTP client.
+
+mod common;
+
+mod admin;
+mod assertions;
+mod bodies;
+mod routing;
+mod upstream;

@@ -1,0 +1,98 @@
+use crate::common::{client, problem_code, Backend, TestGateway};
+
+const SERVICES: &str = r#"
+services:
+  - name: catch-all
+    upstream: {backend}
+  - name: widgets
+    match: {path: /widgets}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: widgets}
+  - name: widget-admin
+    match: {path: /widgets/admin}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: widget-admin}
+  - name: api-host
+    match: {host: api.example.test, path: /widgets}
+    upstream: {url: "{backend}/v2", strip_prefix: true}
+    request:
+      - set_header: {name: X-Service, value: api-host}
+  - name: wildcard
+    match: {host: "*.example.test"}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: wildcard}
+"#;
+
+fn service_of(backend: &Backend) -> String {
+    let seen = backend.seen();
+    let last = seen.last().expect("a request reached the backend");
+    last.headers
+        .get("x-service")
+        .map(|v| v.to_str().expect("ascii").to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn host_then_longest_prefix_selects_the_service() {
+    let backend = Backend::start();
+    let gw = TestGateway::start(SERVICES, &backend.url());
+    let c = client();
+    let get = |host: &str, path: &str| {
+        let resp = c
+            .get(gw.url(path))
+            .header("host", host)
+            .send()
+            .expect("send");
+        assert_eq!(resp.status(), 200, "{host}{path}");
+        service_of(&backend)
+    };
+    assert_eq!(get("other.test", "/widgets/7"), "widgets");
+    assert_eq!(get("other.test", "/widgets/admin/users"), "widget-admin");
+    assert_eq!(get("other.test", "/widgetsx"), "");
+    assert_eq!(get("api.example.test", "/widgets/7"), "api-host");
+    // strip_prefix and the upstream base path rewrite the path; the query survives.
+    let resp = c
+        .get(gw.url("/widgets/7?color=red"))
+        .header("host", "api.example.test")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(backend.seen().last().expect("seen").uri, "/v2/7?color=red");
+    assert_eq!(get("eu.example.test", "/anything"), "wildcard");
+    // The upstream gets its own Host and the forwarding headers.
+    let last = backend.seen().pop().expect("seen");
+    assert_eq!(last.headers["host"], backend.addr.to_string().as_str());
+    assert_eq!(last.headers["x-forwarded-host"], "eu.example.test");
+    assert_eq!(last.headers["x-forwarded-for"], "127.0.0.1");
+}
+
+#[test]
+fn no_matching_service_is_a_404_problem() {
+    let backend = Backend::start();
+    let services = "services:\n  - name: only\n    match: {path: /only}\n    upstream: {backend}\n";
+    let gw = TestGateway::start(services, &backend.url());
+    let (status, code, _) = problem_code(client().get(gw.url("/elsewhere")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (404, "no-route"));
+    assert_eq!(backend.count(), 0);
+}
+
+#[test]
+fn dot_segments_are_refused_before_routing() {
+    let backend = Backend::start();
+    let services =
+        "services:\n  - name: public\n    match: {path: /public}\n    upstream: {backend}\n";
+    let gw = TestGateway::start(services, &backend.url());
+    // A raw request: clients normalise dot segments themselves.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
+    s.write_all(b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("ambiguous-path"), "{out}");
+    assert_eq!(backend.count(), 0);
+}
