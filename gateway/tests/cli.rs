@@ -1,0 +1,448 @@
+//! The `portcullis` binary as a user runs it: check, eval, schema, hash-key, run + SIGHUP,
+//! and every example policy under `policies/`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).current_dir(repo()).output().expect("runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).expect("write");
+    p
+}
+
+const THREE_MISTAKES: &str = r#"listen: 127.0.0.1:8080
+services:
+  - name: widgets
+    match: {path: /widgets}
+    upstream: http://127.0.0.1:9000
+    request:
+      - requre_api_key:
+          keys: []
+      - allow_ip: [10.0.0.0/33]
+      - set_header: {name: X-Client, value: "${client.idd}"}
+"#;
+
+#[test]
+fn check_reports_every_mistake_with_its_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "widgets.yaml", THREE_MISTAKES);
+    let out = run(&["check", "-c", file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = file.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            format!("{f}:7:9: unknown assertion \"requre_api_key\"; did you mean \"require_api_key\"? (at services[0].request[0].requre_api_key)").as_str(),
+            format!("{f}:9:20: \"10.0.0.0/33\" is not a CIDR block (e.g. 10.0.0.0/8) or an IP address (at services[0].request[1].allow_ip[0])").as_str(),
+            format!("{f}:10:45: unknown variable ${{client.idd}}; did you mean ${{client.id}}? (at services[0].request[2].set_header.value)").as_str(),
+            "3 error(s)",
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_a_good_file_and_reports_unreadable_ones() {
+    let out = run(&["check", "-c", "policies/demo.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok (2 service(s))"));
+    let out = run(&["check", "-c", "policies/does-not-exist.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("policies/does-not-exist.yaml: cannot read:"));
+}
+
+#[test]
+fn check_reports_yaml_syntax_and_semantic_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_yaml = write(dir.path(), "a.yaml", "services:\n  - name: [unclosed\n");
+    let out = run(&["check", "-c", bad_yaml.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(&format!("{}:", bad_yaml.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let semantic = write(
+        dir.path(),
+        "b.yaml",
+        "secrets:\n  key: {env: PORTCULLIS_TEST_SURELY_UNSET}\nservices:\n  - name: a\n    upstream: ftp://x\n  - name: a\n    upstream: http://127.0.0.1:1\n    response:\n      - allow_ip: [10.0.0.0/8]\n      - set_header: {name: Content-Length, value: '1'}\n",
+    );
+    let out = run(&["check", "-c", semantic.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for expected in [
+        ":2:8: environment variable PORTCULLIS_TEST_SURELY_UNSET is not set (at secrets.key)",
+        ":5:15: upstream \"ftp://x\" must start with http:// or https://",
+        ":6:11: duplicate service name \"a\"",
+        ":9:9: allow_ip checks requests; move it to the service's request: list",
+        ":10:9: header content-length carries message framing and cannot be set by a policy",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.trim_end().ends_with("5 error(s)"), "{stderr}");
+}
+
+#[test]
+fn includes_pull_in_services_and_report_their_own_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("services")).expect("mkdir");
+    write(
+        &dir.path().join("services"),
+        "a.yaml",
+        "services:\n  - name: a\n    match: {path: /a}\n    upstream: http://127.0.0.1:9000\n",
+    );
+    let main = write(
+        dir.path(),
+        "main.yaml",
+        "include: [\"services/*.yaml\"]\nservices: []\n",
+    );
+    let out = run(&["check", "-c", main.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok (1 service(s))"));
+
+    let b = write(
+        &dir.path().join("services"),
+        "b.yaml",
+        "services:\n  - name: b\n    upstream: http://127.0.0.1:9000\n    reqest: []\n",
+    );
+    let out = run(&["check", "-c", main.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:5: unknown field \"reqest\"; did you mean \"request\"?",
+            b.display()
+        )),
+        "{stderr}"
+    );
+    let nothing = write(dir.path(), "nothing.yaml", "include: [\"none/*.yaml\"]\n");
+    let out = run(&["check", "-c", nothing.to_str().expect("utf8")]);
+    assert!(
+        text(&out.stderr).contains(":1:11: include pattern \"none/*.yaml\" matches no file"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn eval_explains_allow_and_deny_with_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ok = write(
+        dir.path(),
+        "ok.http",
+        "GET /widgets/7?color=red HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\n\n",
+    );
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/demo.yaml",
+        "--request",
+        ok.to_str().expect("utf8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("service: widgets (route /widgets, upstream http://127.0.0.1:9090)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("require_api_key  PASS  passed"), "{stdout}");
+    assert!(
+        stdout.contains("key belongs to client \"acme-mobile\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("client.id=acme-mobile"), "{stdout}");
+    assert!(stdout.contains("verdict: ALLOW"), "{stdout}");
+    assert!(
+        !stdout.contains("demo-key-123"),
+        "the key was printed:\n{stdout}"
+    );
+
+    let denied = write(
+        dir.path(),
+        "denied.http",
+        "GET /widgets/7 HTTP/1.1\r\nHost: x\r\nX-Api-Key: nope\r\n\r\n",
+    );
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/demo.yaml",
+        "--request",
+        denied.to_str().expect("utf8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("require_api_key  DENY  401 invalid-api-key: the API key is not valid"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("verdict: DENY 401 invalid-api-key by require_api_key"),
+        "{stdout}"
+    );
+
+    // The client address is an input too.
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/demo.yaml",
+        "--request",
+        ok.to_str().expect("utf8"),
+        "--client-ip",
+        "192.0.2.7",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("deny_ip          DENY  403 ip-denied"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let garbage = write(dir.path(), "bad.http", "this is not http");
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/demo.yaml",
+        "--request",
+        garbage.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn schema_describes_the_policy_language() {
+    let out = run(&["schema"]);
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(schema["title"], "Portcullis policy");
+    let text = text(&out.stdout);
+    for name in [
+        "require_api_key",
+        "allow_ip",
+        "deny_ip",
+        "set_header",
+        "remove_header",
+        "validate_json",
+        "any",
+        "all",
+        "max_request_body",
+        "trusted_proxies",
+    ] {
+        assert!(text.contains(&format!("\"{name}\"")), "schema lacks {name}");
+    }
+}
+
+#[test]
+fn hash_key_prints_the_sha256() {
+    let mut child = bin()
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"demo-key-123\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873"
+    );
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["run", "demo", "check", "eval", "schema", "hash-key", "echo"] {
+        let out = run(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        assert!(text(&out.stdout).contains("Usage:"), "{cmd}");
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
+            if s.write_all(req.as_bytes()).is_ok() {
+                let mut out = String::new();
+                if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
+                    return out;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer from {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The demo policy, exactly as shipped, on free ports: every curl of the README's tour.
+#[test]
+fn the_demo_policy_works_end_to_end_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, echo) = (free_addr(), free_addr(), free_addr());
+    let demo = std::fs::read_to_string(repo().join("policies/demo.yaml")).expect("demo");
+    let policy = demo
+        .replace("127.0.0.1:8080", &listen.to_string())
+        .replace("127.0.0.1:9901", &admin.to_string())
+        .replace("127.0.0.1:9090", &echo.to_string())
+        .replace(
+            "../fixtures/demo-admin-token",
+            &repo()
+                .join("fixtures/demo-admin-token")
+                .display()
+                .to_string(),
+        );
+    let file = write(dir.path(), "demo.yaml", &policy);
+    let log = std::fs::File::create(dir.path().join("stdout.log")).expect("log");
+    let child = Child(
+        bin()
+            .args([
+                "run",
+                "-c",
+                file.to_str().expect("utf8"),
+                "--echo",
+                &echo.to_string(),
+            ])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+
+    assert!(get(listen, "/widgets/1", "").starts_with("HTTP/1.1 401"));
+    let ok = get(listen, "/widgets/1", "X-Api-Key: demo-key-123\r\n");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"x-client-id\": \"acme-mobile\""), "{ok}");
+    assert!(ok.contains("\"x-client-tier\": \"gold\""), "{ok}");
+    assert!(!ok.contains("x-api-key"), "{ok}");
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("x-served-by: portcullis for acme-mobile"),
+        "{ok}"
+    );
+    assert!(get(listen, "/widgets/1?api_key=demo-key-123", "").starts_with("HTTP/1.1 400"));
+    assert!(get(listen, "/nowhere", "").starts_with("HTTP/1.1 404"));
+    let health = get(
+        admin,
+        "/healthz",
+        "Authorization: Bearer demo-admin-token\r\n",
+    );
+    assert!(health.contains("\"generation\": 1"), "{health}");
+
+    // SIGHUP reloads the edited file.
+    std::fs::write(
+        &file,
+        policy.replace("portcullis for ${client.id}", "reloaded"),
+    )
+    .expect("edit");
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = get(listen, "/widgets/1", "X-Api-Key: demo-key-123\r\n");
+        if ok.to_ascii_lowercase().contains("x-served-by: reloaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{ok}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A broken edit is refused; the old policy keeps serving.
+    std::fs::write(&file, "services: [").expect("edit");
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill")
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = get(listen, "/widgets/1", "X-Api-Key: demo-key-123\r\n");
+    assert!(
+        ok.to_ascii_lowercase().contains("x-served-by: reloaded"),
+        "{ok}"
+    );
+    let health = get(
+        admin,
+        "/healthz",
+        "Authorization: Bearer demo-admin-token\r\n",
+    );
+    assert!(health.contains("\"generation\": 2"), "{health}");
+    drop(child);
+    let log = std::fs::read_to_string(dir.path().join("stdout.log")).expect("log");
+    assert!(log.contains("\"client_id\":\"acme-mobile\""), "{log}");
+    assert!(
+        !log.contains("demo-key-123"),
+        "a key reached the access log"
+    );
+}
+
+/// Every example policy loads; each one also has a test of its behaviour (the demo above).
+#[test]
+fn every_policy_in_the_policies_folder_passes_check() {
+    let mut count = 0;
+    for entry in std::fs::read_dir(repo().join("policies")).expect("policies") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let out = run(&["check", "-c", path.to_str().expect("utf8")]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        count += 1;
+    }
+    assert!(count >= 1);
+}
