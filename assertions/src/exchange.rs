@@ -54,7 +54,6 @@ impl VarRegistry {
         self.names.get(usize::from(id.0)).map_or("?", |n| n)
     }
 
-    #[must_use]
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(|n| &**n)
     }

@@ -90,9 +90,9 @@ impl Template {
         while let Some(at) = rest.find('$') {
             literal.push_str(&rest[..at]);
             let tail = &rest[at..];
-            if tail.starts_with("$${") {
+            if let Some(after) = tail.strip_prefix("$${") {
                 literal.push_str("${");
-                rest = &tail[3..];
+                rest = after;
             } else if let Some(body) = tail.strip_prefix("${") {
                 let end = body
                     .find('}')

@@ -69,8 +69,8 @@ impl Router {
             },
         };
         list.push(route);
-        list.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
-        self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        list.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     }
 
     /// The service for this host and path, if any.

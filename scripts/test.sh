@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace. On a fresh Debian/Ubuntu machine it first installs what
+# the build needs (cmake: Pingora builds zlib-ng with it). Tests start their own servers on
+# ephemeral 127.0.0.1 ports; nothing else needs to be running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+install_packages() {
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+  fi
+}
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  install_packages "${missing[@]}"
+fi
+
+cargo test --workspace --all-targets "$@"
