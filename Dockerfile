@@ -19,13 +19,15 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Only what the binary needs: keeps target/ and test data out of the build.
+# The workspace manifests and member sources only: keeps target/ and test data out of the
+# build. Cargo loads every workspace member, so each member listed in Cargo.toml is copied.
 COPY Cargo.toml Cargo.lock ./
 COPY assertions ./assertions
 COPY gateway ./gateway
+COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
-    cargo build --release -p portcullis \
+    cargo build --release --locked -p portcullis \
  && install -m 0755 target/release/portcullis /usr/local/bin/portcullis
 
 # ---- runtime ----------------------------------------------------------------------------

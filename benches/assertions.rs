@@ -1,0 +1,135 @@
+//! Per-assertion cost, each compiled once and run over a prepared request, beside the raw
+//! primitive it rests on (the floor).
+//!
+//! `cargo bench -p portcullis-benches`
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::HeaderName;
+use portcullis_assertions::api_key::{self, ApiClient, RequireApiKey, DEFAULT_QUERY_PARAMS};
+use portcullis_assertions::composite::Any;
+use portcullis_assertions::headers::{RemoveHeader, SetHeader};
+use portcullis_assertions::ip::{AllowIp, IpList};
+use portcullis_assertions::json_body::ValidateJson;
+use portcullis_assertions::template::Template;
+use portcullis_assertions::{Assertion, Exchange, Request, VarRegistry};
+use sha2::{Digest, Sha256};
+
+fn request() -> http::request::Parts {
+    let (parts, ()) = http::Request::builder()
+        .method("GET")
+        .uri("/widgets/7?color=red")
+        .header("host", "api.example.com")
+        .header("user-agent", "bench/1.0")
+        .header("accept", "application/json")
+        .header("x-api-key", "demo-key-123")
+        .body(())
+        .expect("request")
+        .into_parts();
+    parts
+}
+
+fn run(c: &mut Criterion, name: &str, a: &dyn Assertion, registry: &VarRegistry, body: Option<&[u8]>) {
+    let ip: IpAddr = "10.20.30.40".parse().expect("ip");
+    let template = request();
+    c.bench_function(name, |b| {
+        b.iter_batched_ref(
+            || template.clone(),
+            |parts| {
+                let mut x = Exchange::new(registry.len(), ip, ip);
+                let verdict = a.on_request(&mut Request { head: parts, body }, &mut x);
+                black_box(verdict)
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+}
+
+fn assertions(c: &mut Criterion) {
+    let mut registry = VarRegistry::new();
+    let tier = registry.define("client.tier");
+    let mut keys = HashMap::new();
+    for i in 0..1000 {
+        let client = Arc::new(ApiClient {
+            id: Arc::from(format!("client-{i}").as_str()),
+            attributes: vec![(tier, Arc::from("gold"))],
+        });
+        keys.insert(api_key::digest(format!("key-{i}").as_bytes()), client);
+    }
+    keys.insert(
+        api_key::digest(b"demo-key-123"),
+        Arc::new(ApiClient {
+            id: Arc::from("acme"),
+            attributes: vec![],
+        }),
+    );
+    let client_id = registry.define("client.id");
+    let api = RequireApiKey::new(
+        HeaderName::from_static("x-api-key"),
+        None,
+        keys,
+        DEFAULT_QUERY_PARAMS.iter().map(|s| (*s).to_owned()).collect(),
+        client_id,
+    );
+    run(c, "require_api_key (1001 keys)", &api, &registry, None);
+
+    let nets = (0..10).map(|i| format!("10.{i}.0.0/16").parse().expect("cidr")).collect();
+    let allow = AllowIp::new(IpList::new(nets));
+    run(c, "allow_ip (10 CIDRs)", &allow, &registry, None);
+
+    let set = SetHeader::new(
+        HeaderName::from_static("x-client"),
+        Template::parse("${client.id} via ${request.method} ${request.path}", &registry).expect("template"),
+    );
+    run(c, "set_header (template)", &set, &registry, None);
+    let set_const = SetHeader::new(
+        HeaderName::from_static("x-gateway"),
+        Template::parse("portcullis", &registry).expect("template"),
+    );
+    run(c, "set_header (constant)", &set_const, &registry, None);
+    let remove = RemoveHeader::new(vec![HeaderName::from_static("x-api-key")]);
+    run(c, "remove_header", &remove, &registry, None);
+
+    let any = Any::new(vec![
+        Box::new(AllowIp::new(IpList::new(vec!["192.168.0.0/16".parse().expect("cidr")]))),
+        Box::new(AllowIp::new(IpList::new(vec!["10.0.0.0/8".parse().expect("cidr")]))),
+    ]);
+    run(c, "any (second branch passes)", &any, &registry, None);
+
+    let body = serde_json::to_vec(&serde_json::json!({
+        "items": (0..300).map(|i| serde_json::json!({"id": i, "name": "widget", "tags": ["a", "b"]})).collect::<Vec<_>>()
+    }))
+    .expect("json");
+    let json = ValidateJson::new(32, true);
+    let mut group = c.benchmark_group("validate_json");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function(format!("{} bytes", body.len()), |b| {
+        let template = request();
+        let ip: IpAddr = "10.20.30.40".parse().expect("ip");
+        b.iter_batched_ref(
+            || template.clone(),
+            |parts| {
+                let mut x = Exchange::new(registry.len(), ip, ip);
+                black_box(json.on_request(&mut Request { head: parts, body: Some(&body) }, &mut x))
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+/// The floors: what the assertions above cannot go below.
+fn floors(c: &mut Criterion) {
+    c.bench_function("floor: sha256 of a 12-byte key", |b| {
+        b.iter(|| black_box(Sha256::digest(black_box(b"demo-key-123"))));
+    });
+    let template = request();
+    c.bench_function("floor: clone of the request head", |b| b.iter(|| black_box(template.clone())));
+}
+
+criterion_group!(benches, assertions, floors);
+criterion_main!(benches);

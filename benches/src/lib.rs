@@ -1,0 +1,1 @@
+//! Shared helpers for the Portcullis benchmarks (the load harness lives beside them).
