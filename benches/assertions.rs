@@ -33,7 +33,13 @@ fn request() -> http::request::Parts {
     parts
 }
 
-fn run(c: &mut Criterion, name: &str, a: &dyn Assertion, registry: &VarRegistry, body: Option<&[u8]>) {
+fn run(
+    c: &mut Criterion,
+    name: &str,
+    a: &dyn Assertion,
+    registry: &VarRegistry,
+    body: Option<&[u8]>,
+) {
     let ip: IpAddr = "10.20.30.40".parse().expect("ip");
     let template = request();
     c.bench_function(name, |b| {
@@ -72,18 +78,27 @@ fn assertions(c: &mut Criterion) {
         HeaderName::from_static("x-api-key"),
         None,
         keys,
-        DEFAULT_QUERY_PARAMS.iter().map(|s| (*s).to_owned()).collect(),
+        DEFAULT_QUERY_PARAMS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         client_id,
     );
     run(c, "require_api_key (1001 keys)", &api, &registry, None);
 
-    let nets = (0..10).map(|i| format!("10.{i}.0.0/16").parse().expect("cidr")).collect();
+    let nets = (0..10)
+        .map(|i| format!("10.{i}.0.0/16").parse().expect("cidr"))
+        .collect();
     let allow = AllowIp::new(IpList::new(nets));
     run(c, "allow_ip (10 CIDRs)", &allow, &registry, None);
 
     let set = SetHeader::new(
         HeaderName::from_static("x-client"),
-        Template::parse("${client.id} via ${request.method} ${request.path}", &registry).expect("template"),
+        Template::parse(
+            "${client.id} via ${request.method} ${request.path}",
+            &registry,
+        )
+        .expect("template"),
     );
     run(c, "set_header (template)", &set, &registry, None);
     let set_const = SetHeader::new(
@@ -95,8 +110,12 @@ fn assertions(c: &mut Criterion) {
     run(c, "remove_header", &remove, &registry, None);
 
     let any = Any::new(vec![
-        Box::new(AllowIp::new(IpList::new(vec!["192.168.0.0/16".parse().expect("cidr")]))),
-        Box::new(AllowIp::new(IpList::new(vec!["10.0.0.0/8".parse().expect("cidr")]))),
+        Box::new(AllowIp::new(IpList::new(vec!["192.168.0.0/16"
+            .parse()
+            .expect("cidr")]))),
+        Box::new(AllowIp::new(IpList::new(vec!["10.0.0.0/8"
+            .parse()
+            .expect("cidr")]))),
     ]);
     run(c, "any (second branch passes)", &any, &registry, None);
 
@@ -114,7 +133,13 @@ fn assertions(c: &mut Criterion) {
             || template.clone(),
             |parts| {
                 let mut x = Exchange::new(registry.len(), ip, ip);
-                black_box(json.on_request(&mut Request { head: parts, body: Some(&body) }, &mut x))
+                black_box(json.on_request(
+                    &mut Request {
+                        head: parts,
+                        body: Some(&body),
+                    },
+                    &mut x,
+                ))
             },
             criterion::BatchSize::SmallInput,
         );
@@ -128,7 +153,9 @@ fn floors(c: &mut Criterion) {
         b.iter(|| black_box(Sha256::digest(black_box(b"demo-key-123"))));
     });
     let template = request();
-    c.bench_function("floor: clone of the request head", |b| b.iter(|| black_box(template.clone())));
+    c.bench_function("floor: clone of the request head", |b| {
+        b.iter(|| black_box(template.clone()))
+    });
 }
 
 criterion_group!(benches, assertions, floors);

@@ -32,7 +32,10 @@ impl Assertion for All {
     }
 
     fn on_request(&self, req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
-        run_request(&self.steps, req, x)
+        x.descend();
+        let verdict = run_request(&self.steps, req, x);
+        x.ascend();
+        verdict
     }
 
     fn on_response(
@@ -41,7 +44,10 @@ impl Assertion for All {
         resp: &mut dyn ResponseHead,
         x: &mut Exchange,
     ) -> Verdict {
-        run_response(&self.steps, req, resp, x)
+        x.descend();
+        let verdict = run_response(&self.steps, req, resp, x);
+        x.ascend();
+        verdict
     }
 }
 
@@ -86,14 +92,20 @@ impl Assertion for Any {
 
     fn on_request(&self, req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
         let mut failures = Vec::new();
+        x.descend();
         for branch in &self.branches {
             let verdict = branch.on_request(req, x);
             x.record(branch.kind(), &verdict);
             match verdict {
-                Verdict::Continue => return Verdict::Continue,
+                Verdict::Continue => {
+                    x.ascend();
+                    x.clear_denial();
+                    return Verdict::Continue;
+                }
                 Verdict::Reject(r) => failures.push(r),
             }
         }
+        x.ascend();
         Self::combine(failures)
     }
 
@@ -104,14 +116,20 @@ impl Assertion for Any {
         x: &mut Exchange,
     ) -> Verdict {
         let mut failures = Vec::new();
+        x.descend();
         for branch in &self.branches {
             let verdict = branch.on_response(req, resp, x);
             x.record(branch.kind(), &verdict);
             match verdict {
-                Verdict::Continue => return Verdict::Continue,
+                Verdict::Continue => {
+                    x.ascend();
+                    x.clear_denial();
+                    return Verdict::Continue;
+                }
                 Verdict::Reject(r) => failures.push(r),
             }
         }
+        x.ascend();
         Self::combine(failures)
     }
 }

@@ -77,6 +77,9 @@ pub struct TraceStep {
     pub reason: String,
     /// Extra lines a step wants a policy author to see (never secrets).
     pub notes: Vec<String>,
+    /// Nesting: 0 for a pipeline's own steps, 1 inside an `any`/`all`, and so on. Children
+    /// are recorded before the composite that holds them.
+    pub depth: usize,
 }
 
 /// The state of one request as it moves through its pipelines.
@@ -93,6 +96,7 @@ pub struct Exchange {
     pub denied_step: Option<usize>,
     trace: Option<Vec<TraceStep>>,
     pending_notes: Vec<String>,
+    depth: usize,
 }
 
 impl Exchange {
@@ -107,6 +111,7 @@ impl Exchange {
             denied_step: None,
             trace: None,
             pending_notes: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -146,8 +151,26 @@ impl Exchange {
                 passed,
                 reason,
                 notes: std::mem::take(&mut self.pending_notes),
+                depth: self.depth,
             });
         }
+    }
+
+    /// Steps recorded from now on are children of a composite.
+    pub fn descend(&mut self) {
+        self.depth += 1;
+    }
+
+    /// Back to the composite's own level.
+    pub fn ascend(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    /// Forgets a refusal from a branch that did not decide the outcome (an `any` branch
+    /// that failed before another passed).
+    pub fn clear_denial(&mut self) {
+        self.denied_by = None;
+        self.denied_step = None;
     }
 
     pub fn set(&mut self, id: VarId, value: Arc<str>) {

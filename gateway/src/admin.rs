@@ -18,16 +18,27 @@ pub struct AdminApp {
     pub state: Arc<GatewayState>,
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
-    let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
-    let mut resp = Response::new(bytes);
+/// A response with an exact `Content-Length`, so clients can keep the connection.
+pub fn sized(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let len = body.len();
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
+        header::HeaderValue::from_static(content_type),
     );
-    h.insert(
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    resp
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut resp = sized(
+        status,
+        "application/json",
+        serde_json::to_vec_pretty(body).unwrap_or_default(),
+    );
+    resp.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
@@ -76,14 +87,11 @@ impl AdminApp {
                     &serde_json::json!({"status": "ok", "generation": rt.generation, "services": rt.services.len()}),
                 )
             }
-            (&Method::GET, "/metrics") => {
-                let mut resp = Response::new(self.state.metrics.render());
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                resp
-            }
+            (&Method::GET, "/metrics") => sized(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.state.metrics.render(),
+            ),
             (&Method::POST, "/api/reload") => {
                 match self.state.reload() {
                     Ok((rt, warnings)) => {

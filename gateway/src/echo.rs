@@ -47,11 +47,10 @@ impl ServeHttp for EchoApp {
             "body_bytes": size,
             "body_sha256": hex::encode(hasher.finalize()),
         });
-        let mut resp = Response::new(serde_json::to_vec_pretty(&body).unwrap_or_default());
-        *resp.status_mut() = StatusCode::OK;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
+        let mut resp = crate::admin::sized(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
         );
         resp.headers_mut().insert(
             header::SERVER,

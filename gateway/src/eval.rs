@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Context as _};
 use portcullis_assertions::ip::client_ip;
-use portcullis_assertions::{Exchange, Verdict};
+use portcullis_assertions::{Exchange, TraceStep, Verdict};
 
-use crate::proxy::path_is_ambiguous;
+use crate::proxy::{ambiguous_path, path_is_ambiguous};
 use crate::runtime::Runtime;
 
 /// Largest request file read.
@@ -78,9 +78,13 @@ pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, boo
         host.as_deref().unwrap_or("-")
     );
     if path_is_ambiguous(&path) {
+        let r = ambiguous_path();
         let _ = writeln!(
             out,
-            "verdict: DENY 400 ambiguous-path: dot segments or encoded dots in the path"
+            "verdict: DENY {} {}: {}",
+            r.status.as_u16(),
+            r.code,
+            r.detail
         );
         return (out, false);
     }
@@ -113,18 +117,8 @@ pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, boo
     x.enable_trace();
     let body = svc.needs.request_body.then_some(req.body.as_slice());
     let verdict = svc.run_request(&mut req.parts, body, &mut x);
-    for (i, step) in x.take_trace().iter().enumerate() {
-        let mark = if step.passed { "PASS" } else { "DENY" };
-        let _ = writeln!(
-            out,
-            "  {:>2}. {:<16} {mark}  {}",
-            i + 1,
-            step.kind,
-            step.reason
-        );
-        for note in &step.notes {
-            let _ = writeln!(out, "        {note}");
-        }
+    for (i, node) in trace_tree(x.take_trace()).iter().enumerate() {
+        print_step(&mut out, node, &format!("{:>2}.", i + 1), 2);
     }
     let vars: Vec<String> = x
         .set_vars(&rt.registry)
@@ -153,6 +147,47 @@ pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, boo
             );
             (out, false)
         }
+    }
+}
+
+/// A trace step with the steps it held.
+struct TraceNode {
+    step: TraceStep,
+    children: Vec<TraceNode>,
+}
+
+/// Rebuilds nesting from a flat trace in which children precede their composite.
+fn trace_tree(trace: Vec<TraceStep>) -> Vec<TraceNode> {
+    let mut pending: Vec<Vec<TraceNode>> = Vec::new();
+    for step in trace {
+        let d = step.depth;
+        if pending.len() < d + 2 {
+            pending.resize_with(d + 2, Vec::new);
+        }
+        let children = std::mem::take(&mut pending[d + 1]);
+        pending[d].push(TraceNode { step, children });
+    }
+    pending.into_iter().next().unwrap_or_default()
+}
+
+fn print_step(out: &mut String, node: &TraceNode, label: &str, indent: usize) {
+    let step = &node.step;
+    let mark = if step.passed { "PASS" } else { "DENY" };
+    let pad = " ".repeat(indent);
+    // Verdicts line up in one column whatever the nesting.
+    let width = 22usize
+        .saturating_sub(indent + label.len())
+        .max(step.kind.len());
+    let _ = writeln!(
+        out,
+        "{pad}{label} {:<width$} {mark}  {}",
+        step.kind, step.reason
+    );
+    for note in &step.notes {
+        let _ = writeln!(out, "{pad}      {note}");
+    }
+    for child in &node.children {
+        print_step(out, child, "-", indent + 4);
     }
 }
 

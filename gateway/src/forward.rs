@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -18,6 +19,21 @@ use crate::proxy::{
 
 /// How long a connection released to the pool may stay idle.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Tries on pooled connections before giving up (the last try is on a fresh one).
+const MAX_ATTEMPTS: usize = 3;
+
+/// Writes the request and reads the response head.
+async fn send(
+    up: &mut pingora::protocols::http::client::HttpSession,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> Result<()> {
+    up.write_request_header(Box::new(req.clone())).await?;
+    up.write_request_body(body.clone(), true).await?;
+    up.finish_request_body().await?;
+    up.read_response_header().await
+}
 
 /// Sends the request with its buffered `body` upstream and relays the response.
 ///
@@ -46,19 +62,22 @@ pub async fn forward_buffered(
     req.remove_header(&EXPECT);
     req.insert_header(CONTENT_LENGTH, body.len().to_string())?;
 
-    let (mut up, _reused) = gw
-        .connector
-        .get_http_session(&peer)
-        .await
-        .map_err(Error::into_up)?;
-    up.write_request_header(Box::new(req))
-        .await
-        .map_err(Error::into_up)?;
-    up.write_request_body(body, true)
-        .await
-        .map_err(Error::into_up)?;
-    up.finish_request_body().await.map_err(Error::into_up)?;
-    up.read_response_header().await.map_err(Error::into_up)?;
+    // A pooled connection the upstream closed while idle fails on first use: try the next
+    // one (or a fresh connection). The body is buffered, so resending it is safe.
+    let mut attempt = 0;
+    let mut up = loop {
+        attempt += 1;
+        let (mut up, reused) = gw
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(Error::into_up)?;
+        match send(&mut up, &req, &body).await {
+            Ok(()) => break up,
+            Err(_) if reused && attempt < MAX_ATTEMPTS => {}
+            Err(e) => return Err(e.into_up()),
+        }
+    };
     let mut resp = up.response_header().cloned().ok_or_else(|| {
         Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
     })?;

@@ -1,6 +1,6 @@
 //! The `portcullis` command line.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -153,10 +153,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&portcullis::schema()).unwrap_or_default()
-            );
+            let text = serde_json::to_string_pretty(&portcullis::schema()).unwrap_or_default();
+            // A closed pipe (`portcullis schema | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
             ExitCode::SUCCESS
         }
         Command::HashKey => {

@@ -155,18 +155,45 @@ pub async fn respond(session: &mut Session, r: &Rejection) -> Result<()> {
 }
 
 /// Refuses paths whose meaning an upstream could read differently from our prefix match:
-/// dot segments (`/public/../admin`) and their percent-encoded forms, and NUL bytes.
+/// dot segments (`/public/../admin`), percent-encoded dots, slashes and backslashes (an
+/// upstream that decodes before normalising would see other segments), and NUL bytes.
 #[must_use]
 pub fn path_is_ambiguous(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e")
-        || lower.contains("%00")
-        || lower.contains("%5c")
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|e| lower.contains(e))
         || path.contains('\\')
     {
         return true;
     }
     path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// The refusal for an ambiguous path.
+#[must_use]
+pub fn ambiguous_path() -> Rejection {
+    Rejection::new(
+        StatusCode::BAD_REQUEST,
+        "ambiguous-path",
+        "the request path contains dot segments, or encoded dots, slashes, backslashes or NULs",
+    )
+}
+
+/// Answers a refusal; closes the connection when the request body was not read, since
+/// what follows on the connection would be that body, not a request.
+async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    r: &Rejection,
+    body_read: bool,
+) -> Result<bool> {
+    ctx.reason = Some(r.code);
+    if !body_read && !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    respond(session, r).await?;
+    Ok(true)
 }
 
 fn peer_ip(session: &Session) -> IpAddr {
@@ -215,6 +242,7 @@ pub fn peer_for(up: &Upstream) -> HttpPeer {
     peer.options.verify_cert = up.verify_tls;
     peer.options.verify_hostname = up.verify_tls;
     peer.options.ca.clone_from(&up.ca);
+    peer.group_key = up.pool_group;
     peer
 }
 
@@ -238,17 +266,28 @@ pub fn prepare_upstream_request(
     if !up.preserve_host {
         req.insert_header(HOST, up.host_header.clone())?;
     }
+    // From a trusted proxy the chain so far is kept (every header line, in order) and the
+    // peer appended; from anyone else the client's claims are dropped.
     let peer = x.peer_ip.to_string();
-    let forwarded = match req
+    let prior: Vec<&str> = req
         .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prior) if trusted_peer => format!("{prior}, {peer}"),
-        _ => peer,
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = if trusted_peer && !prior.is_empty() {
+        format!("{}, {peer}", prior.join(", "))
+    } else {
+        peer
     };
     req.insert_header("x-forwarded-for", forwarded)?;
-    req.insert_header("x-forwarded-proto", "http")?;
+    let proto = req
+        .headers
+        .get("x-forwarded-proto")
+        .filter(|_| trusted_peer)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("http"));
+    req.insert_header("x-forwarded-proto", proto)?;
     if let Some(host) = original_host {
         req.insert_header("x-forwarded-host", host)?;
     }
@@ -336,14 +375,7 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         if path_is_ambiguous(req.uri.path()) {
-            let r = Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "ambiguous-path",
-                "the request path contains dot segments or encoded dots, slashes or NULs",
-            );
-            ctx.reason = Some(r.code);
-            respond(session, &r).await?;
-            return Ok(true);
+            return refuse(session, ctx, &ambiguous_path(), false).await;
         }
         let Some(index) = rt.router.route(request_host(req), req.uri.path()) else {
             let r = Rejection::new(
@@ -351,9 +383,7 @@ impl ProxyHttp for Gateway {
                 "no-route",
                 "no service matches this host and path",
             );
-            ctx.reason = Some(r.code);
-            respond(session, &r).await?;
-            return Ok(true);
+            return refuse(session, ctx, &r, false).await;
         };
         ctx.service = Some(index);
         let Some(svc) = rt.services.get(index) else {
@@ -367,11 +397,7 @@ impl ProxyHttp for Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > svc.max_request_body) {
-            let r = body_too_large(svc.max_request_body);
-            ctx.reason = Some(r.code);
-            session.set_keepalive(None);
-            respond(session, &r).await?;
-            return Ok(true);
+            return refuse(session, ctx, &body_too_large(svc.max_request_body), false).await;
         }
 
         let body = if svc.needs.request_body {
@@ -379,11 +405,8 @@ impl ProxyHttp for Gateway {
             let mut buf = bytes::BytesMut::new();
             while let Some(chunk) = session.read_request_body().await? {
                 if (buf.len() + chunk.len()) as u64 > svc.max_request_body {
-                    let r = body_too_large(svc.max_request_body);
-                    ctx.reason = Some(r.code);
-                    session.set_keepalive(None);
-                    respond(session, &r).await?;
-                    return Ok(true);
+                    return refuse(session, ctx, &body_too_large(svc.max_request_body), false)
+                        .await;
                 }
                 buf.extend_from_slice(&chunk);
             }
@@ -398,12 +421,7 @@ impl ProxyHttp for Gateway {
             &mut ctx.x,
         );
         if let Verdict::Reject(r) = verdict {
-            ctx.reason = Some(r.code);
-            if body.is_none() {
-                session.set_keepalive(None);
-            }
-            respond(session, &r).await?;
-            return Ok(true);
+            return refuse(session, ctx, &r, body.is_some()).await;
         }
 
         if let Some(body) = body {
@@ -616,6 +634,7 @@ mod tests {
             "/a%00",
             "/a\\b",
             "/a/%5c",
+            "/a/..%2Fb",
         ] {
             assert!(path_is_ambiguous(p), "{p}");
         }

@@ -74,6 +74,9 @@ pub struct Upstream {
     pub read_timeout: Duration,
     /// Trust anchors for this upstream instead of the system's (`ca_file`).
     pub ca: Option<Arc<[pingora::utils::tls::WrappedX509]>>,
+    /// Keeps pooled connections of upstreams that differ only in trust anchors apart:
+    /// Pingora's pool key does not include the CA list.
+    pub pool_group: u64,
 }
 
 /// One fronted service, compiled.

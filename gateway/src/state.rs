@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use crate::access_log::AccessLog;
 use crate::config::{self, InvalidPolicy};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Settings};
 
 /// What every proxy, admin and background task shares.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct GatewayState {
     runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     pub log: AccessLog,
+    /// The settings the server was started with (listeners, workers, log target).
+    started: Settings,
     reload_lock: Mutex<()>,
 }
 
@@ -33,6 +35,7 @@ impl GatewayState {
         let log = AccessLog::start(&runtime.settings.access_log, metrics.clone())?;
         Ok(Arc::new(GatewayState {
             config_path: path.to_path_buf(),
+            started: runtime.settings.clone(),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             log,
@@ -60,7 +63,7 @@ impl GatewayState {
         match config::load(&self.config_path, &self.metrics, old.generation + 1) {
             Ok(new) => {
                 let mut warnings = Vec::new();
-                if new.settings != old.settings {
+                if new.settings != self.started {
                     warnings.push(
                         "listen, admin.listen, workers and access_log take effect only after a restart".to_owned(),
                     );

@@ -23,6 +23,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs of spaces as one, so layout changes do not break the checks.
+fn squeeze(s: &str) -> String {
+    s.split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, content).expect("write");
@@ -63,6 +71,50 @@ fn check_reports_every_mistake_with_its_position() {
 }
 
 #[test]
+fn check_keeps_reading_after_a_bad_field_and_catches_conflicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "s.yaml",
+        r#"admin: {token: admin_token}
+secrets:
+  admin_token: {env: PORTCULLIS_TEST_SURELY_UNSET}
+services:
+  - name: a
+    match: {path: /a}
+    upstream: http://127.0.0.1:9000
+    max_request_body: 1 MegaByte
+    timeout: 5s
+    request:
+      - set_header: {name: Host, value: x}
+      - allow_ip: [not-an-ip]
+  - name: b
+    match: {path: /a}
+    upstream: http://127.0.0.1:9000
+"#,
+    );
+    let out = run(&["check", "-c", file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = squeeze(&text(&out.stderr));
+    for expected in [
+        ":3:16: environment variable PORTCULLIS_TEST_SURELY_UNSET is not set",
+        ":8:23: \"1 MegaByte\" is not a size",
+        ":9:5: unknown field \"timeout\"",
+        ":11:9: request header host is set by the gateway",
+        ":12:20: \"not-an-ip\" is not a CIDR block",
+        ":13:11: service \"b\" matches the same host and path as \"a\"",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // The unset secret is reported once, not again where admin.token names it.
+    assert!(!stderr.contains("unknown secret"), "{stderr}");
+    assert!(stderr.trim_end().ends_with("6 error(s)"), "{stderr}");
+}
+
+#[test]
 fn check_accepts_a_good_file_and_reports_unreadable_ones() {
     let out = run(&["check", "-c", "policies/demo.yaml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -97,6 +149,7 @@ fn check_reports_yaml_syntax_and_semantic_errors() {
         ":5:15: upstream \"ftp://x\" must start with http:// or https://",
         ":6:11: duplicate service name \"a\"",
         ":9:9: allow_ip checks requests; move it to the service's request: list",
+        ":6:11: service \"a\" matches the same host and path as \"a\"",
         ":10:9: header content-length carries message framing and cannot be set by a policy",
     ] {
         assert!(
@@ -104,7 +157,7 @@ fn check_reports_yaml_syntax_and_semantic_errors() {
             "missing {expected:?} in:\n{stderr}"
         );
     }
-    assert!(stderr.trim_end().ends_with("5 error(s)"), "{stderr}");
+    assert!(stderr.trim_end().ends_with("6 error(s)"), "{stderr}");
 }
 
 #[test]
@@ -164,13 +217,13 @@ fn eval_explains_allow_and_deny_with_exit_codes() {
         "--request",
         ok.to_str().expect("utf8"),
     ]);
-    let stdout = text(&out.stdout);
+    let stdout = squeeze(&text(&out.stdout));
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(
         stdout.contains("service: widgets (route /widgets, upstream http://127.0.0.1:9090)"),
         "{stdout}"
     );
-    assert!(stdout.contains("require_api_key  PASS  passed"), "{stdout}");
+    assert!(stdout.contains("require_api_key PASS passed"), "{stdout}");
     assert!(
         stdout.contains("key belongs to client \"acme-mobile\""),
         "{stdout}"
@@ -194,10 +247,10 @@ fn eval_explains_allow_and_deny_with_exit_codes() {
         "--request",
         denied.to_str().expect("utf8"),
     ]);
-    let stdout = text(&out.stdout);
+    let stdout = squeeze(&text(&out.stdout));
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("require_api_key  DENY  401 invalid-api-key: the API key is not valid"),
+        stdout.contains("require_api_key DENY 401 invalid-api-key: the API key is not valid"),
         "{stdout}"
     );
     assert!(
@@ -217,10 +270,34 @@ fn eval_explains_allow_and_deny_with_exit_codes() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stdout).contains("deny_ip          DENY  403 ip-denied"),
+        squeeze(&text(&out.stdout)).contains("deny_ip DENY 403 ip-denied"),
         "{}",
         text(&out.stdout)
     );
+
+    // Composites show their branches nested under them.
+    let orders = write(
+        dir.path(),
+        "orders.http",
+        "POST /orders HTTP/1.1\nHost: x\nX-Api-Key: partner-key-456\n\n{\"a\":1}",
+    );
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/demo.yaml",
+        "--request",
+        orders.to_str().expect("utf8"),
+        "--client-ip",
+        "198.51.100.7",
+    ]);
+    let stdout = squeeze(&text(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("1. any PASS passed\n - allow_ip DENY 403 ip-not-allowed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("- require_api_key PASS passed"), "{stdout}");
+    assert!(stdout.contains("2. validate_json PASS passed"), "{stdout}");
 
     let garbage = write(dir.path(), "bad.http", "this is not http");
     let out = run(&[

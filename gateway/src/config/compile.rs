@@ -1,7 +1,7 @@
 //! Spec → runtime: resolves secrets, upstream addresses, variables and templates, and
 //! builds each assertion once. Every problem is collected with its position.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +93,8 @@ struct Cx<'a> {
     base: PathBuf,
     errors: &'a mut Vec<Diagnostic>,
     secrets: &'a HashMap<String, Secret>,
+    /// Secrets that are defined but could not be read (already reported).
+    unreadable: HashSet<String>,
     registry: VarRegistry,
 }
 
@@ -109,6 +111,9 @@ impl Cx<'_> {
     fn secret(&mut self, name: &Spanned<String>, path: &str) -> Option<Secret> {
         if let Some(s) = self.secrets.get(&name.value) {
             return Some(s.clone());
+        }
+        if self.unreadable.contains(&name.value) {
+            return None;
         }
         let known: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
         let hint = suggest(&name.value, &known).map_or_else(
@@ -173,19 +178,33 @@ pub(crate) fn compile(
         base: base.clone(),
         errors,
         secrets: &secrets,
+        unreadable: defined_secrets(main, includes)
+            .filter(|n| !secrets.contains_key(*n))
+            .map(str::to_owned)
+            .collect(),
         registry,
     };
     let settings = compile_settings(&main.spec, &mut cx);
     let admin_token = main
         .spec
         .admin
-        .as_ref()
+        .present()
         .and_then(|a| cx.secret(&a.token, "admin.token"));
-    let trusted_proxies = IpList::new(main.spec.trusted_proxies.iter().map(|c| c.0).collect());
+    let trusted_proxies = IpList::new(
+        main.spec
+            .trusted_proxies
+            .get()
+            .into_iter()
+            .flatten()
+            .map(|c| c.0)
+            .collect(),
+    );
 
     let mut router = Router::default();
     let mut compiled = Vec::new();
     let mut names: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    type RouteKey = (Option<String>, String);
+    let mut routes: HashMap<RouteKey, (String, Arc<Path>, Location)> = HashMap::new();
     for (i, (file, svc)) in services.iter().enumerate() {
         cx.file = file.clone();
         let path = format!("services[{i}]");
@@ -202,8 +221,40 @@ pub(crate) fn compile(
             svc.value.name.value.clone(),
             (file.clone(), svc.value.name.loc),
         );
+        let matcher = svc.value.matcher.get();
+        let route_key = (
+            matcher
+                .and_then(|m| m.host.as_ref())
+                .map(|h| crate::router::normalize_host(&h.value)),
+            matcher
+                .and_then(|m| m.path.as_ref())
+                .map_or_else(|| "/".to_owned(), |p| p.value.clone()),
+        );
+        if let Some((other, first_file, first)) = routes.get(&route_key) {
+            let msg = format!(
+                "service \"{}\" matches the same host and path as \"{other}\" (at {}:{}), so it would never be used",
+                svc.value.name.value,
+                first_file.display(),
+                first
+            );
+            cx.err(svc.value.name.loc, &format!("{path}.match"), msg);
+        } else {
+            routes.insert(
+                route_key,
+                (
+                    svc.value.name.value.clone(),
+                    file.clone(),
+                    svc.value.name.loc,
+                ),
+            );
+        }
         if let Some(service) = compile_service(&svc.value, &path, metrics, &mut cx) {
-            let host = svc.value.matcher.host.as_ref().map(|h| h.value.as_str());
+            let host = svc
+                .value
+                .matcher
+                .get()
+                .and_then(|m| m.host.as_ref())
+                .map(|h| h.value.as_str());
             router.add(host, &service.route, compiled.len());
             compiled.push(service);
         }
@@ -220,6 +271,18 @@ pub(crate) fn compile(
         admin_token,
         effective,
     })
+}
+
+/// The names of every secret the files define.
+fn defined_secrets<'p>(
+    main: &'p Parsed<ConfigSpec>,
+    includes: &'p [Parsed<IncludeSpec>],
+) -> impl Iterator<Item = &'p str> {
+    main.spec
+        .secrets
+        .keys()
+        .chain(includes.iter().flat_map(|i| i.spec.secrets.keys()))
+        .map(String::as_str)
 }
 
 fn resolve_secrets(
@@ -298,25 +361,40 @@ fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
     let listen = spec
         .listen
-        .as_ref()
+        .present()
         .map_or_else(|| vec![default_listen], |l| l.0.clone());
     let admin_listen = spec
         .admin
-        .as_ref()
+        .present()
         .map(|a| a.listen.as_ref().map_or(default_admin, |l| l.0));
-    let workers = spec.workers.as_ref().map_or_else(
+    let workers = spec.workers.present().map_or_else(
         || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         |w| w.value,
     );
-    if let Some(w) = &spec.workers {
+    if let Some(w) = spec.workers.present() {
         if w.value == 0 || w.value > 256 {
             cx.err(w.loc, "workers", "workers must be between 1 and 256");
         }
     }
-    let access_log = match &spec.access_log {
+    let access_log = match spec.access_log.present() {
         None | Some(AccessLogSpec::Stdout) => AccessLogTarget::Stdout,
         Some(AccessLogSpec::Off) => AccessLogTarget::Off,
-        Some(AccessLogSpec::File(p)) => AccessLogTarget::File(PathBuf::from(p)),
+        Some(AccessLogSpec::File(p)) => {
+            // Relative to the policy file, like every other path in it.
+            let path = cx.base.join(p);
+            if !path.parent().is_some_and(Path::is_dir) {
+                cx.errors.push(Diagnostic {
+                    file: cx.file.clone(),
+                    loc: None,
+                    path: "access_log".to_owned(),
+                    message: format!(
+                        "the folder of the access log {} does not exist",
+                        path.display()
+                    ),
+                });
+            }
+            AccessLogTarget::File(path)
+        }
     };
     Settings {
         listen,
@@ -365,7 +443,8 @@ fn compile_service(
             "a service needs a non-empty name",
         );
     }
-    let route = match &spec.matcher.path {
+    let matcher = spec.matcher.get();
+    let route = match matcher.and_then(|m| m.path.as_ref()) {
         Some(p) if !p.value.starts_with('/') => {
             cx.err(
                 p.loc,
@@ -377,7 +456,7 @@ fn compile_service(
         Some(p) => p.value.clone(),
         None => "/".to_owned(),
     };
-    if let Some(h) = &spec.matcher.host {
+    if let Some(h) = matcher.and_then(|m| m.host.as_ref()) {
         let host = h.value.trim();
         let bare = host.strip_prefix("*.").unwrap_or(host);
         if bare.is_empty() || bare.contains(['/', ' ', '*']) {
@@ -388,7 +467,10 @@ fn compile_service(
             );
         }
     }
-    let upstream = compile_upstream(&spec.upstream, &format!("{path}.upstream"), cx);
+    let upstream = spec
+        .upstream
+        .get()
+        .and_then(|u| compile_upstream(u, &format!("{path}.upstream"), cx));
 
     let request = compile_steps(&spec.request, &format!("{path}.request"), Side::Request, cx);
     let response = compile_steps(
@@ -408,7 +490,7 @@ fn compile_service(
         needs,
         max_request_body: spec
             .max_request_body
-            .as_ref()
+            .present()
             .map_or(DEFAULT_MAX_REQUEST_BODY, |b| b.0),
         metrics,
     })
@@ -467,9 +549,13 @@ fn compile_upstream(
     let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
     let host_header = HeaderValue::from_str(authority).ok()?;
     let base_path = uri.path().trim_end_matches('/').to_owned();
+    let mut pool_group = 0;
     let ca = match &d.ca_file {
         Some(file) => match load_ca_file(&cx.base.join(file)) {
-            Ok(ca) => Some(ca),
+            Ok((ca, group)) => {
+                pool_group = group;
+                Some(ca)
+            }
             Err(message) => {
                 cx.err(loc, path, message);
                 None
@@ -490,14 +576,17 @@ fn compile_upstream(
         connect_timeout: d.connect_timeout.map_or(Duration::from_secs(5), |t| t.0),
         read_timeout: d.read_timeout.map_or(Duration::from_secs(60), |t| t.0),
         ca,
+        pool_group,
     })
 }
 
 /// Reads PEM CA certificates, checking each parses as X.509.
-fn load_ca_file(path: &Path) -> Result<Arc<[pingora::utils::tls::WrappedX509]>, String> {
+/// Also returns a digest of the certificates, to keep connection pools apart.
+fn load_ca_file(path: &Path) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>, u64), String> {
     let pem =
         std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
     let mut out = Vec::new();
+    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
     for der in rustls_pemfile::certs(&mut pem.as_slice()) {
         let der = der.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         if x509_parser::parse_x509_certificate(&der).is_err() {
@@ -506,6 +595,7 @@ fn load_ca_file(path: &Path) -> Result<Arc<[pingora::utils::tls::WrappedX509]>, 
                 path.display()
             ));
         }
+        sha2::Digest::update(&mut digest, &der);
         out.push(pingora::utils::tls::WrappedX509::new(
             der.to_vec(),
             pingora::utils::tls::parse_x509,
@@ -517,7 +607,10 @@ fn load_ca_file(path: &Path) -> Result<Arc<[pingora::utils::tls::WrappedX509]>, 
             path.display()
         ));
     }
-    Ok(Arc::from(out))
+    let digest = sha2::Digest::finalize(digest);
+    let mut group = [0u8; 8];
+    group.copy_from_slice(&digest[..8]);
+    Ok((Arc::from(out), u64::from_le_bytes(group).max(1)))
 }
 
 fn compile_steps(
@@ -532,6 +625,21 @@ fn compile_steps(
         .filter_map(|(i, s)| s.0.as_ref().map(|s| (i, s)))
         .filter_map(|(i, s)| compile_step(s, &format!("{path}[{i}]"), side, cx))
         .collect()
+}
+
+/// Request headers the gateway sets on the way up (after the pipeline), so a policy edit
+/// would be overwritten.
+fn gateway_managed(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+    )
+}
+
+fn managed_message(name: &HeaderName) -> String {
+    format!(
+        "request header {name} is set by the gateway for the upstream (see the upstream's preserve_host option); a policy cannot change it"
+    )
 }
 
 fn request_only(kind: &str, side: Side, loc: Location, path: &str, cx: &mut Cx<'_>) -> bool {
@@ -641,6 +749,10 @@ fn compile_step(
             }
         }
         AssertionSpec::SetHeader(spec) => {
+            if side == Side::Request && gateway_managed(&spec.name.0) {
+                cx.err(loc, path, managed_message(&spec.name.0));
+                return None;
+            }
             if !editable(&spec.name.0) {
                 cx.err(
                     loc,
@@ -663,6 +775,13 @@ fn compile_step(
         AssertionSpec::RemoveHeader(names) => {
             if names.is_empty() {
                 cx.err(loc, path, "remove_header needs at least one header name");
+            }
+            if let Some(n) = names
+                .iter()
+                .find(|n| side == Side::Request && gateway_managed(&n.0))
+            {
+                cx.err(loc, path, managed_message(&n.0));
+                return None;
             }
             if let Some(n) = names.iter().find(|n| !editable(&n.0)) {
                 cx.err(

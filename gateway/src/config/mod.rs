@@ -137,6 +137,11 @@ pub fn load(path: &Path, metrics: &Metrics, generation: u64) -> Result<Runtime, 
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let includes = compile::read_includes(&main, &base, &mut errors);
     let runtime = compile::compile(&main, &includes, metrics, generation, &mut errors);
+    // Report in reading order: by file, then position.
+    errors.sort_by(|a, b| {
+        let key = |d: &Diagnostic| (d.loc.map_or(0, |l| l.line), d.loc.map_or(0, |l| l.col));
+        a.file.cmp(&b.file).then_with(|| key(a).cmp(&key(b)))
+    });
     match runtime {
         Some(rt) if errors.is_empty() => Ok(rt),
         _ => Err(InvalidPolicy(errors)),

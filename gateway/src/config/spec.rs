@@ -28,19 +28,19 @@ use super::yaml::{Lenient, Spanned};
 pub struct ConfigSpec {
     /// Addresses the proxy listens on, `HOST:PORT` (one or a list). Default `0.0.0.0:8080`.
     #[serde(default)]
-    pub listen: Option<Listen>,
+    pub listen: Lenient<Option<Listen>>,
     /// The admin API listener (health, metrics, reload, config).
     #[serde(default)]
-    pub admin: Option<AdminSpec>,
+    pub admin: Lenient<Option<AdminSpec>>,
     /// Proxies whose `X-Forwarded-For` is believed when working out the client address.
     #[serde(default)]
-    pub trusted_proxies: Vec<Cidr>,
+    pub trusted_proxies: Lenient<Vec<Cidr>>,
     /// Worker threads for the proxy. Default: the number of CPUs.
     #[serde(default)]
-    pub workers: Option<Spanned<usize>>,
+    pub workers: Lenient<Option<Spanned<usize>>>,
     /// Where the JSON access log goes: `stdout` (default), `off`, or `{file: PATH}`.
     #[serde(default)]
-    pub access_log: Option<AccessLogSpec>,
+    pub access_log: Lenient<Option<AccessLogSpec>>,
     /// Named secrets, each read from an environment variable or a file. Never printed.
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
@@ -100,12 +100,12 @@ pub struct ServiceSpec {
     pub name: Spanned<String>,
     /// Which requests belong to this service.
     #[serde(rename = "match", default)]
-    pub matcher: MatchSpec,
+    pub matcher: Lenient<MatchSpec>,
     /// Where allowed requests go.
-    pub upstream: Spanned<UpstreamSpec>,
+    pub upstream: Lenient<Spanned<UpstreamSpec>>,
     /// Largest request body accepted (`413` past it), e.g. `1MiB`. Default `10MiB`.
     #[serde(default)]
-    pub max_request_body: Option<ByteSize>,
+    pub max_request_body: Lenient<Option<ByteSize>>,
     /// Steps run on the way in, before the upstream is contacted.
     #[serde(default)]
     pub request: Vec<Lenient<Spanned<AssertionSpec>>>,

@@ -185,6 +185,27 @@ impl<T> std::ops::Deref for Spanned<T> {
 #[derive(Debug, Clone)]
 pub struct Lenient<T>(pub Option<T>);
 
+impl<T> Lenient<T> {
+    /// The value, when it was read without error.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
+
+impl<T> Lenient<Option<T>> {
+    /// The optional value, when present and read without error.
+    pub fn present(&self) -> Option<&T> {
+        self.0.as_ref().and_then(Option::as_ref)
+    }
+}
+
+/// An absent field with `#[serde(default)]` is the default value, not an error.
+impl<T: Default> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(Some(T::default()))
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Thread-local state shared between the deserializer and the wrapper types
 // ---------------------------------------------------------------------------
@@ -809,8 +830,55 @@ impl<'a> De<'a> {
                 pairs,
                 index: 0,
                 path: self.path,
+                fields: None,
             }),
             _ => Err(self.mismatch("a mapping")),
+        }
+    }
+
+    /// A struct: keys that name no field are reported (with a suggestion) and skipped, so
+    /// the rest of the struct is still read and checked. Every spec type denies unknown
+    /// fields, so this reports exactly what serde would, without stopping there.
+    fn struct_map<'de, V: Visitor<'de>>(
+        &self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        let NodeKind::Map(pairs) = &self.node.kind else {
+            return Err(self.mismatch("a mapping"));
+        };
+        // Fields that a misspelt key was probably meant to be: their "missing field" error
+        // would only repeat the "did you mean" already reported.
+        let present = |f: &str| {
+            pairs
+                .iter()
+                .any(|(k, _)| matches!(&k.kind, NodeKind::Scalar { value, .. } if value == f))
+        };
+        let typo_for: Vec<&str> = pairs
+            .iter()
+            .filter_map(|(k, _)| match &k.kind {
+                NodeKind::Scalar { value, .. } if !fields.contains(&value.as_str()) => {
+                    suggest(value, fields)
+                }
+                _ => None,
+            })
+            .filter(|f| !present(f))
+            .collect();
+        let r = visitor.visit_map(MapDe {
+            pairs,
+            index: 0,
+            path: self.path,
+            fields: (!fields.is_empty()).then_some(fields),
+        });
+        match r {
+            Err(e)
+                if typo_for
+                    .iter()
+                    .any(|f| e.message == format!("missing field \"{f}\"")) =>
+            {
+                Err(Error::msg(RECOVERED_MARKER))
+            }
+            other => other,
         }
     }
 
@@ -1023,13 +1091,13 @@ impl<'de> Deserializer<'de> for De<'_> {
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
         let r = if name == SPANNED_NAME {
             self.spanned(visitor)
         } else {
-            self.map(visitor)
+            self.struct_map(fields, visitor)
         };
         self.finish(r)
     }
@@ -1090,6 +1158,8 @@ struct MapDe<'a> {
     pairs: &'a [(Node, Node)],
     index: usize,
     path: &'a Path<'a>,
+    /// For structs: the field names; other keys are reported and skipped.
+    fields: Option<&'static [&'static str]>,
 }
 
 impl<'de> MapAccess<'de> for MapDe<'_> {
@@ -1099,9 +1169,25 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        let Some((key, _)) = self.pairs.get(self.index) else {
+        let Some(mut key) = self.pairs.get(self.index).map(|(k, _)| k) else {
             return Ok(None);
         };
+        if let Some(fields) = self.fields {
+            while let NodeKind::Scalar { value, .. } = &key.kind {
+                if fields.contains(&value.as_str()) {
+                    break;
+                }
+                let path = Path::Key(self.path, key_text(key));
+                push_error(
+                    <Error as de::Error>::unknown_field(value, fields).attach(key.loc, &path),
+                );
+                self.index += 1;
+                match self.pairs.get(self.index) {
+                    Some((k, _)) => key = k,
+                    None => return Ok(None),
+                }
+            }
+        }
         let path = Path::Key(self.path, key_text(key));
         seed.deserialize(De::new(key, &path))
             .map(Some)

@@ -187,6 +187,13 @@ services:
         .send()
         .expect("send");
     assert_eq!(resp.status(), 200);
+    // A failed branch of a passing `any` is not logged as the request's denial.
+    let log = gw.access_log();
+    let last = log.lines().last().expect("a log line");
+    assert!(
+        last.contains("\"status\":200") && !last.contains("denied_by"),
+        "{last}"
+    );
     let seen = backend.seen().pop().expect("reached");
     assert_eq!(seen.headers["x-branch"], "key");
     assert_eq!(seen.headers["x-after"], "partner");

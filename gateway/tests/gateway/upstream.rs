@@ -118,7 +118,8 @@ services:
         echo["headers"]["host"],
         format!("localhost:{}", addr.port())
     );
-    // Not signed by a CA the gateway trusts: refused.
+    // Not signed by a CA the gateway trusts: refused, even though a verified connection to
+    // the same address and name now sits in the pool (pools are kept apart per trust).
     let (status, code, _) = problem_code(c.get(gw.url("/untrusted/x")).send().expect("send"));
     assert_eq!((status, code.as_str()), (502, "upstream-unavailable"));
     // The certificate is not for the name we asked for: refused.
