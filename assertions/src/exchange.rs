@@ -21,6 +21,9 @@ pub struct VarRegistry {
 /// Variables every policy knows, whether or not a step sets them.
 pub const WELL_KNOWN: &[&str] = &["client.id"];
 
+/// The id of `client.id` in every registry.
+pub const CLIENT_ID: VarId = VarId(0);
+
 impl VarRegistry {
     #[must_use]
     pub fn new() -> Self {
@@ -197,9 +200,10 @@ impl Exchange {
 }
 
 impl Default for Exchange {
+    /// An exchange without variable slots (no allocation), replaced once a request is routed.
     fn default() -> Self {
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-        Exchange::new(WELL_KNOWN.len(), any, any)
+        Exchange::new(0, any, any)
     }
 }
 

@@ -135,7 +135,7 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let mut x = Exchange::default();
+        let mut x = Exchange::new(2, [0, 0, 0, 0].into(), [0, 0, 0, 0].into());
         x.set(reg.lookup("client.id").expect("id"), Arc::from("acme"));
         let mut r = Request {
             head: &mut req,

@@ -216,7 +216,7 @@ mod tests {
             &reg,
         )
         .expect("compiles");
-        let mut x = Exchange::default();
+        let mut x = Exchange::new(2, [0, 0, 0, 0].into(), [0, 0, 0, 0].into());
         x.set(reg.define("client.id"), Arc::from("acme"));
         assert_eq!(
             t.render(&request(), &x),

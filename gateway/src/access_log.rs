@@ -77,6 +77,12 @@ impl AccessLog {
         })
     }
 
+        /// False when the log is off: callers skip building records.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues a record; drops it (and counts the drop) when the writer is behind.
     pub fn write(&self, record: &AccessRecord<'_>) {
         let Some(tx) = &self.tx else { return };

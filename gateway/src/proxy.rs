@@ -598,11 +598,10 @@ pub fn log_request(
         Some(s) => s.metrics.finished(status, elapsed),
         None => state.metrics.unrouted(status),
     }
-    let client_id = ctx
-        .runtime
-        .as_ref()
-        .and_then(|rt| rt.registry.lookup("client.id"))
-        .and_then(|id| ctx.x.get(id));
+        if !state.log.enabled() {
+        return;
+    }
+    let client_id = ctx.x.get(portcullis_assertions::exchange::CLIENT_ID);
     state.log.write(&AccessRecord {
         ts: now_rfc3339(),
         service: svc.map_or("", |s| &s.name),

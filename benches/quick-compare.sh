@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# A first, quick throughput comparison on loopback, all in one run:
+#   backend direct  vs  nginx as a plain reverse proxy  vs  Portcullis pass-through
+#   vs  Portcullis with a typical request pipeline (API key, IP rule, header edits).
+# The proxy under test is pinned to CPU 0; wrk and the backend (nginx serving a 75-byte
+# body) to CPU 1. Reports requests/s, latency and the proxy's CPU time per request (the
+# steadier figure on a shared 2-core machine). Everything binds 127.0.0.1 and is stopped
+# at the end.
+#
+#   bash benches/quick-compare.sh [seconds per run, default 10] [connections, default 50]
+#
+# Needs nginx and wrk (installed from Debian's packages when missing) and a release build
+# (built when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+CONNS=${2:-50}
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
+fi
+[ -x target/release/portcullis ] || cargo build --release -p portcullis
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+BACKEND=$(port); NGINX=$(port); GW=$(port); GWP=$(port); ADMIN=$(port); ADMINP=$(port)
+
+printf '%075d' 0 > "$WORK/body.txt"
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000;
+    location / { default_type text/plain; alias $WORK/body.txt; } } }
+CONF
+cat > "$WORK/proxy.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/proxy.pid; error_log $WORK/proxy.err;
+events { worker_connections 4096; }
+http { access_log off;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX; keepalive_requests 1000000;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+echo -n bench-admin > "$WORK/admin-token"
+cat > "$WORK/pass.yaml" <<CONF
+listen: 127.0.0.1:$GW
+workers: 1
+access_log: off
+admin: {listen: 127.0.0.1:$ADMIN, token: admin}
+secrets: {admin: {file: admin-token}}
+services:
+  - name: pass-through
+    upstream: http://127.0.0.1:$BACKEND
+CONF
+cat > "$WORK/pipeline.yaml" <<CONF
+listen: 127.0.0.1:$GWP
+workers: 1
+access_log: off
+admin: {listen: 127.0.0.1:$ADMINP, token: admin}
+secrets: {admin: {file: admin-token}}
+services:
+  - name: pipeline
+    upstream: http://127.0.0.1:$BACKEND
+    request:
+      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]
+      - require_api_key:
+          keys:
+            - client: acme
+              sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873
+              attributes: {tier: gold}
+      - set_header: {name: X-Client-Id, value: "\${client.id}"}
+      - remove_header: [X-Api-Key]
+    response:
+      - remove_header: [Server]
+CONF
+
+taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
+taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
+taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
+taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
+for p in $BACKEND $NGINX $GW $GWP; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123' && break; sleep 0.1; done
+done
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
+
+# CPU seconds (user+system) of a process and all its threads.
+cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
+
+run() { # name url pid [header]
+  local name=$1 url=$2 pid=$3 header=${4:-X-Bench: 1}
+  local before after out rps p50 p99
+  before=$( [ "$pid" = - ] && echo 0 || cpu "$pid")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "$header" "$url")
+  after=$( [ "$pid" = - ] && echo 0 || cpu "$pid")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  local us="-"
+  [ "$pid" != - ] && us=$(awk -v a="$after" -v b="$before" -v n="$reqs" 'BEGIN { printf "%.1f", (a-b)*1e6/n }')
+  printf '%-34s %10s %9s %9s %12s\n' "$name" "$rps" "$p50" "$p99" "$us"
+  echo "$name|$rps|$p50|$p99|$us" >> "$WORK/rows"
+}
+
+echo "wrk -t1 -c$CONNS -d${DURATION}s, 75-byte body; proxy on CPU 0, wrk + backend on CPU 1"
+printf '%-34s %10s %9s %9s %12s\n' system req/s p50 p99 "µs CPU/req"
+run "backend direct (nginx static)" "http://127.0.0.1:$BACKEND/" -
+run "nginx reverse proxy" "http://127.0.0.1:$NGINX/" "$NGINX_WORKER"
+run "portcullis pass-through" "http://127.0.0.1:$GW/" "$GW_PID"
+run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-Api-Key: demo-key-123"
+
+awk -F'|' '
+  NR==2 {nginx=$2; ncpu=$5} NR==3 {gw=$2; gcpu=$5} NR==4 {gp=$2; pcpu=$5}
+  END {
+    printf "\nratios in this run: portcullis/nginx rps %.2f, CPU/req %.2f; pipeline/pass-through rps %.2f, CPU/req %.2f\n", gw/nginx, gcpu/ncpu, gp/gw, pcpu/gcpu
+  }' "$WORK/rows"
