@@ -21,6 +21,7 @@ if ! need nginx || ! need wrk; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
 fi
 [ -x target/release/portcullis ] || cargo build --release -p portcullis
+[ -x target/release/minimal-pingora-proxy ] || cargo build --release -p portcullis-benches --bin minimal-pingora-proxy
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -28,15 +29,15 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-BACKEND=$(port); NGINX=$(port); GW=$(port); GWP=$(port); ADMIN=$(port); ADMINP=$(port)
+BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); ADMIN=$(port); ADMINP=$(port)
 
-printf '%075d' 0 > "$WORK/body.txt"
+BODY=$(printf '%075d' 0)
 cat > "$WORK/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
 events { worker_connections 4096; }
 http { access_log off;
   server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000;
-    location / { default_type text/plain; alias $WORK/body.txt; } } }
+    location / { default_type text/plain; return 200 "$BODY"; } } }
 CONF
 cat > "$WORK/proxy.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/proxy.pid; error_log $WORK/proxy.err;
@@ -81,10 +82,14 @@ CONF
 
 taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
+taskset -c 0 target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND" 2>/dev/null & PIDS+=($!); MIN_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
-for p in $BACKEND $NGINX $GW $GWP; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123' && break; sleep 0.1; done
+for p in $BACKEND $NGINX $MIN $GW $GWP; do
+  for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123')" = 200 ] && break
+    sleep 0.1
+  done
 done
 NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 
@@ -98,6 +103,7 @@ run() { # name url pid [header]
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "$header" "$url")
   after=$( [ "$pid" = - ] && echo 0 || cpu "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers, the run is void:"; echo "$out"; exit 1; fi
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   local reqs; reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -111,11 +117,17 @@ echo "wrk -t1 -c$CONNS -d${DURATION}s, 75-byte body; proxy on CPU 0, wrk + backe
 printf '%-34s %10s %9s %9s %12s\n' system req/s p50 p99 "µs CPU/req"
 run "backend direct (nginx static)" "http://127.0.0.1:$BACKEND/" -
 run "nginx reverse proxy" "http://127.0.0.1:$NGINX/" "$NGINX_WORKER"
+run "minimal Pingora proxy (floor)" "http://127.0.0.1:$MIN/" "$MIN_PID"
 run "portcullis pass-through" "http://127.0.0.1:$GW/" "$GW_PID"
 run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-Api-Key: demo-key-123"
 
 awk -F'|' '
-  NR==2 {nginx=$2; ncpu=$5} NR==3 {gw=$2; gcpu=$5} NR==4 {gp=$2; pcpu=$5}
+    NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5}
   END {
-    printf "\nratios in this run: portcullis/nginx rps %.2f, CPU/req %.2f; pipeline/pass-through rps %.2f, CPU/req %.2f\n", gw/nginx, gcpu/ncpu, gp/gw, pcpu/gcpu
+    printf "\nratios in this run (rps; CPU per request):\n"
+    printf "  portcullis pass-through / backend direct   rps %.2f\n", gw/direct
+    printf "  portcullis pass-through / nginx proxy      rps %.2f; CPU %.2f\n", gw/nginx, gcpu/ncpu
+    printf "  portcullis pass-through / minimal Pingora  rps %.2f; CPU %.2f\n", gw/mn, gcpu/mcpu
+    printf "  minimal Pingora / nginx proxy              rps %.2f; CPU %.2f\n", mn/nginx, mcpu/ncpu
+    printf "  pipeline / pass-through                    rps %.2f; CPU %.2f\n", gp/gw, pcpu/gcpu
   }' "$WORK/rows"

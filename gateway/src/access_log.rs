@@ -77,7 +77,7 @@ impl AccessLog {
         })
     }
 
-        /// False when the log is off: callers skip building records.
+    /// False when the log is off: callers skip building records.
     #[must_use]
     pub fn enabled(&self) -> bool {
         self.tx.is_some()

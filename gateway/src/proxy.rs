@@ -1,6 +1,7 @@
 //! The Pingora proxy: routes each request to a service, runs its request pipeline before
 //! the upstream is contacted, proxies, runs the response pipeline on the way back, and logs.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,10 @@ use crate::access_log::{now_rfc3339, AccessRecord};
 use crate::forward;
 use crate::runtime::{Runtime, Service, Upstream};
 use crate::state::GatewayState;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Pingora keeps this much of a request body for replay; larger pre-read bodies are
 /// forwarded by [`forward`].
@@ -159,12 +164,20 @@ pub async fn respond(session: &mut Session, r: &Rejection) -> Result<()> {
 /// upstream that decodes before normalising would see other segments), and NUL bytes.
 #[must_use]
 pub fn path_is_ambiguous(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|e| lower.contains(e))
-        || path.contains('\\')
-    {
+    let bytes = path.as_bytes();
+    let encoded_hazard = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && matches!(
+                (
+                    bytes.get(i + 1).map(u8::to_ascii_lowercase),
+                    bytes.get(i + 2).map(u8::to_ascii_lowercase)
+                ),
+                (Some(b'2'), Some(b'e' | b'f'))
+                    | (Some(b'5'), Some(b'c'))
+                    | (Some(b'0'), Some(b'0'))
+            )
+    });
+    if encoded_hazard || bytes.contains(&b'\\') {
         return true;
     }
     path.split('/').any(|seg| seg == "." || seg == "..")
@@ -254,7 +267,7 @@ pub fn prepare_upstream_request(
     x: &Exchange,
     trusted_peer: bool,
 ) -> Result<()> {
-    let original_host = request_host(req).map(str::to_owned);
+    let original_host = req.headers.get(HOST).cloned();
     if up.strip_prefix || !up.base_path.is_empty() {
         let target = upstream_path(up, route, &req.uri);
         req.set_uri(
@@ -265,32 +278,36 @@ pub fn prepare_upstream_request(
     }
     if !up.preserve_host {
         req.insert_header(HOST, up.host_header.clone())?;
+        // The upstream sees its own name in Host; tell it which one the client used.
+        if let Some(host) = original_host {
+            req.insert_header(X_FORWARDED_HOST, host)?;
+        }
     }
     // From a trusted proxy the chain so far is kept (every header line, in order) and the
     // peer appended; from anyone else the client's claims are dropped.
-    let peer = x.peer_ip.to_string();
-    let prior: Vec<&str> = req
-        .headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let forwarded = if trusted_peer && !prior.is_empty() {
-        format!("{}, {peer}", prior.join(", "))
-    } else {
-        peer
-    };
-    req.insert_header("x-forwarded-for", forwarded)?;
+    let mut forwarded = String::new();
+    if trusted_peer {
+        for prior in req
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            forwarded.push_str(prior);
+            forwarded.push_str(", ");
+        }
+    }
+    let _ = write!(forwarded, "{}", x.peer_ip);
+    let forwarded = HeaderValue::from_str(&forwarded)
+        .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "bad X-Forwarded-For"))?;
+    req.insert_header(X_FORWARDED_FOR, forwarded)?;
     let proto = req
         .headers
-        .get("x-forwarded-proto")
+        .get(&X_FORWARDED_PROTO)
         .filter(|_| trusted_peer)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("http"));
-    req.insert_header("x-forwarded-proto", proto)?;
-    if let Some(host) = original_host {
-        req.insert_header("x-forwarded-host", host)?;
-    }
+    req.insert_header(X_FORWARDED_PROTO, proto)?;
     Ok(())
 }
 
@@ -598,7 +615,7 @@ pub fn log_request(
         Some(s) => s.metrics.finished(status, elapsed),
         None => state.metrics.unrouted(status),
     }
-        if !state.log.enabled() {
+    if !state.log.enabled() {
         return;
     }
     let client_id = ctx.x.get(portcullis_assertions::exchange::CLIENT_ID);

@@ -82,7 +82,7 @@ impl Router {
                 .find(|r| prefix_matches(&r.prefix, path))
                 .map(|r| r.service)
         };
-                // Without host-specific routes there is nothing to normalise the host for.
+        // Without host-specific routes there is nothing to normalise the host for.
         let by_host = !self.exact.is_empty() || !self.wildcard.is_empty();
         if let Some(host) = host.filter(|_| by_host).map(normalize_host) {
             if let Some(s) = self.exact.get(&host).and_then(|r| find(r)) {
