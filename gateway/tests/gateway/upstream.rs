@@ -94,16 +94,16 @@ fn https_upstreams_are_verified_with_sni() {
 services:
   - name: trusted
     match: {{path: /trusted}}
-    upstream: {{url: "https://localhost:{port}", ca_file: "{ca}"}}
+    upstream: {{url: "https://127.0.0.1:{port}", sni: localhost, ca_file: "{ca}"}}
   - name: untrusted
     match: {{path: /untrusted}}
-    upstream: {{url: "https://localhost:{port}", connect_timeout: 2s}}
+    upstream: {{url: "https://127.0.0.1:{port}", sni: localhost, connect_timeout: 2s}}
   - name: wrong-name
     match: {{path: /wrong-name}}
-    upstream: {{url: "https://localhost:{port}", ca_file: "{ca}", sni: wrong.example.test}}
+    upstream: {{url: "https://127.0.0.1:{port}", ca_file: "{ca}", sni: wrong.example.test}}
   - name: unverified
     match: {{path: /unverified}}
-    upstream: {{url: "https://localhost:{port}", verify_tls: false}}
+    upstream: {{url: "https://127.0.0.1:{port}", verify_tls: false}}
 "#,
         port = addr.port(),
         ca = ca.display()
