@@ -116,7 +116,7 @@ services:
     assert_eq!(echo["path"], "/trusted/x");
     assert_eq!(
         echo["headers"]["host"],
-        format!("localhost:{}", addr.port())
+        format!("127.0.0.1:{}", addr.port())
     );
     // Not signed by a CA the gateway trusts: refused, even though a verified connection to
     // the same address and name now sits in the pool (pools are kept apart per trust).
