@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use http::StatusCode;
 
 use crate::exchange::Exchange;
-use crate::head::{RequestView, ResponseHead};
+use crate::head::{RequestHead, RequestView, ResponseHead};
 use crate::verdict::{Rejection, Verdict};
-use crate::{needs_of, run_request, run_response, Assertion, Needs, Request};
+use crate::{needs_of, run_request, run_response, run_upstream, Assertion, Needs, Request};
 
 /// Every step must pass, in order (the default for a pipeline).
 #[derive(Debug)]
@@ -36,6 +36,15 @@ impl Assertion for All {
         let verdict = run_request(&self.steps, req, x);
         x.ascend();
         verdict
+    }
+
+    fn on_upstream_request(
+        &self,
+        head: &mut dyn RequestHead,
+        body: Option<&[u8]>,
+        x: &mut Exchange,
+    ) -> Verdict {
+        run_upstream(&self.steps, head, body, x)
     }
 
     fn on_response(

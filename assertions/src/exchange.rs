@@ -100,6 +100,8 @@ pub struct Exchange {
     trace: Option<Vec<TraceStep>>,
     pending_notes: Vec<String>,
     depth: usize,
+    /// Hex SHA-256 of the request body, once a step has computed it (`${body.sha256}`).
+    body_sha256: Option<String>,
 }
 
 impl Exchange {
@@ -115,6 +117,7 @@ impl Exchange {
             trace: None,
             pending_notes: Vec::new(),
             depth: 0,
+            body_sha256: None,
         }
     }
 
@@ -157,6 +160,15 @@ impl Exchange {
                 depth: self.depth,
             });
         }
+    }
+
+    pub fn set_body_sha256(&mut self, hex: String) {
+        self.body_sha256 = Some(hex);
+    }
+
+    #[must_use]
+    pub fn body_sha256(&self) -> Option<&str> {
+        self.body_sha256.as_deref()
     }
 
     /// Steps recorded from now on are children of a composite.

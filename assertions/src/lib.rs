@@ -10,6 +10,7 @@ pub mod composite;
 pub mod exchange;
 pub mod head;
 pub mod headers;
+pub mod hmac;
 pub mod ip;
 pub mod json_body;
 pub mod template;
@@ -73,6 +74,17 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         Verdict::Continue
     }
 
+    /// Runs on the request head about to go upstream, after every request-side step and the
+    /// gateway's own rewriting (`Host`, `X-Forwarded-*`): the place to sign outbound requests.
+    fn on_upstream_request(
+        &self,
+        _head: &mut dyn RequestHead,
+        _body: Option<&[u8]>,
+        _x: &mut Exchange,
+    ) -> Verdict {
+        Verdict::Continue
+    }
+
     /// Runs on the response head on the way back.
     fn on_response(
         &self,
@@ -115,6 +127,25 @@ pub fn run_response(
         let verdict = step.on_response(req, resp, x);
         x.record(step.kind(), &verdict);
         if let Verdict::Reject(rejection) = verdict {
+            x.denied_by = Some(step.kind());
+            x.denied_step = Some(i);
+            return Verdict::Reject(rejection);
+        }
+    }
+    Verdict::Continue
+}
+
+/// Runs the upstream-phase hook of a sequence; same rules as [`run_request`].
+pub fn run_upstream(
+    steps: &[Box<dyn Assertion>],
+    head: &mut dyn RequestHead,
+    body: Option<&[u8]>,
+    x: &mut Exchange,
+) -> Verdict {
+    for (i, step) in steps.iter().enumerate() {
+        let verdict = step.on_upstream_request(head, body, x);
+        if let Verdict::Reject(rejection) = verdict {
+            x.record(step.kind(), &Verdict::Reject(rejection.clone()));
             x.denied_by = Some(step.kind());
             x.denied_step = Some(i);
             return Verdict::Reject(rejection);

@@ -20,6 +20,8 @@ pub enum Source {
     Host,
     Header(HeaderName),
     ClientIp,
+    /// Hex SHA-256 of the body (set by the step that read it, e.g. `require_hmac`).
+    BodySha256,
     Var(VarId),
 }
 
@@ -49,6 +51,7 @@ const BUILTIN: &[&str] = &[
     "request.host",
     "request.header.NAME",
     "client.ip",
+    "body.sha256",
 ];
 
 /// The variable a `${name}` reference points at.
@@ -59,6 +62,7 @@ pub fn resolve(name: &str, registry: &VarRegistry) -> Result<Source, TemplateErr
         "request.query" => return Ok(Source::Query),
         "request.host" => return Ok(Source::Host),
         "client.ip" => return Ok(Source::ClientIp),
+        "body.sha256" => return Ok(Source::BodySha256),
         _ => {}
     }
     if let Some(header) = name.strip_prefix("request.header.") {
@@ -186,6 +190,7 @@ fn append_source(out: &mut String, source: &Source, req: &dyn RequestView, x: &E
         Source::ClientIp => {
             let _ = write!(out, "{}", x.client_ip);
         }
+        Source::BodySha256 => out.push_str(x.body_sha256().unwrap_or("")),
         Source::Var(id) => out.push_str(x.get(*id).unwrap_or("")),
     }
 }

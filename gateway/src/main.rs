@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use portcullis::config;
-use portcullis::metrics::Metrics;
+
 use portcullis::state::GatewayState;
 
 #[derive(Parser)]
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, echo } => run(&config, echo),
         Command::Demo { config, echo } => run(&config, Some(echo)),
-        Command::Check { config } => match config::load(&config, &Metrics::new(), 1) {
+        Command::Check { config } => match config::load(&config, &config::Carry::default(), 1) {
             Ok(rt) => {
                 println!(
                     "{}: ok ({} service(s))",
@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             request,
             client_ip,
         } => {
-            let rt = match config::load(&config, &Metrics::new(), 1) {
+            let rt = match config::load(&config, &config::Carry::default(), 1) {
                 Ok(rt) => rt,
                 Err(invalid) => {
                     eprintln!("{invalid}");

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::access_log::AccessLog;
-use crate::config::{self, InvalidPolicy};
+use crate::config::{self, Carry, InvalidPolicy};
 use crate::metrics::Metrics;
 use crate::runtime::{Runtime, Settings};
 
@@ -19,6 +19,8 @@ pub struct GatewayState {
     runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     pub log: AccessLog,
+    /// Metric families and replay caches, kept across reloads.
+    carry: Carry,
     /// The settings the server was started with (listeners, workers, log target).
     started: Settings,
     reload_lock: Mutex<()>,
@@ -30,12 +32,14 @@ impl GatewayState {
     /// # Errors
     /// Every problem with the policy, or the log file that cannot be opened.
     pub fn load(path: &Path) -> Result<Arc<Self>, anyhow::Error> {
-        let metrics = Metrics::new();
-        let runtime = config::load(path, &metrics, 1)?;
+        let carry = Carry::default();
+        let metrics = carry.metrics.clone();
+        let runtime = config::load(path, &carry, 1)?;
         let log = AccessLog::start(&runtime.settings.access_log, metrics.clone())?;
         Ok(Arc::new(GatewayState {
             config_path: path.to_path_buf(),
             started: runtime.settings.clone(),
+            carry,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             log,
@@ -60,7 +64,7 @@ impl GatewayState {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.current();
-        match config::load(&self.config_path, &self.metrics, old.generation + 1) {
+        match config::load(&self.config_path, &self.carry, old.generation + 1) {
             Ok(new) => {
                 let mut warnings = Vec::new();
                 if new.settings != self.started {

@@ -11,12 +11,18 @@ use http::{HeaderName, HeaderValue};
 use portcullis_assertions::api_key::{self, ApiClient, RequireApiKey, DEFAULT_QUERY_PARAMS};
 use portcullis_assertions::composite::{All, Any};
 use portcullis_assertions::headers::{editable, RemoveHeader, SetHeader};
+use portcullis_assertions::hmac::custom::{Algorithm, CustomScheme, Encoding, HeaderFormat};
+use portcullis_assertions::hmac::outbound::{OutboundScheme, SignHmac};
+use portcullis_assertions::hmac::{HmacKey, KeySet, RequireHmac, Scheme, SecretBytes, SystemClock};
 use portcullis_assertions::ip::{AllowIp, DenyIp, IpList};
 use portcullis_assertions::json_body::ValidateJson;
 use portcullis_assertions::template::Template;
 use portcullis_assertions::{needs_of, Assertion, VarRegistry};
 
-use super::spec::{AccessLogSpec, AssertionSpec, ConfigSpec, IncludeSpec, SecretSpec, ServiceSpec};
+use super::spec::{
+    AccessLogSpec, AssertionSpec, ConfigSpec, HeaderNameSpec, HmacAlgorithmSpec, HmacSchemeSpec,
+    IncludeSpec, RequireHmacSpec, SecretSpec, ServiceSpec, SignHmacSpec, SignatureEncodingSpec,
+};
 use super::yaml::{Lenient, Location, Spanned};
 use super::{read_file, Diagnostic, Parsed, MAX_INCLUDES};
 use crate::metrics::{Metrics, ServiceMetrics};
@@ -96,6 +102,10 @@ struct Cx<'a> {
     /// Secrets that are defined but could not be read (already reported).
     unreadable: HashSet<String>,
     registry: VarRegistry,
+    key_sets: HashMap<String, Arc<KeySet>>,
+    carry: &'a super::Carry,
+    /// How many `any` composites the step being compiled sits in.
+    any_depth: usize,
 }
 
 impl Cx<'_> {
@@ -143,10 +153,11 @@ fn suggest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
 pub(crate) fn compile(
     main: &Parsed<ConfigSpec>,
     includes: &[Parsed<IncludeSpec>],
-    metrics: &Metrics,
+    carry: &super::Carry,
     generation: u64,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Runtime> {
+    let metrics = &carry.metrics;
     let base = main
         .file
         .parent()
@@ -167,6 +178,19 @@ pub(crate) fn compile(
 
     // Pass 1: every variable a step can set, so templates anywhere can refer to it.
     let mut registry = VarRegistry::new();
+    registry.define("hmac.key_id");
+    for keys in main
+        .spec
+        .keys
+        .values()
+        .chain(includes.iter().flat_map(|i| i.spec.keys.values()))
+    {
+        for key in &keys.value {
+            for attr in key.value.attributes.keys() {
+                registry.define(&format!("client.{attr}"));
+            }
+        }
+    }
     for (_, svc) in &services {
         for step in svc.value.request.iter().chain(&svc.value.response) {
             define_outputs(step, &mut registry);
@@ -182,9 +206,14 @@ pub(crate) fn compile(
             .filter(|n| !secrets.contains_key(*n))
             .map(str::to_owned)
             .collect(),
+        key_sets: HashMap::new(),
+        carry,
+        any_depth: 0,
         registry,
     };
     let settings = compile_settings(&main.spec, &mut cx);
+    compile_key_sets(main, includes, &mut cx);
+    cx.file = main.file.clone();
     let admin_token = main
         .spec
         .admin
@@ -404,6 +433,64 @@ fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
     }
 }
 
+/// Builds every named key set, resolving each key's secrets.
+fn compile_key_sets(main: &Parsed<ConfigSpec>, includes: &[Parsed<IncludeSpec>], cx: &mut Cx<'_>) {
+    let all = std::iter::once((&main.file, &main.spec.keys))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.keys)));
+    for (file, sets) in all {
+        cx.file = file.clone();
+        for (name, set) in sets {
+            if cx.key_sets.contains_key(name) {
+                cx.err(
+                    set.loc,
+                    &format!("keys.{name}"),
+                    format!("duplicate key set \"{name}\""),
+                );
+                continue;
+            }
+            let mut keys = Vec::new();
+            let mut seen = HashSet::new();
+            for (i, key) in set.value.iter().enumerate() {
+                let path = format!("keys.{name}[{i}]");
+                let k = &key.value;
+                if !seen.insert(k.access_key.clone()) {
+                    cx.err(
+                        key.loc,
+                        &path,
+                        format!("access key {} is listed twice", k.access_key),
+                    );
+                }
+                if k.secrets.is_empty() {
+                    cx.err(key.loc, &path, "a key needs at least one secret");
+                }
+                let secrets: Vec<SecretBytes> = k
+                    .secrets
+                    .iter()
+                    .filter_map(|s| cx.secret(s, &format!("{path}.secrets")))
+                    .map(|s| SecretBytes(Arc::from(s.expose().as_bytes())))
+                    .collect();
+                let attributes = k
+                    .attributes
+                    .iter()
+                    .filter_map(|(a, v)| {
+                        cx.registry
+                            .lookup(&format!("client.{a}"))
+                            .map(|id| (id, Arc::from(v.as_str())))
+                    })
+                    .collect();
+                keys.push(HmacKey {
+                    access_key: Arc::from(k.access_key.as_str()),
+                    client: Arc::from(k.client.as_str()),
+                    secrets,
+                    attributes,
+                });
+            }
+            cx.key_sets
+                .insert(name.clone(), Arc::new(KeySet::new(keys)));
+        }
+    }
+}
+
 /// Registers the variables a step (and its children) can set.
 fn define_outputs(step: &Lenient<Spanned<AssertionSpec>>, registry: &mut VarRegistry) {
     let Some(step) = &step.0 else { return };
@@ -425,7 +512,9 @@ fn define_outputs(step: &Lenient<Spanned<AssertionSpec>>, registry: &mut VarRegi
         | AssertionSpec::DenyIp(_)
         | AssertionSpec::SetHeader(_)
         | AssertionSpec::RemoveHeader(_)
-        | AssertionSpec::ValidateJson(_) => {}
+        | AssertionSpec::ValidateJson(_)
+        | AssertionSpec::RequireHmac(_)
+        | AssertionSpec::SignHmac(_) => {}
     }
 }
 
@@ -627,6 +716,283 @@ fn compile_steps(
         .collect()
 }
 
+fn compile_require_hmac(
+    spec: &RequireHmacSpec,
+    loc: Location,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Option<RequireHmac> {
+    let keys = match cx.key_sets.get(&spec.keys.value) {
+        Some(k) => k.clone(),
+        None => {
+            let known: Vec<&str> = cx.key_sets.keys().map(String::as_str).collect();
+            let hint = suggest(&spec.keys.value, &known).map_or_else(
+                || "; define it under `keys:`".to_owned(),
+                |k| format!("; did you mean \"{k}\"?"),
+            );
+            cx.err(
+                spec.keys.loc,
+                &format!("{path}.keys"),
+                format!("unknown key set \"{}\"{hint}", spec.keys.value),
+            );
+            return None;
+        }
+    };
+    // Options that belong to another scheme are mistakes, not silently ignored.
+    let scheme_name = match spec.scheme {
+        HmacSchemeSpec::AwsSigv4 => "aws-sigv4",
+        HmacSchemeSpec::AwsSigv2 => "aws-sigv2",
+        HmacSchemeSpec::Template => "template",
+    };
+    let foreign: Vec<&str> = [
+        ("region", spec.region.is_some(), HmacSchemeSpec::AwsSigv4),
+        ("service", spec.service.is_some(), HmacSchemeSpec::AwsSigv4),
+        (
+            "allow_presigned",
+            spec.allow_presigned.is_some(),
+            HmacSchemeSpec::AwsSigv4,
+        ),
+        (
+            "normalize_path",
+            spec.normalize_path.is_some(),
+            HmacSchemeSpec::AwsSigv4,
+        ),
+        (
+            "allow_unsigned_payload",
+            spec.allow_unsigned_payload.is_some(),
+            HmacSchemeSpec::AwsSigv4,
+        ),
+        (
+            "allow_query",
+            spec.allow_query.is_some(),
+            HmacSchemeSpec::AwsSigv2,
+        ),
+        ("header", spec.header.is_some(), HmacSchemeSpec::Template),
+        ("format", spec.format.is_some(), HmacSchemeSpec::Template),
+        (
+            "algorithm",
+            spec.algorithm.is_some(),
+            HmacSchemeSpec::Template,
+        ),
+        (
+            "encoding",
+            spec.encoding.is_some(),
+            HmacSchemeSpec::Template,
+        ),
+        (
+            "string_to_sign",
+            spec.string_to_sign.is_some(),
+            HmacSchemeSpec::Template,
+        ),
+        (
+            "date_header",
+            spec.date_header.is_some(),
+            HmacSchemeSpec::Template,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, set, owner)| *set && *owner != spec.scheme)
+    .map(|(name, _, _)| name)
+    .collect();
+    if !foreign.is_empty() {
+        cx.err(
+            loc,
+            path,
+            format!(
+                "{} do(es) not apply to scheme {scheme_name}",
+                foreign.join(", ")
+            ),
+        );
+    }
+    let scheme = match spec.scheme {
+        HmacSchemeSpec::AwsSigv4 => {
+            let (Some(region), Some(service)) = (&spec.region, &spec.service) else {
+                cx.err(
+                    loc,
+                    path,
+                    "aws-sigv4 needs the `region` and `service` the credential scope must name",
+                );
+                return None;
+            };
+            Scheme::SigV4 {
+                region: region.clone(),
+                service: service.clone(),
+                allow_presigned: spec.allow_presigned.unwrap_or(true),
+                normalize_path: spec.normalize_path.unwrap_or(true),
+            }
+        }
+        HmacSchemeSpec::AwsSigv2 => Scheme::SigV2 {
+            allow_query: spec.allow_query.unwrap_or(true),
+        },
+        HmacSchemeSpec::Template => Scheme::Custom(compile_custom_scheme(
+            &CustomSpec {
+                header: spec.header.as_ref(),
+                format: spec.format.as_ref(),
+                algorithm: spec.algorithm,
+                encoding: spec.encoding,
+                string_to_sign: spec.string_to_sign.as_ref(),
+                date_header: spec.date_header.as_ref(),
+            },
+            loc,
+            path,
+            cx,
+        )?),
+    };
+    let capacity = spec.replay_capacity.unwrap_or(100_000);
+    if capacity == 0 {
+        cx.err(loc, path, "replay_capacity must be at least 1");
+    }
+    let max_skew = spec
+        .max_skew
+        .as_ref()
+        .map_or(Duration::from_secs(300), |d| d.0);
+    if max_skew > Duration::from_secs(7 * 24 * 3600) {
+        cx.err(loc, path, "max_skew may be at most 7 days");
+    }
+    let replay = spec
+        .replay_protection
+        .unwrap_or(true)
+        .then(|| cx.carry.replay_cache(&spec.keys.value, capacity.max(1)));
+    Some(RequireHmac {
+        scheme,
+        keys,
+        max_skew,
+        replay,
+        allow_unsigned_payload: spec.allow_unsigned_payload.unwrap_or(false),
+        clock: Arc::new(SystemClock),
+        client_id: cx.registry.define("client.id"),
+        key_id_var: cx.registry.define("hmac.key_id"),
+    })
+}
+
+/// The template-scheme options, shared by `require_hmac` and `sign_hmac`.
+struct CustomSpec<'s> {
+    header: Option<&'s HeaderNameSpec>,
+    format: Option<&'s Spanned<String>>,
+    algorithm: Option<HmacAlgorithmSpec>,
+    encoding: Option<SignatureEncodingSpec>,
+    string_to_sign: Option<&'s Spanned<String>>,
+    date_header: Option<&'s HeaderNameSpec>,
+}
+
+fn compile_custom_scheme(
+    spec: &CustomSpec<'_>,
+    loc: Location,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Option<CustomScheme> {
+    let Some(sts) = spec.string_to_sign else {
+        cx.err(loc, path, "the template scheme needs `string_to_sign`");
+        return None;
+    };
+    let string_to_sign = match Template::parse(&sts.value, &cx.registry) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.err(sts.loc, &format!("{path}.string_to_sign"), e.0);
+            return None;
+        }
+    };
+    let format_text = spec
+        .format
+        .map_or("HMAC ${key_id}:${signature}", |f| f.value.as_str());
+    let format = match HeaderFormat::parse(format_text) {
+        Ok(f) => f,
+        Err(e) => {
+            cx.err(
+                spec.format.map_or(loc, |f| f.loc),
+                &format!("{path}.format"),
+                e,
+            );
+            return None;
+        }
+    };
+    Some(CustomScheme {
+        header: spec
+            .header
+            .map_or(http::header::AUTHORIZATION, |h| h.0.clone()),
+        format,
+        algorithm: match spec.algorithm.unwrap_or(HmacAlgorithmSpec::Sha256) {
+            HmacAlgorithmSpec::Sha1 => Algorithm::Sha1,
+            HmacAlgorithmSpec::Sha256 => Algorithm::Sha256,
+            HmacAlgorithmSpec::Sha512 => Algorithm::Sha512,
+        },
+        encoding: match spec.encoding.unwrap_or(SignatureEncodingSpec::Base64) {
+            SignatureEncodingSpec::Base64 => Encoding::Base64,
+            SignatureEncodingSpec::Hex => Encoding::Hex,
+        },
+        string_to_sign,
+        date_header: spec
+            .date_header
+            .map_or(HeaderName::from_static("x-date"), |h| h.0.clone()),
+    })
+}
+
+fn compile_sign_hmac(
+    spec: &SignHmacSpec,
+    loc: Location,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Option<SignHmac> {
+    let Some(keys) = cx.key_sets.get(&spec.keys.value).cloned() else {
+        cx.err(
+            spec.keys.loc,
+            &format!("{path}.keys"),
+            format!("unknown key set \"{}\"", spec.keys.value),
+        );
+        return None;
+    };
+    let Some(key) = keys.get(&spec.access_key.value) else {
+        cx.err(
+            spec.access_key.loc,
+            &format!("{path}.access_key"),
+            format!(
+                "key set \"{}\" has no access key {}",
+                spec.keys.value, spec.access_key.value
+            ),
+        );
+        return None;
+    };
+    let secret = key.secrets.first()?.clone();
+    let scheme = match spec.scheme {
+        HmacSchemeSpec::AwsSigv4 => {
+            let (Some(region), Some(service)) = (&spec.region, &spec.service) else {
+                cx.err(
+                    loc,
+                    path,
+                    "aws-sigv4 needs the `region` and `service` of the credential scope",
+                );
+                return None;
+            };
+            OutboundScheme::SigV4 {
+                region: region.clone(),
+                service: service.clone(),
+                content_sha256_header: spec.content_sha256_header.unwrap_or(true),
+                normalize_path: spec.normalize_path.unwrap_or(true),
+            }
+        }
+        HmacSchemeSpec::AwsSigv2 => OutboundScheme::SigV2,
+        HmacSchemeSpec::Template => OutboundScheme::Custom(compile_custom_scheme(
+            &CustomSpec {
+                header: spec.header.as_ref(),
+                format: spec.format.as_ref(),
+                algorithm: spec.algorithm,
+                encoding: spec.encoding,
+                string_to_sign: spec.string_to_sign.as_ref(),
+                date_header: spec.date_header.as_ref(),
+            },
+            loc,
+            path,
+            cx,
+        )?),
+    };
+    Some(SignHmac {
+        scheme,
+        access_key: key.access_key.clone(),
+        secret,
+        clock: Arc::new(SystemClock),
+    })
+}
+
 /// Request headers the gateway sets on the way up (after the pipeline), so a policy edit
 /// would be overwritten.
 fn gateway_managed(name: &HeaderName) -> bool {
@@ -798,6 +1164,24 @@ fn compile_step(
                 names.iter().map(|n| n.0.clone()).collect(),
             )))
         }
+        AssertionSpec::RequireHmac(spec) => {
+            if !request_only("require_hmac", side, loc, path, cx) {
+                return None;
+            }
+            compile_require_hmac(spec, loc, &format!("{path}.require_hmac"), cx)
+                .map(|a| Box::new(a) as Box<dyn Assertion>)
+        }
+        AssertionSpec::SignHmac(spec) => {
+            if !request_only("sign_hmac", side, loc, path, cx) {
+                return None;
+            }
+            if cx.any_depth > 0 {
+                cx.err(loc, path, "sign_hmac cannot sit inside `any` (which branch would sign?); put it in the request list");
+                return None;
+            }
+            compile_sign_hmac(spec, loc, &format!("{path}.sign_hmac"), cx)
+                .map(|a| Box::new(a) as Box<dyn Assertion>)
+        }
         AssertionSpec::ValidateJson(spec) => {
             if !request_only("validate_json", side, loc, path, cx) {
                 return None;
@@ -818,7 +1202,9 @@ fn compile_step(
                 cx.err(loc, path, format!("{kind} needs at least one step"));
                 return None;
             }
+            cx.any_depth += usize::from(any);
             let compiled = compile_steps(steps, &format!("{path}.{kind}"), side, cx);
+            cx.any_depth -= usize::from(any);
             if any {
                 Some(Box::new(Any::new(compiled)))
             } else {

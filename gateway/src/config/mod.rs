@@ -6,9 +6,12 @@ pub mod compile;
 pub mod spec;
 pub mod yaml;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use portcullis_assertions::hmac::ReplayCache;
 
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
@@ -125,8 +128,31 @@ pub(crate) fn parse_text<T: serde::de::DeserializeOwned>(
     spec.map(|spec| Parsed { file, spec })
 }
 
+/// What outlives a reload: metric families, and the replay caches of `require_hmac` (one per
+/// key set), so a reload does not open a window for replaying signatures seen before it.
+#[derive(Debug, Clone, Default)]
+pub struct Carry {
+    pub metrics: Metrics,
+    pub replay: Arc<Mutex<HashMap<String, Arc<ReplayCache>>>>,
+}
+
+impl Carry {
+    /// The replay cache for a key set, created on first use.
+    #[must_use]
+    pub fn replay_cache(&self, key_set: &str, capacity: usize) -> Arc<ReplayCache> {
+        let mut caches = self
+            .replay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        caches
+            .entry(format!("{key_set}/{capacity}"))
+            .or_insert_with(|| Arc::new(ReplayCache::new(capacity)))
+            .clone()
+    }
+}
+
 /// Loads, validates and compiles the policy at `path`.
-pub fn load(path: &Path, metrics: &Metrics, generation: u64) -> Result<Runtime, InvalidPolicy> {
+pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, InvalidPolicy> {
     let mut errors = Vec::new();
     let main: Option<Parsed<spec::ConfigSpec>> = read_file(path, &mut errors);
     let Some(main) = main else {
@@ -136,7 +162,7 @@ pub fn load(path: &Path, metrics: &Metrics, generation: u64) -> Result<Runtime, 
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let includes = compile::read_includes(&main, &base, &mut errors);
-    let runtime = compile::compile(&main, &includes, metrics, generation, &mut errors);
+    let runtime = compile::compile(&main, &includes, carry, generation, &mut errors);
     // Report in reading order: by file, then position.
     errors.sort_by(|a, b| {
         let key = |d: &Diagnostic| (d.loc.map_or(0, |l| l.line), d.loc.map_or(0, |l| l.col));

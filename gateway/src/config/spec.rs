@@ -44,6 +44,9 @@ pub struct ConfigSpec {
     /// Named secrets, each read from an environment variable or a file. Never printed.
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
+    /// Named HMAC key sets (access key id → client and secrets), used by `require_hmac` and `sign_hmac`.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Spanned<Vec<Spanned<HmacKeySpec>>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
@@ -58,6 +61,8 @@ pub struct ConfigSpec {
 pub struct IncludeSpec {
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
+    #[serde(default)]
+    pub keys: BTreeMap<String, Spanned<Vec<Spanned<HmacKeySpec>>>>,
     #[serde(default)]
     pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
 }
@@ -219,6 +224,10 @@ pub enum AssertionSpec {
     RemoveHeader(Vec<HeaderNameSpec>),
     /// The request body must be well-formed JSON.
     ValidateJson(ValidateJsonSpec),
+    /// The request must carry a valid HMAC signature (AWS SigV4, SigV2, or a custom template).
+    RequireHmac(RequireHmacSpec),
+    /// Sign the request going upstream with a key of a key set.
+    SignHmac(SignHmacSpec),
     /// Every step must pass, in order.
     All(Vec<Lenient<Spanned<AssertionSpec>>>),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -255,6 +264,143 @@ pub struct ApiKeyEntrySpec {
     /// Extra variables set for this client: `tier: gold` sets `${client.tier}`.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+}
+
+/// One access key of a key set.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HmacKeySpec {
+    /// The access key id the client sends (e.g. `AKIDEXAMPLE`).
+    pub access_key: String,
+    /// The client it stands for; becomes `${client.id}`.
+    pub client: String,
+    /// Names of secrets (under `secrets:`) holding the signing secret. Several while rotating:
+    /// any of them verifies; the first one signs.
+    pub secrets: Vec<Spanned<String>>,
+    /// Extra variables for this client: `tier: gold` sets `${client.tier}`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Which HMAC scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HmacSchemeSpec {
+    /// AWS Signature Version 4 (HMAC-SHA256, Authorization header or presigned URL).
+    AwsSigv4,
+    /// AWS Signature Version 2 (S3 REST, HMAC-SHA1, header or query form).
+    AwsSigv2,
+    /// An operator-defined string to sign.
+    Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HmacAlgorithmSpec {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncodingSpec {
+    Base64,
+    Hex,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequireHmacSpec {
+    pub scheme: HmacSchemeSpec,
+    /// Name of a key set under `keys:`.
+    pub keys: Spanned<String>,
+    /// aws-sigv4: the region the credential scope must name (required).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// aws-sigv4: the service the credential scope must name (required).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// aws-sigv4: accept presigned URLs (X-Amz-Signature in the query). Default `true`.
+    #[serde(default)]
+    pub allow_presigned: Option<bool>,
+    /// aws-sigv4: normalise the path (dot segments, duplicate slashes) before signing, as every
+    /// AWS service but S3 does. Default `true`.
+    #[serde(default)]
+    pub normalize_path: Option<bool>,
+    /// aws-sigv4: accept `x-amz-content-sha256: UNSIGNED-PAYLOAD`. Default `false`.
+    #[serde(default)]
+    pub allow_unsigned_payload: Option<bool>,
+    /// aws-sigv2: accept the query form (AWSAccessKeyId, Expires, Signature). Default `true`.
+    #[serde(default)]
+    pub allow_query: Option<bool>,
+    /// Largest accepted difference between the request's time and the gateway's. Default `5m`.
+    #[serde(default)]
+    pub max_skew: Option<DurationSpec>,
+    /// Refuse a signature already used inside the skew window. Default `true`.
+    #[serde(default)]
+    pub replay_protection: Option<bool>,
+    /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
+    #[serde(default)]
+    pub replay_capacity: Option<usize>,
+    /// template: the header carrying key id and signature. Default `Authorization`.
+    #[serde(default)]
+    pub header: Option<HeaderNameSpec>,
+    /// template: the header format, with `${key_id}` and `${signature}`. Default `HMAC ${key_id}:${signature}`.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    /// template: the HMAC hash. Default `sha256`.
+    #[serde(default)]
+    pub algorithm: Option<HmacAlgorithmSpec>,
+    /// template: how the signature is written. Default `base64`.
+    #[serde(default)]
+    pub encoding: Option<SignatureEncodingSpec>,
+    /// template: the string to sign, with `${...}` variables (`${body.sha256}` is the body's hex SHA-256).
+    #[serde(default)]
+    pub string_to_sign: Option<Spanned<String>>,
+    /// template: the header with the request time (checked against max_skew). Default `X-Date`.
+    #[serde(default)]
+    pub date_header: Option<HeaderNameSpec>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignHmacSpec {
+    pub scheme: HmacSchemeSpec,
+    /// Name of a key set under `keys:`.
+    pub keys: Spanned<String>,
+    /// The access key of that set to sign with (its first secret signs).
+    pub access_key: Spanned<String>,
+    /// aws-sigv4: the region of the credential scope (required).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// aws-sigv4: the service of the credential scope (required).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// aws-sigv4: also send and sign `x-amz-content-sha256`. Default `true`.
+    #[serde(default)]
+    pub content_sha256_header: Option<bool>,
+    /// aws-sigv4: normalise the path when signing. Default `true`.
+    #[serde(default)]
+    pub normalize_path: Option<bool>,
+    /// template: the header to write. Default `Authorization`.
+    #[serde(default)]
+    pub header: Option<HeaderNameSpec>,
+    /// template: the header format, with `${key_id}` and `${signature}`. Default `HMAC ${key_id}:${signature}`.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    /// template: the HMAC hash. Default `sha256`.
+    #[serde(default)]
+    pub algorithm: Option<HmacAlgorithmSpec>,
+    /// template: how the signature is written. Default `base64`.
+    #[serde(default)]
+    pub encoding: Option<SignatureEncodingSpec>,
+    /// template: the string to sign, with `${...}` variables.
+    #[serde(default)]
+    pub string_to_sign: Option<Spanned<String>>,
+    /// template: the date header (set to the current HTTP date when absent). Default `X-Date`.
+    #[serde(default)]
+    pub date_header: Option<HeaderNameSpec>,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
