@@ -14,7 +14,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::proxy::{
-    apply_response_pipeline, peer_for, prepare_upstream_request, Gateway, RequestCtx,
+    apply_response_pipeline, peer_for, prepare_upstream_request, upstream_verdict, Gateway,
+    PingoraRequest, RequestCtx,
 };
 
 /// How long a connection released to the pool may stay idle.
@@ -58,6 +59,8 @@ pub async fn forward_buffered(
     let mut req = session.req_header().clone();
     let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
     prepare_upstream_request(&svc.upstream, &svc.route, &mut req, &ctx.x, trusted)?;
+    let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(&body), &mut ctx.x);
+    upstream_verdict(verdict, ctx)?;
     req.remove_header(&TRANSFER_ENCODING);
     req.remove_header(&EXPECT);
     req.insert_header(CONTENT_LENGTH, body.len().to_string())?;

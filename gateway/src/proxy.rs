@@ -60,6 +60,8 @@ pub struct RequestCtx {
     reason: Option<&'static str>,
     /// A response-side refusal replaces the upstream body with this.
     replace_body: Option<Bytes>,
+    /// The request body, when the pipeline read it (outbound signing hashes it).
+    body: Option<Bytes>,
 }
 
 impl RequestCtx {
@@ -370,6 +372,7 @@ impl ProxyHttp for Gateway {
             body_seen: 0,
             reason: None,
             replace_body: None,
+            body: None,
         }
     }
 
@@ -442,6 +445,7 @@ impl ProxyHttp for Gateway {
         }
 
         if let Some(body) = body {
+            ctx.body = Some(body.clone());
             if body.len() > RETRY_BUFFER_BYTES {
                 // Pingora cannot replay more than its retry buffer: forward it ourselves.
                 ctx.body_seen = body.len() as u64;
@@ -469,11 +473,21 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(rt), Some(svc)) = (ctx.runtime.as_ref(), ctx.service()) else {
+        let Some(rt) = ctx.runtime.clone() else {
+            return Ok(());
+        };
+        let Some(svc) = ctx.service.and_then(|i| rt.services.get(i)) else {
             return Ok(());
         };
         let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
-        prepare_upstream_request(&svc.upstream, &svc.route, upstream_request, &ctx.x, trusted)
+        prepare_upstream_request(&svc.upstream, &svc.route, upstream_request, &ctx.x, trusted)?;
+        let body = ctx.body.clone();
+        let verdict = svc.run_upstream(
+            &mut PingoraRequest(upstream_request),
+            body.as_deref(),
+            &mut ctx.x,
+        );
+        upstream_verdict(verdict, ctx)
     }
 
     async fn request_body_filter(
@@ -565,6 +579,21 @@ impl ProxyHttp for Gateway {
         // Never the query string: it may hold credentials.
         let req = session.req_header();
         format!("{} {}", req.method, req.uri.path())
+    }
+}
+
+/// A refusal in the upstream phase (outbound signing failed) becomes an error the client
+/// hears as that status.
+pub fn upstream_verdict(verdict: Verdict, ctx: &mut RequestCtx) -> Result<()> {
+    match verdict {
+        Verdict::Continue => Ok(()),
+        Verdict::Reject(r) => {
+            ctx.reason = Some(r.code);
+            Err(Error::explain(
+                ErrorType::HTTPStatus(r.status.as_u16()),
+                "upstream phase refused the request",
+            ))
+        }
     }
 }
 

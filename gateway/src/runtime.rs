@@ -107,6 +107,16 @@ impl Service {
         verdict
     }
 
+    /// Runs the upstream phase (outbound signing) on the head about to go upstream.
+    pub fn run_upstream(
+        &self,
+        head: &mut dyn RequestHead,
+        body: Option<&[u8]>,
+        x: &mut Exchange,
+    ) -> Verdict {
+        portcullis_assertions::run_upstream(&self.request, head, body, x)
+    }
+
     /// Runs the response pipeline on the response head.
     pub fn run_response(
         &self,

@@ -212,6 +212,41 @@ impl TestGateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// Starts the gateway with one of the shipped policies, moved to free ports: its
+    /// `127.0.0.1:8080` / `127.0.0.1:9901` listeners and `http://127.0.0.1:9090` upstream are
+    /// replaced, and `../fixtures/` paths made absolute.
+    pub fn from_policy(name: &str, backend: &str) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let text = std::fs::read_to_string(repo.join("policies").join(name)).expect("policy");
+        let text = text
+            .replace("127.0.0.1:8080", &listen.to_string())
+            .replace("127.0.0.1:9901", &admin.to_string())
+            .replace("http://127.0.0.1:9090", backend)
+            .replace(
+                "../fixtures/",
+                &format!("{}/", repo.join("fixtures").display()),
+            );
+        let config = dir.path().join(name);
+        std::fs::write(&config, text).expect("write policy");
+        let state = match GatewayState::load(&config) {
+            Ok(s) => s,
+            Err(e) => panic!("policy does not load:\n{e}"),
+        };
+        let server = portcullis::server::spawn(portcullis::server::build(&state, None));
+        wait_for_port(listen);
+        TestGateway {
+            addr: listen,
+            admin,
+            config,
+            dir,
+            state,
+            _server: server,
+        }
+    }
+
     /// Rewrites the policy file with new services (same preamble and ports).
     pub fn rewrite(&self, services: &str, backend: &str) {
         let text = render(

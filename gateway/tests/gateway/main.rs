@@ -6,5 +6,6 @@ mod common;
 mod admin;
 mod assertions;
 mod bodies;
+mod hmac;
 mod routing;
 mod upstream;
