@@ -17,11 +17,16 @@ const PARTNER_SECRET: &str = "partner-one-secret-2026-11";
 const PREVIOUS_SECRET: &str = "partner-one-secret-2026-10";
 const BILLING_SECRET: &str = "billing-api-secret-for-the-gateway";
 
+/// Who signs, and for which service.
+struct SdkKey<'a> {
+    key: &'a str,
+    secret: &'a str,
+    service: &'a str,
+}
+
 /// Signs with the SDK; returns the headers to add (header form) or the signed URL (query form).
 fn sdk_sign(
-    key: &str,
-    secret: &str,
-    service: &str,
+    k: &SdkKey<'_>,
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -29,7 +34,7 @@ fn sdk_sign(
     time: SystemTime,
     presign: bool,
 ) -> (Vec<(String, String)>, String) {
-    let identity: Identity = Credentials::new(key, secret, None, None, "test").into();
+    let identity: Identity = Credentials::new(k.key, k.secret, None, None, "test").into();
     let mut settings = SigningSettings::default();
     if presign {
         settings.signature_location = SignatureLocation::QueryParams;
@@ -38,7 +43,7 @@ fn sdk_sign(
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region("eu-west-1")
-        .name(service)
+        .name(k.service)
         .time(time)
         .settings(settings)
         .build()
@@ -91,9 +96,11 @@ fn partner_request(
         ("content-type", "application/json"),
     ];
     let (added, _) = sdk_sign(
-        PARTNER_KEY,
-        secret,
-        "orders",
+        &SdkKey {
+            key: PARTNER_KEY,
+            secret,
+            service: "orders",
+        },
         method,
         &url,
         &base,
@@ -184,9 +191,11 @@ fn sdk_signed_requests_pass_and_the_upstream_gets_the_gateways_signature() {
         .collect();
     let host = seen.headers["host"].to_str().expect("ascii");
     let (sdk, _) = sdk_sign(
-        "AKIDGATEWAY",
-        BILLING_SECRET,
-        "billing",
+        &SdkKey {
+            key: "AKIDGATEWAY",
+            secret: BILLING_SECRET,
+            service: "billing",
+        },
         &seen.method,
         &format!("http://{host}{}", seen.uri),
         &pairs,
@@ -306,9 +315,11 @@ fn sdk_presigned_urls_pass() {
     let url = gw.url("/partner/orders/9?format=json");
     let host = gw.addr.to_string();
     let (_, signed_url) = sdk_sign(
-        PARTNER_KEY,
-        PARTNER_SECRET,
-        "orders",
+        &SdkKey {
+            key: PARTNER_KEY,
+            secret: PARTNER_SECRET,
+            service: "orders",
+        },
         "GET",
         &url,
         &[("host", host.as_str())],
