@@ -15,6 +15,7 @@ pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod sign_cli;
 pub mod state;
 
 /// The JSON Schema of the policy language.

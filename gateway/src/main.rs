@@ -59,6 +59,11 @@ enum Command {
     Schema,
     /// Print the SHA-256 of an API key read from standard input, for `sha256:` in require_api_key.
     HashKey,
+    /// Sign a request as a client would (prints headers, a curl command or a presigned URL).
+    Sign {
+        #[command(subcommand)]
+        scheme: portcullis::sign_cli::SignScheme,
+    },
     /// Serve only the demo echo upstream.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -152,6 +157,16 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Sign { scheme } => match portcullis::sign_cli::run(&scheme) {
+            Ok(text) => {
+                let _ = write!(std::io::stdout().lock(), "{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Schema => {
             let text = serde_json::to_string_pretty(&portcullis::schema()).unwrap_or_default();
             // A closed pipe (`portcullis schema | head`) is not an error worth a panic.

@@ -356,8 +356,21 @@ fn hash_key_prints_the_sha256() {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["run", "demo", "check", "eval", "schema", "hash-key", "echo"] {
-        let out = run(&[cmd, "--help"]);
+    for cmd in [
+        "run",
+        "demo",
+        "check",
+        "eval",
+        "schema",
+        "hash-key",
+        "echo",
+        "sign",
+        "sign aws-sigv4",
+        "sign aws-sigv2",
+    ] {
+        let mut args: Vec<&str> = cmd.split(' ').collect();
+        args.push("--help");
+        let out = run(&args);
         assert!(out.status.success(), "{cmd}");
         assert!(text(&out.stdout).contains("Usage:"), "{cmd}");
     }
@@ -522,4 +535,109 @@ fn every_policy_in_the_policies_folder_passes_check() {
         count += 1;
     }
     assert!(count >= 1);
+}
+
+/// `portcullis sign` makes what `require_hmac` accepts, and `eval` shows the canonical
+/// request and string to sign it computed (never the secret) when it refuses.
+#[test]
+fn sign_then_eval_against_the_hmac_partner_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sign = |secret: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sign",
+            "aws-sigv4",
+            "--access-key",
+            "AKIDPARTNERONE",
+            "--secret-env",
+            "PARTNER_SECRET",
+            "--region",
+            "eu-west-1",
+            "--service",
+            "orders",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "{\"qty\":1}",
+        ];
+        args.extend_from_slice(extra);
+        let out = bin()
+            .args(&args)
+            .args(["POST", "http://gateway.test/partner/orders?b=2"])
+            .env("PARTNER_SECRET", secret)
+            .current_dir(repo())
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let http_file = |headers: &str, name: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                "POST /partner/orders?b=2 HTTP/1.1\r\nHost: gateway.test\r\n{}\r\n{{\"qty\":1}}",
+                headers.replace('\n', "\r\n")
+            ),
+        )
+    };
+
+    let good = http_file(&sign("partner-one-secret-2026-11", &[]), "good.http");
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/hmac-partner-api.yaml",
+        "--request",
+        good.to_str().expect("utf8"),
+    ]);
+    let stdout = squeeze(&text(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("require_hmac PASS passed"), "{stdout}");
+    assert!(
+        stdout.contains("key AKIDPARTNERONE of client \"partner-one\""),
+        "{stdout}"
+    );
+
+    let bad = http_file(&sign("a-wrong-secret", &[]), "bad.http");
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/hmac-partner-api.yaml",
+        "--request",
+        bad.to_str().expect("utf8"),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("403 SignatureDoesNotMatch"), "{stdout}");
+    assert!(stdout.contains("canonical request:\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "POST\n/partner/orders\nb=2\ncontent-type:application/json\nhost:gateway.test\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("string to sign:\nAWS4-HMAC-SHA256\n"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("partner-one-secret"),
+        "a secret was printed:\n{stdout}"
+    );
+
+    // A presigned URL verifies too.
+    let url = sign("partner-one-secret-2026-11", &["--presign", "300"]);
+    let path = url.trim().strip_prefix("http://gateway.test").expect("url");
+    let presigned = write(
+        dir.path(),
+        "presigned.http",
+        &format!("POST {path} HTTP/1.1\r\nHost: gateway.test\r\n\r\n{{\"qty\":1}}"),
+    );
+    let out = run(&[
+        "eval",
+        "-c",
+        "policies/hmac-partner-api.yaml",
+        "--request",
+        presigned.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }

@@ -101,6 +101,76 @@ pub fn sign_sigv4(
     Ok((creq, sts))
 }
 
+/// A presigned URL query for AWS SigV4: the request's query plus `X-Amz-Algorithm`,
+/// `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-Expires`, `X-Amz-SignedHeaders` (`host`) and
+/// `X-Amz-Signature`. The payload hash signed is the body's.
+///
+/// # Errors
+/// When the request has no `Host` header, or `expires` is outside 1..=604800.
+pub fn presign_sigv4(
+    head: &dyn RequestHead,
+    body: &[u8],
+    p: &SigV4Params<'_>,
+    now: u64,
+    expires: u64,
+) -> Result<String, String> {
+    if !(1..=sigv4::MAX_EXPIRES).contains(&expires) {
+        return Err(format!(
+            "expires must be between 1 and {} seconds",
+            sigv4::MAX_EXPIRES
+        ));
+    }
+    if head.header(&http::header::HOST).is_none() {
+        return Err("the request has no Host header to sign".to_owned());
+    }
+    let date = amz_date(now);
+    let scope = sigv4::Scope {
+        date: date[..8].to_owned(),
+        region: p.region.to_owned(),
+        service: p.service.to_owned(),
+    };
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, AWS_QUERY).to_string();
+    let mut query = head.query().unwrap_or("").to_owned();
+    for (k, v) in [
+        ("X-Amz-Algorithm", sigv4::ALGORITHM.to_owned()),
+        ("X-Amz-Credential", format!("{}/{scope}", p.access_key)),
+        ("X-Amz-Date", date.clone()),
+        ("X-Amz-Expires", expires.to_string()),
+        ("X-Amz-SignedHeaders", "host".to_owned()),
+    ] {
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(k);
+        query.push('=');
+        query.push_str(&enc(&v));
+    }
+    let payload_hash = sha256_hex(body);
+    let parts = sigv4::SignedParts {
+        method: head.method().as_str(),
+        path: head.path(),
+        query: Some(&query),
+        headers: head.headers(),
+        payload_hash: &payload_hash,
+    };
+    let signed = ["host".to_owned()];
+    let creq = sigv4::canonical_request(&parts, &signed, p.normalize_path, true)
+        .map_err(|e| e.to_string())?;
+    let sts = sigv4::string_to_sign(&date, &scope, &creq);
+    let signature = sigv4::signature(&sigv4::signing_key(p.secret, &scope), &sts);
+    Ok(format!(
+        "{query}&X-Amz-Signature={}",
+        hex::encode(signature)
+    ))
+}
+
+/// Everything but the RFC 3986 unreserved characters is encoded, as SigV4 requires.
+const AWS_QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Signs with AWS SigV2 (S3 REST) in the Authorization header, setting `Date` when absent.
 /// Returns the string to sign.
 ///

@@ -317,3 +317,26 @@ fn custom_template_round_trip() {
         "SignatureDoesNotMatch"
     );
 }
+
+#[test]
+fn presigned_sigv4_urls_verify_and_expire() {
+    let clock = Arc::new(FixedClock::at(NOW));
+    let (step, reg) = step(sigv4_scheme(), clock.clone());
+    let parts = request("GET", "/orders/7?format=json");
+    let p = SigV4Params {
+        access_key: "AKIDPARTNER",
+        secret: b"new-secret",
+        region: "eu-west-1",
+        service: "execute-api",
+        content_sha256_header: false,
+        normalize_path: true,
+    };
+    let query = super::sign::presign_sigv4(&parts, b"", &p, NOW, 60).expect("presigns");
+    let mut signed = parts.clone();
+    signed.uri = format!("/orders/7?{query}").parse().expect("uri");
+    signed.headers.remove("content-type");
+    assert_eq!(code(check(&step, &reg, &mut signed.clone(), b"")), "ok");
+    clock.set(NOW + 61);
+    let (step, reg) = super::verify_tests::step(sigv4_scheme(), clock);
+    assert_eq!(code(check(&step, &reg, &mut signed, b"")), "RequestExpired");
+}
