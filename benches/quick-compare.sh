@@ -29,7 +29,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); ADMIN=$(port); ADMINP=$(port)
+BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); GWH=$(port); ADMIN=$(port); ADMINP=$(port); ADMINH=$(port)
 
 BODY=$(printf '%075d' 0)
 cat > "$WORK/backend.conf" <<CONF
@@ -80,12 +80,30 @@ services:
       - remove_header: [Server]
 CONF
 
+echo -n bench-hmac-secret > "$WORK/hmac-secret"
+cat > "$WORK/hmac.yaml" <<CONF
+listen: 127.0.0.1:$GWH
+workers: 1
+access_log: off
+admin: {listen: 127.0.0.1:$ADMINH, token: admin}
+secrets: {admin: {file: admin-token}, hmac: {file: hmac-secret}}
+keys:
+  partners: [{access_key: AKIDBENCH, client: bench, secrets: [hmac]}]
+services:
+  - name: hmac
+    upstream: http://127.0.0.1:$BACKEND
+    request:
+      # wrk repeats one pre-signed request, so replays must be allowed here.
+      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}
+CONF
+
 taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
 taskset -c 0 target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND" 2>/dev/null & PIDS+=($!); MIN_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
+taskset -c 0 target/release/portcullis run -c "$WORK/hmac.yaml" >/dev/null 2>"$WORK/gwh.err" & PIDS+=($!); GWH_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
-for p in $BACKEND $NGINX $MIN $GW $GWP; do
+for p in $BACKEND $NGINX $MIN $GW $GWP $GWH; do
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123')" = 200 ] && break
     sleep 0.1
@@ -96,11 +114,14 @@ NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 # CPU seconds (user+system) of a process and all its threads.
 cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 
-run() { # name url pid [header]
-  local name=$1 url=$2 pid=$3 header=${4:-X-Bench: 1}
+run() { # name url pid [header...]
+  local name=$1 url=$2 pid=$3; shift 3
+  local hdrs=()
+  if [ $# -eq 0 ]; then hdrs=(-H "X-Bench: 1"); fi
+  for h in "$@"; do hdrs+=(-H "$h"); done
   local before after out rps p50 p99
   before=$( [ "$pid" = - ] && echo 0 || cpu "$pid")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "$header" "$url")
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${hdrs[@]}" "$url")
   after=$( [ "$pid" = - ] && echo 0 || cpu "$pid")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   if grep -q "Non-2xx" <<<"$out"; then echo "$name: non-2xx answers, the run is void:"; echo "$out"; exit 1; fi
@@ -120,14 +141,18 @@ run "nginx reverse proxy" "http://127.0.0.1:$NGINX/" "$NGINX_WORKER"
 run "minimal Pingora proxy (floor)" "http://127.0.0.1:$MIN/" "$MIN_PID"
 run "portcullis pass-through" "http://127.0.0.1:$GW/" "$GW_PID"
 run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-Api-Key: demo-key-123"
+mapfile -t SIGNED < <(HMAC_SECRET=bench-hmac-secret target/release/portcullis sign aws-sigv4 --access-key AKIDBENCH \
+  --secret-env HMAC_SECRET --region eu-west-1 --service bench GET "http://127.0.0.1:$GWH/")
+run "portcullis require_hmac (sigv4)" "http://127.0.0.1:$GWH/" "$GWH_PID" "${SIGNED[@]}"
 
 awk -F'|' '
-    NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5}
+      NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5} NR==6 {gh=$2; hcpu=$5}
   END {
     printf "\nratios in this run (rps; CPU per request):\n"
     printf "  portcullis pass-through / backend direct   rps %.2f\n", gw/direct
     printf "  portcullis pass-through / nginx proxy      rps %.2f; CPU %.2f\n", gw/nginx, gcpu/ncpu
     printf "  portcullis pass-through / minimal Pingora  rps %.2f; CPU %.2f\n", gw/mn, gcpu/mcpu
     printf "  minimal Pingora / nginx proxy              rps %.2f; CPU %.2f\n", mn/nginx, mcpu/ncpu
-    printf "  pipeline / pass-through                    rps %.2f; CPU %.2f\n", gp/gw, pcpu/gcpu
+        printf "  pipeline / pass-through                    rps %.2f; CPU %.2f\n", gp/gw, pcpu/gcpu
+    printf "  require_hmac (sigv4) / pass-through        rps %.2f; CPU %.2f\n", gh/gw, hcpu/gcpu
   }' "$WORK/rows"

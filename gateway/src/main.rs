@@ -62,7 +62,7 @@ enum Command {
     /// Sign a request as a client would (prints headers, a curl command or a presigned URL).
     Sign {
         #[command(subcommand)]
-                scheme: Box<portcullis::sign_cli::SignScheme>,
+        scheme: Box<portcullis::sign_cli::SignScheme>,
     },
     /// Serve only the demo echo upstream.
     Echo {
