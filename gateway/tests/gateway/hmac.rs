@@ -339,3 +339,62 @@ fn sdk_presigned_urls_pass() {
     let (status, code, _) = problem_code(client().get(&tampered).send().expect("send"));
     assert_eq!((status, code.as_str()), (403, "SignatureDoesNotMatch"));
 }
+
+/// A custom scheme, signed here with a plain HMAC (RustCrypto's, not the gateway's code path).
+#[test]
+fn a_template_scheme_checks_what_the_operator_defined() {
+    use hmac::{Hmac, Mac};
+    use sha2::Digest;
+    let backend = Backend::start();
+    // The key's secret is the preamble's `admin_token` secret, whose value the test knows.
+    let services = r#"
+keys:
+  apps: [{access_key: app-7, client: billing-app, secrets: [admin_token]}]
+services:
+  - name: custom
+    upstream: {backend}
+    request:
+      - require_hmac:
+          scheme: template
+          keys: apps
+          header: X-Signature
+          format: "v1 key=${key_id} sig=${signature}"
+          algorithm: sha256
+          encoding: hex
+          date_header: X-Date
+          string_to_sign: "${request.method}\n${request.path}\n${request.header.x-date}\n${body.sha256}"
+      - set_header: {name: X-App, value: "${client.id} via ${hmac.key_id}"}
+"#;
+    let gw = TestGateway::start(services, &backend.url());
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let body = b"amount=12.50";
+    let sts = format!(
+        "POST\n/pay\n{date}\n{}",
+        hex::encode(sha2::Sha256::digest(body))
+    );
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(crate::common::ADMIN_TOKEN.as_bytes()).expect("key");
+    mac.update(sts.as_bytes());
+    let sig = hex::encode(mac.finalize().into_bytes());
+    let send = |sig: &str, body: &[u8]| {
+        client()
+            .post(gw.url("/pay"))
+            .header("x-date", &date)
+            .header("x-signature", format!("v1 key=app-7 sig={sig}"))
+            .body(body.to_vec())
+            .send()
+            .expect("send")
+    };
+    let resp = send(&sig, body);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        backend.seen().pop().expect("reached").headers["x-app"],
+        "billing-app via app-7"
+    );
+    let (status, code, _) = problem_code(send(&sig, b"amount=99.50"));
+    assert_eq!((status, code.as_str()), (403, "SignatureDoesNotMatch"));
+    let (status, code, _) = problem_code(send(&sig, body));
+    assert_eq!((status, code.as_str()), (403, "ReplayedRequest"));
+    let (status, code, _) = problem_code(send("zz-not-hex", body));
+    assert_eq!((status, code.as_str()), (400, "IncompleteSignature"));
+}
