@@ -185,7 +185,18 @@ impl TestGateway {
             backend,
             dir.path(),
         );
-        let config = dir.path().join("portcullis.yaml");
+        Self::launch(dir, "portcullis.yaml", &text, listen, admin)
+    }
+
+    /// Writes the policy, loads it and serves it until the guard is dropped.
+    fn launch(
+        dir: tempfile::TempDir,
+        name: &str,
+        text: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> TestGateway {
+        let config = dir.path().join(name);
         std::fs::write(&config, text).expect("write policy");
         let state = match GatewayState::load(&config) {
             Ok(s) => s,
@@ -229,22 +240,7 @@ impl TestGateway {
                 "../fixtures/",
                 &format!("{}/", repo.join("fixtures").display()),
             );
-        let config = dir.path().join(name);
-        std::fs::write(&config, text).expect("write policy");
-        let state = match GatewayState::load(&config) {
-            Ok(s) => s,
-            Err(e) => panic!("policy does not load:\n{e}"),
-        };
-        let server = portcullis::server::spawn(portcullis::server::build(&state, None));
-        wait_for_port(listen);
-        TestGateway {
-            addr: listen,
-            admin,
-            config,
-            dir,
-            state,
-            _server: server,
-        }
+        Self::launch(dir, name, &text, listen, admin)
     }
 
     /// Rewrites the policy file with new services (same preamble and ports).
