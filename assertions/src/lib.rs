@@ -13,6 +13,7 @@ pub mod headers;
 pub mod hmac;
 pub mod ip;
 pub mod json_body;
+pub mod pan;
 pub mod template;
 pub mod verdict;
 
@@ -28,21 +29,29 @@ pub struct Needs {
     /// The whole request body must be read (up to the service's limit) before the
     /// pipeline runs, and before the upstream is contacted.
     pub request_body: bool,
+    /// The whole response must be seen before any of it goes to the client (a step may
+    /// replace it, e.g. `mask_pan` in block mode).
+    pub whole_response: bool,
 }
 
 impl Needs {
     /// Headers only: the cheap path.
     pub const HEADERS: Needs = Needs {
         request_body: false,
+        whole_response: false,
     };
     /// The whole request body.
-    pub const BODY: Needs = Needs { request_body: true };
+    pub const BODY: Needs = Needs {
+        request_body: true,
+        whole_response: false,
+    };
 
     /// What a sequence of assertions needs together.
     #[must_use]
     pub fn union(self, other: Needs) -> Needs {
         Needs {
             request_body: self.request_body || other.request_body,
+            whole_response: self.whole_response || other.whole_response,
         }
     }
 }
@@ -53,6 +62,20 @@ pub struct Request<'a> {
     pub head: &'a mut dyn RequestHead,
     /// The buffered body, present when the pipeline declared [`Needs::BODY`].
     pub body: Option<&'a [u8]>,
+}
+
+/// Per-response body processing (masking, recompression), made by a step for one response.
+pub trait BodyProcessor: Send + Sync {
+    /// Takes the next chunk (`end` on the last call, possibly with an empty chunk) and
+    /// appends what may be sent on to `out`. Returns how many items it changed (e.g. card
+    /// numbers masked), for metrics.
+    fn process(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> usize;
+
+    /// After the last chunk: a refusal that replaces the whole response (only honoured when
+    /// the step declared [`Needs::whole_response`]).
+    fn refusal(&self) -> Option<Rejection> {
+        None
+    }
 }
 
 /// One compiled policy step.
@@ -83,6 +106,18 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         _x: &mut Exchange,
     ) -> Verdict {
         Verdict::Continue
+    }
+
+    /// After the response head passed: a processor for this response's body, if the step
+    /// works on bodies. It may edit the head (e.g. drop `Content-Length` when the length
+    /// will change).
+    fn response_body(
+        &self,
+        _req: &dyn RequestView,
+        _resp: &mut dyn ResponseHead,
+        _x: &mut Exchange,
+    ) -> Option<Box<dyn BodyProcessor>> {
+        None
     }
 
     /// Runs on the response head on the way back.
@@ -152,6 +187,36 @@ pub fn run_upstream(
         }
     }
     Verdict::Continue
+}
+
+/// The body processors a response pipeline wants for this response, in order.
+pub fn response_bodies(
+    steps: &[Box<dyn Assertion>],
+    req: &dyn RequestView,
+    resp: &mut dyn ResponseHead,
+    x: &mut Exchange,
+) -> Vec<Box<dyn BodyProcessor>> {
+    steps
+        .iter()
+        .filter_map(|s| s.response_body(req, resp, x))
+        .collect()
+}
+
+/// Runs a chunk through processors in turn; returns the bytes to send and the count of
+/// changed items.
+pub fn process_body(
+    processors: &mut [Box<dyn BodyProcessor>],
+    chunk: &[u8],
+    end: bool,
+) -> (Vec<u8>, usize) {
+    let mut input = chunk.to_vec();
+    let mut changed = 0;
+    for p in processors.iter_mut() {
+        let mut out = Vec::with_capacity(input.len() + 64);
+        changed += p.process(&input, end, &mut out);
+        input = out;
+    }
+    (input, changed)
 }
 
 /// What a sequence of steps needs together.

@@ -9,17 +9,76 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use portcullis_assertions::Rejection;
+
 use crate::proxy::{
-    apply_response_pipeline, peer_for, prepare_upstream_request, upstream_verdict, Gateway,
-    PingoraRequest, RequestCtx,
+    apply_response_pipeline, peer_for, prepare_upstream_request, respond, upstream_verdict,
+    Gateway, PingoraRequest, RequestCtx,
 };
 
 /// How long a connection released to the pool may stay idle.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Largest response a whole-response step (e.g. `mask_pan` in block mode) inspects.
+const MAX_WHOLE_RESPONSE: usize = 32 * 1024 * 1024;
+
+/// Reads the whole response, runs it through the body processors, and sends it, or the
+/// refusal one of them reached, in its place.
+async fn whole_response(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut up: pingora::protocols::http::client::HttpSession,
+    peer: &HttpPeer,
+    mut resp: ResponseHeader,
+    service: &str,
+) -> Result<()> {
+    let mut body = Vec::new();
+    while let Some(chunk) = up.read_response_body().await.map_err(Error::into_up)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_WHOLE_RESPONSE {
+            let r = Rejection::new(
+                http::StatusCode::BAD_GATEWAY,
+                "response-too-large-to-inspect",
+                "the upstream's answer is larger than the gateway inspects",
+            );
+            ctx.refused(r.code);
+            return respond(session, &r).await;
+        }
+    }
+    gw.connector
+        .release_http_session(up, peer, Some(POOL_IDLE))
+        .await;
+    let out = match ctx.take_replacement(true) {
+        Some(replaced) => replaced.unwrap_or_default(),
+        None => ctx.process_chunk(Some(&body), true).unwrap_or_default(),
+    };
+    if let Some(r) = ctx.body_refusal() {
+        // The audit record says what and where, never the data.
+        log::warn!(
+            "audit: service {service}: response to {} {} withheld: {}",
+            session.req_header().method,
+            session.req_header().uri.path(),
+            r.code
+        );
+        ctx.refused(r.code);
+        return respond(session, &r).await;
+    }
+    resp.remove_header(&TRANSFER_ENCODING);
+    resp.insert_header(CONTENT_LENGTH, out.len().to_string())?;
+    session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .map_err(Error::into_down)?;
+    session
+        .write_response_body(Some(out), true)
+        .await
+        .map_err(Error::into_down)
+}
 
 /// Tries on pooled connections before giving up (the last try is on a fresh one).
 const MAX_ATTEMPTS: usize = 3;
@@ -85,6 +144,9 @@ pub async fn forward_buffered(
         Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
     })?;
     apply_response_pipeline(svc, session.req_header(), &mut resp, ctx)?;
+    if svc.needs.whole_response {
+        return whole_response(gw, session, ctx, up, &peer, resp, &svc.name).await;
+    }
     session
         .write_response_header(Box::new(resp), false)
         .await
@@ -94,7 +156,7 @@ pub async fn forward_buffered(
         let end = chunk.is_none();
         let chunk = match ctx.take_replacement(end) {
             Some(replaced) => replaced,
-            None => chunk,
+            None => ctx.process_chunk(chunk.as_deref(), end),
         };
         if chunk.is_some() || end {
             session

@@ -72,8 +72,23 @@ enum Command {
 }
 
 fn init_logging() {
+    // Diagnostics pass through the card-number masker too: no PAN in any log.
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        .format(|buf, record| {
+            let text = record.args().to_string();
+            let text = portcullis_assertions::pan::mask_str(
+                &text,
+                portcullis_assertions::pan::MaskStyle::default(),
+            );
+            writeln!(
+                buf,
+                "[{} {} {}] {text}",
+                buf.timestamp(),
+                record.level(),
+                record.target()
+            )
+        })
         .init();
 }
 
@@ -150,6 +165,10 @@ fn main() -> ExitCode {
                 }
             };
             let (report, allowed) = portcullis::eval::evaluate(&rt, req, client_ip);
+            let report = portcullis_assertions::pan::mask_str(
+                &report,
+                portcullis_assertions::pan::MaskStyle::default(),
+            );
             print!("{report}");
             if allowed {
                 ExitCode::SUCCESS

@@ -16,6 +16,7 @@ pub struct Metrics {
     duration: HistogramVec,
     steps: IntCounterVec,
     reloads: IntCounterVec,
+    body_items: IntCounterVec,
     pub log_dropped: IntCounter,
 }
 
@@ -69,6 +70,14 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let body_items = IntCounterVec::new(
+            Opts::new(
+                "portcullis_pans_masked_total",
+                "Card numbers masked in response bodies, by service.",
+            ),
+            &["service"],
+        )
+        .expect("valid metric");
         let log_dropped = IntCounter::new(
             "portcullis_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
@@ -79,6 +88,7 @@ impl Metrics {
             Box::new(duration.clone()),
             Box::new(steps.clone()),
             Box::new(reloads.clone()),
+            Box::new(body_items.clone()),
             Box::new(log_dropped.clone()),
         ] {
             registry.register(c).expect("registers once");
@@ -89,6 +99,7 @@ impl Metrics {
             duration,
             steps,
             reloads,
+            body_items,
             log_dropped,
         }
     }
@@ -138,6 +149,7 @@ pub struct ServiceMetrics {
     duration: prometheus::Histogram,
     request_steps: Vec<StepCounters>,
     response_steps: Vec<StepCounters>,
+    body_items: IntCounter,
 }
 
 impl ServiceMetrics {
@@ -166,9 +178,15 @@ impl ServiceMetrics {
             family: metrics.requests.clone(),
             by_status: (0..600).map(|_| OnceLock::new()).collect(),
             duration: metrics.duration.with_label_values(&[name]),
+            body_items: metrics.body_items.with_label_values(&[name]),
             request_steps: counters("request", request),
             response_steps: counters("response", response),
         }
+    }
+
+    /// Counts items changed in response bodies (card numbers masked).
+    pub fn body_items_changed(&self, n: usize) {
+        self.body_items.inc_by(n as u64);
     }
 
     /// Counts a finished request.

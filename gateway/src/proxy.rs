@@ -17,7 +17,10 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 use portcullis_assertions::ip::client_ip;
-use portcullis_assertions::{Exchange, Rejection, RequestHead, RequestView, ResponseHead, Verdict};
+use portcullis_assertions::{
+    process_body, response_bodies, BodyProcessor, Exchange, Rejection, RequestHead, RequestView,
+    ResponseHead, Verdict,
+};
 
 use crate::access_log::{now_rfc3339, AccessRecord};
 use crate::forward;
@@ -62,6 +65,8 @@ pub struct RequestCtx {
     replace_body: Option<Bytes>,
     /// The request body, when the pipeline read it (outbound signing hashes it).
     body: Option<Bytes>,
+    /// What the response pipeline does to this response's body (masking, recompression).
+    processors: Vec<Box<dyn BodyProcessor>>,
 }
 
 impl RequestCtx {
@@ -79,6 +84,29 @@ impl RequestCtx {
     #[must_use]
     pub fn service_index(&self) -> Option<usize> {
         self.service
+    }
+
+    /// Runs a response body chunk through this response's processors; `None` when nothing
+    /// is to be sent yet.
+    pub fn process_chunk(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
+        let (out, changed) = process_body(&mut self.processors, chunk.unwrap_or_default(), end);
+        if changed > 0 {
+            if let Some(svc) = self.service() {
+                svc.metrics.body_items_changed(changed);
+            }
+        }
+        (!out.is_empty() || end).then(|| Bytes::from(out))
+    }
+
+    /// A refusal a body processor reached after seeing the whole body.
+    #[must_use]
+    pub fn body_refusal(&self) -> Option<Rejection> {
+        self.processors.iter().find_map(|p| p.refusal())
+    }
+
+    /// Records why a request was refused, for the log.
+    pub fn refused(&mut self, code: &'static str) {
+        self.reason = Some(code);
     }
 
     /// When a response-side refusal replaced the body: `Some(None)` for a chunk to drop,
@@ -373,6 +401,7 @@ impl ProxyHttp for Gateway {
             reason: None,
             replace_body: None,
             body: None,
+            processors: Vec::new(),
         }
     }
 
@@ -446,8 +475,9 @@ impl ProxyHttp for Gateway {
 
         if let Some(body) = body {
             ctx.body = Some(body.clone());
-            if body.len() > RETRY_BUFFER_BYTES {
-                // Pingora cannot replay more than its retry buffer: forward it ourselves.
+            if body.len() > RETRY_BUFFER_BYTES || svc.needs.whole_response {
+                // Pingora cannot replay more than its retry buffer, nor hold a response back
+                // until all of it has been seen: forward it ourselves.
                 ctx.body_seen = body.len() as u64;
                 forward::forward_buffered(self, session, ctx, body).await?;
                 return Ok(true);
@@ -535,6 +565,9 @@ impl ProxyHttp for Gateway {
     ) -> Result<Option<std::time::Duration>> {
         if let Some(replaced) = ctx.take_replacement(end_of_stream) {
             *body = replaced;
+        } else if !ctx.processors.is_empty() {
+            let chunk = body.take();
+            *body = ctx.process_chunk(chunk.as_deref(), end_of_stream);
         }
         Ok(None)
     }
@@ -626,7 +659,14 @@ pub fn apply_response_pipeline(
             resp.insert_header(name.clone(), value.clone())?;
         }
         ctx.replace_body = Some(body);
+        return Ok(());
     }
+    ctx.processors = response_bodies(
+        &svc.response,
+        &PingoraRequestView(req),
+        &mut PingoraResponse(resp),
+        &mut ctx.x,
+    );
     Ok(())
 }
 

@@ -107,14 +107,19 @@ impl Service {
         verdict
     }
 
-    /// Runs the upstream phase (outbound signing) on the head about to go upstream.
+    /// Runs the upstream phase on the head about to go upstream: outbound signing from the
+    /// request list, and what response steps need to ask of the upstream (`mask_pan` asks
+    /// for an uncompressed answer). Signing runs last, over the final head.
     pub fn run_upstream(
         &self,
         head: &mut dyn RequestHead,
         body: Option<&[u8]>,
         x: &mut Exchange,
     ) -> Verdict {
-        portcullis_assertions::run_upstream(&self.request, head, body, x)
+        match portcullis_assertions::run_upstream(&self.response, head, body, x) {
+            Verdict::Continue => portcullis_assertions::run_upstream(&self.request, head, body, x),
+            refused @ Verdict::Reject(_) => refused,
+        }
     }
 
     /// Runs the response pipeline on the response head.

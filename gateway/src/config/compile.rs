@@ -16,12 +16,14 @@ use portcullis_assertions::hmac::outbound::{OutboundScheme, SignHmac};
 use portcullis_assertions::hmac::{HmacKey, KeySet, RequireHmac, Scheme, SecretBytes, SystemClock};
 use portcullis_assertions::ip::{AllowIp, DenyIp, IpList};
 use portcullis_assertions::json_body::ValidateJson;
+use portcullis_assertions::pan::{Keep, MaskPan, MaskStyle, Mode};
 use portcullis_assertions::template::Template;
 use portcullis_assertions::{needs_of, Assertion, VarRegistry};
 
 use super::spec::{
     AccessLogSpec, AssertionSpec, ConfigSpec, HeaderNameSpec, HmacAlgorithmSpec, HmacSchemeSpec,
-    IncludeSpec, RequireHmacSpec, SecretSpec, ServiceSpec, SignHmacSpec, SignatureEncodingSpec,
+    IncludeSpec, KeepSpec, MaskModeSpec, RequireHmacSpec, SecretSpec, ServiceSpec, SignHmacSpec,
+    SignatureEncodingSpec,
 };
 use super::yaml::{Lenient, Location, Spanned};
 use super::{read_file, Diagnostic, Parsed, MAX_INCLUDES};
@@ -514,7 +516,8 @@ fn define_outputs(step: &Lenient<Spanned<AssertionSpec>>, registry: &mut VarRegi
         | AssertionSpec::RemoveHeader(_)
         | AssertionSpec::ValidateJson(_)
         | AssertionSpec::RequireHmac(_)
-        | AssertionSpec::SignHmac(_) => {}
+        | AssertionSpec::SignHmac(_)
+        | AssertionSpec::MaskPan(_) => {}
     }
 }
 
@@ -568,7 +571,7 @@ fn compile_service(
         Side::Response,
         cx,
     );
-    let needs = needs_of(&request);
+    let needs = needs_of(&request).union(needs_of(&response));
     let metrics = ServiceMetrics::new(metrics, name, &request, &response);
     Some(Service {
         name: Arc::from(name),
@@ -1170,6 +1173,53 @@ fn compile_step(
             }
             compile_require_hmac(spec, loc, &format!("{path}.require_hmac"), cx)
                 .map(|a| Box::new(a) as Box<dyn Assertion>)
+        }
+        AssertionSpec::MaskPan(spec) => {
+            if side == Side::Request {
+                cx.err(
+                    loc,
+                    path,
+                    "mask_pan masks response bodies; move it to the service's response: list",
+                );
+                return None;
+            }
+            let mask = match &spec.mask_char {
+                None => b'*',
+                Some(c)
+                    if c.value.len() == 1
+                        && c.value.is_ascii()
+                        && !c.value.as_bytes()[0].is_ascii_digit() =>
+                {
+                    c.value.as_bytes()[0]
+                }
+                Some(c) => {
+                    cx.err(
+                        c.loc,
+                        &format!("{path}.mask_pan.mask_char"),
+                        "mask_char must be one ASCII character that is not a digit",
+                    );
+                    return None;
+                }
+            };
+            let keep = match spec.keep.unwrap_or(KeepSpec::LastFour) {
+                KeepSpec::LastFour => Keep::LastFour,
+                KeepSpec::FirstSixLastFour => Keep::FirstSixLastFour,
+            };
+            let types = spec.content_types.clone().unwrap_or_else(|| {
+                portcullis_assertions::pan::step_defaults()
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
+            let mode = match spec.mode.unwrap_or(MaskModeSpec::Mask) {
+                MaskModeSpec::Mask => Mode::Mask,
+                MaskModeSpec::Block => Mode::Block,
+            };
+            Some(Box::new(MaskPan::new(
+                MaskStyle { mask, keep },
+                mode,
+                types,
+            )))
         }
         AssertionSpec::SignHmac(spec) => {
             if !request_only("sign_hmac", side, loc, path, cx) {

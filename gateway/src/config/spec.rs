@@ -228,6 +228,8 @@ pub enum AssertionSpec {
     RequireHmac(RequireHmacSpec),
     /// Sign the request going upstream with a key of a key set.
     SignHmac(SignHmacSpec),
+    /// Mask card numbers (PANs) in response bodies.
+    MaskPan(MaskPanSpec),
     /// Every step must pass, in order.
     All(Vec<Lenient<Spanned<AssertionSpec>>>),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -401,6 +403,43 @@ pub struct SignHmacSpec {
     /// template: the date header (set to the current HTTP date when absent). Default `X-Date`.
     #[serde(default)]
     pub date_header: Option<HeaderNameSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskModeSpec {
+    Mask,
+    Block,
+}
+
+/// Which digits of a card number stay visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepSpec {
+    /// `************1111`
+    LastFour,
+    /// `411111******1111`
+    FirstSixLastFour,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskPanSpec {
+    /// `mask` (default): mask and send on, streaming. `block`: withhold a response that holds
+    /// a card number, answering 502 (the whole response is read before any of it is sent).
+    #[serde(default)]
+    pub mode: Option<MaskModeSpec>,
+    /// Digits left visible. Default `last_four`.
+    #[serde(default)]
+    pub keep: Option<KeepSpec>,
+    /// The mask character (one ASCII character, not a digit). Default `*`.
+    #[serde(default)]
+    pub mask_char: Option<Spanned<String>>,
+    /// Content types scanned: exact types, prefixes ending in `/` (`text/`), or suffixes
+    /// starting with `+` (`+json`). Default: application/json, application/xml,
+    /// application/x-www-form-urlencoded, text/, +json, +xml (and bodies without a type).
+    #[serde(default)]
+    pub content_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]

@@ -196,6 +196,15 @@ impl TestGateway {
         listen: SocketAddr,
         admin: SocketAddr,
     ) -> TestGateway {
+        // The access log goes to the test's folder, where `access_log()` reads it.
+        let text = if text.contains("access_log:") {
+            text.to_owned()
+        } else {
+            format!(
+                "access_log: {{file: {}/access.log}}\n{text}",
+                dir.path().display()
+            )
+        };
         let config = dir.path().join(name);
         std::fs::write(&config, text).expect("write policy");
         let state = match GatewayState::load(&config) {

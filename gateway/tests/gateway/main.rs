@@ -7,5 +7,6 @@ mod admin;
 mod assertions;
 mod bodies;
 mod hmac;
+mod pan;
 mod routing;
 mod upstream;
