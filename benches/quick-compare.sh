@@ -24,19 +24,23 @@ fi
 [ -x target/release/minimal-pingora-proxy ] || cargo build --release -p portcullis-benches --bin minimal-pingora-proxy
 
 WORK=$(mktemp -d)
+chmod 755 "$WORK"   # nginx workers read the 16 KiB body file from here
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); GWH=$(port); ADMIN=$(port); ADMINP=$(port); ADMINH=$(port)
+BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); GWH=$(port); GWM=$(port); ADMIN=$(port); ADMINP=$(port); ADMINH=$(port); ADMINM=$(port)
 
 BODY=$(printf '%075d' 0)
+# A 16 KiB JSON body of order lines (digits, dates, amounts, no card numbers) for the masking rows.
+python3 -c 'import json; items=[{"id": 100000+i, "sku": "W-%05d" % i, "qty": i % 7, "price": "%d.99" % (i % 90), "date": "2026-11-23"} for i in range(196)]; print(json.dumps({"items": items}), end="")' > "$WORK/16k.json"
 cat > "$WORK/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
 events { worker_connections 4096; }
 http { access_log off;
   server { listen 127.0.0.1:$BACKEND; keepalive_requests 1000000;
+            location = /16k { default_type application/json; alias $WORK/16k.json; }
     location / { default_type text/plain; return 200 "$BODY"; } } }
 CONF
 cat > "$WORK/proxy.conf" <<CONF
@@ -97,13 +101,27 @@ services:
       - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}
 CONF
 
+cat > "$WORK/mask.yaml" <<CONF
+listen: 127.0.0.1:$GWM
+workers: 1
+access_log: off
+admin: {listen: 127.0.0.1:$ADMINM, token: admin}
+secrets: {admin: {file: admin-token}}
+services:
+  - name: mask
+    upstream: http://127.0.0.1:$BACKEND
+    response:
+      - mask_pan: {}
+CONF
+
 taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
 taskset -c 0 target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND" 2>/dev/null & PIDS+=($!); MIN_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
+taskset -c 0 target/release/portcullis run -c "$WORK/mask.yaml" >/dev/null 2>"$WORK/gwm.err" & PIDS+=($!); GWM_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/hmac.yaml" >/dev/null 2>"$WORK/gwh.err" & PIDS+=($!); GWH_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
-for p in $BACKEND $NGINX $MIN $GW $GWP $GWH; do
+for p in $BACKEND $NGINX $MIN $GW $GWP $GWH $GWM; do
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123')" = 200 ] && break
     sleep 0.1
@@ -144,9 +162,11 @@ run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-A
 mapfile -t SIGNED < <(HMAC_SECRET=bench-hmac-secret target/release/portcullis sign aws-sigv4 --access-key AKIDBENCH \
   --secret-env HMAC_SECRET --region eu-west-1 --service bench GET "http://127.0.0.1:$GWH/")
 run "portcullis require_hmac (sigv4)" "http://127.0.0.1:$GWH/" "$GWH_PID" "${SIGNED[@]}"
+run "portcullis pass-through, 16 KiB JSON" "http://127.0.0.1:$GW/16k" "$GW_PID"
+run "portcullis mask_pan, 16 KiB JSON" "http://127.0.0.1:$GWM/16k" "$GWM_PID"
 
 awk -F'|' '
-      NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5} NR==6 {gh=$2; hcpu=$5}
+      NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5} NR==6 {gh=$2; hcpu=$5} NR==7 {g16=$2; g16cpu=$5} NR==8 {m16=$2; m16cpu=$5}
   END {
     printf "\nratios in this run (rps; CPU per request):\n"
     printf "  portcullis pass-through / backend direct   rps %.2f\n", gw/direct
@@ -154,5 +174,6 @@ awk -F'|' '
     printf "  portcullis pass-through / minimal Pingora  rps %.2f; CPU %.2f\n", gw/mn, gcpu/mcpu
     printf "  minimal Pingora / nginx proxy              rps %.2f; CPU %.2f\n", mn/nginx, mcpu/ncpu
         printf "  pipeline / pass-through                    rps %.2f; CPU %.2f\n", gp/gw, pcpu/gcpu
-    printf "  require_hmac (sigv4) / pass-through        rps %.2f; CPU %.2f\n", gh/gw, hcpu/gcpu
+        printf "  require_hmac (sigv4) / pass-through        rps %.2f; CPU %.2f\n", gh/gw, hcpu/gcpu
+    printf "  mask_pan / pass-through (16 KiB)           rps %.2f; CPU %.2f\n", m16/g16, m16cpu/g16cpu
   }' "$WORK/rows"
