@@ -47,6 +47,17 @@ impl Assertion for All {
         run_upstream(&self.steps, head, body, x)
     }
 
+    fn rewrites_request_body(&self) -> bool {
+        self.steps.iter().any(|s| s.rewrites_request_body())
+    }
+
+    fn rewrite_request_body(&self, body: &mut [u8], x: &mut Exchange) -> usize {
+        self.steps
+            .iter()
+            .map(|s| s.rewrite_request_body(body, x))
+            .sum()
+    }
+
     fn on_response(
         &self,
         req: &dyn RequestView,

@@ -97,6 +97,19 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         Verdict::Continue
     }
 
+    /// After the request pipeline passed: rewrites the buffered request body in place,
+    /// keeping its length (e.g. masking card numbers). Returns how many items it changed.
+    /// Only called when the step declared [`Needs::BODY`].
+    fn rewrite_request_body(&self, _body: &mut [u8], _x: &mut Exchange) -> usize {
+        0
+    }
+
+    /// True when [`Assertion::rewrite_request_body`] may change something, so the gateway
+    /// copies the body only for steps that need it.
+    fn rewrites_request_body(&self) -> bool {
+        false
+    }
+
     /// Runs on the request head about to go upstream, after every request-side step and the
     /// gateway's own rewriting (`Host`, `X-Forwarded-*`): the place to sign outbound requests.
     fn on_upstream_request(

@@ -67,6 +67,8 @@ pub struct RequestCtx {
     body: Option<Bytes>,
     /// What the response pipeline does to this response's body (masking, recompression).
     processors: Vec<Box<dyn BodyProcessor>>,
+    /// When the request body was rewritten: how much of the replay has been swapped so far.
+    replay_rewritten: Option<usize>,
 }
 
 impl RequestCtx {
@@ -402,6 +404,7 @@ impl ProxyHttp for Gateway {
             replace_body: None,
             body: None,
             processors: Vec::new(),
+            replay_rewritten: None,
         }
     }
 
@@ -473,7 +476,13 @@ impl ProxyHttp for Gateway {
             return refuse(session, ctx, &r, body.is_some()).await;
         }
 
-        if let Some(body) = body {
+        if let Some(mut body) = body {
+            if let Some(rewritten) = svc.rewrite_request_body(&body, &mut ctx.x) {
+                // Same length: Pingora's replay of the original is swapped for this copy
+                // piece by piece in request_body_filter.
+                body = Bytes::from(rewritten);
+                ctx.replay_rewritten = Some(0);
+            }
             ctx.body = Some(body.clone());
             if body.len() > RETRY_BUFFER_BYTES || svc.needs.whole_response {
                 // Pingora cannot replay more than its retry buffer, nor hold a response back
@@ -527,6 +536,13 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(chunk), Some(offset), Some(rewritten)) =
+            (body.as_mut(), ctx.replay_rewritten, ctx.body.as_ref())
+        {
+            let end = (offset + chunk.len()).min(rewritten.len());
+            *chunk = rewritten.slice(offset..end);
+            ctx.replay_rewritten = Some(end);
+        }
         if let Some(chunk) = body {
             ctx.body_seen += chunk.len() as u64;
             let limit = ctx.service().map_or(u64::MAX, |s| s.max_request_body);

@@ -122,6 +122,24 @@ impl Service {
         }
     }
 
+    /// Applies the request steps' in-place body rewriting (card-number masking); `None` when
+    /// no step rewrites bodies.
+    pub fn rewrite_request_body(&self, body: &[u8], x: &mut Exchange) -> Option<Vec<u8>> {
+        if !self.request.iter().any(|s| s.rewrites_request_body()) {
+            return None;
+        }
+        let mut copy = body.to_vec();
+        let changed: usize = self
+            .request
+            .iter()
+            .map(|s| s.rewrite_request_body(&mut copy, x))
+            .sum();
+        if changed > 0 {
+            self.metrics.body_items_changed(changed);
+        }
+        Some(copy)
+    }
+
     /// Runs the response pipeline on the response head.
     pub fn run_response(
         &self,

@@ -1175,12 +1175,10 @@ fn compile_step(
                 .map(|a| Box::new(a) as Box<dyn Assertion>)
         }
         AssertionSpec::MaskPan(spec) => {
-            if side == Side::Request {
-                cx.err(
-                    loc,
-                    path,
-                    "mask_pan masks response bodies; move it to the service's response: list",
-                );
+            if side == Side::Request
+                && (spec.mode == Some(MaskModeSpec::Block) || spec.content_types.is_some())
+            {
+                cx.err(loc, path, "on the request side mask_pan masks every body it is given: mode and content_types apply to responses only");
                 return None;
             }
             let mask = match &spec.mask_char {
@@ -1215,6 +1213,9 @@ fn compile_step(
                 MaskModeSpec::Mask => Mode::Mask,
                 MaskModeSpec::Block => Mode::Block,
             };
+            if side == Side::Request {
+                return Some(Box::new(MaskPan::for_requests(MaskStyle { mask, keep })));
+            }
             Some(Box::new(MaskPan::new(
                 MaskStyle { mask, keep },
                 mode,

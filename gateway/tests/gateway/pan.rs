@@ -185,3 +185,37 @@ fn block_mode_withholds_a_response_with_a_card_number() {
     );
     assert!(!log.contains("4111111111111111"), "{log}");
 }
+
+#[test]
+fn request_bodies_are_masked_before_they_go_upstream() {
+    let backend = crate::common::Backend::start();
+    let services = "services:\n  - name: intake\n    upstream: {backend}\n    request:\n      - mask_pan: {keep: first_six_last_four}\n";
+    let gw = TestGateway::start(services, &backend.url());
+    let c = client();
+    let small = DOC.to_owned();
+    let large = format!("[{}]", vec![DOC; 600].join(","));
+    for body in [small, large] {
+        let resp = c
+            .post(gw.url("/intake"))
+            .body(body.clone())
+            .send()
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        let seen = backend.seen().pop().expect("reached");
+        assert_eq!(seen.body.len(), body.len(), "length kept");
+        let text = String::from_utf8(seen.body).expect("utf8");
+        assert!(
+            !text.contains("\"card\":\"4111111111111111\""),
+            "a card number went upstream"
+        );
+        assert!(
+            text.contains("\"card\":\"411111******1111\""),
+            "{}",
+            &text[..200]
+        );
+        assert!(
+            text.contains("ORD4111111111111111X"),
+            "an order id was touched"
+        );
+    }
+}
