@@ -471,13 +471,7 @@ fn sigv4_check(
         Some(_) | None if presigned && step.allow_unsigned_payload => "UNSIGNED-PAYLOAD".to_owned(),
         Some(_) | None => body_hash,
     };
-    let parts = sigv4::SignedParts {
-        method: head.method().as_str(),
-        path: head.path(),
-        query: head.query(),
-        headers: head.headers(),
-        payload_hash: &payload_hash,
-    };
+    let parts = sigv4::SignedParts::of(head, &payload_hash);
     let creq =
         sigv4::canonical_request(&parts, &signed, *normalize_path, presigned).map_err(|e| {
             fail(

@@ -82,13 +82,7 @@ pub fn sign_sigv4(
         region: p.region.to_owned(),
         service: p.service.to_owned(),
     };
-    let parts = sigv4::SignedParts {
-        method: head.method().as_str(),
-        path: head.path(),
-        query: head.query(),
-        headers: head.headers(),
-        payload_hash: &payload_hash,
-    };
+    let parts = sigv4::SignedParts::of(&*head, &payload_hash);
     let creq = sigv4::canonical_request(&parts, &signed, p.normalize_path, false)
         .map_err(|e| e.to_string())?;
     let sts = sigv4::string_to_sign(&date, &scope, &creq);
@@ -147,11 +141,8 @@ pub fn presign_sigv4(
     }
     let payload_hash = sha256_hex(body);
     let parts = sigv4::SignedParts {
-        method: head.method().as_str(),
-        path: head.path(),
         query: Some(&query),
-        headers: head.headers(),
-        payload_hash: &payload_hash,
+        ..sigv4::SignedParts::of(head, &payload_hash)
     };
     let signed = ["host".to_owned()];
     let creq = sigv4::canonical_request(&parts, &signed, p.normalize_path, true)

@@ -30,6 +30,20 @@ pub struct SignedParts<'a> {
     pub payload_hash: &'a str,
 }
 
+impl<'a> SignedParts<'a> {
+    /// The parts of a request head as it stands, with the given payload hash.
+    #[must_use]
+    pub fn of(head: &'a dyn crate::head::RequestView, payload_hash: &'a str) -> Self {
+        SignedParts {
+            method: head.method().as_str(),
+            path: head.path(),
+            query: head.query(),
+            headers: head.headers(),
+            payload_hash,
+        }
+    }
+}
+
 /// `date/region/service/aws4_request`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
