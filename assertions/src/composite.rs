@@ -23,6 +23,10 @@ impl All {
 }
 
 impl Assertion for All {
+    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::bearer::Prefetch> {
+        crate::prefetch_all(&self.steps, req)
+    }
+
     fn kind(&self) -> &'static str {
         "all"
     }
@@ -102,6 +106,10 @@ impl Any {
 }
 
 impl Assertion for Any {
+    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::bearer::Prefetch> {
+        crate::prefetch_all(&self.branches, req)
+    }
+
     fn kind(&self) -> &'static str {
         "any"
     }

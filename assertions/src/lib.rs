@@ -6,6 +6,7 @@
 //! over `http::request::Parts`.
 
 pub mod api_key;
+pub mod bearer;
 pub mod composite;
 pub mod exchange;
 pub mod head;
@@ -92,6 +93,13 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         Needs::HEADERS
     }
 
+    /// Work the gateway awaits before the request pipeline runs (a key set to fetch for an
+    /// unknown key id, a remote introspection), so [`Assertion::on_request`] can answer
+    /// from memory. Most steps have none.
+    fn prefetch(&self, _req: &dyn RequestView) -> Option<bearer::Prefetch> {
+        None
+    }
+
     /// Runs on the way in, before the upstream is contacted.
     fn on_request(&self, _req: &mut Request<'_>, _x: &mut Exchange) -> Verdict {
         Verdict::Continue
@@ -162,6 +170,23 @@ pub fn run_request(
         }
     }
     Verdict::Continue
+}
+
+/// The prefetch work of a sequence, joined into one future (`None` when no step has any).
+pub fn prefetch_all(
+    steps: &[Box<dyn Assertion>],
+    req: &dyn RequestView,
+) -> Option<bearer::Prefetch> {
+    let mut work: Vec<bearer::Prefetch> = steps.iter().filter_map(|s| s.prefetch(req)).collect();
+    match work.len() {
+        0 => None,
+        1 => work.pop(),
+        _ => Some(Box::pin(async move {
+            for w in work {
+                w.await;
+            }
+        })),
+    }
 }
 
 /// Runs a response-side sequence; same rules as [`run_request`].

@@ -11,12 +11,14 @@ pub mod echo;
 pub mod eval;
 pub mod forward;
 pub mod metrics;
+pub mod oauth;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod sign_cli;
 pub mod state;
+pub mod store;
 
 /// The JSON Schema of the policy language.
 #[must_use]

@@ -115,7 +115,11 @@ fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
     if let Some(e) = echo {
         log::info!("demo echo upstream on {e}");
     }
-    portcullis::server::build(&state, echo).run_forever()
+    portcullis::server::build(&state, echo).run(pingora::server::RunArgs::default());
+    // Usage counted since the last flush goes to the store before the process ends.
+    let n = state.flush_usage();
+    log::info!("stopped; usage of {n} token(s) written at shutdown");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -123,7 +127,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, echo } => run(&config, echo),
         Command::Demo { config, echo } => run(&config, Some(echo)),
-        Command::Check { config } => match config::load(&config, &config::Carry::default(), 1) {
+        Command::Check { config } => match config::load(&config, &config::Carry::dry_run(), 1) {
             Ok(rt) => {
                 println!(
                     "{}: ok ({} service(s))",
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
             request,
             client_ip,
         } => {
-            let rt = match config::load(&config, &config::Carry::default(), 1) {
+            let rt = match config::load(&config, &config::Carry::dry_run(), 1) {
                 Ok(rt) => rt,
                 Err(invalid) => {
                     eprintln!("{invalid}");

@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 
 use portcullis_assertions::{Assertion, Verdict};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The gateway's metric families, kept across reloads.
@@ -18,6 +19,8 @@ pub struct Metrics {
     reloads: IntCounterVec,
     body_items: IntCounterVec,
     pub log_dropped: IntCounter,
+    key_sets: IntGaugeVec,
+    token_answers: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,8 +86,26 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind.",
         )
         .expect("valid metric");
+        let key_sets = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_key_set_up",
+                "1 when a remote key set (JWKS or certificate map) is held, 0 when it was never fetched.",
+            ),
+            &["url"],
+        )
+        .expect("valid metric");
+        let token_answers = IntCounterVec::new(
+            Opts::new(
+                "portcullis_token_endpoint_answers_total",
+                "Token service answers, by endpoint and OAuth error (ok on success).",
+            ),
+            &["endpoint", "result"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(key_sets.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(token_answers.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(steps.clone()),
             Box::new(reloads.clone()),
@@ -101,7 +122,21 @@ impl Metrics {
             reloads,
             body_items,
             log_dropped,
+            key_sets,
+            token_answers,
         }
+    }
+
+    /// Whether a remote key set is held.
+    pub fn key_set_up(&self, url: &str, up: bool) {
+        self.key_sets.with_label_values(&[url]).set(i64::from(up));
+    }
+
+    /// One answer of the token service.
+    pub fn token_answer(&self, endpoint: &str, result: &str) {
+        self.token_answers
+            .with_label_values(&[endpoint, result])
+            .inc();
     }
 
     pub fn reload(&self, ok: bool) {

@@ -24,6 +24,8 @@ use portcullis_assertions::{
 
 use crate::access_log::{now_rfc3339, AccessRecord};
 use crate::forward;
+use crate::oauth;
+use crate::oauth::endpoint::Endpoint;
 use crate::runtime::{Runtime, Service, Upstream};
 use crate::state::GatewayState;
 
@@ -429,6 +431,19 @@ impl ProxyHttp for Gateway {
         if path_is_ambiguous(req.uri.path()) {
             return refuse(session, ctx, &ambiguous_path(), false).await;
         }
+        if let Some(ts) = rt.token_service.as_ref() {
+            if let Some(ep) = Endpoint::for_path(req.uri.path()) {
+                // The token service's own endpoints, ahead of every service route.
+                let answer = oauth::endpoint::serve(ts, session, ep).await?;
+                self.state
+                    .metrics
+                    .token_answer(ep.name(), answer.reason.unwrap_or("ok"));
+                ctx.reason = answer.reason;
+                oauth::endpoint::write(session, &answer).await?;
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         let Some(index) = rt.router.route(request_host(req), req.uri.path()) else {
             let r = Rejection::new(
                 StatusCode::NOT_FOUND,
@@ -467,6 +482,13 @@ impl ProxyHttp for Gateway {
             None
         };
 
+        // Remote work some step needs first (a key set to fetch for an unknown key id).
+        if let Some(work) = portcullis_assertions::prefetch_all(
+            &svc.request,
+            &PingoraRequestView(session.req_header()),
+        ) {
+            work.await;
+        }
         let verdict = svc.run_request(
             &mut PingoraRequest(session.req_header_mut()),
             body.as_deref(),

@@ -167,4 +167,10 @@ pub struct Runtime {
     pub admin_token: Option<Secret>,
     /// The effective configuration with secrets redacted, for `GET /api/config`.
     pub effective: serde_json::Value,
+    /// The OAuth token service, when the policy has one.
+    pub token_service: Option<Arc<crate::oauth::TokenService>>,
+    /// The state store (opened once, kept across reloads).
+    pub store: Arc<dyn crate::store::Store>,
+    /// Key sets published by others that steps and issuers rely on.
+    pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
 }

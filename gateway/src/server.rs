@@ -88,6 +88,18 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
         server.add_service(app);
     }
     server.add_service(background_service(
+        "token upkeep",
+        crate::oauth::background::TokenUpkeep {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "key refresher",
+        crate::oauth::background::KeyRefresher {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "sighup reloader",
         SighupReloader {
             state: state.clone(),

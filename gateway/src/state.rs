@@ -26,6 +26,18 @@ pub struct GatewayState {
     reload_lock: Mutex<()>,
 }
 
+impl Drop for GatewayState {
+    /// Last chance for usage counted since the last flush (in-process servers, tests).
+    fn drop(&mut self) {
+        let batch = self.carry.live.drain();
+        if !batch.is_empty() {
+            if let Err(e) = self.current().store.record_usage(&batch) {
+                log::error!("usage statistics lost at shutdown: {e}");
+            }
+        }
+    }
+}
+
 impl GatewayState {
     /// Loads the policy at `path` and starts the access log it names.
     ///
@@ -45,6 +57,17 @@ impl GatewayState {
             log,
             reload_lock: Mutex::new(()),
         }))
+    }
+
+    /// What outlives reloads (store, token cache, key sets).
+    #[must_use]
+    pub fn carry(&self) -> &Carry {
+        &self.carry
+    }
+
+    /// Writes pending token usage to the store (at shutdown, and by the upkeep task).
+    pub fn flush_usage(&self) -> usize {
+        crate::oauth::background::flush_usage(self, std::time::Duration::from_secs(1))
     }
 
     /// The policy in force now.

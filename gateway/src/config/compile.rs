@@ -1,6 +1,8 @@
 //! Spec → runtime: resolves secrets, upstream addresses, variables and templates, and
 //! builds each assertion once. Every problem is collected with its position.
 
+mod oauth;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -108,6 +110,12 @@ struct Cx<'a> {
     carry: &'a super::Carry,
     /// How many `any` composites the step being compiled sits in.
     any_depth: usize,
+    /// The token service, when the policy has one (for `require_bearer`).
+    token_service: Option<Arc<crate::oauth::TokenService>>,
+    /// Every remote key set the policy names (for the refresher and readiness).
+    key_set_list: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
+    /// The service being compiled (the default realm of `require_bearer`).
+    service_name: String,
 }
 
 impl Cx<'_> {
@@ -212,10 +220,17 @@ pub(crate) fn compile(
         carry,
         any_depth: 0,
         registry,
+        token_service: None,
+        key_set_list: Vec::new(),
+        service_name: String::new(),
     };
     let settings = compile_settings(&main.spec, &mut cx);
     compile_key_sets(main, includes, &mut cx);
     cx.file = main.file.clone();
+    let store = oauth::open_state(&main.spec, &mut cx);
+    if let (Some(ts), Some(store)) = (main.spec.token_service.present(), &store) {
+        cx.token_service = oauth::compile_token_service(ts, store.clone(), &mut cx);
+    }
     let admin_token = main
         .spec
         .admin
@@ -292,7 +307,11 @@ pub(crate) fn compile(
     }
 
     let effective = effective_config(main, includes, generation);
+    let store = store.unwrap_or_else(|| Arc::new(crate::store::memory::MemoryStore::default()));
     Some(Runtime {
+        token_service: cx.token_service.clone(),
+        key_sets: std::mem::take(&mut cx.key_set_list),
+        store,
         generation,
         settings,
         router,
@@ -518,6 +537,11 @@ fn define_outputs(step: &Lenient<Spanned<AssertionSpec>>, registry: &mut VarRegi
         | AssertionSpec::RequireHmac(_)
         | AssertionSpec::SignHmac(_)
         | AssertionSpec::MaskPan(_) => {}
+        AssertionSpec::RequireBearer(_) => {
+            for v in ["client.id", "token.sub", "token.scope"] {
+                registry.define(v);
+            }
+        }
     }
 }
 
@@ -528,6 +552,7 @@ fn compile_service(
     cx: &mut Cx<'_>,
 ) -> Option<Service> {
     let name = spec.name.value.trim();
+    cx.service_name = name.to_owned();
     if name.is_empty() {
         cx.err(
             spec.name.loc,
@@ -1166,6 +1191,19 @@ fn compile_step(
             Some(Box::new(RemoveHeader::new(
                 names.iter().map(|n| n.0.clone()).collect(),
             )))
+        }
+        AssertionSpec::RequireBearer(spec) => {
+            if !request_only("require_bearer", side, loc, path, cx) {
+                return None;
+            }
+            let service = cx.service_name.clone();
+            oauth::compile_require_bearer(
+                spec,
+                &service,
+                loc,
+                &format!("{path}.require_bearer"),
+                cx,
+            )
         }
         AssertionSpec::RequireHmac(spec) => {
             if !request_only("require_hmac", side, loc, path, cx) {

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use portcullis_assertions::hmac::ReplayCache;
 
 use crate::metrics::Metrics;
+use crate::oauth::live::LiveTokens;
+use crate::oauth::remote::{KeysFormat, RemoteKeySet};
 use crate::runtime::Runtime;
+use crate::store::{Store, StoreUrl};
 
 pub use yaml::Location;
 
@@ -134,9 +137,26 @@ pub(crate) fn parse_text<T: serde::de::DeserializeOwned>(
 pub struct Carry {
     pub metrics: Metrics,
     pub replay: Arc<Mutex<HashMap<String, Arc<ReplayCache>>>>,
+    /// The state store, opened by the first load.
+    pub store: Arc<Mutex<Option<(StoreUrl, Arc<dyn Store>)>>>,
+    /// Verified-token cache, revocation epoch and pending usage.
+    pub live: Arc<LiveTokens>,
+    /// Remote key sets by URL and format, so fetched keys survive a reload.
+    pub key_sets: Arc<Mutex<HashMap<(String, KeysFormat), Arc<RemoteKeySet>>>>,
+    /// `check` and `eval`: open no state file (a memory store stands in).
+    pub dry_run: bool,
 }
 
 impl Carry {
+    /// For `check` and `eval`: nothing is opened or written.
+    #[must_use]
+    pub fn dry_run() -> Carry {
+        Carry {
+            dry_run: true,
+            ..Carry::default()
+        }
+    }
+
     /// The replay cache for a key set, created on first use.
     #[must_use]
     pub fn replay_cache(&self, key_set: &str, capacity: usize) -> Arc<ReplayCache> {

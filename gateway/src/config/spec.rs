@@ -47,6 +47,15 @@ pub struct ConfigSpec {
     /// Named HMAC key sets (access key id → client and secrets), used by `require_hmac` and `sign_hmac`.
     #[serde(default)]
     pub keys: BTreeMap<String, Spanned<Vec<Spanned<HmacKeySpec>>>>,
+    /// Where shared state (tokens, revocations, usage, replay markers) lives:
+    /// `sqlite://PATH` (relative to this file) or `memory`. Default `sqlite://portcullis.db`.
+    /// Takes effect at start.
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    /// The OAuth 2.0 token service: token, introspection and revocation endpoints, JWKS and
+    /// metadata, served on the proxy listener.
+    #[serde(default)]
+    pub token_service: Lenient<Option<Spanned<TokenServiceSpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
@@ -230,6 +239,8 @@ pub enum AssertionSpec {
     SignHmac(SignHmacSpec),
     /// Mask card numbers (PANs) in response bodies.
     MaskPan(MaskPanSpec),
+    /// Require an OAuth 2.0 bearer token (RFC 6750) with the given scopes.
+    RequireBearer(RequireBearerSpec),
     /// Every step must pass, in order.
     All(Vec<Lenient<Spanned<AssertionSpec>>>),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -440,6 +451,241 @@ pub struct MaskPanSpec {
     /// application/x-www-form-urlencoded, text/, +json, +xml (and bodies without a type).
     #[serde(default)]
     pub content_types: Option<Vec<String>>,
+}
+
+/// The token service.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenServiceSpec {
+    /// The issuer identifier: `iss` of the tokens, base of the metadata's endpoint URLs
+    /// (e.g. `https://gateway.example.com`).
+    pub issuer: Spanned<String>,
+    /// `aud` of the access tokens. Default: the issuer.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Lifetime of access tokens. Default `1h`.
+    #[serde(default)]
+    pub access_token_ttl: Option<DurationSpec>,
+    /// Lifetime of refresh tokens. Default `30d`.
+    #[serde(default)]
+    pub refresh_token_ttl: Option<DurationSpec>,
+    /// Keys that sign access tokens: the first signs, all are published and verify (list
+    /// the next key second ahead of a rotation; keep the old one listed until its tokens expired).
+    pub signing_keys: Vec<Spanned<SigningKeySpec>>,
+    /// Registered clients.
+    #[serde(default)]
+    pub clients: Vec<Lenient<Spanned<OAuthClientSpec>>>,
+    /// Platforms whose role accounts may exchange signed JWTs for tokens (RFC 7523 jwt-bearer).
+    #[serde(default)]
+    pub trusted_issuers: Vec<Lenient<Spanned<TrustedIssuerSpec>>>,
+    /// Usage statistics and anomaly flags.
+    #[serde(default)]
+    pub usage: Option<UsageSpec>,
+}
+
+/// A signing key file.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySpec {
+    /// The `kid` published and put in token headers.
+    pub kid: String,
+    /// `ES256` (default) or `RS256`.
+    #[serde(default)]
+    pub algorithm: Option<SigningAlgorithmSpec>,
+    /// PKCS#8 PEM private key file (relative to the policy file).
+    pub file: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum SigningAlgorithmSpec {
+    ES256,
+    RS256,
+}
+
+/// Algorithms accepted on signed JWTs from others: asymmetric only (`none` and HMAC cannot
+/// be named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum JwtAlgorithmSpec {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenFormatSpec {
+    /// A JWT signed by the gateway (validated locally, checked against the store for revocation).
+    Jwt,
+    /// A random string, stored hashed.
+    Opaque,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantSpec {
+    ClientCredentials,
+    RefreshToken,
+}
+
+/// A client of the token service.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientSpec {
+    /// The client_id.
+    pub id: String,
+    /// Hex SHA-256 of the client secret (`portcullis hash-key` prints it). Exactly one of `secret_sha256` and `secret`.
+    #[serde(default)]
+    pub secret_sha256: Option<Sha256Hex>,
+    /// Name of a secret holding the client secret. Exactly one of `secret_sha256` and `secret`.
+    #[serde(default)]
+    pub secret: Option<Spanned<String>>,
+    /// Grants it may use. Default `[client_credentials]`.
+    #[serde(default)]
+    pub grants: Option<Vec<GrantSpec>>,
+    /// Scopes it may be granted; a request without `scope` gets all of them.
+    pub scopes: Vec<String>,
+    /// `jwt` (default) or `opaque`.
+    #[serde(default)]
+    pub token_format: Option<TokenFormatSpec>,
+    /// Issue a refresh token with each access token (needs the refresh_token grant). Default `false`.
+    #[serde(default)]
+    pub refresh_tokens: Option<bool>,
+    /// `own` (default): introspect its own tokens only; `any`: a resource server that may introspect every token.
+    #[serde(default)]
+    pub introspect: Option<IntrospectSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IntrospectSpec {
+    Own,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeysFormatSpec {
+    /// A JSON Web Key Set (RFC 7517).
+    Jwks,
+    /// A JSON object of key id → PEM X.509 certificate (as Google publishes).
+    X509Map,
+}
+
+/// A platform trusted for the jwt-bearer grant.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerSpec {
+    /// The `iss` its assertions carry.
+    pub issuer: String,
+    /// Where it publishes its signing keys (http or https).
+    pub keys_url: Spanned<String>,
+    /// `jwks` (default) or `x509_map`.
+    #[serde(default)]
+    pub keys_format: Option<KeysFormatSpec>,
+    /// Algorithms accepted. Default `[RS256, ES256]`.
+    #[serde(default)]
+    pub algorithms: Option<Vec<JwtAlgorithmSpec>>,
+    /// The client id its tokens are recorded under (for statistics and revocation).
+    pub client: String,
+    /// `jwt` (default) or `opaque`.
+    #[serde(default)]
+    pub token_format: Option<TokenFormatSpec>,
+    /// Issue refresh tokens too. Default `false`.
+    #[serde(default)]
+    pub refresh_tokens: Option<bool>,
+    /// Clock skew allowed on exp, nbf and iat. Default `60s`.
+    #[serde(default)]
+    pub leeway: Option<DurationSpec>,
+    /// Longest assertion lifetime accepted (exp − iat). Default `1h`.
+    #[serde(default)]
+    pub max_assertion_lifetime: Option<DurationSpec>,
+    /// Refuse assertions without `jti` (replay protection needs it). Default `true`.
+    #[serde(default)]
+    pub require_jti: Option<bool>,
+    /// Least time between two fetches caused by unknown key ids. Default `10s`.
+    #[serde(default)]
+    pub min_refresh_interval: Option<DurationSpec>,
+    /// Role accounts (`sub`) that may obtain tokens, and the scopes each may be granted.
+    pub accounts: BTreeMap<String, AccountSpec>,
+}
+
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSpec {
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSpec {
+    /// How often usage counts are written to the store. Default `1s`.
+    #[serde(default)]
+    pub flush_interval: Option<DurationSpec>,
+    /// Flag a token used from more distinct client addresses than this.
+    #[serde(default)]
+    pub max_distinct_ips: Option<u64>,
+    /// Flag a token used more often than this per minute.
+    #[serde(default)]
+    pub max_requests_per_minute: Option<u64>,
+    /// Revoke a token as soon as it is flagged. Default `false`.
+    #[serde(default)]
+    pub auto_revoke: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeMatchSpec {
+    All,
+    Any,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequireBearerSpec {
+    /// The realm named in `WWW-Authenticate`. Default: the service name.
+    #[serde(default)]
+    pub realm: Option<Spanned<String>>,
+    /// Scopes the token must carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `all` (default): every listed scope; `any`: one of them.
+    #[serde(default)]
+    pub scope_match: Option<ScopeMatchSpec>,
+    /// Accept `?access_token=` when there is no Authorization header (RFC 6750 §2.3; it leaks
+    /// into logs). Default `false`: refused with 400 invalid_request.
+    #[serde(default)]
+    pub allow_query_token: Option<bool>,
+    /// Validate another issuer's JWTs against its published keys instead of this gateway's tokens.
+    #[serde(default)]
+    pub issuer: Option<RemoteIssuerSpec>,
+}
+
+/// Another issuer's JWT access tokens.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteIssuerSpec {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// Where it publishes its keys.
+    pub keys_url: Spanned<String>,
+    /// `jwks` (default) or `x509_map`.
+    #[serde(default)]
+    pub keys_format: Option<KeysFormatSpec>,
+    /// The `aud` the tokens must name; absent: not checked.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Default `[RS256, ES256]`.
+    #[serde(default)]
+    pub algorithms: Option<Vec<JwtAlgorithmSpec>>,
+    /// Clock skew allowed. Default `60s`.
+    #[serde(default)]
+    pub leeway: Option<DurationSpec>,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]

@@ -1,0 +1,147 @@
+//! Background work for the token machinery: writing usage to the store in batches (and
+//! flagging, optionally revoking, tokens whose usage looks unusual), purging expired
+//! records, and refreshing remote key sets before they expire.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::state::GatewayState;
+use crate::store::{now_secs, TokenFilter};
+
+/// How often expired tokens and one-time markers are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Records are kept this long after they expire (for statistics and audits).
+const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
+
+/// Writes pending usage now; flags and (when the policy says so) revokes tokens past the
+/// usage thresholds. Returns how many tokens' usage was written.
+pub fn flush_usage(state: &GatewayState, interval: Duration) -> usize {
+    let rt = state.current();
+    let live = &state.carry().live;
+    let batch = live.drain();
+    if batch.is_empty() {
+        return 0;
+    }
+    let n = batch.len();
+    if let Err(e) = rt.store.record_usage(&batch) {
+        log::error!("usage statistics: {e}; will retry");
+        live.restore(batch);
+        return 0;
+    }
+    let Some(ts) = rt.token_service.as_ref() else {
+        return n;
+    };
+    let policy = &ts.usage;
+    if policy.max_distinct_ips.is_none() && policy.max_per_minute.is_none() {
+        return n;
+    }
+    let minutes = interval.as_secs_f64().max(1.0) / 60.0;
+    for d in &batch {
+        let rate = (d.count as f64 / minutes).round() as u64;
+        let mut reason = policy
+            .max_per_minute
+            .filter(|&max| rate > max)
+            .map(|max| format!("used {rate} times a minute (limit {max})"));
+        if reason.is_none() {
+            if let Some(max) = policy.max_distinct_ips {
+                if let Ok(Some(t)) = rt.store.token(&d.token_id) {
+                    if t.usage.distinct_ips > max {
+                        reason = Some(format!(
+                            "used from {} client addresses (limit {max})",
+                            t.usage.distinct_ips
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(reason) = reason else { continue };
+        if let Err(e) = rt.store.flag(&d.token_id, &reason) {
+            log::error!("usage statistics: cannot flag a token: {e}");
+            continue;
+        }
+        log::warn!("token {} flagged: {reason}", d.token_id);
+        if policy.auto_revoke {
+            let filter = TokenFilter {
+                id: Some(d.token_id.clone()),
+                now: now_secs(),
+                ..TokenFilter::default()
+            };
+            match ts.revoke(&filter, "anomaly", Some(reason)) {
+                Ok(k) if k > 0 => log::warn!("token {} revoked automatically", d.token_id),
+                Ok(_) => {}
+                Err(e) => log::error!("cannot revoke flagged token {}: {e}", d.token_id),
+            }
+        }
+    }
+    n
+}
+
+/// Flushes usage on its interval and once more at shutdown; purges old records hourly.
+pub struct TokenUpkeep {
+    pub state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for TokenUpkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut last_purge = std::time::Instant::now();
+        loop {
+            let interval = self
+                .state
+                .current()
+                .token_service
+                .as_ref()
+                .map_or(Duration::from_secs(1), |t| t.usage.flush_interval);
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => {
+                    let state = self.state.clone();
+                    let _ = tokio::task::spawn_blocking(move || flush_usage(&state, interval)).await;
+                    return;
+                }
+            }
+            let state = self.state.clone();
+            let _ = tokio::task::spawn_blocking(move || flush_usage(&state, interval)).await;
+            if last_purge.elapsed() >= PURGE_EVERY {
+                last_purge = std::time::Instant::now();
+                let store = self.state.current().store.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    match store.purge_expired(now_secs() - KEEP_EXPIRED_SECS) {
+                        Ok(n) if n > 0 => log::info!("state store: purged {n} expired record(s)"),
+                        Ok(_) => {}
+                        Err(e) => log::error!("state store: purge failed: {e}"),
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Fetches every remote key set when it is due (at start, then before it expires).
+pub struct KeyRefresher {
+    pub state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for KeyRefresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let rt = self.state.current();
+            let now = now_secs();
+            for set in rt.key_sets.iter().filter(|s| s.due(now)) {
+                set.refresh().await;
+                self.state.metrics.key_set_up(&set.url, set.is_ready());
+            }
+            drop(rt);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The in-memory store: everything in one mutex-guarded map set, gone on exit. For tests and
+//! demos; production uses [`super::sqlite`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
+
+use super::{
+    ClientRecord, ClientStats, Revocation, Store, StoreError, StoreResult, TokenFilter,
+    TokenRecord, UsageDelta,
+};
+
+#[derive(Debug, Default)]
+struct Inner {
+    clients: HashMap<String, ClientRecord>,
+    tokens: HashMap<String, TokenRecord>,
+    /// Insertion order, for a stable newest-first listing.
+    seq: HashMap<String, u64>,
+    next_seq: u64,
+    ips: HashMap<String, HashSet<IpAddr>>,
+    once: HashMap<String, i64>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+
+    fn put_client(&self, client: &ClientRecord) -> StoreResult<()> {
+        self.lock()
+            .clients
+            .insert(client.id.clone(), client.clone());
+        Ok(())
+    }
+
+    fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
+        Ok(self.lock().clients.get(id).cloned())
+    }
+
+    fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        let mut all: Vec<ClientRecord> = self.lock().clients.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let mut g = self.lock();
+        if g.tokens.contains_key(&token.id) {
+            return Err(StoreError::Corrupt(format!(
+                "token id {} already exists",
+                token.id
+            )));
+        }
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        g.seq.insert(token.id.clone(), seq);
+        g.tokens.insert(token.id.clone(), token.clone());
+        Ok(())
+    }
+
+    fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+        Ok(self.lock().tokens.get(id).cloned())
+    }
+
+    fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
+        let g = self.lock();
+        let mut found: Vec<(&TokenRecord, u64)> = g
+            .tokens
+            .values()
+            .filter(|t| filter.matches(t))
+            .map(|t| (t, g.seq.get(&t.id).copied().unwrap_or(0)))
+            .collect();
+        found.sort_by(|a, b| b.0.issued_at.cmp(&a.0.issued_at).then(b.1.cmp(&a.1)));
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        Ok(found
+            .into_iter()
+            .skip(filter.offset)
+            .take(limit)
+            .map(|(t, _)| t.clone())
+            .collect())
+    }
+
+    fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Vec<String>> {
+        let mut g = self.lock();
+        let mut ids = Vec::new();
+        for t in g.tokens.values_mut() {
+            if t.revoked_at.is_none() && filter.matches(t) {
+                t.revoked_at = Some(how.at);
+                t.revoked_by = Some(how.by.clone());
+                t.revoke_reason.clone_from(&how.reason);
+                ids.push(t.id.clone());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let mut g = self.lock();
+        match g.tokens.get_mut(id) {
+            Some(t) if t.rotated_at.is_none() && t.revoked_at.is_none() => {
+                t.rotated_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+        let mut g = self.lock();
+        for d in batch {
+            let distinct = {
+                let set = g.ips.entry(d.token_id.clone()).or_default();
+                set.extend(d.ips.iter().copied());
+                set.len() as u64
+            };
+            if let Some(t) = g.tokens.get_mut(&d.token_id) {
+                let u = &mut t.usage;
+                u.count += d.count;
+                u.first_used_at = Some(
+                    u.first_used_at
+                        .map_or(d.first_used_at, |f| f.min(d.first_used_at)),
+                );
+                if u.last_used_at.is_none_or(|l| l <= d.last_used_at) {
+                    u.last_used_at = Some(d.last_used_at);
+                    u.last_ip = Some(d.last_ip.to_string());
+                }
+                u.distinct_ips = distinct;
+            }
+        }
+        Ok(())
+    }
+
+    fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
+        if let Some(t) = self.lock().tokens.get_mut(id) {
+            if t.flagged.is_none() {
+                t.flagged = Some(reason.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        let mut g = self.lock();
+        if g.once.get(key).is_some_and(|&exp| exp > now) {
+            return Ok(false);
+        }
+        g.once.insert(key.to_owned(), expires_at);
+        Ok(true)
+    }
+
+    fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
+        let g = self.lock();
+        let mut by: HashMap<&str, ClientStats> = HashMap::new();
+        for t in g.tokens.values() {
+            let s = by.entry(&t.client_id).or_insert_with(|| ClientStats {
+                client_id: t.client_id.clone(),
+                ..ClientStats::default()
+            });
+            s.tokens += 1;
+            s.active += u64::from(t.is_active(now));
+            s.revoked += u64::from(t.revoked_at.is_some());
+            s.uses += t.usage.count;
+            s.flagged += u64::from(t.flagged.is_some());
+            if let Some(l) = t.usage.last_used_at {
+                s.last_used_at = Some(s.last_used_at.map_or(l, |x| x.max(l)));
+            }
+        }
+        let mut out: Vec<ClientStats> = by.into_values().collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Ok(out)
+    }
+
+    fn purge_expired(&self, before: i64) -> StoreResult<u64> {
+        let mut g = self.lock();
+        let n_once = g.once.len();
+        g.once.retain(|_, exp| *exp >= before);
+        let gone: Vec<String> = g
+            .tokens
+            .values()
+            .filter(|t| t.expires_at < before)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &gone {
+            g.tokens.remove(id);
+            g.seq.remove(id);
+            g.ips.remove(id);
+        }
+        Ok((n_once - g.once.len() + gone.len()) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passes_the_conformance_suite() {
+        super::super::conformance::run_all(&|| std::sync::Arc::new(super::MemoryStore::default()));
+    }
+}
