@@ -13,6 +13,9 @@ use subtle::ConstantTimeEq;
 
 use crate::state::GatewayState;
 
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
 /// The admin application.
 pub struct AdminApp {
     pub state: Arc<GatewayState>,
@@ -32,7 +35,7 @@ pub fn sized(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> R
     resp
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
     let mut resp = sized(
         status,
         "application/json",
@@ -45,7 +48,7 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
     resp
 }
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response<Vec<u8>> {
+pub fn problem(status: StatusCode, code: &str, detail: &str) -> Response<Vec<u8>> {
     let mut resp = json(
         status,
         &serde_json::json!({
@@ -78,13 +81,40 @@ pub fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
 }
 
 impl AdminApp {
-    fn route(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
+    fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Response<Vec<u8>> {
+        if let Some(resp) = crate::admin_tokens::route(&self.state, method, path, query, body) {
+            return resp;
+        }
         match (method, path) {
             (&Method::GET, "/healthz") => {
                 let rt = self.state.current();
+                // Not ready while a key set some step relies on has never been fetched.
+                let waiting: Vec<serde_json::Value> = rt
+                    .key_sets
+                    .iter()
+                    .filter(|k| !k.is_ready())
+                    .map(|k| serde_json::json!({"url": k.url, "error": k.last_error()}))
+                    .collect();
+                let ready = waiting.is_empty();
                 json(
-                    StatusCode::OK,
-                    &serde_json::json!({"status": "ok", "generation": rt.generation, "services": rt.services.len()}),
+                    if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    },
+                    &serde_json::json!({
+                        "status": if ready { "ok" } else { "degraded" },
+                        "generation": rt.generation,
+                        "services": rt.services.len(),
+                        "state": rt.store.describe(),
+                        "key_sets_unavailable": waiting,
+                    }),
                 )
             }
             (&Method::GET, "/metrics") => sized(
@@ -141,6 +171,7 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_owned();
+        let query = req.uri.query().map(str::to_owned);
         let presented = req
             .headers
             .get(header::AUTHORIZATION)
@@ -165,9 +196,19 @@ impl ServeHttp for AdminApp {
             );
             return resp;
         }
-        // Drain any body so the connection stays usable.
-        while let Ok(Some(_)) = session.read_request_body().await {}
-        self.route(&method, &path)
+        // Read the body (bounded), so the connection stays usable and POSTs can use it.
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            if body.len() + chunk.len() > MAX_ADMIN_BODY {
+                return problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "admin requests carry at most 64 KiB",
+                );
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.route(&method, &path, query.as_deref(), &body)
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_tokens;
 pub mod config;
 pub mod echo;
 pub mod eval;

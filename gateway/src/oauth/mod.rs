@@ -421,6 +421,14 @@ impl TokenService {
         if rec.revoked_at.is_some() || now >= rec.expires_at {
             return Err(invalid());
         }
+        // A narrower scope may be asked for, never a wider one (checked before the token is spent).
+        let original: Vec<String> = rec
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let scope = Self::grant_scope(scope, &original, "this refresh token")?;
         if !self.store.mark_rotated(&rec.id, now)? {
             // Already exchanged once: someone holds a copy. Kill the whole family.
             if let Some(family) = &rec.family_id {
@@ -443,13 +451,6 @@ impl TokenService {
                 "the refresh token was already used; every token of this grant has been revoked",
             ));
         }
-        let original: Vec<String> = rec
-            .scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let scope = Self::grant_scope(scope, &original, "this refresh token")?;
         self.issue(&Grant {
             client_id: client.id.clone(),
             subject: rec.subject.clone(),
