@@ -686,6 +686,9 @@ pub struct RemoteIssuerSpec {
     /// Clock skew allowed. Default `60s`.
     #[serde(default)]
     pub leeway: Option<DurationSpec>,
+    /// Least time between two fetches caused by unknown key ids. Default `10s`.
+    #[serde(default)]
+    pub min_refresh_interval: Option<DurationSpec>,
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]

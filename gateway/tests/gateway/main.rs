@@ -7,6 +7,7 @@ mod admin;
 mod assertions;
 mod bodies;
 mod hmac;
+mod oauth;
 mod pan;
 mod routing;
 mod upstream;

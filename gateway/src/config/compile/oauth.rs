@@ -375,7 +375,10 @@ pub(super) fn compile_require_bearer(
             let keys = key_set(
                 &remote.keys_url,
                 remote.keys_format,
-                Duration::from_secs(10),
+                remote
+                    .min_refresh_interval
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |d| d.0),
                 &format!("{path}.issuer.keys_url"),
                 cx,
             )?;
