@@ -131,6 +131,12 @@ pub(crate) fn parse_text<T: serde::de::DeserializeOwned>(
     spec.map(|spec| Parsed { file, spec })
 }
 
+/// The store a first load opened, with the URL it was opened from.
+pub type OpenStore = (StoreUrl, Arc<dyn Store>);
+
+/// Remote key sets by URL and publication format.
+pub type KeySetsByUrl = HashMap<(String, KeysFormat), Arc<RemoteKeySet>>;
+
 /// What outlives a reload: metric families, and the replay caches of `require_hmac` (one per
 /// key set), so a reload does not open a window for replaying signatures seen before it.
 #[derive(Debug, Clone, Default)]
@@ -138,11 +144,11 @@ pub struct Carry {
     pub metrics: Metrics,
     pub replay: Arc<Mutex<HashMap<String, Arc<ReplayCache>>>>,
     /// The state store, opened by the first load.
-    pub store: Arc<Mutex<Option<(StoreUrl, Arc<dyn Store>)>>>,
+    pub store: Arc<Mutex<Option<OpenStore>>>,
     /// Verified-token cache, revocation epoch and pending usage.
     pub live: Arc<LiveTokens>,
     /// Remote key sets by URL and format, so fetched keys survive a reload.
-    pub key_sets: Arc<Mutex<HashMap<(String, KeysFormat), Arc<RemoteKeySet>>>>,
+    pub key_sets: Arc<Mutex<KeySetsByUrl>>,
     /// `check` and `eval`: open no state file (a memory store stands in).
     pub dry_run: bool,
 }

@@ -12,7 +12,8 @@ const NOW: i64 = 1_800_000_000;
 
 /// Runs every check, each on a store from `make`.
 pub fn run_all(make: &dyn Fn() -> Arc<dyn Store>) {
-    let checks: &[(&str, fn(&dyn Store))] = &[
+    type Check = fn(&dyn Store);
+    let checks: &[(&str, Check)] = &[
         ("tokens_round_trip", tokens_round_trip),
         ("duplicate_ids_are_refused", duplicate_ids_are_refused),
         ("filters_and_paging", filters_and_paging),
