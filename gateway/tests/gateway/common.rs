@@ -236,6 +236,11 @@ impl TestGateway {
     /// `127.0.0.1:8080` / `127.0.0.1:9901` listeners and `http://127.0.0.1:9090` upstream are
     /// replaced, and `../fixtures/` paths made absolute.
     pub fn from_policy(name: &str, backend: &str) -> TestGateway {
+        Self::from_policy_with(name, backend, &[])
+    }
+
+    /// [`TestGateway::from_policy`] with more text replaced (e.g. key-set URLs).
+    pub fn from_policy_with(name: &str, backend: &str, more: &[(&str, String)]) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -249,6 +254,7 @@ impl TestGateway {
                 "../fixtures/",
                 &format!("{}/", repo.join("fixtures").display()),
             );
+        let text = more.iter().fold(text, |t, (from, to)| t.replace(from, to));
         Self::launch(dir, name, &text, listen, admin)
     }
 

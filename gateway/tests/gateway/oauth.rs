@@ -1154,3 +1154,150 @@ fn another_issuers_tokens_are_checked_against_its_jwks() {
     );
     assert_eq!(resp.status(), 200, "{}", challenge(&resp));
 }
+
+#[test]
+fn the_shipped_token_service_policy_works_end_to_end() {
+    let keys = KeyServer::start();
+    let cloud = rsa_key("cloud-rs256-b.key.pem", "2026-12-01");
+    keys.publish("/jwks", 200, &jwks(&[rsa_jwk(&cloud, "2026-12-01")]));
+    let backend = Backend::start();
+    let gw = TestGateway::from_policy_with(
+        "oauth-token-service.yaml",
+        &backend.url(),
+        &[("http://127.0.0.1:9093", format!("http://{}", keys.addr))],
+    );
+    assert!(
+        gw.dir.path().join("portcullis-tokens.db").exists(),
+        "SQLite state beside the policy"
+    );
+    let secret = pem_text("reporting-app.secret");
+    let (status, body, _) = token_request(
+        &gw,
+        &[("grant_type", "client_credentials")],
+        Some(("reporting-app", &secret)),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "customers.read invoices.read");
+    let token = body["access_token"].as_str().expect("token");
+    assert!(body["refresh_token"].is_string());
+    assert_eq!(call(&gw, "/customers/42", token).status(), 200);
+    assert_eq!(call(&gw, "/invoices/7", token).status(), 200);
+    assert_eq!(
+        backend.seen().last().expect("seen").headers["x-client-id"],
+        "reporting-app"
+    );
+    // The JWT names the signing key, and the JWKS publishes both keys.
+    let header = jsonwebtoken_header(token);
+    assert_eq!(header["kid"], "gw-2026a");
+    assert_eq!(header["typ"], "at+jwt");
+    let jwks_doc: serde_json::Value = client()
+        .get(gw.url("/.well-known/jwks.json"))
+        .send()
+        .expect("jwks")
+        .json()
+        .expect("json");
+    assert_eq!(jwks_doc["keys"].as_array().expect("keys").len(), 2);
+    // A role account: only customers.
+    let mut claims = assertion_claims("https://cloud.example.com", "role-account-x");
+    claims.audiences = Some(Audiences::AsString(
+        "https://gateway.example.com/oauth2/token".into(),
+    ));
+    let (status, body) = jwt_bearer(&gw, &cloud.sign(claims).expect("sign"), None);
+    assert_eq!(status, 200, "{body}");
+    let role = body["access_token"].as_str().expect("token");
+    assert_eq!(call(&gw, "/customers/42", role).status(), 200);
+    assert_eq!(call(&gw, "/invoices/7", role).status(), 403);
+    // The resource server introspects it.
+    let (status, body) = form_post(
+        &gw,
+        "/oauth2/introspect",
+        &[("token", role)],
+        ("customers-resource-server", "customers-rs-demo-secret"),
+    );
+    assert_eq!(
+        (status, &body["active"], &body["sub"]),
+        (
+            200,
+            &serde_json::json!(true),
+            &serde_json::json!("role-account-x")
+        )
+    );
+}
+
+#[test]
+fn the_shipped_bearer_protected_api_policy_works_end_to_end() {
+    let keys = KeyServer::start();
+    let idp = rsa_key("cloud-rs256-a.key.pem", "partner-idp-1");
+    keys.publish(
+        "/.well-known/jwks.json",
+        200,
+        &jwks(&[rsa_jwk(&idp, "partner-idp-1")]),
+    );
+    let backend = Backend::start();
+    let gw = TestGateway::from_policy_with(
+        "bearer-protected-api.yaml",
+        &backend.url(),
+        &[("http://127.0.0.1:9094", format!("http://{}", keys.addr))],
+    );
+    let mobile = pem_text("mobile-app.secret");
+    let (status, body, _) = token_request(
+        &gw,
+        &[("grant_type", "client_credentials")],
+        Some(("mobile-app", &mobile)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let opaque = body["access_token"].as_str().expect("token").to_owned();
+    assert!(!opaque.contains('.'), "opaque");
+    assert_eq!(call(&gw, "/widgets/1", &opaque).status(), 200);
+    let resp = call(&gw, "/widgets/admin/1", &opaque);
+    assert_eq!(resp.status(), 403);
+    assert!(challenge(&resp).starts_with("Bearer realm=\"widgets\", error=\"insufficient_scope\""));
+    let (status, body, _) = token_request(
+        &gw,
+        &[("grant_type", "client_credentials")],
+        Some(("batch-job", "batch-job-demo-secret")),
+    );
+    assert_eq!(status, 200, "{body}");
+    let jwt = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(call(&gw, "/widgets/admin/1", &jwt).status(), 200);
+    let resp = client()
+        .get(gw.url(&format!("/widgets/1?access_token={opaque}")))
+        .send()
+        .expect("call");
+    assert_eq!(resp.status(), 400);
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Scoped {
+        scope: String,
+        azp: String,
+    }
+    let claims = Claims::with_custom_claims(
+        Scoped {
+            scope: "orders.read".into(),
+            azp: "partner-portal".into(),
+        },
+        Duration::from_mins(5),
+    )
+    .with_issuer("https://idp.partner.example")
+    .with_subject("alice@partner.example")
+    .with_audience("https://api.example.com/partner");
+    let partner = idp.sign(claims).expect("sign");
+    assert_eq!(call(&gw, "/partner/orders", &partner).status(), 200);
+    let seen = backend.seen();
+    let last = seen.last().expect("seen");
+    assert_eq!(last.headers["x-partner-client"], "partner-portal");
+    assert_eq!(last.headers["x-partner-user"], "alice@partner.example");
+    assert!(last.headers.get("authorization").is_none());
+    // Our own tokens are not the partner IdP's.
+    assert_eq!(call(&gw, "/partner/orders", &jwt).status(), 401);
+}
+
+fn pem_text(name: &str) -> String {
+    pem(name).trim_end().to_owned()
+}
+
+/// The decoded header of a JWT.
+fn jsonwebtoken_header(token: &str) -> serde_json::Value {
+    let head = token.split('.').next().expect("header");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).expect("b64")).expect("json")
+}
