@@ -30,7 +30,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); GWH=$(port); GWM=$(port); ADMIN=$(port); ADMINP=$(port); ADMINH=$(port); ADMINM=$(port)
+BACKEND=$(port); NGINX=$(port); MIN=$(port); GW=$(port); GWP=$(port); GWH=$(port); GWM=$(port); GWB=$(port); ADMINB=$(port); ADMIN=$(port); ADMINP=$(port); ADMINH=$(port); ADMINM=$(port)
 
 BODY=$(printf '%075d' 0)
 # A 16 KiB JSON body of order lines (digits, dates, amounts, no card numbers) for the masking rows.
@@ -114,6 +114,28 @@ services:
       - mask_pan: {}
 CONF
 
+# require_bearer: the gateway issues a JWT and an opaque token; wrk presents them.
+BENCH_SECRET_SHA=$(printf bench-client-secret | sha256sum | cut -d' ' -f1)
+cat > "$WORK/bearer.yaml" <<CONF
+listen: 127.0.0.1:$GWB
+workers: 1
+access_log: off
+state: memory
+admin: {listen: 127.0.0.1:$ADMINB, token: admin}
+secrets: {admin: {file: admin-token}}
+token_service:
+  issuer: https://gateway.bench
+  signing_keys: [{kid: bench, file: $PWD/fixtures/oauth/gateway-es256-2026a.pem}]
+  clients:
+    - {id: jwt-client, secret_sha256: $BENCH_SECRET_SHA, scopes: [widgets.read]}
+    - {id: opaque-client, secret_sha256: $BENCH_SECRET_SHA, scopes: [widgets.read], token_format: opaque}
+services:
+  - name: bearer
+    upstream: http://127.0.0.1:$BACKEND
+    request:
+      - require_bearer: {scopes: [widgets.read]}
+CONF
+
 taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
 taskset -c 0 target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND" 2>/dev/null & PIDS+=($!); MIN_PID=$!
@@ -121,6 +143,11 @@ taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$W
 taskset -c 0 target/release/portcullis run -c "$WORK/mask.yaml" >/dev/null 2>"$WORK/gwm.err" & PIDS+=($!); GWM_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/hmac.yaml" >/dev/null 2>"$WORK/gwh.err" & PIDS+=($!); GWH_PID=$!
 taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
+taskset -c 0 target/release/portcullis run -c "$WORK/bearer.yaml" >/dev/null 2>"$WORK/gwb.err" & PIDS+=($!); GWB_PID=$!
+for _ in $(seq 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GWB/.well-known/jwks.json")" = 200 ] && break
+  sleep 0.1
+done
 for p in $BACKEND $NGINX $MIN $GW $GWP $GWH $GWM; do
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/" -H 'X-Api-Key: demo-key-123')" = 200 ] && break
@@ -162,11 +189,16 @@ run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-A
 mapfile -t SIGNED < <(HMAC_SECRET=bench-hmac-secret target/release/portcullis sign aws-sigv4 --access-key AKIDBENCH \
   --secret-env HMAC_SECRET --region eu-west-1 --service bench GET "http://127.0.0.1:$GWH/")
 run "portcullis require_hmac (sigv4)" "http://127.0.0.1:$GWH/" "$GWH_PID" "${SIGNED[@]}"
+bearer_token() { curl -s -u "$1:bench-client-secret" -d grant_type=client_credentials "http://127.0.0.1:$GWB/oauth2/token" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'; }
+JWT=$(bearer_token jwt-client); OPAQUE=$(bearer_token opaque-client)
+run "portcullis require_bearer (JWT)" "http://127.0.0.1:$GWB/" "$GWB_PID" "Authorization: Bearer $JWT"
+run "portcullis require_bearer (opaque)" "http://127.0.0.1:$GWB/" "$GWB_PID" "Authorization: Bearer $OPAQUE"
 run "portcullis pass-through, 16 KiB JSON" "http://127.0.0.1:$GW/16k" "$GW_PID"
 run "portcullis mask_pan, 16 KiB JSON" "http://127.0.0.1:$GWM/16k" "$GWM_PID"
 
 awk -F'|' '
-      NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5} NR==6 {gh=$2; hcpu=$5} NR==7 {g16=$2; g16cpu=$5} NR==8 {m16=$2; m16cpu=$5}
+      NR==1 {direct=$2} NR==2 {nginx=$2; ncpu=$5} NR==3 {mn=$2; mcpu=$5} NR==4 {gw=$2; gcpu=$5} NR==5 {gp=$2; pcpu=$5} NR==6 {gh=$2; hcpu=$5} NR==7 {gj=$2; jcpu=$5} NR==8 {go=$2; ocpu=$5} NR==9 {g16=$2; g16cpu=$5} NR==10 {m16=$2; m16cpu=$5}
   END {
     printf "\nratios in this run (rps; CPU per request):\n"
     printf "  portcullis pass-through / backend direct   rps %.2f\n", gw/direct
@@ -175,5 +207,7 @@ awk -F'|' '
     printf "  minimal Pingora / nginx proxy              rps %.2f; CPU %.2f\n", mn/nginx, mcpu/ncpu
         printf "  pipeline / pass-through                    rps %.2f; CPU %.2f\n", gp/gw, pcpu/gcpu
         printf "  require_hmac (sigv4) / pass-through        rps %.2f; CPU %.2f\n", gh/gw, hcpu/gcpu
+        printf "  require_bearer JWT / pass-through          rps %.2f; CPU %.2f\n", gj/gw, jcpu/gcpu
+        printf "  require_bearer opaque / pass-through       rps %.2f; CPU %.2f\n", go/gw, ocpu/gcpu
     printf "  mask_pan / pass-through (16 KiB)           rps %.2f; CPU %.2f\n", m16/g16, m16cpu/g16cpu
   }' "$WORK/rows"

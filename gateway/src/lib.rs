@@ -18,6 +18,7 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod sign_cli;
+pub mod sign_jwt;
 pub mod state;
 pub mod store;
 

@@ -36,6 +36,10 @@ pub enum SignScheme {
         #[command(flatten)]
         common: Common,
     },
+    /// A JWT-bearer assertion (RFC 7523) signed with a PEM private key, as a cloud platform makes it.
+    JwtBearer(crate::sign_jwt::AssertionArgs),
+    /// The JWKS that publishes the public halves of PEM private keys (to serve as a trusted issuer's keys_url).
+    Jwks(crate::sign_jwt::JwksArgs),
 }
 
 /// What every scheme takes.
@@ -134,6 +138,8 @@ fn shell_quote(s: &str) -> String {
 pub fn run(scheme: &SignScheme) -> anyhow::Result<String> {
     let common = match scheme {
         SignScheme::AwsSigv4 { common, .. } | SignScheme::AwsSigv2 { common } => common,
+        SignScheme::JwtBearer(a) => return crate::sign_jwt::assertion(a),
+        SignScheme::Jwks(a) => return crate::sign_jwt::jwks(a),
     };
     let secret = common.secret()?;
     let body = common.body()?;
@@ -167,6 +173,7 @@ pub fn run(scheme: &SignScheme) -> anyhow::Result<String> {
         SignScheme::AwsSigv2 { .. } => {
             sign_sigv2(&mut head, &common.access_key, &secret, now).map_err(|e| anyhow!(e))?;
         }
+        SignScheme::JwtBearer(_) | SignScheme::Jwks(_) => {}
     }
     // The headers the signature added or changed, plus those the user gave.
     let mut lines = Vec::new();

@@ -334,6 +334,13 @@ fn schema_describes_the_policy_language() {
         "all",
         "max_request_body",
         "trusted_proxies",
+        "require_bearer",
+        "token_service",
+        "trusted_issuers",
+        "signing_keys",
+        "state",
+        "x509_map",
+        "scope_match",
     ] {
         assert!(text.contains(&format!("\"{name}\"")), "schema lacks {name}");
     }
@@ -646,4 +653,76 @@ fn sign_then_eval_against_the_hmac_partner_policy() {
         presigned.to_str().expect("utf8"),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn sign_makes_jwt_bearer_assertions_an_independent_library_verifies() {
+    use base64::Engine as _;
+    use jwt_simple::prelude::*;
+    let key = repo().join("fixtures/oauth/cloud-rs256-b.key.pem");
+    let key = key.to_str().expect("path");
+    let out = run(&["sign", "jwks", "--key", key, "--kid", "k1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let jwk = &jwks["keys"][0];
+    assert_eq!(
+        (jwk["kid"].as_str(), jwk["kty"].as_str()),
+        (Some("k1"), Some("RSA"))
+    );
+    assert!(jwk.get("d").is_none(), "no private part");
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.as_str().expect("str"))
+            .expect("b64")
+    };
+    let public = RS256PublicKey::from_components(&b64(&jwk["n"]), &b64(&jwk["e"])).expect("key");
+    let out = run(&[
+        "sign",
+        "jwt-bearer",
+        "--key",
+        key,
+        "--kid",
+        "k1",
+        "--iss",
+        "https://cloud.example.com",
+        "--sub",
+        "role-account-x",
+        "--aud",
+        "https://gateway.example.com/oauth2/token",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let assertion = text(&out.stdout);
+    let opts = VerificationOptions {
+        allowed_issuers: Some(HashSet::from_strings(&["https://cloud.example.com"])),
+        allowed_audiences: Some(HashSet::from_strings(&[
+            "https://gateway.example.com/oauth2/token",
+        ])),
+        ..VerificationOptions::default()
+    };
+    let claims = public
+        .verify_token::<NoCustomClaims>(assertion.trim(), Some(opts))
+        .expect("jwt-simple verifies our assertion");
+    assert_eq!(claims.subject.as_deref(), Some("role-account-x"));
+    assert!(claims.jwt_id.is_some_and(|j| j.len() >= 20));
+    // The secret key never comes from the command line: a missing file is an error.
+    let out = run(&[
+        "sign",
+        "jwt-bearer",
+        "--key",
+        "/nonexistent.pem",
+        "--kid",
+        "k",
+        "--iss",
+        "i",
+        "--sub",
+        "s",
+        "--aud",
+        "a",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("/nonexistent.pem"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -227,7 +227,12 @@ pub(crate) fn compile(
     let settings = compile_settings(&main.spec, &mut cx);
     compile_key_sets(main, includes, &mut cx);
     cx.file = main.file.clone();
-    let store = oauth::open_state(&main.spec, &mut cx);
+    // Only a policy that keeps state opens a store (a file is not created for nothing).
+    let store = if main.spec.token_service.present().is_some() || main.spec.state.is_some() {
+        oauth::open_state(&main.spec, &mut cx)
+    } else {
+        Some(Arc::new(crate::store::memory::MemoryStore::default()) as Arc<dyn crate::store::Store>)
+    };
     if let (Some(ts), Some(store)) = (main.spec.token_service.present(), &store) {
         cx.token_service = oauth::compile_token_service(ts, store.clone(), &mut cx);
     }
