@@ -664,6 +664,26 @@ pub struct RequireBearerSpec {
     /// Validate another issuer's JWTs against its published keys instead of this gateway's tokens.
     #[serde(default)]
     pub issuer: Option<RemoteIssuerSpec>,
+    /// Validate tokens at another issuer's RFC 7662 introspection endpoint instead.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionSpec>,
+}
+
+/// A remote RFC 7662 introspection endpoint.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionSpec {
+    /// The endpoint URL (http or https).
+    pub url: Spanned<String>,
+    /// The gateway's client id at that issuer.
+    pub client_id: String,
+    /// Name of the secret holding the gateway's client secret there.
+    pub client_secret: Spanned<String>,
+    /// Longest time an active answer is reused without asking again (never past the token's
+    /// `exp`). A revocation at the issuer is seen after at most this long. Default `30s`; `0s`
+    /// asks on every request.
+    #[serde(default)]
+    pub cache_ttl: Option<DurationSpec>,
 }
 
 /// Another issuer's JWT access tokens.

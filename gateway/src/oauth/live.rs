@@ -95,6 +95,11 @@ impl LiveTokens {
         shard.insert(digest, Arc::new(CachedToken { token, epoch }));
     }
 
+    /// Drops one token's cached validation.
+    pub fn forget(&self, digest: &[u8; 32]) {
+        lock(&self.cache[shard_of(digest)]).remove(digest);
+    }
+
     /// Counts one use of a token.
     pub fn used(&self, id: &Arc<str>, ip: IpAddr, now: i64) {
         let mut shard = lock(

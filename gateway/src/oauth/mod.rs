@@ -8,6 +8,7 @@
 
 pub mod background;
 pub mod endpoint;
+pub mod introspection;
 pub mod jwt_bearer;
 pub mod keys;
 pub mod live;

@@ -1301,3 +1301,74 @@ fn jsonwebtoken_header(token: &str) -> serde_json::Value {
     let head = token.split('.').next().expect("header");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(head).expect("b64")).expect("json")
 }
+
+#[test]
+fn tokens_are_checked_at_a_remote_introspection_endpoint() {
+    // The authorization server: another gateway with a token service (its RFC 7662 endpoint).
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let auth = start(&keys, &backend, &dir.path().join("as.db"), "");
+    // The resource gateway: no token service of its own, introspects every new token there.
+    let secret_file = dir.path().join("rs-secret");
+    std::fs::write(&secret_file, BILLING_SECRET).expect("secret");
+    let policy = |ttl: &str| {
+        format!(
+            r#"  rs_secret: {{file: {secret}}}
+services:
+  - name: reports
+    match: {{path: /reports}}
+    upstream: "{{backend}}"
+    request:
+      - require_bearer:
+          scopes: [widgets.read]
+          introspection:
+            url: {url}
+            client_id: resource-server
+            client_secret: rs_secret
+            cache_ttl: {ttl}
+      - set_header: {{name: X-Client-Id, value: "${{client.id}}"}}
+"#,
+            secret = secret_file.display(),
+            url = auth.url("/oauth2/introspect"),
+        )
+    };
+    let rs = TestGateway::start(&policy("0s"), &backend.url());
+    let opaque = client_credentials(&auth, "opaque-app", None)["access_token"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    assert_eq!(call(&rs, "/reports/1", &opaque).status(), 200);
+    assert_eq!(
+        backend.seen().last().expect("seen").headers["x-client-id"],
+        "opaque-app"
+    );
+    assert_eq!(call(&rs, "/reports/1", "never-issued").status(), 401);
+    // Revoked at the issuer: with cache_ttl 0 the next call asks again and is refused.
+    let owner = ("opaque-app", BILLING_SECRET);
+    assert_eq!(
+        form_post(&auth, "/oauth2/revoke", &[("token", &opaque)], owner).0,
+        200
+    );
+    let resp = call(&rs, "/reports/1", &opaque);
+    assert_eq!(resp.status(), 401);
+    assert!(
+        challenge(&resp).contains("not active"),
+        "{}",
+        challenge(&resp)
+    );
+    // A token without the scope, and an issuer that cannot be reached (503, fail closed).
+    let narrow = client_credentials(&auth, "billing-app", Some("widgets.write"))["access_token"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    assert_eq!(call(&rs, "/reports/1", &narrow).status(), 403);
+    let fresh = client_credentials(&auth, "opaque-app", None)["access_token"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    drop(auth);
+    assert_eq!(call(&rs, "/reports/1", &fresh).status(), 503);
+}

@@ -14,6 +14,7 @@ use crate::config::spec::{
     ScopeMatchSpec, SigningAlgorithmSpec, TokenFormatSpec, TokenServiceSpec,
 };
 use crate::config::yaml::{Location, Spanned};
+use crate::oauth::introspection::IntrospectionResolver;
 use crate::oauth::jwt_bearer::TrustedIssuer;
 use crate::oauth::keys::{SigningKey, SigningKeys};
 use crate::oauth::live::LiveTokens;
@@ -370,6 +371,38 @@ pub(super) fn compile_require_bearer(
     path: &str,
     cx: &mut Cx<'_>,
 ) -> Option<Box<dyn Assertion>> {
+    if spec.issuer.is_some() && spec.introspection.is_some() {
+        cx.err(
+            loc,
+            path,
+            "give `issuer:` (JWTs checked with its keys) or `introspection:` (RFC 7662), not both",
+        );
+        return None;
+    }
+    if let Some(i) = &spec.introspection {
+        let ok =
+            i.url.value.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+        if !ok {
+            cx.err(
+                i.url.loc,
+                &format!("{path}.introspection.url"),
+                format!("\"{}\" is not an http(s) URL", i.url.value),
+            );
+            return None;
+        }
+        let secret = cx.secret(
+            &i.client_secret,
+            &format!("{path}.introspection.client_secret"),
+        )?;
+        let ttl = i
+            .cache_ttl
+            .as_ref()
+            .map_or(Duration::from_secs(30), |d| d.0);
+        let resolver = IntrospectionResolver::new(&i.url.value, &i.client_id, secret, ttl);
+        return finish_bearer(spec, service_name, loc, path, resolver, cx);
+    }
     let resolver: Arc<dyn TokenResolver> = match &spec.issuer {
         Some(remote) => {
             let keys = key_set(
@@ -405,6 +438,17 @@ pub(super) fn compile_require_bearer(
             }
         },
     };
+    finish_bearer(spec, service_name, loc, path, resolver, cx)
+}
+
+fn finish_bearer(
+    spec: &RequireBearerSpec,
+    service_name: &str,
+    loc: Location,
+    path: &str,
+    resolver: Arc<dyn TokenResolver>,
+    cx: &mut Cx<'_>,
+) -> Option<Box<dyn Assertion>> {
     let vars = BearerVars {
         client_id: cx.registry.define("client.id"),
         subject: cx.registry.define("token.sub"),
