@@ -726,3 +726,52 @@ fn sign_makes_jwt_bearer_assertions_an_independent_library_verifies() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_reports_token_service_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "oauth.yaml",
+        r#"state: postgres://db
+token_service:
+  issuer: gateway.example.com
+  signing_keys:
+    - {kid: a, file: missing.pem}
+  clients:
+    - id: app
+      scopes: [a]
+  trusted_issuers:
+    - issuer: https://cloud.example
+      keys_url: ftp://keys
+      client: cloud
+      algorithms: [HS256]
+      accounts: {}
+services:
+  - name: api
+    upstream: http://127.0.0.1:9000
+    request:
+      - require_bearer: {scopes: [a], issuer: {issuer: x, keys_url: "http://k"}, introspection: {url: "http://i", client_id: c, client_secret: s}}
+      - require_bearer: {scope_match: some}
+"#,
+    );
+    let out = run(&["check", "-c", file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = file.display();
+    for expected in [
+        format!("{f}:1:8: \"postgres://db\" is not a state store: use memory or sqlite://PATH (at state)"),
+        format!("{f}:3:11: the issuer must be an http(s) URL (RFC 8414)"),
+        format!("{f}:5:22: cannot read signing key"),
+        format!("{f}:7:7: give exactly one of `secret_sha256` and `secret`"),
+        format!("{f}:13:20: unknown value \"HS256\"; did you mean \"RS256\"?"),
+        format!("{f}:19:9: give `issuer:` (JWTs checked with its keys) or `introspection:` (RFC 7662), not both (at services[0].request[0].require_bearer)"),
+        format!("{f}:20:39: unknown value \"some\"; expected one of: all, any"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        !dir.path().join("portcullis.db").exists(),
+        "check creates no state file"
+    );
+}

@@ -112,6 +112,8 @@ struct Cx<'a> {
     any_depth: usize,
     /// The token service, when the policy has one (for `require_bearer`).
     token_service: Option<Arc<crate::oauth::TokenService>>,
+    /// The policy has a `token_service:` section (which may have failed to compile).
+    token_service_declared: bool,
     /// Every remote key set the policy names (for the refresher and readiness).
     key_set_list: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
     /// The service being compiled (the default realm of `require_bearer`).
@@ -221,6 +223,7 @@ pub(crate) fn compile(
         any_depth: 0,
         registry,
         token_service: None,
+        token_service_declared: false,
         key_set_list: Vec::new(),
         service_name: String::new(),
     };
@@ -233,8 +236,13 @@ pub(crate) fn compile(
     } else {
         Some(Arc::new(crate::store::memory::MemoryStore::default()) as Arc<dyn crate::store::Store>)
     };
-    if let (Some(ts), Some(store)) = (main.spec.token_service.present(), &store) {
-        cx.token_service = oauth::compile_token_service(ts, store.clone(), &mut cx);
+    if let Some(ts) = main.spec.token_service.present() {
+        cx.token_service_declared = true;
+        // Without a usable store (already reported) a stand-in lets every other mistake show.
+        let store = store.clone().unwrap_or_else(|| {
+            Arc::new(crate::store::memory::MemoryStore::default()) as Arc<dyn crate::store::Store>
+        });
+        cx.token_service = oauth::compile_token_service(ts, store, &mut cx);
     }
     let admin_token = main
         .spec

@@ -168,13 +168,15 @@ pub(super) fn compile_token_service(
             ),
         }
     }
+    let unreadable_keys = keys.len() < ts.signing_keys.len();
+    // Reported once; the rest is still checked so every mistake shows.
     let keys = match SigningKeys::new(keys) {
-        Ok(k) => k,
+        Ok(k) => Some(k),
         Err(e) => {
-            if cx.errors.is_empty() {
+            if !unreadable_keys {
                 cx.err(spec.loc, "token_service.signing_keys", e);
             }
-            return None;
+            None
         }
     };
 
@@ -341,6 +343,7 @@ pub(super) fn compile_token_service(
         }
     }
 
+    let keys = keys?;
     let metadata = TokenService::metadata(&issuer, !trusted.is_empty());
     let base = issuer.trim_end_matches('/');
     Some(Arc::new(TokenService {
@@ -428,6 +431,8 @@ pub(super) fn compile_require_bearer(
             Some(ts) => Arc::new(LocalResolver {
                 service: ts.clone(),
             }),
+            // A token service that failed to compile has reported why already.
+            None if cx.token_service_declared => return None,
             None => {
                 cx.err(
                     loc,
