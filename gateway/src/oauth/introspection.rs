@@ -90,7 +90,7 @@ impl IntrospectionResolver {
         secret: String,
         token: String,
     ) -> Result<Answer, String> {
-        let resp = http
+        let request = http
             .post(&url)
             .basic_auth(
                 form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
@@ -100,21 +100,8 @@ impl IntrospectionResolver {
             .form(&[
                 ("token", token.as_str()),
                 ("token_type_hint", "access_token"),
-            ])
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("answered {status}"));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if body.len() > 64 * 1024 {
-            return Err("answer too large".to_owned());
-        }
+            ]);
+        let (_, body) = super::remote::send_bounded(request, 64 * 1024).await?;
         serde_json::from_slice(&body).map_err(|e| format!("not an RFC 7662 answer: {e}"))
     }
 

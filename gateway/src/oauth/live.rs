@@ -100,16 +100,15 @@ impl LiveTokens {
         lock(&self.cache[shard_of(digest)]).remove(digest);
     }
 
+    /// The usage shard of a token id (by its last byte: ids are random or digests).
+    fn usage_shard(&self, id: &str) -> MutexGuard<'_, HashMap<Arc<str>, Pending>> {
+        let last = id.as_bytes().last().copied().unwrap_or(0);
+        lock(&self.usage[usize::from(last) % SHARDS])
+    }
+
     /// Counts one use of a token.
     pub fn used(&self, id: &Arc<str>, ip: IpAddr, now: i64) {
-        let mut shard = lock(
-            &self.usage[shard_of(
-                id.as_bytes()
-                    .last()
-                    .map(std::slice::from_ref)
-                    .unwrap_or_default(),
-            )],
-        );
+        let mut shard = self.usage_shard(&id);
         let p = shard.entry(id.clone()).or_insert_with(|| Pending {
             first: now,
             ..Pending::default()
@@ -145,14 +144,7 @@ impl LiveTokens {
     pub fn restore(&self, batch: Vec<UsageDelta>) {
         for d in batch {
             let id: Arc<str> = Arc::from(d.token_id.as_str());
-            let mut shard = lock(
-                &self.usage[shard_of(
-                    id.as_bytes()
-                        .last()
-                        .map(std::slice::from_ref)
-                        .unwrap_or_default(),
-                )],
-            );
+            let mut shard = self.usage_shard(&id);
             let p = shard.entry(id).or_insert_with(|| Pending {
                 first: d.first_used_at,
                 ..Pending::default()

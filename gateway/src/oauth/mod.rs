@@ -313,24 +313,11 @@ impl TokenService {
             let token = random_token(32)?;
             let id = opaque_id(&token);
             self.store.insert_token(&TokenRecord {
-                id: id.clone(),
                 kind: TokenKind::Refresh,
                 format: TokenFormat::Opaque,
-                client_id: g.client_id.clone(),
-                subject: g.subject.clone(),
-                scope: g.scope.clone(),
-                grant_type: g.grant_type.to_owned(),
                 refresh_id: g.previous_refresh.clone(),
-                family_id: family.clone(),
-                source: g.source.clone(),
-                issued_at: now,
                 expires_at: now + self.refresh_ttl,
-                revoked_at: None,
-                revoked_by: None,
-                revoke_reason: None,
-                rotated_at: None,
-                usage: crate::store::Usage::default(),
-                flagged: None,
+                ..fresh_record(id.clone(), g, family.clone(), now)
             })?;
             refresh_token = Some(token);
             refresh_id = Some(id);
@@ -366,24 +353,11 @@ impl TokenService {
             }
         };
         self.store.insert_token(&TokenRecord {
-            id,
             kind: TokenKind::Access,
             format: g.format,
-            client_id: g.client_id.clone(),
-            subject: g.subject.clone(),
-            scope: g.scope.clone(),
-            grant_type: g.grant_type.to_owned(),
             refresh_id,
-            family_id: family,
-            source: g.source.clone(),
-            issued_at: now,
             expires_at: exp,
-            revoked_at: None,
-            revoked_by: None,
-            revoke_reason: None,
-            rotated_at: None,
-            usage: crate::store::Usage::default(),
-            flagged: None,
+            ..fresh_record(id, g, family, now)
         })?;
         Ok(Issued {
             access_token,
@@ -544,6 +518,30 @@ impl TokenService {
                 }
                 _ => "the token is malformed",
             })
+    }
+}
+
+/// The record of a token a grant just produced (kind, format, links and expiry to fill in).
+fn fresh_record(id: String, g: &Grant, family_id: Option<String>, now: i64) -> TokenRecord {
+    TokenRecord {
+        id,
+        kind: TokenKind::Access,
+        format: g.format,
+        client_id: g.client_id.clone(),
+        subject: g.subject.clone(),
+        scope: g.scope.clone(),
+        grant_type: g.grant_type.to_owned(),
+        refresh_id: None,
+        family_id,
+        source: g.source.clone(),
+        issued_at: now,
+        expires_at: now,
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        rotated_at: None,
+        usage: crate::store::Usage::default(),
+        flagged: None,
     }
 }
 

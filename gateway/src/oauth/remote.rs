@@ -235,48 +235,57 @@ impl RemoteKeySet {
     }
 
     async fn fetch(&self) -> Result<(HashMap<String, RemoteKey>, i64), String> {
-        let resp = self
+        let request = self
             .client
             .get(&self.url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("answered {status}"));
-        }
-        let ttl = resp
-            .headers()
+            .header("accept", "application/json");
+        let (headers, body) = send_bounded(request, MAX_DOCUMENT).await?;
+        let ttl = headers
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age)
             .unwrap_or(DEFAULT_TTL)
             .clamp(MIN_TTL, MAX_TTL);
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_DOCUMENT as u64)
-        {
-            return Err(format!("document larger than {MAX_DOCUMENT} bytes"));
-        }
-        let mut body = Vec::new();
-        let mut resp = resp;
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("read failed: {e}"))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_DOCUMENT {
-                return Err(format!("document larger than {MAX_DOCUMENT} bytes"));
-            }
-        }
         let keys = parse_keys(&body, self.format)?;
         if keys.is_empty() {
             return Err("the document holds no usable key".to_owned());
         }
         Ok((keys, ttl))
     }
+}
+
+/// Sends a request and reads a successful answer of at most `max` bytes.
+///
+/// # Errors
+/// The request failed, the status was not 2xx, or the body was too large.
+pub async fn send_bounded(
+    request: reqwest::RequestBuilder,
+    max: usize,
+) -> Result<(reqwest::header::HeaderMap, Vec<u8>), String> {
+    let mut resp = request
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("answered {status}"));
+    }
+    let too_large = || format!("answer larger than {max} bytes");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("read failed: {e}"))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > max {
+            return Err(too_large());
+        }
+    }
+    Ok((resp.headers().clone(), body))
 }
 
 /// `max-age=N` of a Cache-Control value.

@@ -265,6 +265,18 @@ fn jwt_bearer(gw: &TestGateway, assertion: &str, scope: Option<&str>) -> (u16, s
     (s, b)
 }
 
+/// A token-service gateway whose trusted issuers publish no keys, with its key server,
+/// backend and state folder.
+fn plain_gateway() -> (KeyServer, Backend, tempfile::TempDir, TestGateway) {
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = start(&keys, &backend, &dir.path().join("state.db"), "");
+    (keys, backend, dir, gw)
+}
+
 pub fn client_credentials(
     gw: &TestGateway,
     client_id: &str,
@@ -718,12 +730,7 @@ fn issue_call_revoke_refuse_introspect_and_restart_without_loss() {
 
 #[test]
 fn bearer_failures_follow_rfc_6750() {
-    let keys = KeyServer::start();
-    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
-    keys.publish("/certs", 200, "{}");
-    let backend = Backend::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let gw = start(&keys, &backend, &dir.path().join("state.db"), "");
+    let (_keys, backend, _dir, gw) = plain_gateway();
     let token = client_credentials(&gw, "billing-app", Some("widgets.read"))["access_token"]
         .as_str()
         .expect("token")
@@ -758,55 +765,46 @@ fn bearer_failures_follow_rfc_6750() {
     );
 
     // Token endpoint errors (RFC 6749 §5.2).
-    let (status, body, headers) = token_request(
-        &gw,
-        &[("grant_type", "client_credentials")],
-        Some(("billing-app", "wrong")),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
-    assert!(headers.get("www-authenticate").is_some());
-    let (status, body, _) = token_request(
-        &gw,
-        &[("grant_type", "password")],
-        Some(("billing-app", BILLING_SECRET)),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unsupported_grant_type"))
-    );
-    let (status, body, _) = token_request(
-        &gw,
-        &[("scope", "x")],
-        Some(("billing-app", BILLING_SECRET)),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
-    let (status, body, _) = token_request(
-        &gw,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", "widgets.delete"),
-        ],
-        Some(("billing-app", BILLING_SECRET)),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_scope"))
-    );
-    let (status, body, _) = token_request(
-        &gw,
-        &[("grant_type", "client_credentials")],
-        Some(("resource-server", BILLING_SECRET)),
-    );
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("unauthorized_client"))
-    );
+    let cc = ("grant_type", "client_credentials");
+    let cases: [(&[(&str, &str)], (&str, &str), u16, &str); 5] = [
+        (&[cc], ("billing-app", "wrong"), 401, "invalid_client"),
+        (
+            &[("grant_type", "password")],
+            ("billing-app", BILLING_SECRET),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            &[("scope", "x")],
+            ("billing-app", BILLING_SECRET),
+            400,
+            "invalid_request",
+        ),
+        (
+            &[cc, ("scope", "widgets.delete")],
+            ("billing-app", BILLING_SECRET),
+            400,
+            "invalid_scope",
+        ),
+        (
+            &[cc],
+            ("resource-server", BILLING_SECRET),
+            400,
+            "unauthorized_client",
+        ),
+    ];
+    for (form, who, status, error) in cases {
+        let (got, body, headers) = token_request(&gw, form, Some(who));
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(error)),
+            "{form:?}"
+        );
+        assert!(body["error_description"].is_string());
+        if error == "invalid_client" {
+            assert!(headers.get("www-authenticate").is_some(), "Basic challenge");
+        }
+    }
     // The access log never holds a token.
     let log = gw.access_log();
     assert!(!log.contains(&token), "token in the access log");
@@ -815,12 +813,7 @@ fn bearer_failures_follow_rfc_6750() {
 
 #[test]
 fn refresh_tokens_rotate_and_reuse_kills_the_family() {
-    let keys = KeyServer::start();
-    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
-    keys.publish("/certs", 200, "{}");
-    let backend = Backend::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let gw = start(&keys, &backend, &dir.path().join("state.db"), "");
+    let (_keys, _backend, _dir, gw) = plain_gateway();
     let first = client_credentials(&gw, "billing-app", None);
     let r1 = first["refresh_token"].as_str().expect("refresh").to_owned();
     let who = Some(("billing-app", BILLING_SECRET));
