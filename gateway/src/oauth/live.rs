@@ -108,7 +108,7 @@ impl LiveTokens {
 
     /// Counts one use of a token.
     pub fn used(&self, id: &Arc<str>, ip: IpAddr, now: i64) {
-        let mut shard = self.usage_shard(&id);
+        let mut shard = self.usage_shard(id);
         let p = shard.entry(id.clone()).or_insert_with(|| Pending {
             first: now,
             ..Pending::default()
