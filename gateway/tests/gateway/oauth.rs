@@ -766,7 +766,8 @@ fn bearer_failures_follow_rfc_6750() {
 
     // Token endpoint errors (RFC 6749 §5.2).
     let cc = ("grant_type", "client_credentials");
-    let cases: [(&[(&str, &str)], (&str, &str), u16, &str); 5] = [
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form, (&str, &str), u16, &str); 5] = [
         (&[cc], ("billing-app", "wrong"), 401, "invalid_client"),
         (
             &[("grant_type", "password")],
