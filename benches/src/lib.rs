@@ -1,1 +1,4 @@
-//! Shared helpers for the Portcullis benchmarks (the load harness lives beside them).
+//! Portcullis benchmarks: criterion micro-benchmarks (in `benches/`), the bare Pingora proxy
+//! used as a floor, and the end-to-end load harness.
+
+pub mod harness;

@@ -1,0 +1,200 @@
+//! What is measured: the systems (the backend direct, nginx, HAProxy, Praxis, a bare
+//! Pingora proxy, Portcullis) and Portcullis's scenario policies, with the configuration
+//! each needs and the credentials the load generator must present.
+
+use std::path::Path;
+
+/// Body the backend answers at `/`.
+pub const SMALL_BODY_BYTES: usize = 75;
+
+/// A Portcullis scenario: a policy and the request wrk sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The path wrk requests (`/` 75 bytes, `/16k` a 16 KiB JSON body).
+    pub path: &'static str,
+    /// What the request must carry.
+    pub credential: Credential,
+    /// The scenario whose CPU per request this one is compared with (and its target ratio).
+    pub baseline: &'static str,
+    pub target: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    None,
+    ApiKey,
+    SigV4,
+    Jwt,
+    Opaque,
+}
+
+/// Every Portcullis scenario of this build.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "pass-through", about: "no assertion", path: "/", credential: Credential::None, baseline: "pass-through", target: None },
+    Scenario { name: "api-key", about: "require_api_key (1,001 keys) + remove_header", path: "/", credential: Credential::ApiKey, baseline: "pass-through", target: Some(1.15) },
+    Scenario { name: "hmac-sigv4", about: "require_hmac aws-sigv4 (GET, pre-signed; replay check off so one request repeats)", path: "/", credential: Credential::SigV4, baseline: "pass-through", target: Some(1.15) },
+    Scenario { name: "bearer-jwt", about: "require_bearer, gateway ES256 JWT (verified-token cache)", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.15) },
+    Scenario { name: "bearer-opaque", about: "require_bearer, opaque token (verified-token cache)", path: "/", credential: Credential::Opaque, baseline: "pass-through", target: None },
+    Scenario { name: "pass-through-16k", about: "no assertion, 16 KiB JSON answer", path: "/16k", credential: Credential::None, baseline: "pass-through-16k", target: None },
+    Scenario { name: "mask-pan-16k", about: "mask_pan on a 16 KiB JSON answer", path: "/16k", credential: Credential::None, baseline: "pass-through-16k", target: Some(1.4) },
+    Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
+];
+
+/// Scenarios the benchmark issue names whose assertions this build does not have yet.
+pub const NOT_BUILT: &[(&str, &str)] = &[
+    ("saml", "no SAML assertion in this build"),
+    ("rate-limit-local", "no rate-limit assertion in this build"),
+];
+
+/// The secret behind the API key and the SigV4 key the scenarios use.
+pub const API_KEY: &str = "bench-key-0001";
+pub const HMAC_SECRET: &str = "bench-hmac-secret";
+pub const CLIENT_SECRET: &str = "bench-client-secret";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The Portcullis policy of a scenario.
+#[must_use]
+pub fn portcullis_policy(
+    s: &Scenario,
+    listen: u16,
+    admin: u16,
+    backend: u16,
+    root: &Path,
+) -> String {
+    let mut out = format!(
+        "listen: 127.0.0.1:{listen}\nworkers: 1\naccess_log: off\nstate: memory\n\
+         admin: {{listen: 127.0.0.1:{admin}, token: admin}}\n\
+         secrets:\n  admin: {{file: admin-token}}\n  hmac: {{file: hmac-secret}}\n"
+    );
+    if matches!(s.credential, Credential::Jwt | Credential::Opaque) {
+        let digest = sha256_hex(CLIENT_SECRET);
+        out.push_str(&format!(
+            "token_service:\n  issuer: https://gateway.bench\n  signing_keys: [{{kid: bench, file: {}}}]\n  clients:\n    - {{id: jwt-client, secret_sha256: {digest}, scopes: [widgets.read]}}\n    - {{id: opaque-client, secret_sha256: {digest}, scopes: [widgets.read], token_format: opaque}}\n",
+            root.join("fixtures/oauth/gateway-es256-2026a.pem").display()
+        ));
+    }
+    if s.credential == Credential::SigV4 {
+        out.push_str(
+            "keys:\n  partners: [{access_key: AKIDBENCH, client: bench, secrets: [hmac]}]\n",
+        );
+    }
+    out.push_str(&format!(
+        "services:\n  - name: {}\n    upstream: http://127.0.0.1:{backend}\n",
+        s.name
+    ));
+    let steps = match s.name {
+        "api-key" => {
+            let mut keys = format!(
+                "      - require_api_key:\n          keys:\n            - {{client: bench, sha256: {}}}\n",
+                sha256_hex(API_KEY)
+            );
+            for i in 0..1000 {
+                keys.push_str(&format!(
+                    "            - {{client: other-{i}, sha256: {}}}\n",
+                    sha256_hex(&format!("other-key-{i}"))
+                ));
+            }
+            format!("    request:\n{keys}      - remove_header: [X-Api-Key]\n")
+        }
+        "hmac-sigv4" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}\n".to_owned(),
+        "bearer-jwt" | "bearer-opaque" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
+        "mask-pan-16k" => "    response:\n      - mask_pan: {}\n".to_owned(),
+        "full-pipeline" => "    request:\n      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]\n      - require_bearer: {scopes: [widgets.read]}\n      - set_header: {name: X-Client-Id, value: \"${client.id}\"}\n      - set_header: {name: X-Token-Scope, value: \"${token.scope}\"}\n      - remove_header: [Authorization]\n    response:\n      - remove_header: [Server]\n      - set_header: {name: X-Served-By, value: portcullis}\n      - mask_pan: {}\n".to_owned(),
+        _ => String::new(),
+    };
+    out.push_str(&steps);
+    out
+}
+
+/// nginx serving the fixed bodies (the backend every system proxies to).
+#[must_use]
+pub fn nginx_backend(port: u16, work: &Path) -> String {
+    let body = "0".repeat(SMALL_BODY_BYTES);
+    format!(
+        "worker_processes 1; daemon off; pid {w}/backend.pid; error_log {w}/backend.err;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off;\n  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n\
+             location = /16k {{ default_type application/json; alias {w}/16k.json; }}\n\
+             location / {{ default_type text/plain; return 200 \"{body}\"; }} }} }}\n",
+        w = work.display()
+    )
+}
+
+/// nginx as a plain reverse proxy with upstream keep-alive.
+#[must_use]
+pub fn nginx_proxy(port: u16, backend: u16, work: &Path) -> String {
+    format!(
+        "worker_processes 1; daemon off; pid {w}/proxy.pid; error_log {w}/proxy.err;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off;\n  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}\n\
+           server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n\
+             location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
+        w = work.display()
+    )
+}
+
+/// HAProxy as a plain reverse proxy: one thread, keep-alive both sides.
+#[must_use]
+pub fn haproxy(port: u16, backend: u16) -> String {
+    format!(
+        "global\n  nbthread 1\n  maxconn 10000\n\
+         defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\
+         frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\
+         backend b\n  server s1 127.0.0.1:{backend}\n"
+    )
+}
+
+/// Praxis (a Pingora-based YAML proxy) forwarding everything.
+#[must_use]
+pub fn praxis(port: u16, backend: u16) -> String {
+    format!(
+        "listeners:\n  - name: default\n    address: \"127.0.0.1:{port}\"\n    filter_chains: [main]\n\
+         filter_chains:\n  - name: main\n    filters:\n      - filter: router\n        routes:\n          - path_prefix: \"/\"\n            cluster: backend\n\
+               - filter: load_balancer\n        clusters:\n          - name: backend\n            endpoints:\n              - \"127.0.0.1:{backend}\"\n"
+    )
+}
+
+/// A 16 KiB JSON body of order lines: digits, dates and amounts, no card numbers.
+#[must_use]
+pub fn json_16k() -> String {
+    let items: Vec<String> = (0..196)
+        .map(|i| {
+            format!(
+                "{{\"id\": {}, \"sku\": \"W-{i:05}\", \"qty\": {}, \"price\": \"{}.99\", \"date\": \"2026-11-23\"}}",
+                100_000 + i,
+                i % 7,
+                i % 90
+            )
+        })
+        .collect();
+    format!("{{\"items\": [{}]}}", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_has_a_known_baseline_and_a_policy() {
+        for s in SCENARIOS {
+            assert!(SCENARIOS.iter().any(|b| b.name == s.baseline), "{}", s.name);
+            let p = portcullis_policy(s, 1, 2, 3, Path::new("/repo"));
+            assert!(p.contains(&format!("name: {}", s.name)));
+        }
+        let full = SCENARIOS
+            .iter()
+            .find(|s| s.name == "full-pipeline")
+            .expect("full");
+        assert!(portcullis_policy(full, 1, 2, 3, Path::new("/r")).contains("mask_pan"));
+        assert!(json_16k().len() > 15_000 && json_16k().len() < 17_000);
+    }
+}
