@@ -247,14 +247,19 @@ pub fn process_body(
     chunk: &[u8],
     end: bool,
 ) -> (Vec<u8>, usize) {
-    let mut input = chunk.to_vec();
     let mut changed = 0;
-    for p in processors.iter_mut() {
-        let mut out = Vec::with_capacity(input.len() + 64);
-        changed += p.process(&input, end, &mut out);
-        input = out;
+    let Some((first, rest)) = processors.split_first_mut() else {
+        return (chunk.to_vec(), 0);
+    };
+    // The first processor reads the chunk where it is; each later one the one before's output.
+    let mut out = Vec::with_capacity(chunk.len() + 64);
+    changed += first.process(chunk, end, &mut out);
+    for p in rest {
+        let mut next = Vec::with_capacity(out.len() + 64);
+        changed += p.process(&out, end, &mut next);
+        out = next;
     }
-    (input, changed)
+    (out, changed)
 }
 
 /// What a sequence of steps needs together.

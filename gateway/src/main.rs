@@ -10,6 +10,11 @@ use portcullis::config;
 
 use portcullis::state::GatewayState;
 
+/// Allocation is on every request's path (headers, the per-request state); mimalloc's
+/// thread-local free lists cost less than glibc's malloc here (measured in the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",

@@ -43,7 +43,7 @@ pub struct Options {
     /// Open connections wrk keeps.
     #[arg(long, default_value_t = 50)]
     pub connections: u32,
-    /// About a minute and a half in all: 4 s runs, 1 s warm-ups.
+    /// About a minute and a half in all (after the build): 3 s runs, 1 s warm-ups.
     #[arg(long)]
     pub quick: bool,
     /// Leave out nginx, HAProxy and Praxis (Portcullis and the bare Pingora proxy only).
@@ -335,10 +335,14 @@ fn start_system(
         status,
     )
     .map_err(|e| {
+        // The work folder goes at the end: keep what the process said.
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = said.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         format!(
-            "{} did not come up: {e}; see {}",
+            "{} did not come up: {e}; it said: {}",
             plan.system,
-            log.display()
+            tail.join(" | ")
         )
     })?;
     Ok((Some(proc), port))
@@ -443,7 +447,7 @@ fn machine(root: &Path) -> Vec<(String, String)> {
 pub fn main() -> ExitCode {
     let mut opts = Options::parse();
     if opts.quick {
-        opts.duration = 4;
+        opts.duration = 3;
         opts.warmup = 1;
     }
     match run(&opts) {

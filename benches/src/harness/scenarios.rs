@@ -146,7 +146,7 @@ pub fn nginx_proxy(port: u16, backend: u16, work: &Path) -> String {
 #[must_use]
 pub fn haproxy(port: u16, backend: u16) -> String {
     format!(
-        "global\n  nbthread 1\n  maxconn 10000\n\
+        "global\n  nbthread 1\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\
          frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n\
          backend b\n  server s1 127.0.0.1:{backend}\n"
