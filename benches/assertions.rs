@@ -176,6 +176,7 @@ fn sigv4(c: &mut Criterion) {
         clock: Arc::new(FixedClock::at(NOW)),
         client_id: registry.define("client.id"),
         key_id_var: registry.define("hmac.key_id"),
+        sigv4_keys: Default::default(),
     };
     let mut group = c.benchmark_group("require_hmac aws-sigv4");
     for size in [0usize, 64 * 1024] {

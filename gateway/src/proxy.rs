@@ -467,7 +467,10 @@ impl ProxyHttp for Gateway {
             return refuse(session, ctx, &body_too_large(svc.max_request_body), false).await;
         }
 
-        let body = if svc.needs.request_body {
+        let body = if svc.needs.request_body && session.is_body_empty() {
+            // Nothing to read or replay (a GET without a body): the steps see an empty body.
+            Some(Bytes::new())
+        } else if svc.needs.request_body {
             session.enable_retry_buffering();
             let mut buf = bytes::BytesMut::new();
             while let Some(chunk) = session.read_request_body().await? {

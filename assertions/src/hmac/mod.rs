@@ -79,16 +79,35 @@ pub fn parse_amz_date(s: &str) -> Option<u64> {
     {
         return None;
     }
-    let rfc3339 = format!(
-        "{}-{}-{}T{}:{}:{}Z",
-        &s[..4],
-        &s[4..6],
-        &s[6..8],
-        &s[9..11],
-        &s[11..13],
-        &s[13..15]
-    );
-    to_secs(humantime::parse_rfc3339(&rfc3339).ok()?)
+    // Digits only from here: plain arithmetic, no string building on the request path.
+    let num =
+        |r: std::ops::Range<usize>| b[r].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let (year, month, day) = (num(0..4), num(4..6), num(6..8));
+    let (hour, minute, second) = (num(9..11), num(11..13), num(13..15));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if year < 1970 || day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days from 1970-01-01 to a date of 1970 or later (the proleptic Gregorian calendar).
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    // Years start in March so the leap day is the last day of the year.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// `Sun, 30 Aug 2015 12:36:00 GMT` (an HTTP date) as seconds since the epoch.
@@ -116,8 +135,15 @@ fn to_secs(t: SystemTime) -> Option<u64> {
 /// Hex SHA-256 of a body.
 #[must_use]
 pub fn sha256_hex(body: &[u8]) -> String {
+    if body.is_empty() {
+        // Most signed requests (GETs) have no body: no need to hash nothing every time.
+        return EMPTY_SHA256.to_owned();
+    }
     hex::encode(Sha256::digest(body))
 }
+
+/// Hex SHA-256 of zero bytes.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// The scheme-specific part of a `require_hmac` step.
 #[derive(Debug)]
@@ -168,6 +194,44 @@ pub struct RequireHmac {
     pub client_id: VarId,
     /// Where the access key id goes (`${hmac.key_id}`).
     pub key_id_var: VarId,
+    /// Derived SigV4 signing keys (four HMACs each), per secret and scope date.
+    pub sigv4_keys: SigningKeyCache,
+}
+
+/// SigV4 signing keys already derived, keyed by the secret's address and length (secrets
+/// live in the step's key set as long as the step) and the scope date. Bounded: emptied
+/// when full.
+#[derive(Debug, Default)]
+pub struct SigningKeyCache(
+    std::sync::Mutex<std::collections::HashMap<(usize, usize, [u8; 8]), [u8; 32]>>,
+);
+
+const SIGNING_KEY_CACHE: usize = 4096;
+
+impl SigningKeyCache {
+    /// The signing key of `secret` for `scope`, derived once per day and secret.
+    pub fn get(&self, secret: &[u8], scope: &sigv4::Scope) -> [u8; 32] {
+        let mut date = [0u8; 8];
+        let d = scope.date.as_bytes();
+        if d.len() != date.len() {
+            return sigv4::signing_key(secret, scope);
+        }
+        date.copy_from_slice(d);
+        let id = (secret.as_ptr() as usize, secret.len(), date);
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = map.get(&id) {
+            return *k;
+        }
+        let k = sigv4::signing_key(secret, scope);
+        if map.len() >= SIGNING_KEY_CACHE {
+            map.clear();
+        }
+        map.insert(id, k);
+        k
+    }
 }
 
 /// A failure with an AWS-style code (the problem `type` ends with it).
@@ -490,7 +554,7 @@ fn sigv4_check(
         signature: signature.to_vec(),
     };
     let key = verify_with_key(step, &claim, |secret| {
-        sigv4::signature(&sigv4::signing_key(secret, scope), &sts).to_vec()
+        sigv4::signature(&step.sigv4_keys.get(secret, scope), &sts).to_vec()
     })?;
     Ok(Some((claim, key)))
 }

@@ -39,6 +39,7 @@ fn step(scheme: Scheme, clock: Arc<FixedClock>) -> (RequireHmac, VarRegistry) {
         clock,
         client_id: reg.define("client.id"),
         key_id_var: reg.define("hmac.key_id"),
+        sigv4_keys: Default::default(),
     };
     (step, reg)
 }

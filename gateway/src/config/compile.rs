@@ -903,6 +903,7 @@ fn compile_require_hmac(
         clock: Arc::new(SystemClock),
         client_id: cx.registry.define("client.id"),
         key_id_var: cx.registry.define("hmac.key_id"),
+        sigv4_keys: Default::default(),
     })
 }
 
