@@ -284,15 +284,17 @@ impl Scanner {
             let mut j = d;
             let mut digits = 0usize;
             let (mut space, mut dash) = (false, false);
+            // The hot loop of digit-dense text: a tight walk over each group of digits,
+            // then one look at what ends it.
             let open = loop {
+                let group = buf
+                    .get(j..)
+                    .map_or(0, |rest| rest.iter().take_while(|&&b| is_digit(b)).count());
+                digits += group;
+                j += group;
                 let Some(&b) = buf.get(j) else {
                     break true;
                 };
-                if is_digit(b) {
-                    digits += 1;
-                    j += 1;
-                    continue;
-                }
                 if is_sep(b) {
                     match buf.get(j + 1) {
                         None => break true,
