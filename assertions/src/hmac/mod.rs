@@ -202,9 +202,10 @@ pub struct RequireHmac {
 /// live in the step's key set as long as the step) and the scope date. Bounded: emptied
 /// when full.
 #[derive(Debug, Default)]
-pub struct SigningKeyCache(
-    std::sync::Mutex<std::collections::HashMap<(usize, usize, [u8; 8]), [u8; 32]>>,
-);
+pub struct SigningKeyCache(std::sync::Mutex<std::collections::HashMap<SecretAndDay, [u8; 32]>>);
+
+/// A secret's address and length, and a scope date (`YYYYMMDD`).
+type SecretAndDay = (usize, usize, [u8; 8]);
 
 const SIGNING_KEY_CACHE: usize = 4096;
 

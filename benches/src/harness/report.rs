@@ -225,18 +225,22 @@ impl Report {
         s
     }
 
-    /// Two horizontal bar charts: requests/s and p99 latency of every row.
+    /// Three horizontal bar charts: requests/s, p99 latency and CPU per request of every row.
     #[must_use]
     pub fn svg(&self) -> String {
         let rows = &self.rows;
         let bar_h = 18.0;
         let gap = 6.0;
         let label_w = 300.0;
-        let chart_w = 380.0;
+        let chart_w = 300.0;
         let panel_h = rows.len() as f64 * (bar_h + gap) + 40.0;
-        let width = label_w + 2.0 * (chart_w + 90.0);
+        let width = label_w + 3.0 * (chart_w + 90.0);
         let max_rps = rows.iter().map(|r| r.rps).fold(1.0, f64::max);
         let max_p99 = rows.iter().map(|r| r.p99_us as f64).fold(1.0, f64::max);
+        let max_cpu = rows
+            .iter()
+            .filter_map(Row::cpu_us_per_request)
+            .fold(1.0, f64::max);
         let mut s = String::new();
         let _ = write!(
             s,
@@ -246,13 +250,12 @@ impl Report {
             panel_h + 40.0,
             xml(&self.started)
         );
-        for (panel, (title, max, unit)) in [
+        let panels = [
             ("requests/s", max_rps, ""),
             ("p99 latency", max_p99 / 1000.0, " ms"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+            ("proxy CPU per request", max_cpu, " µs"),
+        ];
+        for (panel, (title, max, unit)) in panels.into_iter().enumerate() {
             let x0 = label_w + panel as f64 * (chart_w + 90.0);
             let _ = writeln!(
                 s,
@@ -260,10 +263,13 @@ impl Report {
             );
             for (i, r) in rows.iter().enumerate() {
                 let y = 55.0 + i as f64 * (bar_h + gap);
-                let value = if panel == 0 {
-                    r.rps
-                } else {
-                    r.p99_us as f64 / 1000.0
+                let value = match panel {
+                    0 => r.rps,
+                    1 => r.p99_us as f64 / 1000.0,
+                    _ => match r.cpu_us_per_request() {
+                        Some(c) => c,
+                        None => continue,
+                    },
                 };
                 let w = (value / max * chart_w).max(1.0);
                 let colour = match r.system.as_str() {
@@ -288,7 +294,11 @@ impl Report {
                     "<rect x=\"{x0:.0}\" y=\"{y:.0}\" width=\"{w:.1}\" height=\"{bar_h:.0}\" fill=\"{colour}\"/>\n<text x=\"{:.1}\" y=\"{:.0}\">{}{unit}</text>",
                     x0 + w + 4.0,
                     y + 13.0,
-                    if panel == 0 { format!("{value:.0}") } else { format!("{value:.2}") }
+                    match panel {
+                        0 => format!("{value:.0}"),
+                        1 => format!("{value:.2}"),
+                        _ => format!("{value:.1}"),
+                    }
                 );
             }
         }
