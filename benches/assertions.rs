@@ -91,6 +91,12 @@ fn assertions(c: &mut Criterion) {
         .collect();
     let allow = AllowIp::new(IpList::new(nets));
     run(c, "allow_ip (10 CIDRs)", &allow, &registry, None);
+    let deny = portcullis_assertions::ip::DenyIp::new(IpList::new(
+        (0..10)
+            .map(|i| format!("192.0.{i}.0/24").parse().expect("cidr"))
+            .collect(),
+    ));
+    run(c, "deny_ip (10 CIDRs)", &deny, &registry, None);
 
     let set = SetHeader::new(
         HeaderName::from_static("x-client"),
@@ -214,6 +220,32 @@ fn sigv4(c: &mut Criterion) {
         });
     }
     group.finish();
+    // Outbound: signing the head that goes upstream (sign_hmac, SigV4, empty body).
+    let signer = portcullis_assertions::hmac::outbound::SignHmac {
+        scheme: portcullis_assertions::hmac::outbound::OutboundScheme::SigV4 {
+            region: "eu-west-1".into(),
+            service: "billing".into(),
+            content_sha256_header: true,
+            normalize_path: true,
+        },
+        access_key: Arc::from("AKIDGATEWAY"),
+        secret: SecretBytes(Arc::from(&b"billing-secret"[..])),
+        clock: Arc::new(FixedClock::at(NOW)),
+    };
+    c.bench_function("sign_hmac aws-sigv4 (upstream head, empty body)", |b| {
+        let ip: IpAddr = "10.20.30.40".parse().expect("ip");
+        let template = request();
+        b.iter_batched_ref(
+            || template.clone(),
+            |parts| {
+                let mut x = Exchange::new(registry.len(), ip, ip);
+                let v = signer.on_upstream_request(parts, Some(&[]), &mut x);
+                assert!(v.is_continue());
+                black_box(v)
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
 }
 
 /// The floors: what the assertions above cannot go below.
