@@ -268,8 +268,13 @@ fn jwt_bearer(gw: &TestGateway, assertion: &str, scope: Option<&str>) -> (u16, s
 /// A token-service gateway whose trusted issuers publish no keys, with its key server,
 /// backend and state folder.
 fn plain_gateway() -> (KeyServer, Backend, tempfile::TempDir, TestGateway) {
+    gateway_with_keys(r#"{"keys":[]}"#)
+}
+
+/// The same, with the cloud issuer publishing `jwks_doc`.
+fn gateway_with_keys(jwks_doc: &str) -> (KeyServer, Backend, tempfile::TempDir, TestGateway) {
     let keys = KeyServer::start();
-    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/jwks", 200, jwks_doc);
     keys.publish("/certs", 200, "{}");
     let backend = Backend::start();
     let dir = tempfile::tempdir().expect("dir");
@@ -431,13 +436,8 @@ fn jwt_bearer_from_an_independent_signer_with_key_rotation_and_policy() {
 
 #[test]
 fn jwt_bearer_attacks_are_refused() {
-    let keys = KeyServer::start();
     let key_a = rsa_key("cloud-rs256-a.key.pem", "key-a");
-    keys.publish("/jwks", 200, &jwks(&[rsa_jwk(&key_a, "key-a")]));
-    keys.publish("/certs", 200, "{}");
-    let backend = Backend::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let gw = start(&keys, &backend, &dir.path().join("state.db"), "");
+    let (_keys, _backend, _dir, gw) = gateway_with_keys(&jwks(&[rsa_jwk(&key_a, "key-a")]));
     let refused = |assertion: &str, why: &str| {
         let (status, body) = jwt_bearer(&gw, assertion, None);
         assert_eq!(status, 400, "{why}: {body}");
@@ -871,13 +871,8 @@ fn refresh_tokens_rotate_and_reuse_kills_the_family() {
 
 #[test]
 fn token_management_admin_api() {
-    let keys = KeyServer::start();
     let key_a = rsa_key("cloud-rs256-a.key.pem", "key-a");
-    keys.publish("/jwks", 200, &jwks(&[rsa_jwk(&key_a, "key-a")]));
-    keys.publish("/certs", 200, "{}");
-    let backend = Backend::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let gw = start(&keys, &backend, &dir.path().join("state.db"), "");
+    let (_keys, _backend, _dir, gw) = gateway_with_keys(&jwks(&[rsa_jwk(&key_a, "key-a")]));
     let (http, url) = admin(&gw);
     let mut tokens = Vec::new();
     for sub in ["role-account-x", "role-account-x", "role-account-y"] {
