@@ -236,11 +236,17 @@ pub(crate) enum Event {
 pub(crate) struct Scanner {
     pub(crate) pos: usize,
     pub(crate) ctx: Ctx,
+    /// Below this position the block pre-filter already said "look": scan normally.
+    filtered_until: usize,
 }
 
 impl Scanner {
     pub(crate) fn new(ctx: Ctx) -> Self {
-        Scanner { pos: 0, ctx }
+        Scanner {
+            pos: 0,
+            ctx,
+            filtered_until: 0,
+        }
     }
 
     /// The next PAN, open run, or the end. With `last`, the end of `buf` is the end of the
@@ -268,6 +274,18 @@ impl Scanner {
             self.ctx = Ctx::Free { alnum: !after };
         }
         loop {
+            // Whole 64-byte blocks that cannot hold the start of a 13-digit run are skipped
+            // without walking their (short) digit groups: the common case of digit-dense
+            // text such as ids, prices and dates.
+            if self.pos >= self.filtered_until {
+                while let Some(block) = buf.get(self.pos..self.pos + 64) {
+                    if block_may_hold_pan(block) {
+                        self.filtered_until = self.pos + 64;
+                        break;
+                    }
+                    self.pos += 64;
+                }
+            }
             let from = self.pos;
             let Some(d) = next_digit(buf, from) else {
                 if let Some(&b) = buf.get(from..).and_then(<[u8]>::last) {
@@ -330,6 +348,85 @@ impl Scanner {
             {
                 return Event::Pan { start: d, end: j };
             }
+        }
+    }
+}
+
+/// False only when no run of [`MIN_DIGITS`] or more connected bytes (digits, and separators
+/// between two digits) starts in `block`, and none reaches its end: then no PAN starts there
+/// and no run crosses out of it, so the scanner may jump past it. Neighbours outside the
+/// block count as digits, so the answer errs towards scanning.
+fn block_may_hold_pan(block: &[u8]) -> bool {
+    let (mut digit, mut sep) = (0u64, 0u64);
+    for (i, word) in block.chunks_exact(8).take(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let (d, s) = classify8(u64::from_le_bytes(w));
+        digit |= d << (8 * i);
+        sep |= s << (8 * i);
+    }
+    // A separator connects when digits stand on both sides (bit i is byte i).
+    let before = (digit << 1) | 1;
+    let after = (digit >> 1) | (1 << 63);
+    let connected = digit | (sep & before & after);
+    // Bit i survives when bytes i..i+MIN_DIGITS are all connected; bits past the block
+    // count as connected.
+    let mut run = connected;
+    for k in 1..MIN_DIGITS {
+        run &= (connected >> k) | !(u64::MAX >> k);
+    }
+    run != 0
+}
+
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// One bit per byte of an 8-byte little-endian word: the byte is zero. Exact per byte
+/// (no carry crosses a byte).
+fn zero_bytes(v: u64) -> u64 {
+    !(((v & LOW7) + LOW7) | v) & HIGH
+}
+
+/// Gathers the high bit of each byte into the low 8 bits, byte 0 first.
+fn gather(high_bits: u64) -> u64 {
+    ((high_bits >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Digit and separator (space, dash) bits of the 8 bytes of `w`, byte 0 in bit 0.
+fn classify8(w: u64) -> (u64, u64) {
+    let x = w ^ 0x3030_3030_3030_3030;
+    // A byte is a digit when x < 10: (x & 0x7f) + 0x76 sets bit 7 from 10 up, x's own bit 7
+    // from 128 up.
+    let digit = !(((x & LOW7) + 0x7676_7676_7676_7676) | x) & HIGH;
+    let sep = zero_bytes(w ^ 0x2020_2020_2020_2020) | zero_bytes(w ^ 0x2d2d_2d2d_2d2d_2d2d);
+    (gather(digit), gather(sep))
+}
+
+#[cfg(test)]
+#[test]
+fn word_classification_matches_byte_by_byte() {
+    for seed in 0u64..20_000 {
+        let w = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (seed << 17);
+        let bytes = w.to_le_bytes();
+        let bytes = if seed % 3 == 0 {
+            [
+                b'0' + (seed % 10) as u8,
+                b' ',
+                b'-',
+                b'9',
+                b'/',
+                b':',
+                b',',
+                0xb9,
+            ]
+        } else {
+            bytes
+        };
+        let w = u64::from_le_bytes(bytes);
+        let (d, s) = classify8(w);
+        for (i, &b) in bytes.iter().enumerate() {
+            assert_eq!((d >> i) & 1 == 1, is_digit(b), "{bytes:?} byte {i}");
+            assert_eq!((s >> i) & 1 == 1, is_sep(b), "{bytes:?} byte {i}");
         }
     }
 }

@@ -559,3 +559,48 @@ proptest! {
         prop_assert_eq!(stream_chunks(&[a, b], MaskStyle::default()), whole);
     }
 }
+
+#[test]
+fn cards_at_every_offset_of_digit_dense_text_are_found() {
+    // Order lines: short digit groups every few bytes, as in the load harness's document,
+    // where whole 64-byte blocks are skipped. A card at any offset, in any grouping, inside
+    // or across those blocks must still be masked, and nothing else touched. Two spaces on
+    // each side keep it from joining a neighbouring digit group into a longer run.
+    let filler = r#"{"id": 100123, "qty": 3, "price": "33.99", "date": "2026-11-23"}, "#.repeat(6);
+    let mut checked = 0;
+    for card in cards().into_iter().filter(|c| c.positive) {
+        for sep in ['\0', ' ', '-'] {
+            let number = if sep == '\0' {
+                card.number.clone()
+            } else {
+                group(&card.number, sep)
+            };
+            for offset in 0..filler.len().min(200) {
+                if !filler.is_char_boundary(offset) {
+                    continue;
+                }
+                let mut doc = filler.clone();
+                doc.insert_str(offset, &format!("  {number}  "));
+                let (out, n) = mask_all(doc.as_bytes(), MaskStyle::default());
+                let expected = doc.replace(&number, &expected_mask(&number, Keep::LastFour));
+                assert_eq!(n, 1, "{number} at {offset} not found");
+                assert_eq!(
+                    String::from_utf8(out).expect("utf8"),
+                    expected,
+                    "{number} at {offset}"
+                );
+                let (streamed, m) = stream_chunks(
+                    &[&doc.as_bytes()[..offset / 2], &doc.as_bytes()[offset / 2..]],
+                    MaskStyle::default(),
+                );
+                assert_eq!(
+                    (streamed, m),
+                    (expected.into_bytes(), 1),
+                    "streamed, {number} at {offset}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
