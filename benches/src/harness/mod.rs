@@ -58,6 +58,9 @@ pub struct Options {
     /// The core wrk and the backend run on.
     #[arg(long, default_value_t = 1)]
     pub load_cpu: u32,
+    /// Measure nothing: write the Markdown and SVG of a saved JSON report again (beside it).
+    #[arg(long, value_name = "REPORT.json")]
+    pub replot: Option<PathBuf>,
 }
 
 /// What one measured run is.
@@ -459,7 +462,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn replot(json: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let report: Report =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    for (ext, content) in [("md", report.markdown()), ("svg", report.svg())] {
+        let path = json.with_extension(ext);
+        std::fs::write(&path, content).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn run(opts: &Options) -> Result<(), String> {
+    if let Some(json) = &opts.replot {
+        return replot(json);
+    }
     let root = root();
     let chosen = selected(opts)?;
     ensure_tools()?;

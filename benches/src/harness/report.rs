@@ -4,12 +4,12 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::wrk::Measured;
 
 /// One measured system + scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub system: String,
     pub scenario: String,
@@ -70,7 +70,7 @@ impl Row {
 }
 
 /// A ratio of two rows, as reported.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub what: String,
     pub against: String,
@@ -103,7 +103,7 @@ fn ratio(a: &Row, b: &Row, target: Option<f64>) -> Ratio {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub started: String,
     pub machine: Vec<(String, String)>,
@@ -201,7 +201,7 @@ impl Report {
                 r.what,
                 r.against,
                 r.rps,
-                opt(r.cpu, 2).to_string() + if r.cpu.is_some() { "×" } else { "" },
+                opt(r.cpu, 3).to_string() + if r.cpu.is_some() { "×" } else { "" },
                 r.p99,
                 r.target
                     .map_or_else(|| "–".to_owned(), |t| format!("≤ {t:.2}×")),
