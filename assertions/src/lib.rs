@@ -72,6 +72,13 @@ pub trait BodyProcessor: Send + Sync {
     /// numbers masked), for metrics.
     fn process(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> usize;
 
+    /// Processes `chunk` where it lies when the processor can (same length out as in):
+    /// returns how many leading bytes to send, the rest being held by the processor, and
+    /// the items changed. `None`: use [`BodyProcessor::process`].
+    fn process_in_place(&mut self, _chunk: &mut [u8], _end: bool) -> Option<(usize, usize)> {
+        None
+    }
+
     /// After the last chunk: a refusal that replaces the whole response (only honoured when
     /// the step declared [`Needs::whole_response`]).
     fn refusal(&self) -> Option<Rejection> {

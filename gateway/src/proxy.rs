@@ -92,6 +92,36 @@ impl RequestCtx {
 
     /// Runs a response body chunk through this response's processors; `None` when nothing
     /// is to be sent yet.
+    /// Like [`RequestCtx::process_chunk`], masking Pingora's own buffer when it is not
+    /// shared and a single processor can work in place (no copy of the chunk).
+    pub fn process_owned_chunk(&mut self, chunk: Option<Bytes>, end: bool) -> Option<Bytes> {
+        let chunk = match chunk {
+            Some(bytes) if !bytes.is_empty() && self.processors.len() == 1 => {
+                match bytes.try_into_mut() {
+                    Ok(mut owned) => {
+                        let done = self
+                            .processors
+                            .first_mut()
+                            .and_then(|p| p.process_in_place(&mut owned, end));
+                        if let Some((emit, changed)) = done {
+                            if changed > 0 {
+                                if let Some(svc) = self.service() {
+                                    svc.metrics.body_items_changed(changed);
+                                }
+                            }
+                            owned.truncate(emit);
+                            return (emit > 0 || end).then(|| owned.freeze());
+                        }
+                        Some(owned.freeze())
+                    }
+                    Err(shared) => Some(shared),
+                }
+            }
+            other => other,
+        };
+        self.process_chunk(chunk.as_deref(), end)
+    }
+
     pub fn process_chunk(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
         let (out, changed) = process_body(&mut self.processors, chunk.unwrap_or_default(), end);
         if changed > 0 {
@@ -608,7 +638,7 @@ impl ProxyHttp for Gateway {
             *body = replaced;
         } else if !ctx.processors.is_empty() {
             let chunk = body.take();
-            *body = ctx.process_chunk(chunk.as_deref(), end_of_stream);
+            *body = ctx.process_owned_chunk(chunk, end_of_stream);
         }
         Ok(None)
     }

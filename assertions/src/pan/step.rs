@@ -285,6 +285,10 @@ impl BodyProcessor for PlainMask {
         }
         self.masker.masked() - before
     }
+
+    fn process_in_place(&mut self, chunk: &mut [u8], end: bool) -> Option<(usize, usize)> {
+        self.masker.push_in_place(chunk, end)
+    }
 }
 
 /// Decompresses a gzip body, masks it, and compresses it again, chunk by chunk.

@@ -74,6 +74,44 @@ impl StreamMasker {
         count
     }
 
+    /// Masks `chunk` where it lies, when nothing is held back from the previous chunk:
+    /// returns how many leading bytes may be sent (the rest, at most an open run, is now
+    /// held) and the PANs masked. `None` when a held tail must come first (then use
+    /// [`StreamMasker::push`]). `last` ends the stream, as [`StreamMasker::finish`] would.
+    pub fn push_in_place(&mut self, chunk: &mut [u8], last: bool) -> Option<(usize, usize)> {
+        if !self.held.is_empty() {
+            return None;
+        }
+        let mut scan = Scanner::new(self.ctx);
+        let mut count = 0;
+        let mut emit = chunk.len();
+        loop {
+            match scan.next(chunk, last) {
+                Event::Pan { start, end } => {
+                    if let Some(run) = chunk.get_mut(start..end) {
+                        mask_run(run, self.style);
+                        count += 1;
+                    }
+                }
+                Event::Hold { from } => {
+                    emit = from;
+                    break;
+                }
+                Event::Done => break,
+            }
+        }
+        self.ctx = if last {
+            Ctx::Free { alnum: false }
+        } else {
+            scan.ctx
+        };
+        if let Some(tail) = chunk.get(emit..) {
+            self.held.extend_from_slice(tail);
+        }
+        self.masked += count;
+        Some((emit, count))
+    }
+
     /// Takes the next chunk; appends to `out` every byte that can no longer become part of a
     /// PAN (masked where needed), holding back only the short tail that might still be the
     /// start of one. Returns PANs masked in this call.

@@ -121,12 +121,49 @@ fn stream_chunks(chunks: &[&[u8]], style: MaskStyle) -> (Vec<u8>, usize) {
     (out, n)
 }
 
+/// The gateway's path: each chunk masked where it lies when nothing is held, else copied.
+fn stream_chunks_in_place(chunks: &[&[u8]], style: MaskStyle) -> (Vec<u8>, usize) {
+    let mut m = StreamMasker::new(style);
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let mut owned = c.to_vec();
+        match m.push_in_place(&mut owned, last) {
+            Some((emit, k)) => {
+                out.extend_from_slice(&owned[..emit]);
+                n += k;
+            }
+            None => {
+                n += m.push(c, &mut out);
+                if last {
+                    n += m.finish(&mut out);
+                }
+            }
+        }
+    }
+    n += m.finish(&mut out);
+    assert_eq!(m.held(), 0);
+    (out, n)
+}
+
+/// Both streaming paths give the whole-buffer result.
+fn stream_both(chunks: &[&[u8]], style: MaskStyle) -> (Vec<u8>, usize) {
+    let copied = stream_chunks(chunks, style);
+    assert_eq!(
+        stream_chunks_in_place(chunks, style),
+        copied,
+        "in place vs copied"
+    );
+    copied
+}
+
 fn assert_stream_splits(doc: &[u8]) {
     let whole = mask_all(doc, MaskStyle::default());
     for i in 0..=doc.len() {
         let (a, b) = doc.split_at(i);
         assert_eq!(
-            stream_chunks(&[a, b], MaskStyle::default()),
+            stream_both(&[a, b], MaskStyle::default()),
             whole,
             "split at {i} of {:?}",
             String::from_utf8_lossy(doc)
@@ -134,7 +171,7 @@ fn assert_stream_splits(doc: &[u8]) {
     }
     // Byte by byte, and a few pseudo-random partitions.
     let bytes: Vec<&[u8]> = doc.chunks(1).collect();
-    assert_eq!(stream_chunks(&bytes, MaskStyle::default()), whole);
+    assert_eq!(stream_both(&bytes, MaskStyle::default()), whole);
     let mut seed = doc.len() as u64 ^ 0x9e37_79b9_7f4a_7c15;
     for _ in 0..8 {
         let mut parts = Vec::new();
@@ -148,7 +185,7 @@ fn assert_stream_splits(doc: &[u8]) {
             parts.push(a);
             rest = b;
         }
-        assert_eq!(stream_chunks(&parts, MaskStyle::default()), whole);
+        assert_eq!(stream_both(&parts, MaskStyle::default()), whole);
     }
 }
 
@@ -218,7 +255,7 @@ fn a_long_mixed_document_streams_like_whole_buffer() {
     for size in [1, 2, 3, 5, 7, 13, 16, 19, 38, 39, 40, 64, 1000] {
         let chunks: Vec<&[u8]> = doc.as_bytes().chunks(size).collect();
         assert_eq!(
-            stream_chunks(&chunks, MaskStyle::default()),
+            stream_both(&chunks, MaskStyle::default()),
             whole,
             "chunks of {size}"
         );
@@ -546,7 +583,7 @@ proptest! {
             prev = a;
         }
         chunks.push(&doc[prev..]);
-        prop_assert_eq!(stream_chunks(&chunks, MaskStyle::default()), whole);
+        prop_assert_eq!(stream_both(&chunks, MaskStyle::default()), whole);
     }
 
     #[test]
@@ -556,7 +593,7 @@ proptest! {
     ) {
         let whole = mask_all(&bytes, MaskStyle::default());
         let (a, b) = bytes.split_at(cut.index(bytes.len() + 1));
-        prop_assert_eq!(stream_chunks(&[a, b], MaskStyle::default()), whole);
+        prop_assert_eq!(stream_both(&[a, b], MaskStyle::default()), whole);
     }
 }
 
@@ -589,7 +626,7 @@ fn cards_at_every_offset_of_digit_dense_text_are_found() {
                     expected,
                     "{number} at {offset}"
                 );
-                let (streamed, m) = stream_chunks(
+                let (streamed, m) = stream_both(
                     &[&doc.as_bytes()[..offset / 2], &doc.as_bytes()[offset / 2..]],
                     MaskStyle::default(),
                 );
@@ -603,4 +640,24 @@ fn cards_at_every_offset_of_digit_dense_text_are_found() {
         }
     }
     assert!(checked > 10_000, "{checked}");
+}
+
+#[test]
+fn a_card_glued_to_a_word_stays_unmasked_across_every_split() {
+    for doc in [
+        &b"order ORD4111111111111111 shipped"[..],
+        b"x 4111111111111111Z y",
+        b"ref4111111111111111",
+    ] {
+        let whole = mask_all(doc, MaskStyle::default());
+        assert_eq!(whole.1, 0, "{:?}", String::from_utf8_lossy(doc));
+        for i in 0..=doc.len() {
+            let (a, b) = doc.split_at(i);
+            assert_eq!(
+                stream_both(&[a, b], MaskStyle::default()),
+                whole,
+                "split at {i}"
+            );
+        }
+    }
 }
