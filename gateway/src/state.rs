@@ -29,12 +29,7 @@ pub struct GatewayState {
 impl Drop for GatewayState {
     /// Last chance for usage counted since the last flush (in-process servers, tests).
     fn drop(&mut self) {
-        let batch = self.carry.live.drain();
-        if !batch.is_empty() {
-            if let Err(e) = self.current().store.record_usage(&batch) {
-                log::error!("usage statistics lost at shutdown: {e}");
-            }
-        }
+        self.flush_usage();
     }
 }
 
@@ -67,7 +62,7 @@ impl GatewayState {
 
     /// Writes pending token usage to the store (at shutdown, and by the upkeep task).
     pub fn flush_usage(&self) -> usize {
-        crate::oauth::background::flush_usage(self, std::time::Duration::from_secs(1))
+        crate::oauth::background::flush_usage(self)
     }
 
     /// The policy in force now.

@@ -18,8 +18,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
 /// Writes pending usage now; flags and (when the policy says so) revokes tokens past the
-/// usage thresholds. Returns how many tokens' usage was written.
-pub fn flush_usage(state: &GatewayState, interval: Duration) -> usize {
+/// usage thresholds. Returns how many tokens' usage was written. A batch covers at most one
+/// flush interval, so rates are judged over it (an early flush can only under-count).
+pub fn flush_usage(state: &GatewayState) -> usize {
     let rt = state.current();
     let live = &state.carry().live;
     let batch = live.drain();
@@ -39,7 +40,7 @@ pub fn flush_usage(state: &GatewayState, interval: Duration) -> usize {
     if policy.max_distinct_ips.is_none() && policy.max_per_minute.is_none() {
         return n;
     }
-    let minutes = interval.as_secs_f64().max(1.0) / 60.0;
+    let minutes = policy.flush_interval.as_secs_f64().max(1.0) / 60.0;
     for d in &batch {
         let rate = (d.count as f64 / minutes).round() as u64;
         let mut reason = policy
@@ -100,12 +101,12 @@ impl BackgroundService for TokenUpkeep {
                 () = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => {
                     let state = self.state.clone();
-                    let _ = tokio::task::spawn_blocking(move || flush_usage(&state, interval)).await;
+                    let _ = tokio::task::spawn_blocking(move || flush_usage(&state)).await;
                     return;
                 }
             }
             let state = self.state.clone();
-            let _ = tokio::task::spawn_blocking(move || flush_usage(&state, interval)).await;
+            let _ = tokio::task::spawn_blocking(move || flush_usage(&state)).await;
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = std::time::Instant::now();
                 let store = self.state.current().store.clone();
