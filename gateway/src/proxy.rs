@@ -90,8 +90,6 @@ impl RequestCtx {
         self.service
     }
 
-    /// Runs a response body chunk through this response's processors; `None` when nothing
-    /// is to be sent yet.
     /// Like [`RequestCtx::process_chunk`], masking Pingora's own buffer when it is not
     /// shared and a single processor can work in place (no copy of the chunk).
     pub fn process_owned_chunk(&mut self, chunk: Option<Bytes>, end: bool) -> Option<Bytes> {
@@ -104,11 +102,7 @@ impl RequestCtx {
                             .first_mut()
                             .and_then(|p| p.process_in_place(&mut owned, end));
                         if let Some((emit, changed)) = done {
-                            if changed > 0 {
-                                if let Some(svc) = self.service() {
-                                    svc.metrics.body_items_changed(changed);
-                                }
-                            }
+                            self.count_changed(changed);
                             owned.truncate(emit);
                             return (emit > 0 || end).then(|| owned.freeze());
                         }
@@ -122,14 +116,21 @@ impl RequestCtx {
         self.process_chunk(chunk.as_deref(), end)
     }
 
+    /// Runs a response body chunk through this response's processors; `None` when nothing
+    /// is to be sent yet.
     pub fn process_chunk(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
         let (out, changed) = process_body(&mut self.processors, chunk.unwrap_or_default(), end);
+        self.count_changed(changed);
+        (!out.is_empty() || end).then(|| Bytes::from(out))
+    }
+
+    /// Counts items (card numbers) a body processor changed, for the service's metric.
+    fn count_changed(&self, changed: usize) {
         if changed > 0 {
             if let Some(svc) = self.service() {
                 svc.metrics.body_items_changed(changed);
             }
         }
-        (!out.is_empty() || end).then(|| Bytes::from(out))
     }
 
     /// A refusal a body processor reached after seeing the whole body.
