@@ -230,19 +230,17 @@ pub(crate) fn compile(
     let settings = compile_settings(&main.spec, &mut cx);
     compile_key_sets(main, includes, &mut cx);
     cx.file = main.file.clone();
-    // Only a policy that keeps state opens a store (a file is not created for nothing).
-    let store = if main.spec.token_service.present().is_some() || main.spec.state.is_some() {
-        oauth::open_state(&main.spec, &mut cx)
-    } else {
-        Some(Arc::new(crate::store::memory::MemoryStore::default()) as Arc<dyn crate::store::Store>)
-    };
+    // Only a policy that keeps state opens a store (a file is not created for nothing). A
+    // store that cannot be opened has been reported; a memory stand-in lets every other
+    // mistake show.
+    let opened = (main.spec.token_service.present().is_some() || main.spec.state.is_some())
+        .then(|| oauth::open_state(&main.spec, &mut cx))
+        .flatten();
+    let store: Arc<dyn crate::store::Store> =
+        opened.unwrap_or_else(|| Arc::new(crate::store::memory::MemoryStore::default()));
     if let Some(ts) = main.spec.token_service.present() {
         cx.token_service_declared = true;
-        // Without a usable store (already reported) a stand-in lets every other mistake show.
-        let store = store.clone().unwrap_or_else(|| {
-            Arc::new(crate::store::memory::MemoryStore::default()) as Arc<dyn crate::store::Store>
-        });
-        cx.token_service = oauth::compile_token_service(ts, store, &mut cx);
+        cx.token_service = oauth::compile_token_service(ts, store.clone(), &mut cx);
     }
     let admin_token = main
         .spec
@@ -320,7 +318,6 @@ pub(crate) fn compile(
     }
 
     let effective = effective_config(main, includes, generation);
-    let store = store.unwrap_or_else(|| Arc::new(crate::store::memory::MemoryStore::default()));
     Some(Runtime {
         token_service: cx.token_service.clone(),
         key_sets: std::mem::take(&mut cx.key_set_list),

@@ -285,13 +285,11 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
         Endpoint::Token => token(ts, &form, &creds).await,
         Endpoint::Introspect => introspect(ts, &form, &creds).await,
         Endpoint::Revoke => revoke(ts, &form, &creds).await,
-        Endpoint::Jwks | Endpoint::Metadata => unreachable_answer(),
+        Endpoint::Jwks | Endpoint::Metadata => {
+            Err(OAuthError::new("server_error", "no such endpoint"))
+        }
     };
     Ok(result.unwrap_or_else(|e| Answer::error(&e, basic)))
-}
-
-fn unreachable_answer() -> Result<Answer, OAuthError> {
-    Err(OAuthError::new("server_error", "no such endpoint"))
 }
 
 fn authenticated<'t>(
