@@ -69,6 +69,12 @@ pub trait TokenResolver: Send + Sync + fmt::Debug {
     fn prefetch(&self, _token: &str) -> Option<Prefetch> {
         None
     }
+
+    /// True when [`TokenResolver::prefetch`] may ever have work, so a step whose resolver
+    /// answers from memory alone does not look for the token twice per request.
+    fn prefetches(&self) -> bool {
+        false
+    }
 }
 
 /// Whether every required scope must be present, or one is enough.
@@ -255,6 +261,9 @@ impl Assertion for RequireBearer {
     }
 
     fn prefetch(&self, req: &dyn RequestView) -> Option<Prefetch> {
+        if !self.resolver.prefetches() {
+            return None;
+        }
         match self.find(req) {
             Found::Token(t) => self.resolver.prefetch(t),
             _ => None,

@@ -167,6 +167,10 @@ impl TokenResolver for IntrospectionResolver {
         ))
     }
 
+    fn prefetches(&self) -> bool {
+        true
+    }
+
     fn prefetch(&self, token: &str) -> Option<Prefetch> {
         let key = digest(token);
         if self.known(&key, now_secs()) {

@@ -192,6 +192,10 @@ impl TokenResolver for RemoteJwtResolver {
         Ok(valid)
     }
 
+    fn prefetches(&self) -> bool {
+        true
+    }
+
     fn prefetch(&self, token: &str) -> Option<Prefetch> {
         let kid = jsonwebtoken::decode_header(token).ok()?.kid;
         if self.keys.lookup(kid.as_deref()).is_ok() {
