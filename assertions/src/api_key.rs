@@ -78,12 +78,12 @@ impl RequireApiKey {
         }
     }
 
+    /// Names are compared after form decoding: `ap%69_key` is `api_key` to the upstream.
     fn key_in_query(&self, query: &str) -> bool {
-        query.split('&').any(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
+        crate::query::decoded_names(query).any(|name| {
             self.query_params
                 .iter()
-                .any(|p| p.eq_ignore_ascii_case(name))
+                .any(|p| p.eq_ignore_ascii_case(&name))
         })
     }
 }
@@ -232,6 +232,15 @@ mod tests {
         assert_eq!(r.code, "api-key-in-query");
         assert!(r.detail.contains("X-Api-Key header"), "{}", r.detail);
         assert!(!r.detail.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_key_under_an_encoded_parameter_name_is_refused() {
+        let mut reg = VarRegistry::new();
+        let a = assertion(&mut reg, None);
+        for query in ["/w?ap%69_key=k", "/w?API%5Fkey=k", "/w?x=1&x%2dapi%2Dkey=k"] {
+            assert_eq!(code(&run(&a, query, &[]).0), "api-key-in-query", "{query}");
+        }
     }
 
     #[test]

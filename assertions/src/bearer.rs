@@ -170,10 +170,10 @@ impl RequireBearer {
                 "more than one Authorization header",
             ));
         }
-        let in_query = req.query().is_some_and(|q| {
-            q.split('&')
-                .any(|p| p.split('=').next() == Some("access_token"))
-        });
+        // By decoded name: `access%5Ftoken` is `access_token` to the upstream.
+        let in_query = req
+            .query()
+            .is_some_and(|q| crate::query::decoded_names(q).any(|n| n == "access_token"));
         if in_query && !self.allow_query {
             return Found::Refused(self.refuse(
                 StatusCode::BAD_REQUEST,
@@ -235,9 +235,10 @@ fn is_b64token(t: &[u8]) -> bool {
 
 /// The `access_token` query parameter, when it is a well-formed token.
 fn query_token(query: &str) -> Option<&str> {
-    let value = query
-        .split('&')
-        .find_map(|p| p.strip_prefix("access_token="))?;
+    let value = query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (crate::query::decode_component(name) == "access_token").then_some(value)
+    })?;
     (!value.is_empty() && value.len() <= MAX_TOKEN_BYTES && is_b64token(value.as_bytes()))
         .then_some(value)
 }

@@ -15,6 +15,7 @@ pub mod hmac;
 pub mod ip;
 pub mod json_body;
 pub mod pan;
+pub mod query;
 pub mod template;
 pub mod verdict;
 

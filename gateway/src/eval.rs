@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context as _};
 use portcullis_assertions::ip::client_ip;
 use portcullis_assertions::{Exchange, TraceStep, Verdict};
 
-use crate::proxy::{ambiguous_path, path_is_ambiguous};
+use crate::proxy::route_request;
 use crate::runtime::Runtime;
 
 /// Largest request file read.
@@ -77,26 +77,20 @@ pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, boo
         path,
         host.as_deref().unwrap_or("-")
     );
-    if path_is_ambiguous(&path) {
-        let r = ambiguous_path();
-        let _ = writeln!(
-            out,
-            "verdict: DENY {} {}: {}",
-            r.status.as_u16(),
-            r.code,
-            r.detail
-        );
-        return (out, false);
-    }
-    let Some(svc) = rt
-        .router
-        .route(host.as_deref(), &path)
-        .and_then(|i| rt.services.get(i))
-    else {
-        let _ = writeln!(
-            out,
-            "verdict: DENY 404 no-route: no service matches this host and path"
-        );
+    let decision = route_request(rt, host.as_deref(), &path);
+    let Some((svc, decision)) = (match decision {
+        Ok(d) => rt.services.get(d.service).map(|svc| (svc, d)),
+        Err(r) => {
+            let _ = writeln!(
+                out,
+                "verdict: DENY {} {}: {}",
+                r.status.as_u16(),
+                r.code,
+                r.detail
+            );
+            return (out, false);
+        }
+    }) else {
         return (out, false);
     };
     let _ = writeln!(
@@ -104,6 +98,9 @@ pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, boo
         "service: {} (route {}, upstream {})",
         svc.name, svc.route, svc.upstream.url
     );
+    if let Some(forwarded) = &decision.forwarded {
+        let _ = writeln!(out, "forwarded path: {forwarded} (canonical form)");
+    }
     if req.body.len() as u64 > svc.max_request_body {
         let _ = writeln!(
             out,

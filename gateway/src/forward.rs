@@ -117,7 +117,13 @@ pub async fn forward_buffered(
 
     let mut req = session.req_header().clone();
     let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
-    prepare_upstream_request(&svc.upstream, &svc.route, &mut req, &ctx.x, trusted)?;
+    prepare_upstream_request(
+        svc,
+        ctx.forwarded_path.as_deref(),
+        &mut req,
+        &ctx.x,
+        trusted,
+    )?;
     let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(&body), &mut ctx.x);
     upstream_verdict(verdict, ctx)?;
     req.remove_header(&TRANSFER_ENCODING);

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod forward;
 pub mod metrics;
 pub mod oauth;
+pub mod path;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -134,6 +134,9 @@ fn main() -> ExitCode {
         Command::Demo { config, echo } => run(&config, Some(echo)),
         Command::Check { config } => match config::load(&config, &config::Carry::dry_run(), 1) {
             Ok(rt) => {
+                for warning in &rt.warnings {
+                    eprintln!("{warning} [warning]");
+                }
                 println!(
                     "{}: ok ({} service(s))",
                     config.display(),

@@ -71,6 +71,8 @@ pub struct RequestCtx {
     processors: Vec<Box<dyn BodyProcessor>>,
     /// When the request body was rewritten: how much of the replay has been swapped so far.
     replay_rewritten: Option<usize>,
+    /// The canonical path to forward, when it differs from the one the client sent.
+    pub forwarded_path: Option<String>,
 }
 
 impl RequestCtx {
@@ -224,38 +226,53 @@ pub async fn respond(session: &mut Session, r: &Rejection) -> Result<()> {
     Ok(())
 }
 
-/// Refuses paths whose meaning an upstream could read differently from our prefix match:
-/// dot segments (`/public/../admin`), percent-encoded dots, slashes and backslashes (an
-/// upstream that decodes before normalising would see other segments), and NUL bytes.
+/// The refusal for a path an upstream could read differently from the router.
 #[must_use]
-pub fn path_is_ambiguous(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let encoded_hazard = bytes.iter().enumerate().any(|(i, &b)| {
-        b == b'%'
-            && matches!(
-                (
-                    bytes.get(i + 1).map(u8::to_ascii_lowercase),
-                    bytes.get(i + 2).map(u8::to_ascii_lowercase)
-                ),
-                (Some(b'2'), Some(b'e' | b'f'))
-                    | (Some(b'5'), Some(b'c'))
-                    | (Some(b'0'), Some(b'0'))
-            )
-    });
-    if encoded_hazard || bytes.contains(&b'\\') {
-        return true;
-    }
-    path.split('/').any(|seg| seg == "." || seg == "..")
+pub fn ambiguous_path(detail: impl Into<std::borrow::Cow<'static, str>>) -> Rejection {
+    Rejection::new(StatusCode::BAD_REQUEST, "ambiguous-path", detail)
 }
 
-/// The refusal for an ambiguous path.
-#[must_use]
-pub fn ambiguous_path() -> Rejection {
-    Rejection::new(
-        StatusCode::BAD_REQUEST,
-        "ambiguous-path",
-        "the request path contains dot segments, or encoded dots, slashes, backslashes or NULs",
-    )
+/// Where a request goes: the service, and the path to forward when it is not the raw one.
+pub struct RouteDecision {
+    pub service: usize,
+    /// The canonical path, when it differs from the raw path.
+    pub forwarded: Option<String>,
+}
+
+/// Routes a request on its canonical path ([`crate::path`]): the service the routing key
+/// selects, provided the path holds no form that service's upstream could read otherwise.
+///
+/// # Errors
+/// `400 ambiguous-path` or `404 no-route`.
+pub fn route_request(
+    rt: &Runtime,
+    host: Option<&str>,
+    raw_path: &str,
+) -> std::result::Result<RouteDecision, Rejection> {
+    let canonical =
+        crate::path::canonicalize(raw_path).map_err(|why| ambiguous_path(why.detail()))?;
+    let Some(service) = rt.router.route(host, &canonical.routing) else {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no service matches this host and path",
+        ));
+    };
+    let allowed = rt
+        .services
+        .get(service)
+        .map_or_else(crate::path::PathForms::default, |s| s.path_forms);
+    if canonical.forms.exceeds(allowed) {
+        return Err(ambiguous_path(format!(
+            "the request path holds {}, which upstreams read differently; this service does not accept them",
+            canonical.forms.describe()
+        )));
+    }
+    let forwarded = match canonical.forwarded {
+        std::borrow::Cow::Owned(path) => Some(path),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    Ok(RouteDecision { service, forwarded })
 }
 
 /// Answers a refusal; closes the connection when the request body was not read, since
@@ -288,13 +305,13 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.uri.host())
 }
 
-/// The path and query to send upstream.
+/// The path and query to send upstream: the canonical `path` with the route's segments
+/// taken off under `strip_prefix`, behind the upstream's base path.
 #[must_use]
-pub fn upstream_path(up: &Upstream, route: &str, uri: &Uri) -> String {
-    let path = uri.path();
-    let rest = if up.strip_prefix && route != "/" {
-        path.strip_prefix(route.trim_end_matches('/'))
-            .unwrap_or(path)
+pub fn upstream_path(svc: &Service, path: &str, query: Option<&str>) -> String {
+    let up = &svc.upstream;
+    let rest = if up.strip_prefix {
+        crate::path::strip_segments(path, svc.route_segments)
     } else {
         path
     };
@@ -304,7 +321,7 @@ pub fn upstream_path(up: &Upstream, route: &str, uri: &Uri) -> String {
         out.push('/');
     }
     out.push_str(rest);
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         out.push('?');
         out.push_str(q);
     }
@@ -324,17 +341,20 @@ pub fn peer_for(up: &Upstream) -> HttpPeer {
     peer
 }
 
-/// Rewrites the head that goes upstream: path, `Host`, `X-Forwarded-*`.
+/// Rewrites the head that goes upstream: path (the canonical one the router matched, so
+/// the upstream reads what was routed), `Host`, `X-Forwarded-*`.
 pub fn prepare_upstream_request(
-    up: &Upstream,
-    route: &str,
+    svc: &Service,
+    forwarded_path: Option<&str>,
     req: &mut RequestHeader,
     x: &Exchange,
     trusted_peer: bool,
 ) -> Result<()> {
+    let up = &svc.upstream;
     let original_host = req.headers.get(HOST).cloned();
-    if up.strip_prefix || !up.base_path.is_empty() {
-        let target = upstream_path(up, route, &req.uri);
+    if up.strip_prefix || !up.base_path.is_empty() || forwarded_path.is_some() {
+        let path = forwarded_path.unwrap_or_else(|| req.uri.path());
+        let target = upstream_path(svc, path, req.uri.query());
         req.set_uri(
             target
                 .parse::<Uri>()
@@ -438,6 +458,7 @@ impl ProxyHttp for Gateway {
             body: None,
             processors: Vec::new(),
             replay_rewritten: None,
+            forwarded_path: None,
         }
     }
 
@@ -459,11 +480,11 @@ impl ProxyHttp for Gateway {
         ctx.x = Exchange::new(rt.registry.len(), client, peer);
 
         let req = session.req_header();
-        if path_is_ambiguous(req.uri.path()) {
-            return refuse(session, ctx, &ambiguous_path(), false).await;
-        }
         if let Some(ts) = rt.token_service.as_ref() {
-            if let Some(ep) = Endpoint::for_path(req.uri.path()) {
+            let endpoint = crate::path::canonicalize(req.uri.path())
+                .ok()
+                .and_then(|c| Endpoint::for_path(&c.routing));
+            if let Some(ep) = endpoint {
                 // The token service's own endpoints, ahead of every service route.
                 let answer = oauth::endpoint::serve(ts, session, ep).await?;
                 self.state
@@ -475,13 +496,12 @@ impl ProxyHttp for Gateway {
             }
         }
         let req = session.req_header();
-        let Some(index) = rt.router.route(request_host(req), req.uri.path()) else {
-            let r = Rejection::new(
-                StatusCode::NOT_FOUND,
-                "no-route",
-                "no service matches this host and path",
-            );
-            return refuse(session, ctx, &r, false).await;
+        let index = match route_request(&rt, request_host(req), req.uri.path()) {
+            Ok(decision) => {
+                ctx.forwarded_path = decision.forwarded;
+                decision.service
+            }
+            Err(r) => return refuse(session, ctx, &r, false).await,
         };
         ctx.service = Some(index);
         let Some(svc) = rt.services.get(index) else {
@@ -575,7 +595,13 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
-        prepare_upstream_request(&svc.upstream, &svc.route, upstream_request, &ctx.x, trusted)?;
+        prepare_upstream_request(
+            svc,
+            ctx.forwarded_path.as_deref(),
+            upstream_request,
+            &ctx.x,
+            trusted,
+        )?;
         let body = ctx.body.clone();
         let verdict = svc.run_upstream(
             &mut PingoraRequest(upstream_request),
@@ -774,29 +800,4 @@ pub fn log_request(
         reason: ctx.reason,
         generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ambiguous_paths_are_spotted() {
-        for p in [
-            "/a/../b",
-            "/a/./b",
-            "/..",
-            "/a/%2e%2e/b",
-            "/a/%2E/b",
-            "/a%00",
-            "/a\\b",
-            "/a/%5c",
-            "/a/..%2Fb",
-        ] {
-            assert!(path_is_ambiguous(p), "{p}");
-        }
-        for p in ["/", "/a/b", "/a/..b/c", "/a/b.c", "/v1.2/x"] {
-            assert!(!path_is_ambiguous(p), "{p}");
-        }
-    }
 }

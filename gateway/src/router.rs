@@ -1,13 +1,19 @@
 //! Service selection: host first (exact, then `*.suffix` wildcard, then any host), then the
 //! longest path prefix on segment boundaries within that host group. A host group with no
 //! matching prefix falls through to the less specific groups.
+//!
+//! Paths are matched in their routing form ([`crate::path::CanonicalPath::routing`]), so an
+//! escape, a `;` parameter or a doubled slash cannot carry a request past a prefix.
 
 use std::collections::HashMap;
+
+use crate::path::{prefix_matches, PathCase};
 
 /// One `match:` entry.
 #[derive(Debug, Clone)]
 struct Route {
     prefix: String,
+    case: PathCase,
     service: usize,
 }
 
@@ -17,18 +23,6 @@ pub struct Router {
     /// `(".example.com", routes)` for `*.example.com`.
     wildcard: Vec<(String, Vec<Route>)>,
     any_host: Vec<Route>,
-}
-
-/// True when `path` is inside `prefix` on a segment boundary.
-#[must_use]
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
-        None => false,
-    }
 }
 
 /// Lower-cases a host and drops a port.
@@ -47,9 +41,10 @@ pub fn normalize_host(host: &str) -> String {
 
 impl Router {
     /// Adds a service; `host` is `None` for any host.
-    pub fn add(&mut self, host: Option<&str>, prefix: &str, service: usize) {
+    pub fn add(&mut self, host: Option<&str>, prefix: &str, case: PathCase, service: usize) {
         let route = Route {
             prefix: prefix.to_owned(),
+            case,
             service,
         };
         let list = match host.map(normalize_host) {
@@ -73,13 +68,13 @@ impl Router {
         self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
     }
 
-    /// The service for this host and path, if any.
+    /// The service for this host and path (in its routing form), if any.
     #[must_use]
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let find = |routes: &[Route]| {
             routes
                 .iter()
-                .find(|r| prefix_matches(&r.prefix, path))
+                .find(|r| prefix_matches(&r.prefix, path, r.case))
                 .map(|r| r.service)
         };
         // Without host-specific routes there is nothing to normalise the host for.
@@ -107,11 +102,12 @@ mod tests {
     #[test]
     fn host_then_longest_prefix() {
         let mut r = Router::default();
-        r.add(None, "/", 0);
-        r.add(None, "/widgets", 1);
-        r.add(None, "/widgets/admin", 2);
-        r.add(Some("API.example.com"), "/widgets", 3);
-        r.add(Some("*.example.com"), "/", 4);
+        let sensitive = PathCase::Sensitive;
+        r.add(None, "/", sensitive, 0);
+        r.add(None, "/widgets", sensitive, 1);
+        r.add(None, "/widgets/admin", sensitive, 2);
+        r.add(Some("API.example.com"), "/widgets", sensitive, 3);
+        r.add(Some("*.example.com"), "/", sensitive, 4);
         assert_eq!(r.route(Some("other"), "/widgets/7"), Some(1));
         assert_eq!(r.route(Some("other"), "/widgets/admin/x"), Some(2));
         assert_eq!(r.route(Some("other"), "/widgetsx"), Some(0));
@@ -126,9 +122,21 @@ mod tests {
     #[test]
     fn no_route_without_a_catch_all() {
         let mut r = Router::default();
-        r.add(Some("a.test"), "/v1", 0);
+        r.add(Some("a.test"), "/v1", PathCase::Sensitive, 0);
         assert_eq!(r.route(Some("a.test"), "/v2"), None);
         assert_eq!(r.route(Some("b.test"), "/v1"), None);
+    }
+
+    #[test]
+    fn case_insensitive_routes_match_any_case() {
+        let mut r = Router::default();
+        r.add(None, "/", PathCase::Sensitive, 0);
+        r.add(None, "/Private", PathCase::Insensitive, 1);
+        r.add(None, "/public", PathCase::Sensitive, 2);
+        assert_eq!(r.route(None, "/PRIVATE/x"), Some(1));
+        assert_eq!(r.route(None, "/private"), Some(1));
+        assert_eq!(r.route(None, "/privatex"), Some(0));
+        assert_eq!(r.route(None, "/PUBLIC"), Some(0));
     }
 
     #[test]

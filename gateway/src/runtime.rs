@@ -83,8 +83,14 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Service {
     pub name: Arc<str>,
-    /// The matched path prefix, for logs.
+    /// The matched path prefix (canonical form), for logs and `strip_prefix`.
     pub route: Arc<str>,
+    /// How many segments `route` spans (what `strip_prefix` removes).
+    pub route_segments: usize,
+    /// Whether `route` matches without regard to letter case.
+    pub path_case: crate::path::PathCase,
+    /// Stack-dependent path forms this service accepts (others are refused).
+    pub path_forms: crate::path::PathForms,
     pub upstream: Upstream,
     pub request: Vec<Box<dyn Assertion>>,
     pub response: Vec<Box<dyn Assertion>>,
@@ -173,4 +179,6 @@ pub struct Runtime {
     pub store: Arc<dyn crate::store::Store>,
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
+    /// What `check` reports without refusing the policy.
+    pub warnings: Vec<crate::config::Diagnostic>,
 }

@@ -42,6 +42,9 @@ impl GatewayState {
         let carry = Carry::default();
         let metrics = carry.metrics.clone();
         let runtime = config::load(path, &carry, 1)?;
+        for warning in &runtime.warnings {
+            log::warn!("{warning}");
+        }
         let log = AccessLog::start(&runtime.settings.access_log, metrics.clone())?;
         Ok(Arc::new(GatewayState {
             config_path: path.to_path_buf(),
@@ -84,7 +87,8 @@ impl GatewayState {
         let old = self.current();
         match config::load(&self.config_path, &self.carry, old.generation + 1) {
             Ok(new) => {
-                let mut warnings = Vec::new();
+                let mut warnings: Vec<String> =
+                    new.warnings.iter().map(ToString::to_string).collect();
                 if new.settings != self.started {
                     warnings.push(
                         "listen, admin.listen, workers and access_log take effect only after a restart".to_owned(),

@@ -775,3 +775,50 @@ services:
         "check creates no state file"
     );
 }
+
+#[test]
+fn check_refuses_ambiguous_prefixes_and_warns_about_case_only_differences() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = write(
+        dir.path(),
+        "paths.yaml",
+        "listen: 127.0.0.1:8080\nservices:\n  - name: a\n    match: {path: \"/a;x\"}\n    upstream: http://127.0.0.1:9000\n  - name: b\n    match: {path: /b/../c}\n    upstream: http://127.0.0.1:9000\n  - name: c\n    match: {path: /Legacy, path_case: insensitive}\n    upstream: http://127.0.0.1:9000\n  - name: d\n    match: {path: /legacy}\n    upstream: http://127.0.0.1:9000\n",
+    );
+    let out = run(&["check", "-c", bad.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = bad.display();
+    assert!(
+        stderr.contains(&format!(
+            "{f}:4:19: path prefix \"/a;x\" holds ';' path parameters"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{f}:7:19: path prefix \"/b/../c\" is refused")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{f}:12:11: service \"d\" matches the same host and path as \"c\""
+        )),
+        "{stderr}"
+    );
+
+    let warned = write(
+        dir.path(),
+        "case.yaml",
+        "listen: 127.0.0.1:8080\nservices:\n  - name: upper\n    match: {path: /Private}\n    upstream: http://127.0.0.1:9000\n  - name: lower\n    match: {path: /private}\n    upstream: http://127.0.0.1:9000\n",
+    );
+    let out = run(&["check", "-c", warned.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:11: service \"lower\" has a path prefix that differs only by letter case",
+            warned.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[warning]"), "{stderr}");
+}

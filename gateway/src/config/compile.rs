@@ -260,8 +260,11 @@ pub(crate) fn compile(
     let mut router = Router::default();
     let mut compiled = Vec::new();
     let mut names: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    let mut warnings = Vec::new();
+    // Host and lower-cased canonical prefix: routes that collide here are the same route,
+    // or differ only by letter case.
     type RouteKey = (Option<String>, String);
-    let mut routes: HashMap<RouteKey, (String, Arc<Path>, Location)> = HashMap::new();
+    let mut routes: HashMap<RouteKey, SeenRoute> = HashMap::new();
     for (i, (file, svc)) in services.iter().enumerate() {
         cx.file = file.clone();
         let path = format!("services[{i}]");
@@ -279,30 +282,53 @@ pub(crate) fn compile(
             (file.clone(), svc.value.name.loc),
         );
         let matcher = svc.value.matcher.get();
+        let prefix = matcher
+            .and_then(|m| m.path.as_ref())
+            .and_then(|p| crate::path::canonicalize(&p.value).ok())
+            .map_or_else(|| "/".to_owned(), |c| c.forwarded.into_owned());
+        let insensitive = matcher
+            .and_then(|m| m.path_case.as_ref())
+            .is_some_and(|c| c.value == super::spec::PathCaseSpec::Insensitive);
         let route_key = (
             matcher
                 .and_then(|m| m.host.as_ref())
                 .map(|h| crate::router::normalize_host(&h.value)),
-            matcher
-                .and_then(|m| m.path.as_ref())
-                .map_or_else(|| "/".to_owned(), |p| p.value.clone()),
+            prefix.to_ascii_lowercase(),
         );
-        if let Some((other, first_file, first)) = routes.get(&route_key) {
-            let msg = format!(
-                "service \"{}\" matches the same host and path as \"{other}\" (at {}:{}), so it would never be used",
-                svc.value.name.value,
-                first_file.display(),
-                first
+        if let Some(seen) = routes.get(&route_key) {
+            let other = format!(
+                "\"{}\" (at {}:{})",
+                seen.service,
+                seen.file.display(),
+                seen.loc
             );
-            cx.err(svc.value.name.loc, &format!("{path}.match"), msg);
+            if seen.prefix == prefix || seen.insensitive || insensitive {
+                let msg = format!(
+                    "service \"{}\" matches the same host and path as {other}, so one of them would never be used",
+                    svc.value.name.value
+                );
+                cx.err(svc.value.name.loc, &format!("{path}.match"), msg);
+            } else {
+                warnings.push(Diagnostic {
+                    file: file.clone(),
+                    loc: Some(svc.value.name.loc),
+                    path: format!("{path}.match"),
+                    message: format!(
+                        "service \"{}\" has a path prefix that differs only by letter case from {other}: behind a case-insensitive upstream both reach the same resources (set path_case: insensitive on the one that must win)",
+                        svc.value.name.value
+                    ),
+                });
+            }
         } else {
             routes.insert(
                 route_key,
-                (
-                    svc.value.name.value.clone(),
-                    file.clone(),
-                    svc.value.name.loc,
-                ),
+                SeenRoute {
+                    service: svc.value.name.value.clone(),
+                    prefix,
+                    insensitive,
+                    file: file.clone(),
+                    loc: svc.value.name.loc,
+                },
             );
         }
         if let Some(service) = compile_service(&svc.value, &path, metrics, &mut cx) {
@@ -312,13 +338,14 @@ pub(crate) fn compile(
                 .get()
                 .and_then(|m| m.host.as_ref())
                 .map(|h| h.value.as_str());
-            router.add(host, &service.route, compiled.len());
+            router.add(host, &service.route, service.path_case, compiled.len());
             compiled.push(service);
         }
     }
 
     let effective = effective_config(main, includes, generation);
     Some(Runtime {
+        warnings,
         token_service: cx.token_service.clone(),
         key_sets: std::mem::take(&mut cx.key_set_list),
         store,
@@ -331,6 +358,15 @@ pub(crate) fn compile(
         admin_token,
         effective,
     })
+}
+
+/// A route already declared, for the duplicate and letter-case checks.
+struct SeenRoute {
+    service: String,
+    prefix: String,
+    insensitive: bool,
+    file: Arc<Path>,
+    loc: Location,
 }
 
 /// The names of every secret the files define.
@@ -580,9 +616,48 @@ fn compile_service(
             );
             "/".to_owned()
         }
-        Some(p) => p.value.clone(),
+        Some(p) => match crate::path::canonicalize(&p.value) {
+            Ok(canonical) if canonical.forms == crate::path::PathForms::default() => {
+                canonical.forwarded.into_owned()
+            }
+            Ok(canonical) => {
+                cx.err(
+                    p.loc,
+                    &format!("{path}.match.path"),
+                    format!(
+                        "path prefix \"{}\" holds {}, which upstreams read differently: write the prefix without them",
+                        p.value,
+                        canonical.forms.describe()
+                    ),
+                );
+                "/".to_owned()
+            }
+            Err(why) => {
+                cx.err(
+                    p.loc,
+                    &format!("{path}.match.path"),
+                    format!("path prefix \"{}\" is refused: {}", p.value, why.detail()),
+                );
+                "/".to_owned()
+            }
+        },
         None => "/".to_owned(),
     };
+    let path_case = match matcher.and_then(|m| m.path_case.as_ref()).map(|c| c.value) {
+        Some(super::spec::PathCaseSpec::Insensitive) => crate::path::PathCase::Insensitive,
+        Some(super::spec::PathCaseSpec::Sensitive) | None => crate::path::PathCase::Sensitive,
+    };
+    let mut path_forms = crate::path::PathForms::default();
+    for form in matcher
+        .map(|m| m.allow_path_forms.as_slice())
+        .unwrap_or_default()
+    {
+        match form {
+            super::spec::PathFormSpec::Parameters => path_forms.parameters = true,
+            super::spec::PathFormSpec::EmptySegments => path_forms.empty_segments = true,
+            super::spec::PathFormSpec::TrailingDots => path_forms.trailing_dots = true,
+        }
+    }
     if let Some(h) = matcher.and_then(|m| m.host.as_ref()) {
         let host = h.value.trim();
         let bare = host.strip_prefix("*.").unwrap_or(host);
@@ -610,7 +685,10 @@ fn compile_service(
     let metrics = ServiceMetrics::new(metrics, name, &request, &response);
     Some(Service {
         name: Arc::from(name),
+        route_segments: crate::path::segment_count(&route),
         route: Arc::from(route.as_str()),
+        path_case,
+        path_forms,
         upstream: upstream?,
         request,
         response,

@@ -136,8 +136,38 @@ pub struct MatchSpec {
     #[serde(default)]
     pub host: Option<Spanned<String>>,
     /// Path prefix, on segment boundaries (`/widgets` matches `/widgets/7`, not `/widgetsx`). Default `/`.
+    /// Matched against the request path in canonical form (escapes of unreserved characters
+    /// decoded, `;` parameters cut, `//` collapsed, trailing dots trimmed).
     #[serde(default)]
     pub path: Option<Spanned<String>>,
+    /// `insensitive` for upstreams that ignore letter case in paths (IIS and the like), so
+    /// `/PRIVATE` is routed as `/private`. Default `sensitive`.
+    #[serde(default)]
+    pub path_case: Option<Spanned<PathCaseSpec>>,
+    /// Path forms this service's upstream is known to read as the gateway does; requests
+    /// holding any other such form are refused with `400 ambiguous-path`. Default: none.
+    #[serde(default)]
+    pub allow_path_forms: Vec<PathFormSpec>,
+}
+
+/// Letter case in path matching.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathCaseSpec {
+    Sensitive,
+    Insensitive,
+}
+
+/// A path form that upstream stacks read differently.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathFormSpec {
+    /// `;` path parameters (`/a;jsessionid=1/b`): routed without them, forwarded with them.
+    Parameters,
+    /// Doubled slashes (`/a//b`): routed collapsed, forwarded as sent.
+    EmptySegments,
+    /// Segments ending in `.` or an encoded space: routed trimmed, forwarded as sent.
+    TrailingDots,
 }
 
 /// The upstream: a URL, or a mapping with the URL and connection settings.

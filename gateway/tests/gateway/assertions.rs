@@ -100,6 +100,24 @@ fn api_key_in_the_query_string_is_refused_and_never_logged() {
         .as_str()
         .expect("detail")
         .contains("send the API key in the X-Api-Key header"));
+    // The upstream decodes parameter names: an escaped letter is the same parameter.
+    for query in [
+        "ap%69_key=demo-key-123",
+        "API%5Fkey=demo-key-123",
+        "x=1&api%5fkey=k",
+    ] {
+        let resp = client()
+            .get(gw.url(&format!("/widgets/1?{query}")))
+            .header("x-api-key", "demo-key-123")
+            .send()
+            .expect("send");
+        let (status, code, _) = problem_code(resp);
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "api-key-in-query"),
+            "{query}"
+        );
+    }
     assert_eq!(backend.count(), 0);
     let log = gw.access_log();
     assert!(log.contains("\"reason\":\"api-key-in-query\""), "{log}");

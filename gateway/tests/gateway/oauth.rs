@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use jwt_simple::prelude::*;
 use sha2::Digest as _;
 
-use crate::common::{client, Backend, TestGateway, ADMIN_TOKEN};
+use crate::common::{client, problem_code, Backend, TestGateway, ADMIN_TOKEN};
 
 pub const ISSUER: &str = "https://gateway.test";
 pub const TOKEN_ENDPOINT: &str = "https://gateway.test/oauth2/token";
@@ -1241,6 +1241,32 @@ fn the_shipped_bearer_protected_api_policy_works_end_to_end() {
     let resp = call(&gw, "/widgets/admin/1", &opaque);
     assert_eq!(resp.status(), 403);
     assert!(challenge(&resp).starts_with("Bearer realm=\"widgets\", error=\"insufficient_scope\""));
+    // The admin prefix cannot be escaped by writing the path another way: an escaped
+    // letter routes to the write service (and is refused for this token), the forms an
+    // upstream may read differently are refused outright. None reaches the backend.
+    let reached = backend.count();
+    let resp = call(&gw, "/widgets/%61dmin/1", &opaque);
+    assert_eq!(resp.status(), 403, "escaped letter");
+    assert!(challenge(&resp).contains("insufficient_scope"));
+    for variant in [
+        "/widgets//admin/1",
+        "/widgets;x/admin/1",
+        "/widgets/admin;x/1",
+        "/widgets/admin./1",
+        "/widgets/admin%20/1",
+        "/widgets/%2561dmin/1",
+    ] {
+        let (status, code, _) = problem_code(call(&gw, variant, &opaque));
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "ambiguous-path"),
+            "{variant}"
+        );
+    }
+    assert_eq!(backend.count(), reached, "no variant reached the backend");
+    // What is allowed goes upstream in canonical form: the upstream reads what was routed.
+    assert_eq!(call(&gw, "/widgets/%31", &opaque).status(), 200);
+    assert_eq!(backend.seen().last().expect("seen").uri, "/widgets/1");
     let (status, body, _) = token_request(
         &gw,
         &[("grant_type", "client_credentials")],

@@ -96,3 +96,132 @@ fn dot_segments_are_refused_before_routing() {
     assert!(out.contains("ambiguous-path"), "{out}");
     assert_eq!(backend.count(), 0);
 }
+
+/// Sends `GET target` as written (no client normalises it) and returns the status line's
+/// code and the whole answer.
+fn raw_get(gw: &TestGateway, target: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_default();
+    (status, out)
+}
+
+/// Nested prefixes under a catch-all: every way of writing the protected path either
+/// reaches the protected service, in canonical form, or is refused.
+#[test]
+fn path_variants_cannot_escape_a_protected_prefix() {
+    let backend = Backend::start();
+    let services = r#"
+services:
+  - name: catch-all
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: catch-all}
+  - name: private
+    match: {path: /private}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: private}
+  - name: widget-admin
+    match: {path: /widgets/admin}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: widget-admin}
+"#;
+    let gw = TestGateway::start(services, &backend.url());
+    for (target, forwarded) in [
+        ("/priv%61te", "/private"),
+        ("/priv%61te/x", "/private/x"),
+        ("/widgets/%61dmin/x", "/widgets/admin/x"),
+        ("/widgets/%61%64%6d%69%6e", "/widgets/admin"),
+        ("/private/caf%c3%a9", "/private/caf%C3%A9"),
+    ] {
+        let (status, answer) = raw_get(&gw, target);
+        assert_eq!(status, 200, "{target}: {answer}");
+        let seen = backend.seen().pop().expect("seen");
+        assert_eq!(seen.uri, forwarded, "{target}");
+        assert_ne!(seen.headers["x-service"], "catch-all", "{target}");
+    }
+    let reached = backend.count();
+    for target in [
+        "/private;x",
+        "/public/..;/private",
+        "//private",
+        "/private//x",
+        "/private.",
+        "/private%20",
+        "/private%2e",
+        "/widgets/%2561dmin",
+        "/private%2fx",
+        "/priv%zzate",
+    ] {
+        let (status, answer) = raw_get(&gw, target);
+        assert_eq!(status, 400, "{target}: {answer}");
+        assert!(answer.contains("ambiguous-path"), "{target}: {answer}");
+    }
+    assert_eq!(
+        backend.count(),
+        reached,
+        "no refused variant reached the backend"
+    );
+    // Letter case is the upstream's business unless the policy says otherwise.
+    let (status, _) = raw_get(&gw, "/PRIVATE");
+    assert_eq!(status, 200);
+    assert_eq!(service_of(&backend), "catch-all");
+}
+
+/// A service whose upstream ignores letter case, and one whose upstream takes `;`
+/// parameters and doubled slashes, say so; the rest stay strict.
+#[test]
+fn services_opt_in_to_case_folding_and_path_forms() {
+    let backend = Backend::start();
+    let services = r#"
+services:
+  - name: catch-all
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: catch-all}
+  - name: iis
+    match: {path: /Private, path_case: insensitive}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: iis}
+  - name: servlet
+    match: {path: /app, allow_path_forms: [parameters, empty_segments, trailing_dots]}
+    upstream: {url: "{backend}/base", strip_prefix: true}
+    request:
+      - set_header: {name: X-Service, value: servlet}
+"#;
+    let gw = TestGateway::start(services, &backend.url());
+    for target in ["/PRIVATE/x", "/private", "/pRiVaTe/y"] {
+        let (status, _) = raw_get(&gw, target);
+        assert_eq!(status, 200, "{target}");
+        assert_eq!(service_of(&backend), "iis", "{target}");
+    }
+    let (status, _) = raw_get(&gw, "/private;x");
+    assert_eq!(status, 400, "the iis service did not opt in to parameters");
+    for (target, forwarded) in [
+        ("/app;jsessionid=1/cart", "/base/cart"),
+        ("/app/cart;jsessionid=1", "/base/cart;jsessionid=1"),
+        ("/app//cart", "/base//cart"),
+        ("/app./cart", "/base/cart"),
+    ] {
+        let (status, answer) = raw_get(&gw, target);
+        assert_eq!(status, 200, "{target}: {answer}");
+        let seen = backend.seen().pop().expect("seen");
+        assert_eq!(seen.headers["x-service"], "servlet", "{target}");
+        assert_eq!(seen.uri, forwarded, "{target}");
+    }
+    // Dot segments stay refused whatever a service accepts.
+    let (status, _) = raw_get(&gw, "/app/..;/private");
+    assert_eq!(status, 400);
+}
