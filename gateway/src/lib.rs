@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_tokens;
 pub mod config;
+pub mod connection;
 pub mod echo;
 pub mod eval;
 pub mod forward;

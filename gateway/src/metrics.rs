@@ -5,8 +5,8 @@ use std::sync::OnceLock;
 
 use portcullis_assertions::{Assertion, Verdict};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The gateway's metric families, kept across reloads.
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub log_dropped: IntCounter,
     key_sets: IntGaugeVec,
     token_answers: IntCounterVec,
+    /// Client connections: open now, refused at accept, cut off for being slow.
+    pub connections_open: IntGauge,
+    connections_refused: IntCounterVec,
+    client_timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,8 +106,32 @@ impl Metrics {
             &["endpoint", "result"],
         )
         .expect("valid metric");
+        let connections_open = IntGauge::new(
+            "portcullis_client_connections",
+            "Client connections open on the proxy listener.",
+        )
+        .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "portcullis_client_connections_refused_total",
+                "Client connections refused at accept, by the cap that was reached.",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let client_timeouts = IntCounterVec::new(
+            Opts::new(
+                "portcullis_client_cutoffs_total",
+                "Client connections cut off while sending a request: head or body too slow, head too large.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(key_sets.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(client_timeouts.clone()),
             Box::new(token_answers.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -124,7 +152,22 @@ impl Metrics {
             log_dropped,
             key_sets,
             token_answers,
+            connections_open,
+            connections_refused,
+            client_timeouts,
         }
+    }
+
+    /// A connection refused at accept because `limit` was reached.
+    pub fn connection_refused(&self, limit: &str) {
+        self.connections_refused.with_label_values(&[limit]).inc();
+    }
+
+    /// The counter of clients cut off while sending a request, by reason (`head`, `body`,
+    /// `head_too_large`), for the connection guards.
+    #[must_use]
+    pub fn client_cutoffs(&self) -> IntCounterVec {
+        self.client_timeouts.clone()
     }
 
     /// Whether a remote key set is held.

@@ -23,6 +23,7 @@ use portcullis_assertions::{
 };
 
 use crate::access_log::{now_rfc3339, AccessRecord};
+use crate::connection::{control_of, ConnectionControl};
 use crate::forward;
 use crate::oauth;
 use crate::oauth::endpoint::Endpoint;
@@ -73,6 +74,8 @@ pub struct RequestCtx {
     replay_rewritten: Option<usize>,
     /// The canonical path to forward, when it differs from the one the client sent.
     pub forwarded_path: Option<String>,
+    /// The connection's deadlines, moved on as the request is read and answered.
+    connection: Option<Arc<ConnectionControl>>,
 }
 
 impl RequestCtx {
@@ -139,6 +142,11 @@ impl RequestCtx {
     #[must_use]
     pub fn body_refusal(&self) -> Option<Rejection> {
         self.processors.iter().find_map(|p| p.refusal())
+    }
+
+    /// True when the client was cut off for sending its body too slowly.
+    fn body_timed_out(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| c.body_timed_out())
     }
 
     /// Records why a request was refused, for the log.
@@ -396,6 +404,14 @@ pub fn prepare_upstream_request(
     Ok(())
 }
 
+fn client_timeout() -> Rejection {
+    Rejection::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "client-timeout",
+        "the request was not received in time",
+    )
+}
+
 fn body_too_large(limit: u64) -> Rejection {
     Rejection::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -428,11 +444,7 @@ fn upstream_failure(e: &Error) -> Option<Rejection> {
             "upstream-unavailable",
             "the upstream service could not be reached or failed",
         )),
-        (ReadTimedout, ErrorSource::Downstream) => Some(Rejection::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "client-timeout",
-            "the request was not received in time",
-        )),
+        (ReadTimedout, ErrorSource::Downstream) => Some(client_timeout()),
         (_, ErrorSource::Downstream) => None,
         _ => Some(Rejection::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -459,7 +471,21 @@ impl ProxyHttp for Gateway {
             processors: Vec::new(),
             replay_rewritten: None,
             forwarded_path: None,
+            connection: None,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The head is in: from here the body deadline (if any) applies, not the head's.
+        ctx.connection = control_of(session);
+        if let Some(connection) = &ctx.connection {
+            connection.head_read(!session.is_body_empty());
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -524,12 +550,24 @@ impl ProxyHttp for Gateway {
         } else if svc.needs.request_body {
             session.enable_retry_buffering();
             let mut buf = bytes::BytesMut::new();
-            while let Some(chunk) = session.read_request_body().await? {
+            loop {
+                let chunk = match session.read_request_body().await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(e) if ctx.body_timed_out() => {
+                        log::debug!("request body too slow: {e}");
+                        return refuse(session, ctx, &client_timeout(), false).await;
+                    }
+                    Err(e) => return Err(e.into_down()),
+                };
                 if (buf.len() + chunk.len()) as u64 > svc.max_request_body {
                     return refuse(session, ctx, &body_too_large(svc.max_request_body), false)
                         .await;
                 }
                 buf.extend_from_slice(&chunk);
+            }
+            if let Some(connection) = &ctx.connection {
+                connection.body_read();
             }
             Some(buf.freeze())
         } else {
@@ -615,9 +653,14 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if end_of_stream {
+            if let Some(connection) = &ctx.connection {
+                connection.body_read();
+            }
+        }
         if let (Some(chunk), Some(offset), Some(rewritten)) =
             (body.as_mut(), ctx.replay_rewritten, ctx.body.as_ref())
         {
@@ -676,7 +719,11 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let rejection = upstream_failure(e);
+        let rejection = if ctx.body_timed_out() {
+            Some(client_timeout())
+        } else {
+            upstream_failure(e)
+        };
         let code = match &rejection {
             Some(r) if session.response_written().is_none() => {
                 ctx.reason = Some(r.code);
@@ -698,6 +745,10 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        // The exchange is over: the connection waits for its next request.
+        if let Some(connection) = &ctx.connection {
+            connection.response_sent();
+        }
         log_request(
             &self.state,
             session.req_header(),

@@ -179,6 +179,8 @@ pub struct Runtime {
     pub store: Arc<dyn crate::store::Store>,
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
+    /// What one client connection may take.
+    pub client_limits: crate::connection::ClientLimits,
     /// What `check` reports without refusing the policy.
     pub warnings: Vec<crate::config::Diagnostic>,
 }

@@ -10,10 +10,18 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service as ListeningService;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+
 use crate::admin::AdminApp;
+use crate::connection::{ConnectionCounts, GuardedProxy};
 use crate::echo::EchoApp;
 use crate::proxy::Gateway;
 use crate::state::GatewayState;
+
+/// Read buffer of a client connection (Pingora's default is 64 KiB, allocated at accept).
+const CLIENT_READ_BUFFER: usize = 0;
+/// Write buffer of a client connection: one segment, Pingora's default.
+const CLIENT_WRITE_BUFFER: usize = 1460;
 
 /// Re-reads the policy on SIGHUP.
 struct SighupReloader {
@@ -60,13 +68,27 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(state.clone()),
-        "portcullis",
-    );
+    // Pingora's proxy behind the connection guards (caps, head and body deadlines).
+    let guarded = GuardedProxy {
+        proxy: Arc::new(pingora::proxy::http_proxy(
+            &server.configuration,
+            Gateway::new(state.clone()),
+        )),
+        state: state.clone(),
+        counts: Arc::new(ConnectionCounts::new(
+            state.metrics.connections_open.clone(),
+        )),
+    };
+    let mut proxy = ListeningService::new("portcullis".to_owned(), guarded);
     for addr in &rt.settings.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No 64 KiB read buffer per connection before its first byte: heads are read into
+        // Pingora's own 4 KiB buffer, bodies in 64 KiB reads that bypass a small one anyway.
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
+                CLIENT_READ_BUFFER,
+                CLIENT_WRITE_BUFFER,
+            )),
+        );
     }
     server.add_service(proxy);
 

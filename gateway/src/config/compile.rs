@@ -228,6 +228,7 @@ pub(crate) fn compile(
         service_name: String::new(),
     };
     let settings = compile_settings(&main.spec, &mut cx);
+    let client_limits = compile_client_limits(&main.spec, &mut cx);
     compile_key_sets(main, includes, &mut cx);
     cx.file = main.file.clone();
     // Only a policy that keeps state opens a store (a file is not created for nothing). A
@@ -346,6 +347,7 @@ pub(crate) fn compile(
     let effective = effective_config(main, includes, generation);
     Some(Runtime {
         warnings,
+        client_limits,
         token_service: cx.token_service.clone(),
         key_sets: std::mem::take(&mut cx.key_set_list),
         store,
@@ -498,6 +500,82 @@ fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
         workers,
         access_log,
     }
+}
+
+/// The client connection limits, defaults filled in.
+fn compile_client_limits(spec: &ConfigSpec, cx: &mut Cx<'_>) -> crate::connection::ClientLimits {
+    let mut limits = crate::connection::ClientLimits::default();
+    let Some(given) = spec.client_limits.present() else {
+        return limits;
+    };
+    let loc = given.loc;
+    let given = &given.value;
+    let durations = [
+        (
+            &given.header_timeout,
+            &mut limits.header_timeout,
+            "header_timeout",
+        ),
+        (
+            &given.idle_timeout,
+            &mut limits.idle_timeout,
+            "idle_timeout",
+        ),
+        (
+            &given.body_timeout,
+            &mut limits.body_timeout,
+            "body_timeout",
+        ),
+    ];
+    for (value, slot, name) in durations {
+        if let Some(d) = value {
+            if d.0.is_zero() {
+                cx.err(
+                    loc,
+                    &format!("client_limits.{name}"),
+                    format!("{name} must be longer than 0"),
+                );
+            }
+            *slot = d.0;
+        }
+    }
+    if let Some(rate) = &given.body_min_rate {
+        limits.body_min_rate = rate.0;
+    }
+    if let Some(size) = &given.max_header_bytes {
+        if size.0 < 1024 {
+            cx.err(
+                loc,
+                "client_limits.max_header_bytes",
+                "max_header_bytes must be at least 1KiB",
+            );
+        }
+        limits.max_header_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
+    }
+    for (value, slot, name) in [
+        (
+            given.max_connections,
+            &mut limits.max_connections,
+            "max_connections",
+        ),
+        (
+            given.max_connections_per_ip,
+            &mut limits.max_connections_per_ip,
+            "max_connections_per_ip",
+        ),
+    ] {
+        if let Some(n) = value {
+            if n == 0 {
+                cx.err(
+                    loc,
+                    &format!("client_limits.{name}"),
+                    format!("{name} must be at least 1"),
+                );
+            }
+            *slot = n;
+        }
+    }
+    limits
 }
 
 /// Builds every named key set, resolving each key's secrets.

@@ -41,6 +41,9 @@ pub struct ConfigSpec {
     /// Where the JSON access log goes: `stdout` (default), `off`, or `{file: PATH}`.
     #[serde(default)]
     pub access_log: Lenient<Option<AccessLogSpec>>,
+    /// What one client connection may take: time to send a request, connections held.
+    #[serde(default)]
+    pub client_limits: Lenient<Option<Spanned<ClientLimitsSpec>>>,
     /// Named secrets, each read from an environment variable or a file. Never printed.
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<SecretSpec>>,
@@ -62,6 +65,34 @@ pub struct ConfigSpec {
     /// The services this gateway fronts.
     #[serde(default)]
     pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
+}
+
+/// Limits on client connections. Every field is optional; a reload applies them to new
+/// connections.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimitsSpec {
+    /// Total time to send a request head, from its first byte (`408` past it). Default `10s`.
+    #[serde(default)]
+    pub header_timeout: Option<DurationSpec>,
+    /// Time a kept-alive connection may wait for its next request. Default `60s`.
+    #[serde(default)]
+    pub idle_timeout: Option<DurationSpec>,
+    /// Time allowed for a request body before `body_min_rate` extends it (`408` past it). Default `20s`.
+    #[serde(default)]
+    pub body_timeout: Option<DurationSpec>,
+    /// Each this many body bytes received earn one more second, e.g. `500` or `1KiB`. Default `500`.
+    #[serde(default)]
+    pub body_min_rate: Option<ByteSize>,
+    /// Largest request head (`431` past it). Default `64KiB`.
+    #[serde(default)]
+    pub max_header_bytes: Option<ByteSize>,
+    /// Client connections open at once (`503` past it). Default: half the open-file limit, at most 10000.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address, trusted proxies apart (`429` past it). Default `256`.
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// A file pulled in by `include:`: more services and secrets.

@@ -10,4 +10,5 @@ mod hmac;
 mod oauth;
 mod pan;
 mod routing;
+mod slow_clients;
 mod upstream;

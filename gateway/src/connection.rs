@@ -1,0 +1,597 @@
+//! Guards on client connections: how many a client may hold, and how long it may take to
+//! send a request.
+//!
+//! Pingora times each read of a request head separately (so a client that sends a byte every
+//! few seconds is never cut off), answers nothing when it gives up on one, has no minimum
+//! rate for bodies and no connection cap. [`GuardedProxy`] sits between the listener and
+//! Pingora's HTTP proxy: it counts connections (globally and per client address, refusing
+//! past the caps with a problem answer), and wraps each accepted stream in a
+//! [`GuardedStream`] whose reads run against phase deadlines:
+//!
+//! - waiting for a request: `idle_timeout`, then the connection is closed quietly;
+//! - reading a request head: `header_timeout` in total from its first byte, and at most
+//!   `max_header_bytes`, answered `408` / `431` as problem+json;
+//! - reading a request body: `body_timeout` plus one second per `body_min_rate` bytes
+//!   received (Apache's `mod_reqtimeout` rule), reported to the proxy, which answers `408`;
+//! - while the upstream works and the response goes out: no deadline of ours.
+//!
+//! The proxy's hooks move a connection between phases through its [`ConnectionControl`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType,
+};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy::Gateway;
+use crate::state::GatewayState;
+
+/// Limits on what one client connection may take. Read from the policy at every accept, so
+/// a reload changes them for new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Total time from a request head's first byte to its last.
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time allowed for a request body before `body_min_rate` extends it.
+    pub body_timeout: Duration,
+    /// Each this many body bytes received earn one more second (0: no extension).
+    pub body_min_rate: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Open client connections, in all.
+    pub max_connections: usize,
+    /// Open client connections from one address (trusted proxies are not counted).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
+            max_header_bytes: 64 * 1024,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+/// Half the process's file-descriptor limit (each client connection may need an upstream
+/// one too), between 64 and 10,000.
+fn default_max_connections() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|soft| soft.parse::<usize>().ok())
+        .unwrap_or(1024);
+    (soft_limit / 2).clamp(64, 10_000)
+}
+
+/// Where a connection is in its request/response cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Waiting for the next request.
+    Idle = 0,
+    /// Reading a request head.
+    Head = 1,
+    /// Reading a request body.
+    Body = 2,
+    /// The request is in; the upstream and the response take their time.
+    Open = 3,
+}
+
+impl Phase {
+    fn from_u8(value: u8) -> Phase {
+        match value {
+            1 => Phase::Head,
+            2 => Phase::Body,
+            3 => Phase::Open,
+            _ => Phase::Idle,
+        }
+    }
+}
+
+/// The proxy's handle on its connection's phase.
+#[derive(Debug, Default)]
+pub struct ConnectionControl {
+    phase: AtomicU8,
+    /// Set when a body deadline passed, so the proxy answers `408` rather than failing.
+    body_timed_out: AtomicU8,
+}
+
+impl ConnectionControl {
+    /// The head is in: the body (if any) is next.
+    pub fn head_read(&self, has_body: bool) {
+        let next = if has_body { Phase::Body } else { Phase::Open };
+        self.phase.store(next as u8, Ordering::Release);
+    }
+
+    /// The whole body is in.
+    pub fn body_read(&self) {
+        self.phase.store(Phase::Open as u8, Ordering::Release);
+    }
+
+    /// The response is out: the next request may come.
+    pub fn response_sent(&self) {
+        self.phase.store(Phase::Idle as u8, Ordering::Release);
+    }
+
+    /// True when the body of the current request was cut off for being too slow.
+    #[must_use]
+    pub fn body_timed_out(&self) -> bool {
+        self.body_timed_out.load(Ordering::Acquire) != 0
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+}
+
+/// Finds the control of the connection a request came on.
+#[must_use]
+pub fn control_of(session: &pingora::proxy::Session) -> Option<Arc<ConnectionControl>> {
+    let stream = session.as_downstream().stream()?;
+    stream
+        .as_any()
+        .downcast_ref::<GuardedStream>()
+        .map(|guarded| guarded.control.clone())
+}
+
+/// Open connections, in all and per client address.
+#[derive(Debug)]
+pub struct ConnectionCounts {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The same total, as a metric.
+    gauge: prometheus::IntGauge,
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    TooManyConnections,
+    TooManyFromClient,
+}
+
+impl Refusal {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::TooManyConnections => "max_connections",
+            Refusal::TooManyFromClient => "max_connections_per_ip",
+        }
+    }
+
+    fn answer(self) -> &'static [u8] {
+        match self {
+            Refusal::TooManyConnections => ANSWER_503,
+            Refusal::TooManyFromClient => ANSWER_429,
+        }
+    }
+}
+
+/// A counted connection; dropping it releases the count.
+#[derive(Debug)]
+pub struct Permit {
+    counts: Arc<ConnectionCounts>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.counts.total.fetch_sub(1, Ordering::AcqRel);
+        self.counts.gauge.dec();
+        if let Some(client) = self.client {
+            let mut per_ip = self
+                .counts
+                .per_ip
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(count) = per_ip.get_mut(&client) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&client);
+                }
+            }
+        }
+    }
+}
+
+impl ConnectionCounts {
+    #[must_use]
+    pub fn new(gauge: prometheus::IntGauge) -> Self {
+        ConnectionCounts {
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
+            gauge,
+        }
+    }
+
+    /// Counts a new connection from `client` (`None`: not counted per address), or says why
+    /// it is one too many.
+    ///
+    /// # Errors
+    /// The cap that was reached.
+    pub fn admit(
+        self: &Arc<Self>,
+        client: Option<IpAddr>,
+        limits: &ClientLimits,
+    ) -> Result<Permit, Refusal> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::TooManyConnections);
+        }
+        if let Some(ip) = client {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= limits.max_connections_per_ip {
+                drop(per_ip);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refusal::TooManyFromClient);
+            }
+            *count += 1;
+        }
+        self.gauge.inc();
+        Ok(Permit {
+            counts: self.clone(),
+            client,
+        })
+    }
+
+    /// Open connections now.
+    #[must_use]
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+const ANSWER_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\nContent-Length: 140\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head was not received in time\",\"status\":408,\"title\":\"Request Timeout\",\"type\":\"urn:portcullis:problem:client-timeout\"}";
+const ANSWER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/problem+json\r\nContent-Length: 166\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head is larger than the gateway accepts\",\"status\":431,\"title\":\"Request Header Fields Too Large\",\"type\":\"urn:portcullis:problem:head-too-large\"}";
+const ANSWER_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nContent-Length: 160\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"the gateway holds as many connections as it accepts\",\"status\":503,\"title\":\"Service Unavailable\",\"type\":\"urn:portcullis:problem:too-many-connections\"}";
+const ANSWER_429: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/problem+json\r\nContent-Length: 162\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"this client address holds as many connections as it may\",\"status\":429,\"title\":\"Too Many Requests\",\"type\":\"urn:portcullis:problem:too-many-connections\"}";
+
+/// A client connection whose reads run against its phase's deadline.
+#[derive(Debug)]
+pub struct GuardedStream {
+    inner: Stream,
+    control: Arc<ConnectionControl>,
+    limits: ClientLimits,
+    /// Clients cut off, by reason.
+    cutoffs: prometheus::IntCounterVec,
+    /// The phase the counters and deadline below belong to.
+    phase: Phase,
+    phase_started: Instant,
+    /// Bytes read in this phase.
+    phase_bytes: u64,
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Option<Instant>,
+    _permit: Permit,
+}
+
+impl GuardedStream {
+    #[must_use]
+    pub fn new(
+        inner: Stream,
+        permit: Permit,
+        limits: ClientLimits,
+        cutoffs: prometheus::IntCounterVec,
+    ) -> Self {
+        let now = Instant::now();
+        GuardedStream {
+            inner,
+            control: Arc::default(),
+            limits,
+            cutoffs,
+            phase: Phase::Idle,
+            phase_started: now,
+            phase_bytes: 0,
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
+            timer_deadline: None,
+            _permit: permit,
+        }
+    }
+
+    /// Follows a phase change the proxy made.
+    fn follow_phase(&mut self) {
+        let phase = self.control.phase();
+        if phase != self.phase {
+            self.enter(phase);
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.phase_started = Instant::now();
+        self.phase_bytes = 0;
+        self.control.phase.store(phase as u8, Ordering::Release);
+        if phase == Phase::Body {
+            self.control.body_timed_out.store(0, Ordering::Release);
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let limits = &self.limits;
+        match self.phase {
+            Phase::Idle => Some(self.phase_started + limits.idle_timeout),
+            Phase::Head => Some(self.phase_started + limits.header_timeout),
+            Phase::Body => {
+                let earned = self
+                    .phase_bytes
+                    .checked_div(limits.body_min_rate)
+                    .unwrap_or(0);
+                Some(self.phase_started + limits.body_timeout + Duration::from_secs(earned))
+            }
+            Phase::Open => None,
+        }
+    }
+
+    /// Best effort: the socket of a client that sent little has room for a short answer.
+    fn answer(&mut self, cx: &mut Context<'_>, answer: &[u8]) {
+        if let Poll::Ready(Ok(n)) = Pin::new(&mut self.inner).poll_write(cx, answer) {
+            if n == answer.len() {
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            }
+        }
+    }
+
+    /// What a read that ran past its phase's deadline returns.
+    fn expire(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.phase {
+            // Closing an idle connection is ordinary: an end of stream, no answer.
+            Phase::Idle | Phase::Open => Poll::Ready(Ok(())),
+            Phase::Head => {
+                self.cutoffs.with_label_values(&["head"]).inc();
+                self.answer(cx, ANSWER_408);
+                Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+            }
+            Phase::Body => {
+                self.cutoffs.with_label_values(&["body"]).inc();
+                self.control.body_timed_out.store(1, Ordering::Release);
+                Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        this.follow_phase();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                if read > 0 && this.phase == Phase::Idle {
+                    this.enter(Phase::Head);
+                }
+                this.phase_bytes += read as u64;
+                if this.phase == Phase::Head
+                    && this.phase_bytes > this.limits.max_header_bytes as u64
+                {
+                    this.cutoffs.with_label_values(&["head_too_large"]).inc();
+                    this.answer(cx, ANSWER_431);
+                    return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
+                }
+                return Poll::Ready(Ok(()));
+            }
+            other @ Poll::Ready(Err(_)) => return other,
+            Poll::Pending => {}
+        }
+        let Some(deadline) = this.deadline() else {
+            return Poll::Pending;
+        };
+        if this.timer_deadline != Some(deadline) {
+            this.timer.as_mut().reset(deadline);
+            this.timer_deadline = Some(deadline);
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            return this.expire(cx);
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(self.inner.as_mut()).await;
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// Pingora's HTTP proxy behind the connection guards.
+pub struct GuardedProxy {
+    pub proxy: Arc<HttpProxy<Gateway>>,
+    pub state: Arc<GatewayState>,
+    pub counts: Arc<ConnectionCounts>,
+}
+
+#[async_trait]
+impl ServerApp for GuardedProxy {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let rt = self.state.current();
+        let limits = rt.client_limits;
+        let client = stream
+            .get_socket_digest()
+            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            // Connections from a trusted proxy carry many clients: not counted per address.
+            .filter(|ip| !rt.trusted_proxies.contains(*ip));
+        let permit = match self.counts.admit(client, &limits) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                self.state.metrics.connection_refused(refusal.label());
+                let _ = stream.write_all(refusal.answer()).await;
+                let _ = stream.flush().await;
+                Shutdown::shutdown(stream.as_mut()).await;
+                return None;
+            }
+        };
+        let cutoffs = self.state.metrics.client_cutoffs();
+        let guarded: Stream = Box::new(GuardedStream::new(stream, permit, limits, cutoffs));
+        ServerApp::process_new(&self.proxy, guarded, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.proxy.as_ref()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_answers_declare_their_length() {
+        for answer in [ANSWER_408, ANSWER_431, ANSWER_503, ANSWER_429] {
+            let text = std::str::from_utf8(answer).expect("ascii");
+            let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+            let declared: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.parse().ok())
+                .expect("length");
+            assert_eq!(declared, body.len(), "{head}");
+            let _: serde_json::Value = serde_json::from_str(body).expect("json");
+        }
+    }
+
+    #[test]
+    fn caps_count_in_all_and_per_address_and_release_on_drop() {
+        let counts = Arc::new(ConnectionCounts::new(
+            prometheus::IntGauge::new("open", "open").expect("gauge"),
+        ));
+        let limits = ClientLimits {
+            max_connections: 3,
+            max_connections_per_ip: 2,
+            ..ClientLimits::default()
+        };
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let first = counts.admit(Some(a), &limits).expect("first");
+        let _second = counts.admit(Some(a), &limits).expect("second");
+        assert_eq!(
+            counts.admit(Some(a), &limits).err(),
+            Some(Refusal::TooManyFromClient)
+        );
+        let _third = counts.admit(Some(b), &limits).expect("other client");
+        assert_eq!(
+            counts.admit(None, &limits).err(),
+            Some(Refusal::TooManyConnections)
+        );
+        drop(first);
+        assert_eq!(counts.open(), 2);
+        assert!(counts.admit(Some(a), &limits).is_ok());
+        assert_eq!(counts.open(), 2, "the permit above was dropped at once");
+    }
+}
