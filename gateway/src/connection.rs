@@ -270,6 +270,9 @@ impl ConnectionCounts {
     }
 }
 
+/// First allocation for a request head; most heads fit (nginx uses 1 KiB the same way).
+const FIRST_READ: usize = 1024;
+
 const ANSWER_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\nContent-Length: 140\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head was not received in time\",\"status\":408,\"title\":\"Request Timeout\",\"type\":\"urn:portcullis:problem:client-timeout\"}";
 const ANSWER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/problem+json\r\nContent-Length: 166\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head is larger than the gateway accepts\",\"status\":431,\"title\":\"Request Header Fields Too Large\",\"type\":\"urn:portcullis:problem:head-too-large\"}";
 const ANSWER_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nContent-Length: 160\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"the gateway holds as many connections as it accepts\",\"status\":503,\"title\":\"Service Unavailable\",\"type\":\"urn:portcullis:problem:too-many-connections\"}";
@@ -290,6 +293,9 @@ pub struct GuardedStream {
     phase_bytes: u64,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
+    /// The first request head, read before Pingora took over, handed to it first.
+    replay: Vec<u8>,
+    replayed: usize,
     _permit: Permit,
 }
 
@@ -312,7 +318,32 @@ impl GuardedStream {
             phase_bytes: 0,
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             timer_deadline: None,
+            replay: Vec::new(),
+            replayed: 0,
             _permit: permit,
+        }
+    }
+
+    /// Reads the connection's first request head (until the blank line), under the head
+    /// deadline and size cap, into a buffer Pingora reads first. A connection that is only
+    /// half a head so far costs this buffer and a small task, not Pingora's whole request
+    /// machinery. `false`: the client left (or idled out) before a complete head.
+    async fn read_first_head(&mut self) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = Vec::with_capacity(FIRST_READ);
+        loop {
+            if head.len() == head.capacity() {
+                head.reserve(head.len());
+            }
+            let searched_from = head.len().saturating_sub(3);
+            match self.read_buf(&mut head).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            if head[searched_from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                self.replay = head;
+                return true;
+            }
         }
     }
 
@@ -385,6 +416,17 @@ impl AsyncRead for GuardedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         this.follow_phase();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
@@ -538,8 +580,22 @@ impl ServerApp for GuardedProxy {
             }
         };
         let cutoffs = self.state.metrics.client_cutoffs();
-        let guarded: Stream = Box::new(GuardedStream::new(stream, permit, limits, cutoffs));
-        ServerApp::process_new(&self.proxy, guarded, shutdown).await
+        let mut guarded = GuardedStream::new(stream, permit, limits, cutoffs);
+        let mut watch = shutdown.clone();
+        let head_in = tokio::select! {
+            complete = guarded.read_first_head() => complete,
+            _ = watch.changed() => false,
+        };
+        if !head_in {
+            return None;
+        }
+        // Boxed: Pingora's request future is tens of KiB, allocated only from here on.
+        Box::pin(ServerApp::process_new(
+            &self.proxy,
+            Box::new(guarded) as Stream,
+            shutdown,
+        ))
+        .await
     }
 
     async fn cleanup(&self) {
