@@ -11,6 +11,7 @@ pub mod config;
 pub mod connection;
 pub mod echo;
 pub mod eval;
+pub mod files;
 pub mod forward;
 pub mod metrics;
 pub mod oauth;

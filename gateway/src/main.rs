@@ -162,10 +162,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let raw = match std::fs::read(&request) {
+            let raw = match portcullis::files::read_bounded(
+                &request,
+                portcullis::files::FileKind::Request,
+            ) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("{}: {e}", request.display());
+                    eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };

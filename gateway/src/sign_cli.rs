@@ -80,8 +80,9 @@ impl Common {
         let text = match (&self.secret_env, &self.secret_file) {
             (Some(var), _) => std::env::var(var)
                 .with_context(|| format!("environment variable {var} is not set"))?,
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {}", file.display()))?,
+            (None, Some(file)) => {
+                crate::files::read_bounded_text(file, crate::files::FileKind::Secret)?
+            }
             (None, None) => bail!("give the secret with --secret-env VAR or --secret-file FILE"),
         };
         let text = text.strip_suffix('\n').unwrap_or(&text);
@@ -91,9 +92,7 @@ impl Common {
     fn body(&self) -> anyhow::Result<Vec<u8>> {
         Ok(match (&self.data, &self.data_file) {
             (Some(d), _) => d.as_bytes().to_vec(),
-            (None, Some(f)) => {
-                std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
-            }
+            (None, Some(f)) => crate::files::read_bounded(f, crate::files::FileKind::Request)?,
             (None, None) => Vec::new(),
         })
     }

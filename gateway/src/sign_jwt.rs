@@ -70,7 +70,7 @@ pub struct JwksArgs {
 /// # Errors
 /// The key file cannot be read or is not a key for the algorithm.
 pub fn assertion(a: &AssertionArgs) -> anyhow::Result<String> {
-    let pem = std::fs::read(&a.key).with_context(|| format!("cannot read {}", a.key.display()))?;
+    let pem = crate::files::read_bounded(&a.key, crate::files::FileKind::Key)?;
     let key = match a.alg {
         KeyAlgorithm::Rs256 => EncodingKey::from_rsa_pem(&pem),
         KeyAlgorithm::Es256 => EncodingKey::from_ec_pem(&pem),
@@ -103,7 +103,7 @@ pub fn jwks(a: &JwksArgs) -> anyhow::Result<String> {
     }
     let mut keys = Vec::new();
     for (file, kid) in a.key.iter().zip(&a.kid) {
-        let pem = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let pem = crate::files::read_bounded(file, crate::files::FileKind::Key)?;
         let k = SigningKey::from_pem(kid, a.alg.jwt(), &pem)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         keys.push(k.jwk);

@@ -21,8 +21,6 @@ use crate::store::{Store, StoreUrl};
 
 pub use yaml::Location;
 
-/// Largest policy file read.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Most files one policy may include.
 pub const MAX_INCLUDES: usize = 1000;
 
@@ -74,34 +72,28 @@ pub(crate) struct Parsed<T> {
     pub spec: T,
 }
 
-/// Reads and parses one file into `T`, adding what is wrong to `errors`.
+/// Reads and parses one file into `T`, adding what is wrong to `errors`. `named_at` is
+/// where another policy file named this one (an `include:` line): a file that cannot be
+/// read is reported there.
 pub(crate) fn read_file<T: serde::de::DeserializeOwned>(
     path: &Path,
+    named_at: Option<(&Arc<Path>, Location)>,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Parsed<T>> {
     let file: Arc<Path> = Arc::from(path);
-    let at_file = |message: String| Diagnostic {
-        file: file.clone(),
-        loc: None,
-        path: String::new(),
-        message,
-    };
-    let text = match std::fs::metadata(path) {
-        Ok(m) if m.len() > MAX_FILE_BYTES => {
-            errors.push(at_file(format!(
-                "file is larger than {MAX_FILE_BYTES} bytes"
-            )));
-            return None;
-        }
-        Ok(_) => match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(at_file(format!("cannot read: {e}")));
-                return None;
-            }
-        },
+    let text = match crate::files::read_bounded_text(path, crate::files::FileKind::Policy) {
+        Ok(text) => text,
         Err(e) => {
-            errors.push(at_file(format!("cannot read: {e}")));
+            errors.push(Diagnostic {
+                file: named_at.map_or_else(|| file.clone(), |(f, _)| f.clone()),
+                loc: named_at.map(|(_, loc)| loc),
+                path: if named_at.is_some() {
+                    "include".to_owned()
+                } else {
+                    String::new()
+                },
+                message: e.to_string(),
+            });
             return None;
         }
     };
@@ -180,7 +172,7 @@ impl Carry {
 /// Loads, validates and compiles the policy at `path`.
 pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, InvalidPolicy> {
     let mut errors = Vec::new();
-    let main: Option<Parsed<spec::ConfigSpec>> = read_file(path, &mut errors);
+    let main: Option<Parsed<spec::ConfigSpec>> = read_file(path, None, &mut errors);
     let Some(main) = main else {
         return Err(InvalidPolicy(errors));
     };

@@ -156,16 +156,12 @@ pub(super) fn compile_token_service(
             SigningAlgorithmSpec::RS256 => Algorithm::RS256,
         };
         let file = cx.base.join(&k.value.file.value);
-        match std::fs::read(&file) {
+        match crate::files::read_bounded(&file, crate::files::FileKind::Key) {
             Ok(pem) => match SigningKey::from_pem(&k.value.kid, alg, &pem) {
                 Ok(key) => keys.push(key),
                 Err(e) => cx.err(k.value.file.loc, &path, format!("{}: {e}", file.display())),
             },
-            Err(e) => cx.err(
-                k.value.file.loc,
-                &path,
-                format!("cannot read signing key {}: {e}", file.display()),
-            ),
+            Err(e) => cx.err(k.value.file.loc, &path, e.to_string()),
         }
     }
     let unreadable_keys = keys.len() < ts.signing_keys.len();
