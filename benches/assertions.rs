@@ -122,7 +122,8 @@ fn assertions(c: &mut Criterion) {
         Box::new(AllowIp::new(IpList::new(vec!["10.0.0.0/8"
             .parse()
             .expect("cidr")]))),
-    ]);
+    ])
+    .expect("head steps only");
     run(c, "any (second branch passes)", &any, &registry, None);
 
     let body = serde_json::to_vec(&serde_json::json!({

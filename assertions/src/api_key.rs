@@ -107,6 +107,10 @@ impl Assertion for RequireApiKey {
         "require_api_key"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
+    }
+
     fn on_request(&self, req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
         if req.head.query().is_some_and(|q| self.key_in_query(q)) {
             return Verdict::Reject(self.in_query.clone());

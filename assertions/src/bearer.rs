@@ -261,6 +261,10 @@ impl Assertion for RequireBearer {
         "require_bearer"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
+    }
+
     fn prefetch(&self, req: &dyn RequestView) -> Option<Prefetch> {
         if !self.resolver.prefetches() {
             return None;

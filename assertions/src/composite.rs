@@ -1,24 +1,66 @@
 //! `all` and `any`: sequences and alternatives of steps.
+//!
+//! Both decide on heads only. A step that also rewrites a body or edits the upstream request
+//! cannot sit in one (which branch's rewrite would apply?); the constructors refuse it, and
+//! a top-level `all` is flattened into its pipeline by the compiler, where every phase runs.
+//! So there are only two hooks to forward here, and none can be left out.
 
 use std::fmt::Write as _;
 
 use http::StatusCode;
 
 use crate::exchange::Exchange;
-use crate::head::{RequestHead, RequestView, ResponseHead};
+use crate::head::{RequestView, ResponseHead};
 use crate::verdict::{Rejection, Verdict};
-use crate::{needs_of, run_request, run_response, run_upstream, Assertion, Needs, Request};
+use crate::{needs_of, run_request, run_response, Assertion, Needs, Phases, Request};
 
-/// Every step must pass, in order (the default for a pipeline).
+/// A step that cannot sit in a composite, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} cannot sit inside `{composite}`: it {why}, and `{composite}` decides on request and response heads only")]
+pub struct NotComposable {
+    /// Index of the refused step among the composite's steps.
+    pub index: usize,
+    pub kind: &'static str,
+    pub composite: &'static str,
+    pub why: String,
+}
+
+/// Refuses steps with phases beyond the heads.
+fn head_steps_only(
+    steps: &[Box<dyn Assertion>],
+    composite: &'static str,
+) -> Result<Phases, NotComposable> {
+    let mut phases = Phases::default();
+    for (index, step) in steps.iter().enumerate() {
+        let step_phases = step.phases();
+        let beyond = step_phases.beyond_heads();
+        if !beyond.is_empty() {
+            return Err(NotComposable {
+                index,
+                kind: step.kind(),
+                composite,
+                why: beyond.join(" and "),
+            });
+        }
+        phases = phases.union(step_phases);
+    }
+    Ok(phases)
+}
+
+/// Every step must pass, in order. As a pipeline's own sequence it is flattened at load;
+/// it remains as a branch of `any`.
 #[derive(Debug)]
 pub struct All {
     steps: Vec<Box<dyn Assertion>>,
+    phases: Phases,
 }
 
 impl All {
-    #[must_use]
-    pub fn new(steps: Vec<Box<dyn Assertion>>) -> Self {
-        All { steps }
+    /// # Errors
+    /// A step with phases beyond the heads.
+    pub fn new(steps: Vec<Box<dyn Assertion>>) -> Result<Self, NotComposable> {
+        let phases = head_steps_only(&steps, "all")?;
+        Ok(All { steps, phases })
     }
 }
 
@@ -31,6 +73,10 @@ impl Assertion for All {
         "all"
     }
 
+    fn phases(&self) -> Phases {
+        self.phases
+    }
+
     fn needs(&self) -> Needs {
         needs_of(&self.steps)
     }
@@ -40,26 +86,6 @@ impl Assertion for All {
         let verdict = run_request(&self.steps, req, x);
         x.ascend();
         verdict
-    }
-
-    fn on_upstream_request(
-        &self,
-        head: &mut dyn RequestHead,
-        body: Option<&[u8]>,
-        x: &mut Exchange,
-    ) -> Verdict {
-        run_upstream(&self.steps, head, body, x)
-    }
-
-    fn rewrites_request_body(&self) -> bool {
-        self.steps.iter().any(|s| s.rewrites_request_body())
-    }
-
-    fn rewrite_request_body(&self, body: &mut [u8], x: &mut Exchange) -> usize {
-        self.steps
-            .iter()
-            .map(|s| s.rewrite_request_body(body, x))
-            .sum()
     }
 
     fn on_response(
@@ -81,12 +107,15 @@ impl Assertion for All {
 #[derive(Debug)]
 pub struct Any {
     branches: Vec<Box<dyn Assertion>>,
+    phases: Phases,
 }
 
 impl Any {
-    #[must_use]
-    pub fn new(branches: Vec<Box<dyn Assertion>>) -> Self {
-        Any { branches }
+    /// # Errors
+    /// A branch with phases beyond the heads.
+    pub fn new(branches: Vec<Box<dyn Assertion>>) -> Result<Self, NotComposable> {
+        let phases = head_steps_only(&branches, "any")?;
+        Ok(Any { branches, phases })
     }
 
     fn combine(failures: Vec<Rejection>) -> Verdict {
@@ -112,6 +141,10 @@ impl Assertion for Any {
 
     fn kind(&self) -> &'static str {
         "any"
+    }
+
+    fn phases(&self) -> Phases {
+        self.phases
     }
 
     fn needs(&self) -> Needs {
@@ -189,7 +222,7 @@ mod tests {
 
     #[test]
     fn any_passes_on_one_branch_and_reports_every_failure() {
-        let any = Any::new(vec![allow("10.0.0.0/8"), allow("192.168.0.0/16")]);
+        let any = Any::new(vec![allow("10.0.0.0/8"), allow("192.168.0.0/16")]).expect("heads");
         assert!(run(&any, "192.168.4.4").is_continue());
         let Verdict::Reject(r) = run(&any, "8.8.8.8") else {
             panic!("must fail")
@@ -202,8 +235,27 @@ mod tests {
     }
 
     #[test]
+    fn steps_with_body_or_upstream_phases_are_refused() {
+        let masker = || -> Box<dyn Assertion> {
+            Box::new(crate::pan::MaskPan::new(
+                crate::pan::MaskStyle::default(),
+                crate::pan::Mode::Mask,
+                vec!["application/json".to_owned()],
+            ))
+        };
+        let err = Any::new(vec![allow("10.0.0.0/8"), masker()]).expect_err("any");
+        assert_eq!(err.index, 1);
+        assert_eq!(err.to_string(), "mask_pan cannot sit inside `any`: it edits the request that goes upstream and rewrites the response body, and `any` decides on request and response heads only");
+        assert!(All::new(vec![masker()]).is_err());
+        let request_masker: Box<dyn Assertion> = Box::new(crate::pan::MaskPan::for_requests(
+            crate::pan::MaskStyle::default(),
+        ));
+        assert!(Any::new(vec![request_masker]).is_err());
+    }
+
+    #[test]
     fn all_needs_every_step() {
-        let all = All::new(vec![allow("10.0.0.0/8"), allow("10.1.0.0/16")]);
+        let all = All::new(vec![allow("10.0.0.0/8"), allow("10.1.0.0/16")]).expect("heads");
         assert!(run(&all, "10.1.2.3").is_continue());
         assert!(!run(&all, "10.2.2.3").is_continue());
     }

@@ -54,6 +54,10 @@ impl Assertion for SetHeader {
         "set_header"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::HEADS
+    }
+
     fn on_request(&self, req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
         let Some(value) = self.value.render_header(&*req.head, x) else {
             return Verdict::Reject(self.unrenderable.clone());
@@ -92,6 +96,10 @@ impl RemoveHeader {
 impl Assertion for RemoveHeader {
     fn kind(&self) -> &'static str {
         "remove_header"
+    }
+
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::HEADS
     }
 
     fn on_request(&self, req: &mut Request<'_>, _x: &mut Exchange) -> Verdict {

@@ -115,6 +115,10 @@ impl Assertion for AllowIp {
         "allow_ip"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
+    }
+
     fn on_request(&self, _req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
         let client = x.client_ip;
         x.note(|| format!("client address {client}"));
@@ -150,6 +154,10 @@ impl DenyIp {
 impl Assertion for DenyIp {
     fn kind(&self) -> &'static str {
         "deny_ip"
+    }
+
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
     }
 
     fn on_request(&self, _req: &mut Request<'_>, x: &mut Exchange) -> Verdict {

@@ -72,6 +72,10 @@ impl Assertion for ValidateJson {
         "validate_json"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
+    }
+
     fn needs(&self) -> Needs {
         Needs::BODY
     }

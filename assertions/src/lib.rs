@@ -15,6 +15,7 @@ pub mod hmac;
 pub mod ip;
 pub mod json_body;
 pub mod pan;
+pub mod pipeline;
 pub mod query;
 pub mod template;
 pub mod verdict;
@@ -23,6 +24,7 @@ use std::fmt;
 
 pub use exchange::{Exchange, TraceStep, VarId, VarRegistry};
 pub use head::{RequestHead, RequestView, ResponseHead};
+pub use pipeline::Pipeline;
 pub use verdict::{Rejection, Verdict};
 
 /// What an assertion needs from the request before it can decide.
@@ -55,6 +57,71 @@ impl Needs {
             request_body: self.request_body || other.request_body,
             whole_response: self.whole_response || other.whole_response,
         }
+    }
+}
+
+/// The phases of an exchange a step takes part in. Composites (`all` under `any`, `any`)
+/// decide on heads only, so a step with any other phase cannot sit inside one: the
+/// compiler refuses it and [`composite`] constructors check it again, which is what keeps a
+/// body or upstream hook from being silently skipped (fail open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// [`Assertion::on_request`] decides or edits the request head.
+    pub request: bool,
+    /// [`Assertion::rewrite_request_body`] rewrites the buffered request body.
+    pub request_body: bool,
+    /// [`Assertion::on_upstream_request`] edits or signs the head that goes upstream.
+    pub upstream_request: bool,
+    /// [`Assertion::on_response`] decides or edits the response head.
+    pub response: bool,
+    /// [`Assertion::response_body`] processes the response body.
+    pub response_body: bool,
+}
+
+impl Phases {
+    /// The request head only.
+    pub const REQUEST: Phases = Phases {
+        request: true,
+        request_body: false,
+        upstream_request: false,
+        response: false,
+        response_body: false,
+    };
+    /// Either head, as the step's side decides (header edits).
+    pub const HEADS: Phases = Phases {
+        request: true,
+        request_body: false,
+        upstream_request: false,
+        response: true,
+        response_body: false,
+    };
+
+    /// Every phase either set takes part in.
+    #[must_use]
+    pub fn union(self, other: Phases) -> Phases {
+        Phases {
+            request: self.request || other.request,
+            request_body: self.request_body || other.request_body,
+            upstream_request: self.upstream_request || other.upstream_request,
+            response: self.response || other.response,
+            response_body: self.response_body || other.response_body,
+        }
+    }
+
+    /// The phases beyond the two heads, named for an error message; empty when there are none.
+    #[must_use]
+    pub fn beyond_heads(self) -> Vec<&'static str> {
+        [
+            (self.request_body, "rewrites the request body"),
+            (
+                self.upstream_request,
+                "edits the request that goes upstream",
+            ),
+            (self.response_body, "rewrites the response body"),
+        ]
+        .into_iter()
+        .filter_map(|(present, what)| present.then_some(what))
+        .collect()
     }
 }
 
@@ -101,6 +168,10 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         Needs::HEADERS
     }
 
+    /// The phases this step takes part in. No default: every step says, so a composite or
+    /// a pipeline can never miss one.
+    fn phases(&self) -> Phases;
+
     /// Work the gateway awaits before the request pipeline runs (a key set to fetch for an
     /// unknown key id, a remote introspection), so [`Assertion::on_request`] can answer
     /// from memory. Most steps have none.
@@ -115,15 +186,9 @@ pub trait Assertion: Send + Sync + fmt::Debug {
 
     /// After the request pipeline passed: rewrites the buffered request body in place,
     /// keeping its length (e.g. masking card numbers). Returns how many items it changed.
-    /// Only called when the step declared [`Needs::BODY`].
+    /// Only called when the step declared [`Phases::request_body`] (and [`Needs::BODY`]).
     fn rewrite_request_body(&self, _body: &mut [u8], _x: &mut Exchange) -> usize {
         0
-    }
-
-    /// True when [`Assertion::rewrite_request_body`] may change something, so the gateway
-    /// copies the body only for steps that need it.
-    fn rewrites_request_body(&self) -> bool {
-        false
     }
 
     /// Runs on the request head about to go upstream, after every request-side step and the

@@ -18,8 +18,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 use portcullis_assertions::ip::client_ip;
 use portcullis_assertions::{
-    process_body, response_bodies, BodyProcessor, Exchange, Rejection, RequestHead, RequestView,
-    ResponseHead, Verdict,
+    process_body, BodyProcessor, Exchange, Rejection, RequestHead, RequestView, ResponseHead,
+    Verdict,
 };
 
 use crate::access_log::{now_rfc3339, AccessRecord};
@@ -575,10 +575,10 @@ impl ProxyHttp for Gateway {
         };
 
         // Remote work some step needs first (a key set to fetch for an unknown key id).
-        if let Some(work) = portcullis_assertions::prefetch_all(
-            &svc.request,
-            &PingoraRequestView(session.req_header()),
-        ) {
+        if let Some(work) = svc
+            .request
+            .prefetch(&PingoraRequestView(session.req_header()))
+        {
             work.await;
         }
         let verdict = svc.run_request(
@@ -810,8 +810,7 @@ pub fn apply_response_pipeline(
         ctx.replace_body = Some(body);
         return Ok(());
     }
-    ctx.processors = response_bodies(
-        &svc.response,
+    ctx.processors = svc.response.response_bodies(
         &PingoraRequestView(req),
         &mut PingoraResponse(resp),
         &mut ctx.x,

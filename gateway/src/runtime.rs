@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use portcullis_assertions::ip::IpList;
 use portcullis_assertions::{
-    run_request, run_response, Assertion, Exchange, Needs, Request, RequestHead, RequestView,
-    ResponseHead, VarRegistry, Verdict,
+    Exchange, Needs, Pipeline, Request, RequestHead, RequestView, ResponseHead, VarRegistry,
+    Verdict,
 };
 
 use crate::metrics::ServiceMetrics;
@@ -92,8 +92,8 @@ pub struct Service {
     /// Stack-dependent path forms this service accepts (others are refused).
     pub path_forms: crate::path::PathForms,
     pub upstream: Upstream,
-    pub request: Vec<Box<dyn Assertion>>,
-    pub response: Vec<Box<dyn Assertion>>,
+    pub request: Pipeline,
+    pub response: Pipeline,
     pub needs: Needs,
     pub max_request_body: u64,
     pub metrics: ServiceMetrics,
@@ -107,23 +107,23 @@ impl Service {
         body: Option<&[u8]>,
         x: &mut Exchange,
     ) -> Verdict {
-        let verdict = run_request(&self.request, &mut Request { head, body }, x);
+        let verdict = self.request.run_request(&mut Request { head, body }, x);
         self.metrics
-            .count_steps(&self.request, &verdict, x.denied_step, true);
+            .count_steps(self.request.steps(), &verdict, x.denied_step, true);
         verdict
     }
 
-    /// Runs the upstream phase on the head about to go upstream: outbound signing from the
-    /// request list, and what response steps need to ask of the upstream (`mask_pan` asks
-    /// for an uncompressed answer). Signing runs last, over the final head.
+    /// Runs the upstream phase on the head about to go upstream: what response steps need
+    /// to ask of the upstream (`mask_pan` asks for an uncompressed answer), then outbound
+    /// signing from the request side, last, over the final head.
     pub fn run_upstream(
         &self,
         head: &mut dyn RequestHead,
         body: Option<&[u8]>,
         x: &mut Exchange,
     ) -> Verdict {
-        match portcullis_assertions::run_upstream(&self.response, head, body, x) {
-            Verdict::Continue => portcullis_assertions::run_upstream(&self.request, head, body, x),
+        match self.response.run_upstream(head, body, x) {
+            Verdict::Continue => self.request.run_upstream(head, body, x),
             refused @ Verdict::Reject(_) => refused,
         }
     }
@@ -131,15 +131,7 @@ impl Service {
     /// Applies the request steps' in-place body rewriting (card-number masking); `None` when
     /// no step rewrites bodies.
     pub fn rewrite_request_body(&self, body: &[u8], x: &mut Exchange) -> Option<Vec<u8>> {
-        if !self.request.iter().any(|s| s.rewrites_request_body()) {
-            return None;
-        }
-        let mut copy = body.to_vec();
-        let changed: usize = self
-            .request
-            .iter()
-            .map(|s| s.rewrite_request_body(&mut copy, x))
-            .sum();
+        let (copy, changed) = self.request.rewrite_request_body(body, x)?;
         if changed > 0 {
             self.metrics.body_items_changed(changed);
         }
@@ -153,9 +145,9 @@ impl Service {
         resp: &mut dyn ResponseHead,
         x: &mut Exchange,
     ) -> Verdict {
-        let verdict = run_response(&self.response, req, resp, x);
+        let verdict = self.response.run_response(req, resp, x);
         self.metrics
-            .count_steps(&self.response, &verdict, x.denied_step, false);
+            .count_steps(self.response.steps(), &verdict, x.denied_step, false);
         verdict
     }
 }

@@ -121,7 +121,9 @@ fn check_accepts_a_good_file_and_reports_unreadable_ones() {
     assert!(text(&out.stdout).contains("ok (2 service(s))"));
     let out = run(&["check", "-c", "policies/does-not-exist.yaml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).starts_with("policies/does-not-exist.yaml: cannot read:"));
+    assert!(text(&out.stderr).starts_with(
+        "policies/does-not-exist.yaml: cannot read policy file policies/does-not-exist.yaml:"
+    ));
 }
 
 #[test]
@@ -762,7 +764,7 @@ services:
     for expected in [
         format!("{f}:1:8: \"postgres://db\" is not a state store: use memory or sqlite://PATH (at state)"),
         format!("{f}:3:11: the issuer must be an http(s) URL (RFC 8414)"),
-        format!("{f}:5:22: cannot read signing key"),
+        format!("{f}:5:22: cannot read key file"),
         format!("{f}:7:7: give exactly one of `secret_sha256` and `secret`"),
         format!("{f}:13:20: unknown value \"HS256\"; did you mean \"RS256\"?"),
         format!("{f}:19:9: give `issuer:` (JWTs checked with its keys) or `introspection:` (RFC 7662), not both (at services[0].request[0].require_bearer)"),
@@ -821,4 +823,98 @@ fn check_refuses_ambiguous_prefixes_and_warns_about_case_only_differences() {
         "{stderr}"
     );
     assert!(stderr.contains("[warning]"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_devices_fifos_and_huge_files_at_the_line_that_names_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Sparse: a gigabyte that takes no disk, and must not be read into memory.
+    let huge = dir.path().join("huge-secret");
+    std::fs::File::create(&huge)
+        .expect("create")
+        .set_len(1 << 30)
+        .expect("sparse");
+    let fifo = dir.path().join("fifo-secret");
+    let fifo_made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let policy = write(
+        dir.path(),
+        "files.yaml",
+        &format!(
+            "listen: 127.0.0.1:8080\ninclude: [/dev/zero]\nsecrets:\n  big: {{file: {}}}\n  dev: {{file: /dev/zero}}\n{}services: []\n",
+            huge.display(),
+            if fifo_made {
+                format!("  pipe: {{file: {}}}\n", fifo.display())
+            } else {
+                String::new()
+            }
+        ),
+    );
+    let started = Instant::now();
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "check must not hang or read a gigabyte"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = policy.display();
+    assert!(
+        stderr.contains(&format!(
+            "{f}:2:11: cannot read policy file /dev/zero: not a regular file"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{f}:4:8: cannot read secret file {}: larger than the 65536 bytes",
+            huge.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{f}:5:8: cannot read secret file /dev/zero: not a regular file"
+        )),
+        "{stderr}"
+    );
+    if fifo_made {
+        assert!(
+            stderr.contains(&format!(
+                "{f}:6:9: cannot read secret file {}: not a regular file",
+                fifo.display()
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_body_and_upstream_steps_inside_any_at_their_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "any.yaml",
+        "listen: 127.0.0.1:8080\nservices:\n  - name: a\n    upstream: http://127.0.0.1:9000\n    response:\n      - any:\n          - mask_pan: {}\n          - set_header: {name: X-A, value: a}\n  - name: b\n    upstream: http://127.0.0.1:9000\n    match: {path: /b}\n    request:\n      - any:\n          - all: [{allow_ip: [10.0.0.0/8]}, {mask_pan: {}}]\n          - allow_ip: [192.168.0.0/16]\n",
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = policy.display();
+    assert!(
+        stderr.contains(&format!("{f}:7:13: mask_pan cannot sit inside `any`: it edits the request that goes upstream and rewrites the response body")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("put it in the response list itself"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{f}:14:45: mask_pan cannot sit inside `all`: it rewrites the request body"
+        )),
+        "{stderr}"
+    );
 }

@@ -310,6 +310,10 @@ impl Assertion for RequireHmac {
         "require_hmac"
     }
 
+    fn phases(&self) -> crate::Phases {
+        crate::Phases::REQUEST
+    }
+
     fn needs(&self) -> Needs {
         Needs::BODY
     }

@@ -41,6 +41,14 @@ impl Assertion for SignHmac {
         "sign_hmac"
     }
 
+    fn phases(&self) -> crate::Phases {
+        // on_request only notes what will happen; the signing is upstream.
+        crate::Phases {
+            upstream_request: true,
+            ..crate::Phases::REQUEST
+        }
+    }
+
     fn needs(&self) -> Needs {
         Needs::BODY
     }

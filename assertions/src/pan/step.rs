@@ -117,6 +117,24 @@ impl Assertion for MaskPan {
         "mask_pan"
     }
 
+    fn phases(&self) -> crate::Phases {
+        if self.request_side {
+            crate::Phases {
+                request_body: true,
+                ..crate::Phases::REQUEST
+            }
+        } else {
+            // Upstream: asks for an uncompressed answer; response: refuses unscannable codings.
+            crate::Phases {
+                request: false,
+                request_body: false,
+                upstream_request: true,
+                response: true,
+                response_body: true,
+            }
+        }
+    }
+
     fn needs(&self) -> crate::Needs {
         if self.request_side {
             return crate::Needs::BODY;
@@ -160,10 +178,6 @@ impl Assertion for MaskPan {
         }
         x.note(|| "masks card numbers in the request body".to_owned());
         Verdict::Continue
-    }
-
-    fn rewrites_request_body(&self) -> bool {
-        self.request_side
     }
 
     fn rewrite_request_body(&self, body: &mut [u8], _x: &mut Exchange) -> usize {

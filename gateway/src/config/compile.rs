@@ -20,7 +20,7 @@ use portcullis_assertions::ip::{AllowIp, DenyIp, IpList};
 use portcullis_assertions::json_body::ValidateJson;
 use portcullis_assertions::pan::{Keep, MaskPan, MaskStyle, Mode};
 use portcullis_assertions::template::Template;
-use portcullis_assertions::{needs_of, Assertion, VarRegistry};
+use portcullis_assertions::{Assertion, Pipeline, VarRegistry};
 
 use super::spec::{
     AccessLogSpec, AssertionSpec, ConfigSpec, HeaderNameSpec, HmacAlgorithmSpec, HmacSchemeSpec,
@@ -81,7 +81,9 @@ pub(crate) fn read_includes(
                 return out;
             }
             seen.push(path.clone());
-            if let Some(parsed) = read_file::<IncludeSpec>(&path, errors) {
+            if let Some(parsed) =
+                read_file::<IncludeSpec>(&path, Some((&main.file, pattern.loc)), errors)
+            {
                 out.push(parsed);
             }
         }
@@ -423,7 +425,7 @@ fn resolve_secrets(
                 },
                 SecretSpec::File(p) => {
                     let p = base.join(p);
-                    match std::fs::read_to_string(&p) {
+                    match crate::files::read_bounded_text(&p, crate::files::FileKind::Secret) {
                         Ok(v) => {
                             let v = v.strip_suffix('\n').unwrap_or(&v);
                             let v = v.strip_suffix('\r').unwrap_or(v).to_owned();
@@ -435,8 +437,7 @@ fn resolve_secrets(
                             }
                         }
                         Err(e) => {
-                            errors
-                                .push(at(format!("cannot read secret file {}: {e}", p.display())));
+                            errors.push(at(e.to_string()));
                             None
                         }
                     }
@@ -759,8 +760,10 @@ fn compile_service(
         Side::Response,
         cx,
     );
-    let needs = needs_of(&request).union(needs_of(&response));
-    let metrics = ServiceMetrics::new(metrics, name, &request, &response);
+    let request = Pipeline::new(request);
+    let response = Pipeline::new(response);
+    let needs = request.needs().union(response.needs());
+    let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
     Some(Service {
         name: Arc::from(name),
         route_segments: crate::path::segment_count(&route),
@@ -866,8 +869,8 @@ fn compile_upstream(
 /// Reads PEM CA certificates, checking each parses as X.509.
 /// Also returns a digest of the certificates, to keep connection pools apart.
 fn load_ca_file(path: &Path) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>, u64), String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let pem = crate::files::read_bounded(path, crate::files::FileKind::Certificates)
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut digest = <sha2::Sha256 as sha2::Digest>::new();
     for der in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -896,18 +899,68 @@ fn load_ca_file(path: &Path) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>,
     Ok((Arc::from(out), u64::from_le_bytes(group).max(1)))
 }
 
+/// Compiles a pipeline's list. An `all` outside any `any` is flattened into the list: the
+/// pipeline runs every phase of every step, which a composite does not.
 fn compile_steps(
     steps: &[Lenient<Spanned<AssertionSpec>>],
     path: &str,
     side: Side,
     cx: &mut Cx<'_>,
 ) -> Vec<Box<dyn Assertion>> {
-    steps
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| s.0.as_ref().map(|s| (i, s)))
-        .filter_map(|(i, s)| compile_step(s, &format!("{path}[{i}]"), side, cx))
-        .collect()
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step.0.as_ref() else {
+            continue;
+        };
+        let step_path = format!("{path}[{i}]");
+        match &step.value {
+            AssertionSpec::All(inner) if cx.any_depth == 0 && !inner.is_empty() => {
+                out.extend(compile_steps(inner, &format!("{step_path}.all"), side, cx));
+            }
+            _ => out.extend(compile_step(step, &step_path, side, cx)),
+        }
+    }
+    out
+}
+
+/// Compiles the steps of an `all` or `any` that sits inside an `any`: each must decide on
+/// heads only (see `portcullis_assertions::composite`).
+fn compile_composite_steps(
+    steps: &[Lenient<Spanned<AssertionSpec>>],
+    path: &str,
+    kind: &str,
+    side: Side,
+    cx: &mut Cx<'_>,
+) -> Vec<Box<dyn Assertion>> {
+    let mut out = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let Some(step) = step.0.as_ref() else {
+            continue;
+        };
+        let step_path = format!("{path}[{i}]");
+        let Some(compiled) = compile_step(step, &step_path, side, cx) else {
+            continue;
+        };
+        let beyond = compiled.phases().beyond_heads();
+        if beyond.is_empty() {
+            out.push(compiled);
+        } else {
+            let list = match side {
+                Side::Request => "request",
+                Side::Response => "response",
+            };
+            cx.err(
+                step.loc,
+                &step_path,
+                format!(
+                    "{} cannot sit inside `{kind}`: it {}, and `{kind}` decides on request and response heads only (which branch's work would apply?); put it in the {list} list itself",
+                    compiled.kind(),
+                    beyond.join(" and ")
+                ),
+            );
+        }
+    }
+    out
 }
 
 fn compile_require_hmac(
@@ -1431,10 +1484,6 @@ fn compile_step(
             if !request_only("sign_hmac", side, loc, path, cx) {
                 return None;
             }
-            if cx.any_depth > 0 {
-                cx.err(loc, path, "sign_hmac cannot sit inside `any` (which branch would sign?); put it in the request list");
-                return None;
-            }
             compile_sign_hmac(spec, loc, &format!("{path}.sign_hmac"), cx)
                 .map(|a| Box::new(a) as Box<dyn Assertion>)
         }
@@ -1458,14 +1507,19 @@ fn compile_step(
                 cx.err(loc, path, format!("{kind} needs at least one step"));
                 return None;
             }
+            // Only reached for `any`, and for `all` inside an `any` (a top-level `all` is
+            // flattened by compile_steps).
             cx.any_depth += usize::from(any);
-            let compiled = compile_steps(steps, &format!("{path}.{kind}"), side, cx);
+            let compiled =
+                compile_composite_steps(steps, &format!("{path}.{kind}"), kind, side, cx);
             cx.any_depth -= usize::from(any);
-            if any {
-                Some(Box::new(Any::new(compiled)))
+            let made = if any {
+                Any::new(compiled).map(|a| Box::new(a) as Box<dyn Assertion>)
             } else {
-                Some(Box::new(All::new(compiled)))
-            }
+                All::new(compiled).map(|a| Box::new(a) as Box<dyn Assertion>)
+            };
+            // Steps that could not be composed were reported above; this is a second guard.
+            made.map_err(|e| cx.err(loc, path, e.to_string())).ok()
         }
     }
 }

@@ -91,6 +91,45 @@ fn start() -> TestGateway {
 #[test]
 fn card_numbers_leave_masked_whatever_the_framing_or_encoding() {
     let gw = start();
+    assert_masked(&gw);
+    // Binary bodies are not scanned.
+    let resp = client()
+        .get(gw.url("/accounts/binary"))
+        .send()
+        .expect("send");
+    assert_eq!(resp.text().expect("body"), DOC);
+}
+
+/// `mask_pan` inside `all` (nested too) is the same step as at the top of the list: every
+/// phase of it runs, on both sides and in block mode.
+#[test]
+fn mask_pan_inside_all_works_as_at_top_level() {
+    let backend = format!("http://{}", raw_backend());
+    let services = "services:\n  - name: nested\n    upstream: {backend}\n    response:\n      - all: [{all: [{mask_pan: {}}]}, {set_header: {name: X-Seen, value: yes}}]\n";
+    let gw = TestGateway::start(services, &backend);
+    assert_masked(&gw);
+    let services = "services:\n  - name: strict\n    upstream: {backend}\n    response:\n      - all: [{mask_pan: {mode: block}}]\n";
+    let gw = TestGateway::start(services, &backend);
+    let (status, code, _) =
+        crate::common::problem_code(client().get(gw.url("/accounts/cl")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (502, "cardholder-data-blocked"));
+
+    let echo = crate::common::Backend::start();
+    let services = "services:\n  - name: intake\n    upstream: {backend}\n    request:\n      - all: [{mask_pan: {}}]\n";
+    let gw = TestGateway::start(services, &echo.url());
+    let resp = client()
+        .post(gw.url("/intake"))
+        .body(DOC)
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let seen = String::from_utf8(echo.seen().pop().expect("reached").body).expect("utf8");
+    assert_eq!(seen, MASKED, "the request body went upstream masked");
+}
+
+/// Every framing and encoding of the raw backend's card-holding answer reaches the client
+/// masked.
+fn assert_masked(gw: &TestGateway) {
     let c = client();
     for path in ["/accounts/cl", "/accounts/chunked", "/accounts/gzip"] {
         let resp = c.get(gw.url(path)).send().expect("send");
@@ -123,9 +162,6 @@ fn card_numbers_leave_masked_whatever_the_framing_or_encoding() {
         };
         assert_eq!(body, MASKED, "{path}");
     }
-    // Binary bodies are not scanned.
-    let resp = c.get(gw.url("/accounts/binary")).send().expect("send");
-    assert_eq!(resp.text().expect("body"), DOC);
 }
 
 #[test]
