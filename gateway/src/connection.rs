@@ -293,6 +293,8 @@ pub struct GuardedStream {
     phase_bytes: u64,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
+    /// Pingora's answer to an unreadable head was replaced by a problem answer.
+    answered_for_pingora: bool,
     /// The first request head, read before Pingora took over, handed to it first.
     replay: Vec<u8>,
     replayed: usize,
@@ -318,6 +320,7 @@ impl GuardedStream {
             phase_bytes: 0,
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             timer_deadline: None,
+            answered_for_pingora: false,
             replay: Vec::new(),
             replayed: 0,
             _permit: permit,
@@ -387,6 +390,27 @@ impl GuardedStream {
             if n == answer.len() {
                 let _ = Pin::new(&mut self.inner).poll_flush(cx);
             }
+        }
+    }
+
+    /// Nothing is written while a head is being read but Pingora's answer to a head it
+    /// could not parse: that answer is replaced by a problem answer and the rest of it
+    /// swallowed. True when `written` was taken care of here.
+    fn intercept(&mut self, cx: &mut Context<'_>, written: &[u8]) -> bool {
+        self.follow_phase();
+        if self.phase != Phase::Head || written.is_empty() {
+            return false;
+        }
+        if self.answered_for_pingora {
+            return true;
+        }
+        match problem_for_pingora_answer(written) {
+            Some(answer) => {
+                self.answered_for_pingora = true;
+                self.answer(cx, &answer);
+                true
+            }
+            None => false,
         }
     }
 
@@ -462,13 +486,55 @@ impl AsyncRead for GuardedStream {
     }
 }
 
+/// Pingora's own answer to a request it could not read (an empty `400` with `Server:
+/// Pingora`), said as problem+json like every other refusal of the gateway.
+fn problem_for_pingora_answer(written: &[u8]) -> Option<Vec<u8>> {
+    let status: u16 = std::str::from_utf8(written.get(9..12)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    if !written.starts_with(b"HTTP/1.") || !(400..600).contains(&status) {
+        return None;
+    }
+    let (code, detail) = match status {
+        400 => (
+            "malformed-request",
+            "the request could not be read as HTTP/1.1",
+        ),
+        405 => ("method-not-allowed", "this method is not proxied"),
+        _ => ("request-refused", "the request could not be handled"),
+    };
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::json!({
+        "type": format!("urn:portcullis:problem:{code}"),
+        "title": reason,
+        "status": status,
+        "detail": detail,
+    })
+    .to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
 impl AsyncWrite for GuardedStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.intercept(cx, buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -484,7 +550,15 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.intercept(cx, first) {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

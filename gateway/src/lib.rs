@@ -12,7 +12,6 @@ pub mod connection;
 pub mod echo;
 pub mod eval;
 pub mod files;
-pub mod forward;
 pub mod metrics;
 pub mod oauth;
 pub mod path;

@@ -95,6 +95,8 @@ pub struct Service {
     pub request: Pipeline,
     pub response: Pipeline,
     pub needs: Needs,
+    /// Methods this service takes (others: `405`).
+    pub methods: Vec<http::Method>,
     pub max_request_body: u64,
     pub metrics: ServiceMetrics,
 }
@@ -171,6 +173,8 @@ pub struct Runtime {
     pub store: Arc<dyn crate::store::Store>,
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
+    /// Which forwarding headers the upstream gets.
+    pub forwarded_headers: crate::proxy::ForwardedHeaders,
     /// What one client connection may take.
     pub client_limits: crate::connection::ClientLimits,
     /// What `check` reports without refusing the policy.

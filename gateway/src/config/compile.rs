@@ -347,7 +347,21 @@ pub(crate) fn compile(
     }
 
     let effective = effective_config(main, includes, generation);
+    let forwarded_headers = match main.spec.forwarded_headers {
+        None | Some(super::spec::ForwardedHeadersSpec::XForwarded) => {
+            crate::proxy::ForwardedHeaders::X_FORWARDED
+        }
+        Some(super::spec::ForwardedHeadersSpec::Forwarded) => {
+            crate::proxy::ForwardedHeaders::FORWARDED
+        }
+        Some(super::spec::ForwardedHeadersSpec::Both) => crate::proxy::ForwardedHeaders {
+            x_forwarded: true,
+            forwarded: true,
+        },
+        Some(super::spec::ForwardedHeadersSpec::None) => crate::proxy::ForwardedHeaders::default(),
+    };
     Some(Runtime {
+        forwarded_headers,
         warnings,
         client_limits,
         token_service: cx.token_service.clone(),
@@ -760,12 +774,14 @@ fn compile_service(
         Side::Response,
         cx,
     );
+    let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, cx);
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
     let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
     Some(Service {
         name: Arc::from(name),
+        methods,
         route_segments: crate::path::segment_count(&route),
         route: Arc::from(route.as_str()),
         path_case,
@@ -780,6 +796,46 @@ fn compile_service(
             .map_or(DEFAULT_MAX_REQUEST_BODY, |b| b.0),
         metrics,
     })
+}
+
+/// A service's methods, upper-case tokens; `TRACE` and `CONNECT` refused.
+fn compile_methods(
+    given: Option<&[Spanned<String>]>,
+    service_loc: Location,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Vec<http::Method> {
+    let Some(given) = given else {
+        return crate::proxy::STANDARD_METHODS.to_vec();
+    };
+    let mut methods = Vec::new();
+    for (i, m) in given.iter().enumerate() {
+        let at = format!("{path}.methods[{i}]");
+        match http::Method::from_bytes(m.value.as_bytes()) {
+            Ok(method) if method == http::Method::TRACE || method == http::Method::CONNECT => {
+                cx.err(m.loc, &at, format!("{method} is never proxied (TRACE echoes credentials back, CONNECT opens tunnels)"));
+            }
+            Ok(method) if m.value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') => {
+                methods.push(method)
+            }
+            _ => cx.err(
+                m.loc,
+                &at,
+                format!(
+                    "\"{}\" is not an upper-case method name such as GET or POST",
+                    m.value
+                ),
+            ),
+        }
+    }
+    if methods.is_empty() && given.is_empty() {
+        cx.err(
+            service_loc,
+            &format!("{path}.methods"),
+            "methods needs at least one method",
+        );
+    }
+    methods
 }
 
 fn compile_upstream(

@@ -41,6 +41,11 @@ pub struct ConfigSpec {
     /// Where the JSON access log goes: `stdout` (default), `off`, or `{file: PATH}`.
     #[serde(default)]
     pub access_log: Lenient<Option<AccessLogSpec>>,
+    /// Which forwarding headers the upstream gets: `x-forwarded` (default: `X-Forwarded-For`,
+    /// `-Proto`, `-Host` and `X-Real-IP`), `forwarded` (RFC 7239 `Forwarded`), `both`, or `none`.
+    /// Whatever the client sent in any of them is replaced or removed, except from trusted proxies.
+    #[serde(default)]
+    pub forwarded_headers: Option<ForwardedHeadersSpec>,
     /// What one client connection may take: time to send a request, connections held.
     #[serde(default)]
     pub client_limits: Lenient<Option<Spanned<ClientLimitsSpec>>>,
@@ -65,6 +70,16 @@ pub struct ConfigSpec {
     /// The services this gateway fronts.
     #[serde(default)]
     pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
+}
+
+/// Forwarding headers set for the upstream.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeadersSpec {
+    XForwarded,
+    Forwarded,
+    Both,
+    None,
 }
 
 /// Limits on client connections. Every field is optional; a reload applies them to new
@@ -151,6 +166,10 @@ pub struct ServiceSpec {
     /// Largest request body accepted (`413` past it), e.g. `1MiB`. Default `10MiB`.
     #[serde(default)]
     pub max_request_body: Lenient<Option<ByteSize>>,
+    /// Methods this service takes (`405` otherwise). Default: GET, HEAD, POST, PUT, PATCH,
+    /// DELETE, OPTIONS. `TRACE` and `CONNECT` are never proxied.
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
     /// Steps run on the way in, before the upstream is contacted.
     #[serde(default)]
     pub request: Vec<Lenient<Spanned<AssertionSpec>>>,

@@ -15,10 +15,12 @@ use pingora::proxy::Session;
 
 use portcullis_assertions::Rejection;
 
-use crate::proxy::{
-    apply_response_pipeline, peer_for, prepare_upstream_request, respond, upstream_verdict,
-    Gateway, PingoraRequest, RequestCtx,
-};
+use super::context::RequestCtx;
+use super::heads::PingoraRequest;
+use super::phases::{apply_response_pipeline, upstream_verdict};
+use super::refusal::respond;
+use super::service::Gateway;
+use super::upstream::{peer_for, prepare_upstream_request};
 
 /// How long a connection released to the pool may stay idle.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -122,7 +124,7 @@ pub async fn forward_buffered(
         ctx.forwarded_path.as_deref(),
         &mut req,
         &ctx.x,
-        trusted,
+        (rt.forwarded_headers, trusted),
     )?;
     let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(&body), &mut ctx.x);
     upstream_verdict(verdict, ctx)?;

@@ -1,0 +1,236 @@
+//! The gateway's own checks and clean-up of a request head, before the pipeline sees it.
+//!
+//! - Headers the client names in `Connection` are hop-by-hop: they are removed here, before
+//!   the pipeline runs, and `Connection` keeps only `close`, `keep-alive` and `upgrade`.
+//!   Otherwise a client could name a header the policy sets (`Connection: X-Client-Id`) and
+//!   have the next hop delete it after the gateway wrote it. Naming a framing header
+//!   (`Content-Length`, `Transfer-Encoding`, `Host`) is refused.
+//! - `Content-Length` goes upstream as one value (`5, 5` and repeated identical headers are
+//!   folded; different values, or a length beside `Transfer-Encoding`, are refused).
+//! - HTTP/1.1 needs exactly one `Host` (RFC 9112 §3.2).
+//! - Methods: a service takes the standard methods unless it lists its own; `TRACE` is
+//!   never proxied (it echoes credentials back), `CONNECT` is refused by Pingora.
+
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
+use pingora::http::RequestHeader;
+use portcullis_assertions::Rejection;
+
+/// Hop-by-hop headers removed whether or not `Connection` names them (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
+
+fn bad_request(code: &'static str, detail: &'static str) -> Rejection {
+    Rejection::new(StatusCode::BAD_REQUEST, code, detail)
+}
+
+/// Checks and cleans the head; a rejection says what is wrong.
+///
+/// # Errors
+/// `400` with the reason.
+pub(super) fn admit_head(req: &mut RequestHeader) -> Result<(), Rejection> {
+    check_host(req)?;
+    fold_content_length(req)?;
+    drop_hop_by_hop(req)
+}
+
+fn check_host(req: &RequestHeader) -> Result<(), Rejection> {
+    let hosts = req.headers.get_all(HOST).iter().count();
+    if hosts > 1 {
+        return Err(bad_request(
+            "invalid-host",
+            "the request has more than one Host header",
+        ));
+    }
+    if hosts == 0 && req.version == Version::HTTP_11 && req.uri.authority().is_none() {
+        return Err(bad_request(
+            "invalid-host",
+            "an HTTP/1.1 request needs a Host header",
+        ));
+    }
+    Ok(())
+}
+
+fn fold_content_length(req: &mut RequestHeader) -> Result<(), Rejection> {
+    let mut lengths = req
+        .headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("x").split(','))
+        .map(|v| v.trim().parse::<u64>());
+    let Some(first) = lengths.next() else {
+        return Ok(());
+    };
+    let invalid = || {
+        bad_request(
+            "invalid-content-length",
+            "the Content-Length header is not one number",
+        )
+    };
+    let first = first.map_err(|_| invalid())?;
+    let mut repeated = false;
+    for other in lengths {
+        if other.map_err(|_| invalid())? != first {
+            return Err(invalid());
+        }
+        repeated = true;
+    }
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        return Err(bad_request(
+            "invalid-content-length",
+            "the request has both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if repeated {
+        req.insert_header(CONTENT_LENGTH, first.to_string())
+            .map_err(|_| invalid())?;
+    }
+    Ok(())
+}
+
+fn drop_hop_by_hop(req: &mut RequestHeader) -> Result<(), Rejection> {
+    let mut nominated: Vec<HeaderName> = Vec::new();
+    let mut kept: Vec<&'static str> = Vec::new();
+    for token in req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or_default().split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let lower = token.to_ascii_lowercase();
+        match lower.as_str() {
+            "close" => kept.push("close"),
+            "keep-alive" => kept.push("keep-alive"),
+            "upgrade" if req.headers.contains_key(UPGRADE) => kept.push("upgrade"),
+            "content-length" | "transfer-encoding" | "host" => {
+                return Err(bad_request(
+                    "invalid-connection-header",
+                    "the Connection header names a header that frames or routes the request",
+                ));
+            }
+            _ => {
+                if let Ok(name) = HeaderName::from_bytes(lower.as_bytes()) {
+                    nominated.push(name);
+                }
+            }
+        }
+    }
+    if nominated.is_empty() && !HOP_BY_HOP.iter().any(|h| req.headers.contains_key(*h)) {
+        return Ok(());
+    }
+    for name in &nominated {
+        req.remove_header(name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+    req.remove_header(&CONNECTION);
+    kept.dedup();
+    if !kept.is_empty() {
+        let value = HeaderValue::from_str(&kept.join(", "))
+            .unwrap_or_else(|_| HeaderValue::from_static("close"));
+        let _ = req.insert_header(CONNECTION, value);
+    }
+    Ok(())
+}
+
+/// The methods a service takes when its policy lists none.
+pub const STANDARD_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// `405` with `Allow`, for a method the service does not take.
+#[must_use]
+pub fn method_not_allowed(method: &Method, allowed: &[Method]) -> Rejection {
+    let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let rejection = Rejection::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this service does not take {method} requests"),
+    );
+    match HeaderValue::from_str(&allow.join(", ")) {
+        Ok(value) => rejection.with_header(http::header::ALLOW, value),
+        Err(_) => rejection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(lines: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/x", None).expect("head");
+        for (name, value) in lines {
+            req.append_header(name.to_string(), *value).expect("header");
+        }
+        req
+    }
+
+    #[test]
+    fn nominated_headers_go_and_connection_keeps_only_its_own_tokens() {
+        let mut req = head(&[
+            ("host", "a"),
+            ("connection", "X-Client-Id, keep-alive"),
+            ("x-client-id", "forged"),
+            ("keep-alive", "timeout=5"),
+            ("x-other", "stays"),
+        ]);
+        admit_head(&mut req).expect("admitted");
+        assert!(!req.headers.contains_key("x-client-id"));
+        assert!(!req.headers.contains_key("keep-alive"));
+        assert_eq!(req.headers["connection"], "keep-alive");
+        assert_eq!(req.headers["x-other"], "stays");
+        let mut req = head(&[("host", "a"), ("connection", "content-length")]);
+        assert_eq!(
+            admit_head(&mut req).expect_err("framing").code,
+            "invalid-connection-header"
+        );
+    }
+
+    #[test]
+    fn content_length_is_folded_or_refused() {
+        let mut req = head(&[("host", "a"), ("content-length", "5, 5")]);
+        admit_head(&mut req).expect("folded");
+        assert_eq!(req.headers.get_all("content-length").iter().count(), 1);
+        assert_eq!(req.headers["content-length"], "5");
+        let mut req = head(&[
+            ("host", "a"),
+            ("content-length", "5"),
+            ("content-length", "5"),
+        ]);
+        admit_head(&mut req).expect("folded");
+        assert_eq!(req.headers.get_all("content-length").iter().count(), 1);
+        for bad in [
+            &[("content-length", "5, 6")][..],
+            &[("content-length", "x")],
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+        ] {
+            let mut lines = vec![("host", "a")];
+            lines.extend_from_slice(bad);
+            let mut req = head(&lines);
+            assert_eq!(
+                admit_head(&mut req).expect_err("refused").code,
+                "invalid-content-length",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_host() {
+        let mut req = head(&[]);
+        assert_eq!(
+            admit_head(&mut req).expect_err("no host").code,
+            "invalid-host"
+        );
+        let mut req = head(&[("host", "a"), ("host", "b")]);
+        assert_eq!(admit_head(&mut req).expect_err("two").code, "invalid-host");
+    }
+}

@@ -1,0 +1,118 @@
+//! What the proxy keeps per request, from the first hook to the log line.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use portcullis_assertions::{process_body, BodyProcessor, Exchange, Rejection};
+
+use crate::connection::ConnectionControl;
+use crate::runtime::{Runtime, Service};
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub(super) runtime: Option<Arc<Runtime>>,
+    pub(super) service: Option<usize>,
+    pub x: Exchange,
+    pub(super) start: Instant,
+    /// Body bytes seen while streaming (for the size limit).
+    pub(super) body_seen: u64,
+    /// The refusal code, for the log.
+    pub(super) reason: Option<&'static str>,
+    /// A response-side refusal replaces the upstream body with this.
+    pub(super) replace_body: Option<Bytes>,
+    /// The request body, when the pipeline read it (outbound signing hashes it).
+    pub(super) body: Option<Bytes>,
+    /// What the response pipeline does to this response's body (masking, recompression).
+    pub(super) processors: Vec<Box<dyn BodyProcessor>>,
+    /// When the request body was rewritten: how much of the replay has been swapped so far.
+    pub(super) replay_rewritten: Option<usize>,
+    /// The canonical path to forward, when it differs from the one the client sent.
+    pub forwarded_path: Option<String>,
+    /// The connection's deadlines, moved on as the request is read and answered.
+    pub(super) connection: Option<Arc<ConnectionControl>>,
+}
+
+impl RequestCtx {
+    pub(super) fn service(&self) -> Option<&Service> {
+        let rt = self.runtime.as_ref()?;
+        rt.services.get(self.service?)
+    }
+
+    /// The policy this request runs on.
+    #[must_use]
+    pub fn runtime_arc(&self) -> Option<Arc<Runtime>> {
+        self.runtime.clone()
+    }
+
+    #[must_use]
+    pub fn service_index(&self) -> Option<usize> {
+        self.service
+    }
+
+    /// Like [`RequestCtx::process_chunk`], masking Pingora's own buffer when it is not
+    /// shared and a single processor can work in place (no copy of the chunk).
+    pub fn process_owned_chunk(&mut self, chunk: Option<Bytes>, end: bool) -> Option<Bytes> {
+        let chunk = match chunk {
+            Some(bytes) if !bytes.is_empty() && self.processors.len() == 1 => {
+                match bytes.try_into_mut() {
+                    Ok(mut owned) => {
+                        let done = self
+                            .processors
+                            .first_mut()
+                            .and_then(|p| p.process_in_place(&mut owned, end));
+                        if let Some((emit, changed)) = done {
+                            self.count_changed(changed);
+                            owned.truncate(emit);
+                            return (emit > 0 || end).then(|| owned.freeze());
+                        }
+                        Some(owned.freeze())
+                    }
+                    Err(shared) => Some(shared),
+                }
+            }
+            other => other,
+        };
+        self.process_chunk(chunk.as_deref(), end)
+    }
+
+    /// Runs a response body chunk through this response's processors; `None` when nothing
+    /// is to be sent yet.
+    pub fn process_chunk(&mut self, chunk: Option<&[u8]>, end: bool) -> Option<Bytes> {
+        let (out, changed) = process_body(&mut self.processors, chunk.unwrap_or_default(), end);
+        self.count_changed(changed);
+        (!out.is_empty() || end).then(|| Bytes::from(out))
+    }
+
+    /// Counts items (card numbers) a body processor changed, for the service's metric.
+    fn count_changed(&self, changed: usize) {
+        if changed > 0 {
+            if let Some(svc) = self.service() {
+                svc.metrics.body_items_changed(changed);
+            }
+        }
+    }
+
+    /// A refusal a body processor reached after seeing the whole body.
+    #[must_use]
+    pub fn body_refusal(&self) -> Option<Rejection> {
+        self.processors.iter().find_map(|p| p.refusal())
+    }
+
+    /// True when the client was cut off for sending its body too slowly.
+    pub(super) fn body_timed_out(&self) -> bool {
+        self.connection.as_ref().is_some_and(|c| c.body_timed_out())
+    }
+
+    /// Records why a request was refused, for the log.
+    pub fn refused(&mut self, code: &'static str) {
+        self.reason = Some(code);
+    }
+
+    /// When a response-side refusal replaced the body: `Some(None)` for a chunk to drop,
+    /// `Some(Some(problem))` at the end. `None` when the body passes unchanged.
+    pub fn take_replacement(&mut self, end: bool) -> Option<Option<Bytes>> {
+        self.replace_body.as_ref()?;
+        Some(if end { self.replace_body.take() } else { None })
+    }
+}

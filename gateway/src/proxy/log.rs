@@ -1,0 +1,41 @@
+//! The end of a request: metrics and the access log.
+
+use pingora::http::RequestHeader;
+
+use super::context::RequestCtx;
+use crate::access_log::{now_rfc3339, AccessRecord};
+use crate::state::GatewayState;
+
+/// Counts and logs a finished request.
+pub fn log_request(
+    state: &GatewayState,
+    req: &RequestHeader,
+    status: Option<u16>,
+    ctx: &RequestCtx,
+) {
+    let status = status.unwrap_or(0);
+    let elapsed = ctx.start.elapsed().as_secs_f64();
+    let svc = ctx.service();
+    match svc {
+        Some(s) => s.metrics.finished(status, elapsed),
+        None => state.metrics.unrouted(status),
+    }
+    if !state.log.enabled() {
+        return;
+    }
+    let client_id = ctx.x.get(portcullis_assertions::exchange::CLIENT_ID);
+    state.log.write(&AccessRecord {
+        ts: now_rfc3339(),
+        service: svc.map_or("", |s| &s.name),
+        route: svc.map_or("", |s| &s.route),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        status,
+        latency_ms: (elapsed * 1_000_000.0).round() / 1000.0,
+        client_ip: ctx.x.client_ip.to_string(),
+        client_id,
+        denied_by: ctx.x.denied_by,
+        reason: ctx.reason,
+        generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
+    });
+}

@@ -1,0 +1,67 @@
+//! The upstream and response phases of a service's pipelines, shared by the proxy's hooks
+//! and the buffering forwarder.
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::ErrorType;
+use portcullis_assertions::Verdict;
+
+use super::context::RequestCtx;
+use super::heads::{PingoraRequestView, PingoraResponse};
+use crate::runtime::Service;
+
+/// A refusal in the upstream phase (outbound signing failed) becomes an error the client
+/// hears as that status.
+pub fn upstream_verdict(verdict: Verdict, ctx: &mut RequestCtx) -> Result<()> {
+    match verdict {
+        Verdict::Continue => Ok(()),
+        Verdict::Reject(r) => {
+            ctx.reason = Some(r.code);
+            Err(Error::explain(
+                ErrorType::HTTPStatus(r.status.as_u16()),
+                "upstream phase refused the request",
+            ))
+        }
+    }
+}
+
+/// Runs the response pipeline on an upstream response head; a refusal turns the response
+/// into a problem+json answer whose body replaces the upstream's.
+pub fn apply_response_pipeline(
+    svc: &Service,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    if svc.response.is_empty() {
+        return Ok(());
+    }
+    let verdict = svc.run_response(
+        &PingoraRequestView(req),
+        &mut PingoraResponse(resp),
+        &mut ctx.x,
+    );
+    if let Verdict::Reject(r) = verdict {
+        ctx.reason = Some(r.code);
+        let body = Bytes::from(r.problem_json());
+        resp.set_status(r.status)?;
+        for name in [CONTENT_ENCODING, TRANSFER_ENCODING] {
+            resp.remove_header(&name);
+        }
+        resp.insert_header(CONTENT_TYPE, "application/problem+json")?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        for (name, value) in &r.headers {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+        ctx.replace_body = Some(body);
+        return Ok(());
+    }
+    ctx.processors = svc.response.response_bodies(
+        &PingoraRequestView(req),
+        &mut PingoraResponse(resp),
+        &mut ctx.x,
+    );
+    Ok(())
+}
