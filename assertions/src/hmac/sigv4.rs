@@ -448,12 +448,18 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
     })
 }
 
-/// The canonical URI: each segment percent-decoded then encoded once with the unreserved
-/// set (`/` kept as separator, so an encoded `%2F` stays `%2F`).
+/// The canonical URI, in the two styles AWS signers use.
 ///
-/// With `normalize`, empty and `.` segments are dropped and `..` removes the previous
-/// one (RFC 3986 dot-segment removal plus duplicate-slash collapsing); a trailing `/`,
-/// `/.` or `/..` leaves a trailing slash. Without it the segments are kept as given.
+/// With `normalize` (every AWS service but S3, and what botocore and the AWS SDKs do by
+/// default): empty and `.` segments are dropped and `..` removes the previous one (RFC 3986
+/// dot-segment removal plus duplicate-slash collapsing; a trailing `/`, `/.` or `/..` leaves
+/// a trailing slash), then the path **as sent** is encoded once more: each byte outside the
+/// unreserved set, `%` included, becomes `%XX`, so `/items/a%20b` is signed as
+/// `/items/a%2520b` (double encoding).
+///
+/// Without it (S3 style): segments are kept as given, each percent-decoded then encoded once
+/// with the unreserved set (`/` kept as separator, so an encoded `%2F` stays `%2F`).
+///
 /// An empty path is `/`.
 pub fn canonical_uri(path: &str, normalize: bool) -> String {
     let mut out = String::with_capacity(path.len() + 8);
@@ -471,7 +477,7 @@ pub fn canonical_uri(path: &str, normalize: bool) -> String {
         let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
         for seg in &kept {
             out.push('/');
-            uri_encode_into(&mut out, &percent_decode(seg));
+            uri_encode_into(&mut out, seg.as_bytes());
         }
         if trailing || kept.is_empty() {
             out.push('/');

@@ -417,8 +417,9 @@ pub struct RequireHmacSpec {
     /// aws-sigv4: accept presigned URLs (X-Amz-Signature in the query). Default `true`.
     #[serde(default)]
     pub allow_presigned: Option<bool>,
-    /// aws-sigv4: normalise the path (dot segments, duplicate slashes) before signing, as every
-    /// AWS service but S3 does. Default `true`.
+    /// aws-sigv4: sign the path as every AWS service but S3 does (dot segments and duplicate
+    /// slashes normalised, the path as sent encoded once more). `false`: S3 style (kept as sent,
+    /// encoded once). Default `true`.
     #[serde(default)]
     pub normalize_path: Option<bool>,
     /// aws-sigv4: accept `x-amz-content-sha256: UNSIGNED-PAYLOAD`. Default `false`.
