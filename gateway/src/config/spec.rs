@@ -474,7 +474,7 @@ pub struct SignHmacSpec {
     /// aws-sigv4: also send and sign `x-amz-content-sha256`. Default `true`.
     #[serde(default)]
     pub content_sha256_header: Option<bool>,
-    /// aws-sigv4: normalise the path when signing. Default `true`.
+    /// aws-sigv4: sign the path as non-S3 AWS services do (normalised, encoded again); `false`: S3 style. Default `true`.
     #[serde(default)]
     pub normalize_path: Option<bool>,
     /// template: the header to write. Default `Authorization`.

@@ -29,6 +29,9 @@ pub struct RequestCtx {
     pub(super) replay_rewritten: Option<usize>,
     /// The canonical path to forward, when it differs from the one the client sent.
     pub forwarded_path: Option<String>,
+    /// A refusal reached after Pingora took over (the upstream phase), answered as it is
+    /// by `fail_to_proxy`.
+    pub(super) pending_refusal: Option<Rejection>,
     /// The connection's deadlines, moved on as the request is read and answered.
     pub(super) connection: Option<Arc<ConnectionControl>>,
 }

@@ -67,6 +67,7 @@ impl ProxyHttp for Gateway {
             processors: Vec::new(),
             replay_rewritten: None,
             forwarded_path: None,
+            pending_refusal: None,
             connection: None,
         }
     }
@@ -337,7 +338,9 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let rejection = if ctx.body_timed_out() {
+        let rejection = if let Some(refusal) = ctx.pending_refusal.take() {
+            Some(refusal)
+        } else if ctx.body_timed_out() {
             Some(client_timeout())
         } else {
             upstream_failure(e)

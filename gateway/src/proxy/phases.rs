@@ -12,15 +12,17 @@ use super::context::RequestCtx;
 use super::heads::{PingoraRequestView, PingoraResponse};
 use crate::runtime::Service;
 
-/// A refusal in the upstream phase (outbound signing failed) becomes an error the client
-/// hears as that status.
+/// A refusal in the upstream phase (outbound signing failed) stops the proxying; the
+/// rejection itself, with its code, detail and headers, is what `fail_to_proxy` answers.
 pub fn upstream_verdict(verdict: Verdict, ctx: &mut RequestCtx) -> Result<()> {
     match verdict {
         Verdict::Continue => Ok(()),
         Verdict::Reject(r) => {
             ctx.reason = Some(r.code);
+            let status = r.status.as_u16();
+            ctx.pending_refusal = Some(r);
             Err(Error::explain(
-                ErrorType::HTTPStatus(r.status.as_u16()),
+                ErrorType::HTTPStatus(status),
                 "upstream phase refused the request",
             ))
         }

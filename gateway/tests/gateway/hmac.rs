@@ -445,3 +445,38 @@ fn sdk_double_encoded_paths_with_escapes_pass() {
         );
     }
 }
+
+/// A request the gateway cannot sign for the upstream is refused with the signing step's own
+/// code and detail, not a generic failure: here an `x-amz-*` header (which `sign_hmac` signs)
+/// holds bytes that are not text.
+#[test]
+fn an_outbound_signing_failure_is_answered_with_its_own_code() {
+    use std::io::{Read, Write};
+    let backend = Backend::start();
+    let services = r#"
+keys:
+  billing: [{access_key: AKIDGATEWAY, client: gateway, secrets: [admin_token]}]
+services:
+  - name: signed
+    upstream: {backend}
+    request:
+      - sign_hmac: {scheme: aws-sigv4, keys: billing, access_key: AKIDGATEWAY, region: eu-west-1, service: billing}
+"#;
+    let gw = TestGateway::start(services, &backend.url());
+    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Meta: caf\xe9\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains("urn:portcullis:problem:signing-failed"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("could not sign the upstream request"),
+        "{answer}"
+    );
+    assert_eq!(backend.count(), 0);
+}
