@@ -15,6 +15,7 @@ pub mod files;
 pub mod metrics;
 pub mod oauth;
 pub mod path;
+pub mod privileges;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -120,6 +120,22 @@ fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
     if let Some(e) = echo {
         log::info!("demo echo upstream on {e}");
     }
+    match rt.settings.run_as.clone() {
+        Some(run_as) => {
+            let listeners: Vec<_> = rt.settings.listen.iter().chain(&rt.settings.admin_listen).copied().collect();
+            std::thread::spawn(move || match portcullis::privileges::drop_after_bind(&run_as, &listeners) {
+                Ok(()) => log::info!("listeners bound; now running as user {} (uid {}, gid {})", run_as.user, run_as.uid, run_as.gid),
+                Err(e) => {
+                    log::error!("cannot drop privileges to user {}: {e}; stopping", run_as.user);
+                    std::process::exit(1);
+                }
+            });
+        }
+        None if portcullis::privileges::is_root() => log::warn!(
+            "running as root: every request is handled with root's rights. Set `user:` in the policy to drop them once the listeners are bound"
+        ),
+        None => {}
+    }
     portcullis::server::build(&state, echo).run(pingora::server::RunArgs::default());
     // Usage counted since the last flush goes to the store before the process ends.
     let n = state.flush_usage();

@@ -53,6 +53,8 @@ pub struct Settings {
     pub admin_listen: Option<SocketAddr>,
     pub workers: usize,
     pub access_log: AccessLogTarget,
+    /// The identity to take once the listeners are bound.
+    pub run_as: Option<crate::privileges::RunAs>,
 }
 
 /// How to reach a service's upstream.

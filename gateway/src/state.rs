@@ -91,7 +91,7 @@ impl GatewayState {
                     new.warnings.iter().map(ToString::to_string).collect();
                 if new.settings != self.started {
                     warnings.push(
-                        "listen, admin.listen, workers and access_log take effect only after a restart".to_owned(),
+                        "listen, admin.listen, workers, access_log, user and group take effect only after a restart".to_owned(),
                     );
                 }
                 let new = Arc::new(new);

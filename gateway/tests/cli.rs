@@ -918,3 +918,79 @@ fn check_refuses_body_and_upstream_steps_inside_any_at_their_position() {
         "{stderr}"
     );
 }
+
+/// Started as root with `user: nobody`, the gateway binds its listeners, then runs as nobody
+/// (and still serves); started as root without `user:`, it says so loudly. Skipped when the
+/// tests do not run as root.
+#[test]
+fn run_drops_root_after_binding_when_told_and_warns_otherwise() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
+        .unwrap_or_default();
+    if uid.split_whitespace().nth(2) != Some("0") {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin) = (free_addr(), free_addr());
+    write(dir.path(), "token", "t0ken");
+    let base = format!(
+        "listen: {listen}\nadmin: {{listen: {admin}, token: admin}}\nsecrets: {{admin: {{file: token}}}}\nstate: memory\naccess_log: off\nservices:\n  - name: s\n    upstream: http://127.0.0.1:9\n"
+    );
+    let policy = write(dir.path(), "p.yaml", &format!("user: nobody\n{base}"));
+    let child = Child(
+        bin()
+            .args(["run", "-c", policy.to_str().expect("utf8")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let answer = get(listen, "/x", "");
+    assert!(
+        answer.starts_with("HTTP/1.1 502"),
+        "still serving: {answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status_file = format!("/proc/{}/status", child.0.id());
+    loop {
+        let status = std::fs::read_to_string(&status_file).expect("status");
+        let uids = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("uid line")
+            .to_owned();
+        let nobody = uids.split_whitespace().skip(1).all(|u| u == "65534");
+        if nobody {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {uids}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        get(listen, "/x", "").starts_with("HTTP/1.1 502"),
+        "serves as nobody"
+    );
+    drop(child);
+
+    let (listen, admin) = (free_addr(), free_addr());
+    let policy = write(
+        dir.path(),
+        "root.yaml",
+        &format!("listen: {listen}\nadmin: {{listen: {admin}, token: admin}}\nsecrets: {{admin: {{file: token}}}}\nstate: memory\naccess_log: off\nservices: []\n"),
+    );
+    let mut child = Child(
+        bin()
+            .args(["run", "-c", policy.to_str().expect("utf8")])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let _ = get(listen, "/x", "");
+    let _ = child.0.kill();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(stderr.contains("running as root"), "{stderr}");
+}

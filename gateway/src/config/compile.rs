@@ -509,11 +509,37 @@ fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
             AccessLogTarget::File(path)
         }
     };
+    let run_as = match (&spec.user, &spec.group) {
+        (None, Some(g)) => {
+            cx.err(
+                g.loc,
+                "group",
+                "group needs user: the gateway drops to that user's identity",
+            );
+            None
+        }
+        (None, None) => None,
+        (Some(user), group) => {
+            match crate::privileges::resolve(&user.value, group.as_ref().map(|g| g.value.as_str()))
+            {
+                Ok(run_as) => Some(run_as),
+                Err(e) => {
+                    let loc = group
+                        .as_ref()
+                        .filter(|_| e.contains("group"))
+                        .map_or(user.loc, |g| g.loc);
+                    cx.err(loc, if e.contains("group") { "group" } else { "user" }, e);
+                    None
+                }
+            }
+        }
+    };
     Settings {
         listen,
         admin_listen,
         workers,
         access_log,
+        run_as,
     }
 }
 

@@ -35,6 +35,13 @@ pub struct ConfigSpec {
     /// Proxies whose `X-Forwarded-For` is believed when working out the client address.
     #[serde(default)]
     pub trusted_proxies: Lenient<Vec<Cidr>>,
+    /// Run as this user once the listeners are bound (the gateway is started as root to bind
+    /// low ports). Takes effect at start.
+    #[serde(default)]
+    pub user: Option<Spanned<String>>,
+    /// With `user`: the group to run as. Default: the user's primary group.
+    #[serde(default)]
+    pub group: Option<Spanned<String>>,
     /// Worker threads for the proxy. Default: the number of CPUs.
     #[serde(default)]
     pub workers: Lenient<Option<Spanned<usize>>>,
