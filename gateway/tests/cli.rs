@@ -994,3 +994,78 @@ fn run_drops_root_after_binding_when_told_and_warns_otherwise() {
     }
     assert!(stderr.contains("running as root"), "{stderr}");
 }
+
+/// Sends a raw request and returns the whole answer.
+fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Counts a token's uses, then kills the gateway with SIGKILL (no shutdown flush) and reads
+/// the count back after a restart: all of them with `usage.durable`, none of them (with a
+/// long flush interval) without.
+#[test]
+fn durable_usage_survives_a_kill_and_batched_usage_says_what_it_loses() {
+    for durable in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (listen, admin) = (free_addr(), free_addr());
+        write(dir.path(), "admin-token", "adm1n");
+        write(dir.path(), "app.secret", "app-s3cret");
+        let key = repo().join("fixtures/oauth/gateway-es256-2026b.pem");
+        let policy = write(
+            dir.path(),
+            "p.yaml",
+            &format!(
+                "listen: {listen}\nadmin: {{listen: {admin}, token: admin}}\nsecrets:\n  admin: {{file: admin-token}}\n  app: {{file: app.secret}}\nstate: sqlite://usage.db\naccess_log: off\ntoken_service:\n  issuer: https://gw.test\n  signing_keys: [{{kid: k, file: {}}}]\n  clients: [{{id: app, secret: app, scopes: [a], token_format: opaque}}]\n  usage: {{durable: {durable}, flush_interval: 1h}}\nservices:\n  - name: s\n    upstream: http://127.0.0.1:9\n    request:\n      - require_bearer: {{scopes: [a]}}\n",
+                key.display()
+            ),
+        );
+        let start = || {
+            Child(
+                bin()
+                    .args(["run", "-c", policy.to_str().expect("utf8")])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn"),
+            )
+        };
+        let mut gateway = start();
+        let _ = get(admin, "/healthz", "Authorization: Bearer adm1n\r\n");
+        let form = "grant_type=client_credentials&client_id=app&client_secret=app-s3cret";
+        let answer = raw(listen, &format!("POST /oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}", form.len()));
+        let token = answer
+            .split("\"access_token\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no token in {answer}"))
+            .to_owned();
+        for _ in 0..5 {
+            let answer = get(listen, "/x", &format!("Authorization: Bearer {token}\r\n"));
+            assert!(
+                answer.starts_with("HTTP/1.1 502"),
+                "the pipeline passed: {answer}"
+            );
+        }
+        let _ = gateway.0.kill();
+        let _ = gateway.0.wait();
+        let _gateway = start();
+        let tokens = get(
+            admin,
+            "/api/tokens?client_id=app",
+            "Authorization: Bearer adm1n\r\n",
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(tokens.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+        let expected = if durable { 5 } else { 0 };
+        assert_eq!(
+            body["tokens"][0]["usage"]["count"].as_u64(),
+            Some(expected),
+            "durable {durable}: {tokens}"
+        );
+    }
+}

@@ -712,9 +712,15 @@ pub struct AccountSpec {
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageSpec {
-    /// How often usage counts are written to the store. Default `1s`.
+    /// How often usage counts are written to the store. Default `1s`. A crash (not a
+    /// shutdown) loses the counts of at most this long.
     #[serde(default)]
     pub flush_interval: Option<DurationSpec>,
+    /// Write each request's use to the store before the request goes upstream, so a crash
+    /// loses no count (a store write per request; if it fails the request gets `503`).
+    /// Default `false`.
+    #[serde(default)]
+    pub durable: Option<bool>,
     /// Flag a token used from more distinct client addresses than this.
     #[serde(default)]
     pub max_distinct_ips: Option<u64>,

@@ -21,24 +21,37 @@ const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 /// usage thresholds. Returns how many tokens' usage was written. A batch covers at most one
 /// flush interval, so rates are judged over it (an early flush can only under-count).
 pub fn flush_usage(state: &GatewayState) -> usize {
+    match try_flush_usage(state) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("usage statistics: {e}; will retry");
+            0
+        }
+    }
+}
+
+/// [`flush_usage`], saying when the store refused the batch (kept for the next flush).
+///
+/// # Errors
+/// The store's error.
+pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
     let rt = state.current();
     let live = &state.carry().live;
     let batch = live.drain();
     if batch.is_empty() {
-        return 0;
+        return Ok(0);
     }
     let n = batch.len();
     if let Err(e) = rt.store.record_usage(&batch) {
-        log::error!("usage statistics: {e}; will retry");
         live.restore(batch);
-        return 0;
+        return Err(e.to_string());
     }
     let Some(ts) = rt.token_service.as_ref() else {
-        return n;
+        return Ok(n);
     };
     let policy = &ts.usage;
     if policy.max_distinct_ips.is_none() && policy.max_per_minute.is_none() {
-        return n;
+        return Ok(n);
     }
     let minutes = policy.flush_interval.as_secs_f64().max(1.0) / 60.0;
     for d in &batch {
@@ -78,7 +91,7 @@ pub fn flush_usage(state: &GatewayState) -> usize {
             }
         }
     }
-    n
+    Ok(n)
 }
 
 /// Flushes usage on its interval and once more at shutdown; purges old records hourly.

@@ -121,6 +121,9 @@ pub struct UsagePolicy {
     /// Revoke a token as soon as it is flagged.
     pub auto_revoke: bool,
     pub flush_interval: std::time::Duration,
+    /// Each request's use is in the store before the request goes upstream (a crash loses
+    /// no count), at the price of a store write per request.
+    pub durable: bool,
 }
 
 /// What a grant resolved to: the token to issue.

@@ -208,6 +208,21 @@ impl ProxyHttp for Gateway {
         if let Verdict::Reject(r) = verdict {
             return refuse(session, ctx, &r, body.is_some()).await;
         }
+        if rt.token_service.as_ref().is_some_and(|ts| ts.usage.durable) {
+            // Durable usage: this request's use is in the store before it goes upstream.
+            let state = self.state.clone();
+            let written =
+                tokio::task::spawn_blocking(move || oauth::background::try_flush_usage(&state))
+                    .await;
+            if !matches!(written, Ok(Ok(_))) {
+                let r = portcullis_assertions::Rejection::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "usage-not-recorded",
+                    "the token's use could not be recorded, and this gateway records every use before forwarding",
+                );
+                return refuse(session, ctx, &r, body.is_some()).await;
+            }
+        }
 
         if let Some(mut body) = body {
             if let Some(rewritten) = svc.rewrite_request_body(&body, &mut ctx.x) {

@@ -358,6 +358,7 @@ pub(super) fn compile_token_service(
             max_per_minute: usage.and_then(|u| u.max_requests_per_minute),
             auto_revoke: usage.and_then(|u| u.auto_revoke).unwrap_or(false),
             flush_interval: flush,
+            durable: usage.and_then(|u| u.durable).unwrap_or(false),
         },
         metadata_json: serde_json::to_vec_pretty(&metadata).unwrap_or_default(),
     }))
