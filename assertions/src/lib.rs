@@ -341,3 +341,13 @@ pub fn needs_of(steps: &[Box<dyn Assertion>]) -> Needs {
         .iter()
         .fold(Needs::HEADERS, |acc, s| acc.union(s.needs()))
 }
+
+/// Cases for a property test: `PROPTEST_CASES` when set (long local fuzzing runs), else
+/// the test's own count.
+#[cfg(test)]
+pub(crate) fn test_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -31,3 +31,13 @@ pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(config::spec::ConfigSpec);
     serde_json::to_value(schema).unwrap_or_default()
 }
+
+/// Cases for a property test: `PROPTEST_CASES` when set (long local fuzzing runs), else
+/// the test's own count.
+#[cfg(test)]
+pub(crate) fn test_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -191,3 +191,67 @@ pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, Inva
         _ => Err(InvalidPolicy(errors)),
     }
 }
+
+/// The policy loader over any text, and over every shipped policy with bytes dropped,
+/// doubled or replaced: errors with positions, never a panic (a stable stand-in for a fuzz
+/// target).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn load_text(text: &str) {
+        let mut errors = Vec::new();
+        let file: Arc<Path> = Arc::from(Path::new("fuzz.yaml"));
+        let _ = parse_text::<spec::ConfigSpec>(file, text, &mut errors);
+        for e in &errors {
+            assert!(!e.message.is_empty());
+        }
+    }
+
+    fn shipped() -> Vec<String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(1024)))]
+
+        #[test]
+        fn any_text_loads_or_is_explained(text in "\\PC{0,300}") {
+            load_text(&text);
+        }
+
+        #[test]
+        fn damaged_shipped_policies_load_or_are_explained(
+            which in 0usize..16,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, any::<char>()), 1..8),
+        ) {
+            let policies = shipped();
+            prop_assume!(!policies.is_empty());
+            let mut text: Vec<char> = policies[which % policies.len()].chars().collect();
+            for (at, kind, c) in edits {
+                if text.is_empty() {
+                    break;
+                }
+                let i = at.index(text.len());
+                match kind {
+                    0 => { text.remove(i); }
+                    1 => { let d = text[i]; text.insert(i, d); }
+                    _ => text[i] = c,
+                }
+            }
+            load_text(&text.into_iter().collect::<String>());
+        }
+    }
+}

@@ -505,3 +505,35 @@ mod tests {
         assert!(credentials(Some(b"Basic !!!"), &form).is_err());
     }
 }
+
+/// The token endpoint's parsers over any input: never a panic, and a parameter given twice
+/// is always refused (a stable stand-in for a fuzz target; see `docs` on fuzzing).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(2048)))]
+
+        #[test]
+        fn form_and_basic_parsing_never_panic(body in prop::collection::vec(any::<u8>(), 0..256), auth in prop::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(form) = Form::parse(&body) {
+                let _ = credentials(Some(&auth), &form);
+                let _ = credentials(None, &form);
+            }
+            let mut basic = b"Basic ".to_vec();
+            basic.extend_from_slice(STANDARD.encode(&auth).as_bytes());
+            if let Ok(form) = Form::parse(b"") {
+                let _ = credentials(Some(&basic), &form);
+            }
+        }
+
+        #[test]
+        fn repeated_names_are_always_refused(name in "[a-z_]{1,12}", a in "[a-z0-9]{0,8}", b in "[a-z0-9]{0,8}") {
+            let body = format!("{name}={a}&x=1&{name}={b}");
+            prop_assert!(Form::parse(body.as_bytes()).is_err());
+        }
+    }
+}

@@ -199,3 +199,24 @@ impl TokenService {
         })
     }
 }
+
+/// The part of an assertion read before its signature is checked, over any input.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::test_cases(4096)))]
+
+        #[test]
+        fn unverified_issuer_never_panics(token in "[A-Za-z0-9._=-]{0,200}", payload in prop::collection::vec(any::<u8>(), 0..128)) {
+            let _ = unverified_issuer(&token);
+            let _ = crate::oauth::looks_like_jwt(&token);
+            let crafted = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(&payload));
+            let _ = unverified_issuer(&crafted);
+            let _ = jsonwebtoken::decode_header(&token);
+        }
+    }
+}

@@ -306,7 +306,7 @@ fn segment_strategy() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(crate::test_cases(4096)))]
 
     /// Whatever way a path is written, the gateway either refuses it or forwards it to the
     /// service a decoding upstream would map the forwarded path to.
