@@ -39,18 +39,22 @@ enum Command {
     },
     /// Run the demo: the gateway with policies/demo.yaml in front of a built-in echo upstream on 127.0.0.1:9090.
     Demo {
+        /// The policy file.
         #[arg(short, long, default_value = "policies/demo.yaml")]
         config: PathBuf,
+        /// Where the built-in echo upstream listens.
         #[arg(long, default_value = "127.0.0.1:9090")]
         echo: SocketAddr,
     },
     /// Check a policy file: print every error as file:line:col: message; exit 1 if any.
     Check {
+        /// The policy file (its includes are checked too).
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Dry-run a raw HTTP request through the matching service's request pipeline; exit 0 allow, 1 deny, 2 error.
     Eval {
+        /// The policy file.
         #[arg(short, long)]
         config: PathBuf,
         /// A file holding a raw HTTP/1.1 request (request line, headers, blank line, body).

@@ -20,8 +20,10 @@ pub enum SignScheme {
     AwsSigv4 {
         #[command(flatten)]
         common: Common,
+        /// The region of the credential scope, e.g. eu-west-1.
         #[arg(long)]
         region: String,
+        /// The service of the credential scope, e.g. orders.
         #[arg(long)]
         service: String,
         /// Also send and sign x-amz-content-sha256.

@@ -59,8 +59,10 @@ pub struct JwksArgs {
     /// PKCS#8 PEM private keys, each followed by its key id: `--key FILE --kid ID` (repeatable).
     #[arg(long, required = true)]
     key: Vec<PathBuf>,
+    /// The key id published for the `--key` before it (repeatable, one per key).
     #[arg(long, required = true)]
     kid: Vec<String>,
+    /// The algorithm the keys sign with.
     #[arg(long, value_enum, default_value = "RS256")]
     alg: KeyAlgorithm,
 }

@@ -382,12 +382,24 @@ fn every_command_has_help() {
         "sign",
         "sign aws-sigv4",
         "sign aws-sigv2",
+        "sign jwt-bearer",
+        "sign jwks",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");
         let out = run(&args);
         assert!(out.status.success(), "{cmd}");
-        assert!(text(&out.stdout).contains("Usage:"), "{cmd}");
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage:"), "{cmd}");
+        // Every flag says what it is for: text after the flag's own column.
+        for line in help.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let described = line
+                .trim()
+                .split("  ")
+                .skip(1)
+                .any(|part| !part.trim().is_empty());
+            assert!(described, "{cmd}: no description for `{}`", line.trim());
+        }
     }
 }
 

@@ -989,29 +989,26 @@ fn compile_steps(
     side: Side,
     cx: &mut Cx<'_>,
 ) -> Vec<Box<dyn Assertion>> {
-    let mut out = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        let Some(step) = step.0.as_ref() else {
-            continue;
-        };
-        let step_path = format!("{path}[{i}]");
-        match &step.value {
-            AssertionSpec::All(inner) if cx.any_depth == 0 && !inner.is_empty() => {
-                out.extend(compile_steps(inner, &format!("{step_path}.all"), side, cx));
-            }
-            _ => out.extend(compile_step(step, &step_path, side, cx)),
-        }
-    }
-    out
+    compile_list(steps, path, side, None, cx)
 }
 
-/// Compiles the steps of an `all` or `any` that sits inside an `any`: each must decide on
-/// heads only (see `portcullis_assertions::composite`).
+/// Compiles the steps of an `all` or `any` (`kind`) that sits inside an `any`: each must
+/// decide on heads only (see `portcullis_assertions::composite`).
 fn compile_composite_steps(
     steps: &[Lenient<Spanned<AssertionSpec>>],
     path: &str,
     kind: &str,
     side: Side,
+    cx: &mut Cx<'_>,
+) -> Vec<Box<dyn Assertion>> {
+    compile_list(steps, path, side, Some(kind), cx)
+}
+
+fn compile_list(
+    steps: &[Lenient<Spanned<AssertionSpec>>],
+    path: &str,
+    side: Side,
+    composite: Option<&str>,
     cx: &mut Cx<'_>,
 ) -> Vec<Box<dyn Assertion>> {
     let mut out = Vec::new();
@@ -1020,26 +1017,39 @@ fn compile_composite_steps(
             continue;
         };
         let step_path = format!("{path}[{i}]");
+        if let (AssertionSpec::All(inner), None) = (&step.value, composite) {
+            if cx.any_depth == 0 && !inner.is_empty() {
+                out.extend(compile_list(
+                    inner,
+                    &format!("{step_path}.all"),
+                    side,
+                    None,
+                    cx,
+                ));
+                continue;
+            }
+        }
         let Some(compiled) = compile_step(step, &step_path, side, cx) else {
             continue;
         };
         let beyond = compiled.phases().beyond_heads();
-        if beyond.is_empty() {
-            out.push(compiled);
-        } else {
-            let list = match side {
-                Side::Request => "request",
-                Side::Response => "response",
-            };
-            cx.err(
-                step.loc,
-                &step_path,
-                format!(
-                    "{} cannot sit inside `{kind}`: it {}, and `{kind}` decides on request and response heads only (which branch's work would apply?); put it in the {list} list itself",
-                    compiled.kind(),
-                    beyond.join(" and ")
-                ),
-            );
+        match composite {
+            Some(kind) if !beyond.is_empty() => {
+                let list = match side {
+                    Side::Request => "request",
+                    Side::Response => "response",
+                };
+                cx.err(
+                    step.loc,
+                    &step_path,
+                    format!(
+                        "{} cannot sit inside `{kind}`: it {}, and `{kind}` decides on request and response heads only (which branch's work would apply?); put it in the {list} list itself",
+                        compiled.kind(),
+                        beyond.join(" and ")
+                    ),
+                );
+            }
+            _ => out.push(compiled),
         }
     }
     out

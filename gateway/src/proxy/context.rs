@@ -37,6 +37,13 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// The policy this request runs on and the index of the service it was routed to.
+    pub(super) fn routed(&self) -> Option<(Arc<Runtime>, usize)> {
+        let runtime = self.runtime.clone()?;
+        let index = self.service.filter(|i| *i < runtime.services.len())?;
+        Some((runtime, index))
+    }
+
     pub(super) fn service(&self) -> Option<&Service> {
         let rt = self.runtime.as_ref()?;
         rt.services.get(self.service?)

@@ -260,12 +260,10 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(rt) = ctx.runtime.clone() else {
+        let Some((rt, index)) = ctx.routed() else {
             return Ok(());
         };
-        let Some(svc) = ctx.service.and_then(|i| rt.services.get(i)) else {
-            return Ok(());
-        };
+        let svc = &rt.services[index];
         let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
         prepare_upstream_request(
             svc,
@@ -322,12 +320,10 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(rt) = ctx.runtime.clone() else {
+        let Some((rt, index)) = ctx.routed() else {
             return Ok(());
         };
-        let Some(svc) = ctx.service.and_then(|i| rt.services.get(i)) else {
-            return Ok(());
-        };
+        let svc = &rt.services[index];
         apply_response_pipeline(svc, session.req_header(), upstream_response, ctx)
     }
 

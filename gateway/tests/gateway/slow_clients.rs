@@ -40,6 +40,20 @@ fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `start`, then trickles `rest` a byte every 200 ms from another thread, and returns
+/// everything the gateway answered until it closed the connection.
+fn trickled(gw: &TestGateway, start: &[u8], rest: &'static [u8]) -> String {
+    let mut slow = connect(gw);
+    slow.write_all(start).expect("write");
+    let writer = {
+        let mut slow = slow.try_clone().expect("clone");
+        std::thread::spawn(move || trickle(&mut slow, rest, Duration::from_millis(200)))
+    };
+    let answer = read_all(&mut slow);
+    let _ = writer.join();
+    answer
+}
+
 /// Sends `bytes` one at a time, `gap` apart, until the gateway stops taking them.
 fn trickle(stream: &mut TcpStream, bytes: &[u8], gap: Duration) {
     for byte in bytes {
@@ -133,42 +147,22 @@ fn a_trickled_body_is_cut_off_with_a_408_before_or_while_it_goes_upstream() {
     let backend = Backend::start();
     let gw = TestGateway::start(SERVICES, &backend.url());
     // The checked service reads the body before contacting the upstream: nothing goes up.
-    let mut slow = connect(&gw);
-    slow.write_all(b"POST /checked HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{")
-        .expect("write");
-    let writer = {
-        let mut slow = slow.try_clone().expect("clone");
-        std::thread::spawn(move || {
-            trickle(
-                &mut slow,
-                b"\"a\": 1111111111111111111111111}",
-                Duration::from_millis(200),
-            )
-        })
-    };
-    let answer = read_all(&mut slow);
+    let answer = trickled(
+        &gw,
+        b"POST /checked HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{",
+        b"\"a\": 1111111111111111111111111}",
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("client-timeout"), "{answer}");
-    let _ = writer.join();
     assert_eq!(backend.count(), 0);
 
     // The streamed service forwards the body as it comes: the client still hears 408.
-    let mut slow = connect(&gw);
-    slow.write_all(b"POST /streamed HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nabc")
-        .expect("write");
-    let writer = {
-        let mut slow = slow.try_clone().expect("clone");
-        std::thread::spawn(move || {
-            trickle(
-                &mut slow,
-                b"defghijklmnopqrstuvwxyz",
-                Duration::from_millis(200),
-            )
-        })
-    };
-    let answer = read_all(&mut slow);
+    let answer = trickled(
+        &gw,
+        b"POST /streamed HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nabc",
+        b"defghijklmnopqrstuvwxyz",
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    let _ = writer.join();
 }
 
 #[test]
