@@ -1081,3 +1081,62 @@ fn durable_usage_survives_a_kill_and_batched_usage_says_what_it_loses() {
         );
     }
 }
+
+/// Every complete policy (a YAML block with top-level `services:`) in the README and
+/// `docs/` passes `check`, so the docs cannot drift from the policy language. Environment
+/// variables they name are set, relative files they name are created, includes get an empty
+/// file to match.
+#[test]
+fn every_complete_policy_in_the_docs_passes_check() {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.push(repo().join("README.md"));
+    docs.sort();
+    let mut checked = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("doc");
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.lines().any(|l| l.starts_with("services:")) {
+                continue;
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cmd = bin();
+            for line in block.lines() {
+                if let Some(var) = line.split("{env: ").nth(1).and_then(|r| r.split('}').next()) {
+                    cmd.env(var.trim(), "doc-example-value");
+                }
+                if let Some(file) = line.split("{file: ").nth(1).and_then(|r| r.split('}').next()) {
+                    let file = file.trim();
+                    if !file.starts_with('/') {
+                        let path = dir.path().join(file);
+                        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+                        std::fs::write(path, "doc-example-value").expect("write");
+                    }
+                }
+                if let Some(pattern) = line.strip_prefix("include: [\"").and_then(|r| r.split('"').next()) {
+                    let path = dir.path().join(pattern.replace('*', "example"));
+                    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+                    std::fs::write(path, "services: []\n").expect("write");
+                }
+            }
+            let policy = write(dir.path(), "policy.yaml", block);
+            let out = cmd
+                .args(["check", "-c", policy.to_str().expect("utf8")])
+                .output()
+                .expect("runs");
+            assert!(
+                out.status.success(),
+                "{}: a policy in the docs does not pass check:\n{block}\n{}",
+                doc.display(),
+                text(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} complete policies found in the docs");
+}
