@@ -1098,8 +1098,8 @@ fn every_complete_policy_in_the_docs_passes_check() {
     docs.sort();
     let mut checked = 0;
     for doc in &docs {
-        let text = std::fs::read_to_string(doc).expect("doc");
-        for block in text.split("```yaml\n").skip(1) {
+        let markdown = std::fs::read_to_string(doc).expect("doc");
+        for block in markdown.split("```yaml\n").skip(1) {
             let block = block.split("```").next().unwrap_or_default();
             if !block.lines().any(|l| l.starts_with("services:")) {
                 continue;
@@ -1107,10 +1107,18 @@ fn every_complete_policy_in_the_docs_passes_check() {
             let dir = tempfile::tempdir().expect("tempdir");
             let mut cmd = bin();
             for line in block.lines() {
-                if let Some(var) = line.split("{env: ").nth(1).and_then(|r| r.split('}').next()) {
+                if let Some(var) = line
+                    .split("{env: ")
+                    .nth(1)
+                    .and_then(|r| r.split('}').next())
+                {
                     cmd.env(var.trim(), "doc-example-value");
                 }
-                if let Some(file) = line.split("{file: ").nth(1).and_then(|r| r.split('}').next()) {
+                if let Some(file) = line
+                    .split("{file: ")
+                    .nth(1)
+                    .and_then(|r| r.split('}').next())
+                {
                     let file = file.trim();
                     if !file.starts_with('/') {
                         let path = dir.path().join(file);
@@ -1118,7 +1126,10 @@ fn every_complete_policy_in_the_docs_passes_check() {
                         std::fs::write(path, "doc-example-value").expect("write");
                     }
                 }
-                if let Some(pattern) = line.strip_prefix("include: [\"").and_then(|r| r.split('"').next()) {
+                if let Some(pattern) = line
+                    .strip_prefix("include: [\"")
+                    .and_then(|r| r.split('"').next())
+                {
                     let path = dir.path().join(pattern.replace('*', "example"));
                     std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
                     std::fs::write(path, "services: []\n").expect("write");
@@ -1138,5 +1149,8 @@ fn every_complete_policy_in_the_docs_passes_check() {
             checked += 1;
         }
     }
-    assert!(checked >= 4, "only {checked} complete policies found in the docs");
+    assert!(
+        checked >= 4,
+        "only {checked} complete policies found in the docs"
+    );
 }
