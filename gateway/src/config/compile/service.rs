@@ -1,0 +1,292 @@
+//! One service: its route, methods, upstream and pipelines.
+
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use portcullis_assertions::Pipeline;
+
+use crate::config::spec::ServiceSpec;
+use crate::config::yaml::{Location, Spanned};
+use crate::metrics::{Metrics, ServiceMetrics};
+use crate::runtime::{Service, Upstream};
+
+use super::context::{Cx, Side};
+use super::steps::compile_steps;
+
+pub(super) fn compile_service(
+    spec: &ServiceSpec,
+    path: &str,
+    metrics: &Metrics,
+    cx: &mut Cx<'_>,
+) -> Option<Service> {
+    let name = spec.name.value.trim();
+    cx.service_name = name.to_owned();
+    if name.is_empty() {
+        cx.err(
+            spec.name.loc,
+            &format!("{path}.name"),
+            "a service needs a non-empty name",
+        );
+    }
+    let matcher = spec.matcher.get();
+    let route = match matcher.and_then(|m| m.path.as_ref()) {
+        Some(p) if !p.value.starts_with('/') => {
+            cx.err(
+                p.loc,
+                &format!("{path}.match.path"),
+                format!("path prefix \"{}\" must start with /", p.value),
+            );
+            "/".to_owned()
+        }
+        Some(p) => match crate::path::canonicalize(&p.value) {
+            Ok(canonical) if canonical.forms == crate::path::PathForms::default() => {
+                canonical.forwarded.into_owned()
+            }
+            Ok(canonical) => {
+                cx.err(
+                    p.loc,
+                    &format!("{path}.match.path"),
+                    format!(
+                        "path prefix \"{}\" holds {}, which upstreams read differently: write the prefix without them",
+                        p.value,
+                        canonical.forms.describe()
+                    ),
+                );
+                "/".to_owned()
+            }
+            Err(why) => {
+                cx.err(
+                    p.loc,
+                    &format!("{path}.match.path"),
+                    format!("path prefix \"{}\" is refused: {}", p.value, why.detail()),
+                );
+                "/".to_owned()
+            }
+        },
+        None => "/".to_owned(),
+    };
+    let path_case = match matcher.and_then(|m| m.path_case.as_ref()).map(|c| c.value) {
+        Some(crate::config::spec::PathCaseSpec::Insensitive) => crate::path::PathCase::Insensitive,
+        Some(crate::config::spec::PathCaseSpec::Sensitive) | None => {
+            crate::path::PathCase::Sensitive
+        }
+    };
+    let mut path_forms = crate::path::PathForms::default();
+    for form in matcher
+        .map(|m| m.allow_path_forms.as_slice())
+        .unwrap_or_default()
+    {
+        match form {
+            crate::config::spec::PathFormSpec::Parameters => path_forms.parameters = true,
+            crate::config::spec::PathFormSpec::EmptySegments => path_forms.empty_segments = true,
+            crate::config::spec::PathFormSpec::TrailingDots => path_forms.trailing_dots = true,
+        }
+    }
+    if let Some(h) = matcher.and_then(|m| m.host.as_ref()) {
+        let host = h.value.trim();
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        if bare.is_empty() || bare.contains(['/', ' ', '*']) {
+            cx.err(
+                h.loc,
+                &format!("{path}.match.host"),
+                format!("\"{host}\" is not a host name or *.domain pattern"),
+            );
+        }
+    }
+    let upstream = spec
+        .upstream
+        .get()
+        .and_then(|u| compile_upstream(u, &format!("{path}.upstream"), cx));
+
+    let request = compile_steps(&spec.request, &format!("{path}.request"), Side::Request, cx);
+    let response = compile_steps(
+        &spec.response,
+        &format!("{path}.response"),
+        Side::Response,
+        cx,
+    );
+    let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, cx);
+    let request = Pipeline::new(request);
+    let response = Pipeline::new(response);
+    let needs = request.needs().union(response.needs());
+    let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
+    Some(Service {
+        name: Arc::from(name),
+        methods,
+        route_segments: crate::path::segment_count(&route),
+        route: Arc::from(route.as_str()),
+        path_case,
+        path_forms,
+        upstream: upstream?,
+        request,
+        response,
+        needs,
+        max_request_body: spec
+            .max_request_body
+            .present()
+            .map_or(super::DEFAULT_MAX_REQUEST_BODY, |b| b.0),
+        metrics,
+    })
+}
+
+/// A service's methods, upper-case tokens; `TRACE` and `CONNECT` refused.
+pub(super) fn compile_methods(
+    given: Option<&[Spanned<String>]>,
+    service_loc: Location,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Vec<http::Method> {
+    let Some(given) = given else {
+        return crate::proxy::STANDARD_METHODS.to_vec();
+    };
+    let mut methods = Vec::new();
+    for (i, m) in given.iter().enumerate() {
+        let at = format!("{path}.methods[{i}]");
+        match http::Method::from_bytes(m.value.as_bytes()) {
+            Ok(method) if method == http::Method::TRACE || method == http::Method::CONNECT => {
+                cx.err(m.loc, &at, format!("{method} is never proxied (TRACE echoes credentials back, CONNECT opens tunnels)"));
+            }
+            Ok(method) if m.value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') => {
+                methods.push(method)
+            }
+            _ => cx.err(
+                m.loc,
+                &at,
+                format!(
+                    "\"{}\" is not an upper-case method name such as GET or POST",
+                    m.value
+                ),
+            ),
+        }
+    }
+    if methods.is_empty() && given.is_empty() {
+        cx.err(
+            service_loc,
+            &format!("{path}.methods"),
+            "methods needs at least one method",
+        );
+    }
+    methods
+}
+
+pub(super) fn compile_upstream(
+    spec: &Spanned<crate::config::spec::UpstreamSpec>,
+    path: &str,
+    cx: &mut Cx<'_>,
+) -> Option<Upstream> {
+    let d = spec.value.detail();
+    let loc = spec.loc;
+    let uri: http::Uri = match d.url.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            cx.err(
+                loc,
+                path,
+                format!("\"{}\" is not a URL (e.g. http://127.0.0.1:9000)", d.url),
+            );
+            return None;
+        }
+    };
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            cx.err(
+                loc,
+                path,
+                format!("upstream \"{}\" must start with http:// or https://", d.url),
+            );
+            return None;
+        }
+    };
+    let Some(host) = uri.host() else {
+        cx.err(loc, path, format!("upstream \"{}\" has no host", d.url));
+        return None;
+    };
+    if uri.query().is_some() {
+        cx.err(loc, path, "an upstream URL cannot have a query string");
+    }
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = match (bare_host, port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        Ok(None) | Err(_) => {
+            cx.err(
+                loc,
+                path,
+                format!("cannot resolve upstream host \"{host}\""),
+            );
+            return None;
+        }
+    };
+    let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
+    let host_header = HeaderValue::from_str(authority).ok()?;
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let mut pool_group = 0;
+    let ca = match &d.ca_file {
+        Some(file) => match load_ca_file(&cx.base.join(file)) {
+            Ok((ca, group)) => {
+                pool_group = group;
+                Some(ca)
+            }
+            Err(message) => {
+                cx.err(loc, path, message);
+                None
+            }
+        },
+        None => None,
+    };
+    Some(Upstream {
+        url: d.url.clone(),
+        addr,
+        tls,
+        sni: d.sni.clone().unwrap_or_else(|| bare_host.to_owned()),
+        verify_tls: d.verify_tls.unwrap_or(true),
+        host_header,
+        preserve_host: d.preserve_host.unwrap_or(false),
+        base_path,
+        strip_prefix: d.strip_prefix.unwrap_or(false),
+        connect_timeout: d.connect_timeout.map_or(Duration::from_secs(5), |t| t.0),
+        read_timeout: d.read_timeout.map_or(Duration::from_secs(60), |t| t.0),
+        ca,
+        pool_group,
+    })
+}
+
+/// Reads PEM CA certificates, checking each parses as X.509.
+/// Also returns a digest of the certificates, to keep connection pools apart.
+pub(super) fn load_ca_file(
+    path: &Path,
+) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>, u64), String> {
+    let pem = crate::files::read_bounded(path, crate::files::FileKind::Certificates)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let der = der.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        if x509_parser::parse_x509_certificate(&der).is_err() {
+            return Err(format!(
+                "ca_file {} holds a certificate that does not parse",
+                path.display()
+            ));
+        }
+        sha2::Digest::update(&mut digest, &der);
+        out.push(pingora::utils::tls::WrappedX509::new(
+            der.to_vec(),
+            pingora::utils::tls::parse_x509,
+        ));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "ca_file {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    let digest = sha2::Digest::finalize(digest);
+    let mut group = [0u8; 8];
+    group.copy_from_slice(&digest[..8]);
+    Ok((Arc::from(out), u64::from_le_bytes(group).max(1)))
+}

@@ -1,0 +1,312 @@
+//! Start-time settings, client limits, secrets and HMAC key sets.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use portcullis_assertions::hmac::{HmacKey, KeySet, SecretBytes};
+
+use crate::config::spec::{AccessLogSpec, ConfigSpec, IncludeSpec, SecretSpec};
+use crate::config::yaml::Location;
+use crate::config::{Diagnostic, Parsed};
+use crate::runtime::{AccessLogTarget, Secret, Settings};
+
+use super::context::Cx;
+
+/// The names of every secret the files define.
+pub(super) fn defined_secrets<'p>(
+    main: &'p Parsed<ConfigSpec>,
+    includes: &'p [Parsed<IncludeSpec>],
+) -> impl Iterator<Item = &'p str> {
+    main.spec
+        .secrets
+        .keys()
+        .chain(includes.iter().flat_map(|i| i.spec.secrets.keys()))
+        .map(String::as_str)
+}
+
+pub(super) fn resolve_secrets(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    base: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, Secret> {
+    let mut out = HashMap::new();
+    let mut origin: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    let all = std::iter::once((&main.file, &main.spec.secrets))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.secrets)));
+    for (file, secrets) in all {
+        for (name, spec) in secrets {
+            let at = |message: String| Diagnostic {
+                file: file.clone(),
+                loc: Some(spec.loc),
+                path: format!("secrets.{name}"),
+                message,
+            };
+            if let Some((f, l)) = origin.get(name) {
+                errors.push(at(format!(
+                    "duplicate secret \"{name}\" (first at {}:{l})",
+                    f.display()
+                )));
+                continue;
+            }
+            origin.insert(name.clone(), (file.clone(), spec.loc));
+            let value = match &spec.value {
+                SecretSpec::Env(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    Ok(_) => {
+                        errors.push(at(format!("environment variable {var} is empty")));
+                        None
+                    }
+                    Err(_) => {
+                        errors.push(at(format!("environment variable {var} is not set")));
+                        None
+                    }
+                },
+                SecretSpec::File(p) => {
+                    let p = base.join(p);
+                    match crate::files::read_bounded_text(&p, crate::files::FileKind::Secret) {
+                        Ok(v) => {
+                            let v = v.strip_suffix('\n').unwrap_or(&v);
+                            let v = v.strip_suffix('\r').unwrap_or(v).to_owned();
+                            if v.is_empty() {
+                                errors.push(at(format!("secret file {} is empty", p.display())));
+                                None
+                            } else {
+                                Some(v)
+                            }
+                        }
+                        Err(e) => {
+                            errors.push(at(e.to_string()));
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(v) = value {
+                out.insert(name.clone(), Secret::new(&v));
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
+    let default_listen: SocketAddr = super::DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let default_admin: SocketAddr = super::DEFAULT_ADMIN_LISTEN
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    let listen = spec
+        .listen
+        .present()
+        .map_or_else(|| vec![default_listen], |l| l.0.clone());
+    let admin_listen = spec
+        .admin
+        .present()
+        .map(|a| a.listen.as_ref().map_or(default_admin, |l| l.0));
+    let workers = spec.workers.present().map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        |w| w.value,
+    );
+    if let Some(w) = spec.workers.present() {
+        if w.value == 0 || w.value > 256 {
+            cx.err(w.loc, "workers", "workers must be between 1 and 256");
+        }
+    }
+    let access_log = match spec.access_log.present() {
+        None | Some(AccessLogSpec::Stdout) => AccessLogTarget::Stdout,
+        Some(AccessLogSpec::Off) => AccessLogTarget::Off,
+        Some(AccessLogSpec::File(p)) => {
+            // Relative to the policy file, like every other path in it.
+            let path = cx.base.join(p);
+            if !path.parent().is_some_and(Path::is_dir) {
+                cx.errors.push(Diagnostic {
+                    file: cx.file.clone(),
+                    loc: None,
+                    path: "access_log".to_owned(),
+                    message: format!(
+                        "the folder of the access log {} does not exist",
+                        path.display()
+                    ),
+                });
+            }
+            AccessLogTarget::File(path)
+        }
+    };
+    let run_as = match (&spec.user, &spec.group) {
+        (None, Some(g)) => {
+            cx.err(
+                g.loc,
+                "group",
+                "group needs user: the gateway drops to that user's identity",
+            );
+            None
+        }
+        (None, None) => None,
+        (Some(user), group) => {
+            match crate::privileges::resolve(&user.value, group.as_ref().map(|g| g.value.as_str()))
+            {
+                Ok(run_as) => Some(run_as),
+                Err(e) => {
+                    let loc = group
+                        .as_ref()
+                        .filter(|_| e.contains("group"))
+                        .map_or(user.loc, |g| g.loc);
+                    cx.err(loc, if e.contains("group") { "group" } else { "user" }, e);
+                    None
+                }
+            }
+        }
+    };
+    Settings {
+        listen,
+        admin_listen,
+        workers,
+        access_log,
+        run_as,
+    }
+}
+
+/// The client connection limits, defaults filled in.
+pub(super) fn compile_client_limits(
+    spec: &ConfigSpec,
+    cx: &mut Cx<'_>,
+) -> crate::connection::ClientLimits {
+    let mut limits = crate::connection::ClientLimits::default();
+    let Some(given) = spec.client_limits.present() else {
+        return limits;
+    };
+    let loc = given.loc;
+    let given = &given.value;
+    let durations = [
+        (
+            &given.header_timeout,
+            &mut limits.header_timeout,
+            "header_timeout",
+        ),
+        (
+            &given.idle_timeout,
+            &mut limits.idle_timeout,
+            "idle_timeout",
+        ),
+        (
+            &given.body_timeout,
+            &mut limits.body_timeout,
+            "body_timeout",
+        ),
+    ];
+    for (value, slot, name) in durations {
+        if let Some(d) = value {
+            if d.0.is_zero() {
+                cx.err(
+                    loc,
+                    &format!("client_limits.{name}"),
+                    format!("{name} must be longer than 0"),
+                );
+            }
+            *slot = d.0;
+        }
+    }
+    if let Some(rate) = &given.body_min_rate {
+        limits.body_min_rate = rate.0;
+    }
+    if let Some(size) = &given.max_header_bytes {
+        if size.0 < 1024 {
+            cx.err(
+                loc,
+                "client_limits.max_header_bytes",
+                "max_header_bytes must be at least 1KiB",
+            );
+        }
+        limits.max_header_bytes = usize::try_from(size.0).unwrap_or(usize::MAX);
+    }
+    for (value, slot, name) in [
+        (
+            given.max_connections,
+            &mut limits.max_connections,
+            "max_connections",
+        ),
+        (
+            given.max_connections_per_ip,
+            &mut limits.max_connections_per_ip,
+            "max_connections_per_ip",
+        ),
+    ] {
+        if let Some(n) = value {
+            if n == 0 {
+                cx.err(
+                    loc,
+                    &format!("client_limits.{name}"),
+                    format!("{name} must be at least 1"),
+                );
+            }
+            *slot = n;
+        }
+    }
+    limits
+}
+
+/// Builds every named key set, resolving each key's secrets.
+pub(super) fn compile_key_sets(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    cx: &mut Cx<'_>,
+) {
+    let all = std::iter::once((&main.file, &main.spec.keys))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.keys)));
+    for (file, sets) in all {
+        cx.file = file.clone();
+        for (name, set) in sets {
+            if cx.key_sets.contains_key(name) {
+                cx.err(
+                    set.loc,
+                    &format!("keys.{name}"),
+                    format!("duplicate key set \"{name}\""),
+                );
+                continue;
+            }
+            let mut keys = Vec::new();
+            let mut seen = HashSet::new();
+            for (i, key) in set.value.iter().enumerate() {
+                let path = format!("keys.{name}[{i}]");
+                let k = &key.value;
+                if !seen.insert(k.access_key.clone()) {
+                    cx.err(
+                        key.loc,
+                        &path,
+                        format!("access key {} is listed twice", k.access_key),
+                    );
+                }
+                if k.secrets.is_empty() {
+                    cx.err(key.loc, &path, "a key needs at least one secret");
+                }
+                let secrets: Vec<SecretBytes> = k
+                    .secrets
+                    .iter()
+                    .filter_map(|s| cx.secret(s, &format!("{path}.secrets")))
+                    .map(|s| SecretBytes(Arc::from(s.expose().as_bytes())))
+                    .collect();
+                let attributes = k
+                    .attributes
+                    .iter()
+                    .filter_map(|(a, v)| {
+                        cx.registry
+                            .lookup(&format!("client.{a}"))
+                            .map(|id| (id, Arc::from(v.as_str())))
+                    })
+                    .collect();
+                keys.push(HmacKey {
+                    access_key: Arc::from(k.access_key.as_str()),
+                    client: Arc::from(k.client.as_str()),
+                    secrets,
+                    attributes,
+                });
+            }
+            cx.key_sets
+                .insert(name.clone(), Arc::new(KeySet::new(keys)));
+        }
+    }
+}
