@@ -188,26 +188,26 @@ fn lenient_collects_errors_in_order() {
     let src = "\
 services:
   - name: a
-request:
-  - require_api_key: {header: X-Api-Key}
-  - require_api_key: {hedaer: X}
-  - allow_all
-  - requre_hmac: {secret: s}
+    request:
+      - require_api_key: {header: X-Api-Key}
+      - require_api_key: {hedaer: X}
+      - allow_all
+      - requre_hmac: {secret: s}
   - name: b
-request:
-  - require_hmac: {secret: [1]}
+    request:
+      - require_hmac: {secret: [1]}
   - name: c
 ";
     let errs = load::<LenientConfig>(src).expect_err("errors");
     let summary: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
     assert_eq!(
-        summary,
-        vec![
-            "5:27: services[0].request[1].require_api_key.hedaer: unknown field \"hedaer\"; did you mean \"header\"?",
-            "7:9: services[0].request[3].requre_hmac: unknown assertion \"requre_hmac\"; did you mean \"require_hmac\"?",
-            "10:32: services[1].request[0].require_hmac.secret: expected a string, found a list",
-        ]
-    );
+            summary,
+            vec![
+                "5:27: services[0].request[1].require_api_key.hedaer: unknown field \"hedaer\"; did you mean \"header\"?",
+                "7:9: services[0].request[3].requre_hmac: unknown assertion \"requre_hmac\"; did you mean \"require_hmac\"?",
+                "10:32: services[1].request[0].require_hmac.secret: expected a string, found a list",
+            ]
+        );
 }
 
 #[test]
