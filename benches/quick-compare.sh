@@ -14,13 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
+# The binary under test; PORTCULLIS_BIN compares another build (e.g. the one before a change).
+BIN=${PORTCULLIS_BIN:-target/release/portcullis}
 CONNS=${2:-50}
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk
 fi
-[ -x target/release/portcullis ] || cargo build --release -p portcullis
+[ -x "$BIN" ] || cargo build --release -p portcullis
 [ -x target/release/minimal-pingora-proxy ] || cargo build --release -p portcullis-benches --bin minimal-pingora-proxy
 
 WORK=$(mktemp -d)
@@ -139,11 +141,11 @@ CONF
 taskset -c 1 nginx -c "$WORK/backend.conf" & PIDS+=($!)
 taskset -c 0 nginx -c "$WORK/proxy.conf" & PIDS+=($!)
 taskset -c 0 target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND" 2>/dev/null & PIDS+=($!); MIN_PID=$!
-taskset -c 0 target/release/portcullis run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
-taskset -c 0 target/release/portcullis run -c "$WORK/mask.yaml" >/dev/null 2>"$WORK/gwm.err" & PIDS+=($!); GWM_PID=$!
-taskset -c 0 target/release/portcullis run -c "$WORK/hmac.yaml" >/dev/null 2>"$WORK/gwh.err" & PIDS+=($!); GWH_PID=$!
-taskset -c 0 target/release/portcullis run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
-taskset -c 0 target/release/portcullis run -c "$WORK/bearer.yaml" >/dev/null 2>"$WORK/gwb.err" & PIDS+=($!); GWB_PID=$!
+taskset -c 0 "$BIN" run -c "$WORK/pass.yaml" >/dev/null 2>"$WORK/gw.err" & PIDS+=($!); GW_PID=$!
+taskset -c 0 "$BIN" run -c "$WORK/mask.yaml" >/dev/null 2>"$WORK/gwm.err" & PIDS+=($!); GWM_PID=$!
+taskset -c 0 "$BIN" run -c "$WORK/hmac.yaml" >/dev/null 2>"$WORK/gwh.err" & PIDS+=($!); GWH_PID=$!
+taskset -c 0 "$BIN" run -c "$WORK/pipeline.yaml" >/dev/null 2>"$WORK/gwp.err" & PIDS+=($!); GWP_PID=$!
+taskset -c 0 "$BIN" run -c "$WORK/bearer.yaml" >/dev/null 2>"$WORK/gwb.err" & PIDS+=($!); GWB_PID=$!
 for _ in $(seq 100); do
   [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GWB/.well-known/jwks.json")" = 200 ] && break
   sleep 0.1
@@ -186,7 +188,7 @@ run "nginx reverse proxy" "http://127.0.0.1:$NGINX/" "$NGINX_WORKER"
 run "minimal Pingora proxy (floor)" "http://127.0.0.1:$MIN/" "$MIN_PID"
 run "portcullis pass-through" "http://127.0.0.1:$GW/" "$GW_PID"
 run "portcullis pipeline (key+ip+hdrs)" "http://127.0.0.1:$GWP/" "$GWP_PID" "X-Api-Key: demo-key-123"
-mapfile -t SIGNED < <(HMAC_SECRET=bench-hmac-secret target/release/portcullis sign aws-sigv4 --access-key AKIDBENCH \
+mapfile -t SIGNED < <(HMAC_SECRET=bench-hmac-secret "$BIN" sign aws-sigv4 --access-key AKIDBENCH \
   --secret-env HMAC_SECRET --region eu-west-1 --service bench GET "http://127.0.0.1:$GWH/")
 run "portcullis require_hmac (sigv4)" "http://127.0.0.1:$GWH/" "$GWH_PID" "${SIGNED[@]}"
 bearer_token() { curl -s -u "$1:bench-client-secret" -d grant_type=client_credentials "http://127.0.0.1:$GWB/oauth2/token" \
