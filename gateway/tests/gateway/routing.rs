@@ -86,13 +86,8 @@ fn dot_segments_are_refused_before_routing() {
         "services:\n  - name: public\n    match: {path: /public}\n    upstream: {backend}\n";
     let gw = TestGateway::start(services, &backend.url());
     // A raw request: clients normalise dot segments themselves.
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
-    s.write_all(b"GET /public/%2e%2e/admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let (status, out) = raw_get(&gw, "/public/%2e%2e/admin");
+    assert_eq!(status, 400, "{out}");
     assert!(out.contains("ambiguous-path"), "{out}");
     assert_eq!(backend.count(), 0);
 }
