@@ -1,12 +1,9 @@
 //! Spec → runtime: resolves secrets, upstream addresses, variables and templates, and
 //! builds each assertion once. Every problem is collected with its position.
 
-mod context;
-mod hmac;
 mod oauth;
 mod service;
 mod settings;
-mod steps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,12 +18,12 @@ use super::{read_file, Diagnostic, Parsed, MAX_INCLUDES};
 use crate::router::Router;
 use crate::runtime::Runtime;
 
-use context::Cx;
+use super::context::CompileContext;
+use super::steps::define_outputs;
 use service::compile_service;
 use settings::{
     compile_client_limits, compile_key_sets, compile_settings, defined_secrets, resolve_secrets,
 };
-use steps::define_outputs;
 
 /// Default largest request body.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
@@ -132,12 +129,11 @@ pub(crate) fn compile(
         }
     }
     for (_, svc) in &services {
-        for step in svc.value.request.iter().chain(&svc.value.response) {
-            define_outputs(step, &mut registry);
-        }
+        define_outputs(&svc.value.request, &mut registry);
+        define_outputs(&svc.value.response, &mut registry);
     }
 
-    let mut cx = Cx {
+    let mut context = CompileContext {
         file: main.file.clone(),
         base: base.clone(),
         errors,
@@ -155,27 +151,27 @@ pub(crate) fn compile(
         key_set_list: Vec::new(),
         service_name: String::new(),
     };
-    let settings = compile_settings(&main.spec, &mut cx);
-    let client_limits = compile_client_limits(&main.spec, &mut cx);
-    compile_key_sets(main, includes, &mut cx);
-    cx.file = main.file.clone();
+    let settings = compile_settings(&main.spec, &mut context);
+    let client_limits = compile_client_limits(&main.spec, &mut context);
+    compile_key_sets(main, includes, &mut context);
+    context.file = main.file.clone();
     // Only a policy that keeps state opens a store (a file is not created for nothing). A
     // store that cannot be opened has been reported; a memory stand-in lets every other
     // mistake show.
     let opened = (main.spec.token_service.present().is_some() || main.spec.state.is_some())
-        .then(|| oauth::open_state(&main.spec, &mut cx))
+        .then(|| oauth::open_state(&main.spec, &mut context))
         .flatten();
     let store: Arc<dyn crate::store::Store> =
         opened.unwrap_or_else(|| Arc::new(crate::store::memory::MemoryStore::default()));
     if let Some(ts) = main.spec.token_service.present() {
-        cx.token_service_declared = true;
-        cx.token_service = oauth::compile_token_service(ts, store.clone(), &mut cx);
+        context.token_service_declared = true;
+        context.token_service = oauth::compile_token_service(ts, store.clone(), &mut context);
     }
     let admin_token = main
         .spec
         .admin
         .present()
-        .and_then(|a| cx.secret(&a.token, "admin.token"));
+        .and_then(|a| context.secret(&a.token, "admin.token"));
     let trusted_proxies = IpList::new(
         main.spec
             .trusted_proxies
@@ -195,7 +191,7 @@ pub(crate) fn compile(
     type RouteKey = (Option<String>, String);
     let mut routes: HashMap<RouteKey, SeenRoute> = HashMap::new();
     for (i, (file, svc)) in services.iter().enumerate() {
-        cx.file = file.clone();
+        context.file = file.clone();
         let path = format!("services[{i}]");
         if let Some((first_file, first)) = names.get(&svc.value.name.value) {
             let msg = format!(
@@ -204,7 +200,7 @@ pub(crate) fn compile(
                 first_file.display(),
                 first
             );
-            cx.err(svc.value.name.loc, &format!("{path}.name"), msg);
+            context.err(svc.value.name.loc, &format!("{path}.name"), msg);
         }
         names.insert(
             svc.value.name.value.clone(),
@@ -236,7 +232,7 @@ pub(crate) fn compile(
                     "service \"{}\" matches the same host and path as {other}, so one of them would never be used",
                     svc.value.name.value
                 );
-                cx.err(svc.value.name.loc, &format!("{path}.match"), msg);
+                context.err(svc.value.name.loc, &format!("{path}.match"), msg);
             } else {
                 warnings.push(Diagnostic {
                     file: file.clone(),
@@ -260,7 +256,7 @@ pub(crate) fn compile(
                 },
             );
         }
-        if let Some(service) = compile_service(&svc.value, &path, metrics, &mut cx) {
+        if let Some(service) = compile_service(&svc.value, &path, metrics, &mut context) {
             let host = svc
                 .value
                 .matcher
@@ -290,14 +286,14 @@ pub(crate) fn compile(
         forwarded_headers,
         warnings,
         client_limits,
-        token_service: cx.token_service.clone(),
-        key_sets: std::mem::take(&mut cx.key_set_list),
+        token_service: context.token_service.clone(),
+        key_sets: std::mem::take(&mut context.key_set_list),
         store,
         generation,
         settings,
         router,
         services: compiled,
-        registry: cx.registry,
+        registry: context.registry,
         trusted_proxies,
         admin_token,
         effective,

@@ -3,7 +3,10 @@
 //! through [`load`], so a file that passes `check` is a file `run` accepts.
 
 pub mod compile;
+pub(crate) mod context;
 pub mod spec;
+pub mod steps;
+pub mod values;
 pub mod yaml;
 
 use std::collections::HashMap;

@@ -1,25 +1,20 @@
-//! Spec → runtime for the state store, the token service and `require_bearer`.
+//! Spec → runtime for the state store and the token service.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use portcullis_assertions::bearer::{BearerVars, RequireBearer, ScopeMatch, TokenResolver};
-use portcullis_assertions::Assertion;
 
-use super::Cx;
+use crate::config::context::CompileContext;
 use crate::config::spec::{
-    ConfigSpec, GrantSpec, IntrospectSpec, JwtAlgorithmSpec, KeysFormatSpec, RequireBearerSpec,
-    ScopeMatchSpec, SigningAlgorithmSpec, TokenFormatSpec, TokenServiceSpec,
+    algorithms, ConfigSpec, GrantSpec, IntrospectSpec, SigningAlgorithmSpec, TokenFormatSpec,
+    TokenServiceSpec,
 };
-use crate::config::yaml::{Location, Spanned};
-use crate::oauth::introspection::IntrospectionResolver;
+use crate::config::steps::{DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH};
+use crate::config::yaml::Spanned;
 use crate::oauth::jwt_bearer::TrustedIssuer;
 use crate::oauth::keys::{SigningKey, SigningKeys};
-use crate::oauth::live::LiveTokens;
-use crate::oauth::remote::{KeysFormat, RemoteKeySet};
-use crate::oauth::resolver::{LocalResolver, RemoteJwtResolver};
 use crate::oauth::{
     Client, TokenService, UsagePolicy, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
 };
@@ -29,22 +24,25 @@ pub const DEFAULT_STATE: &str = "sqlite://portcullis.db";
 
 /// Opens the store `state:` names, or reuses the one opened by an earlier load. `check` and
 /// `eval` (a dry run) never open a file: they get a memory store.
-pub(super) fn open_state(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Option<Arc<dyn Store>> {
+pub(super) fn open_state(
+    spec: &ConfigSpec,
+    context: &mut CompileContext<'_>,
+) -> Option<Arc<dyn Store>> {
     let (text, loc) = spec
         .state
         .as_ref()
         .map_or((DEFAULT_STATE, None), |s| (s.value.as_str(), Some(s.loc)));
-    let url = match StoreUrl::parse(text, &cx.base) {
+    let url = match StoreUrl::parse(text, &context.base) {
         Ok(u) => u,
         Err(message) => {
-            cx.err(loc.unwrap_or_default(), "state", message);
+            context.err(loc.unwrap_or_default(), "state", message);
             return None;
         }
     };
-    if cx.carry.dry_run {
+    if context.carry.dry_run {
         return Some(Arc::new(crate::store::memory::MemoryStore::default()));
     }
-    let mut slot = cx
+    let mut slot = context
         .carry
         .store
         .lock()
@@ -61,31 +59,10 @@ pub(super) fn open_state(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Option<Arc<dyn S
             Some(store)
         }
         Err(e) => {
-            cx.err(loc.unwrap_or_default(), "state", e.to_string());
+            context.err(loc.unwrap_or_default(), "state", e.to_string());
             None
         }
     }
-}
-
-fn jwt_algorithm(a: JwtAlgorithmSpec) -> Algorithm {
-    match a {
-        JwtAlgorithmSpec::RS256 => Algorithm::RS256,
-        JwtAlgorithmSpec::RS384 => Algorithm::RS384,
-        JwtAlgorithmSpec::RS512 => Algorithm::RS512,
-        JwtAlgorithmSpec::PS256 => Algorithm::PS256,
-        JwtAlgorithmSpec::PS384 => Algorithm::PS384,
-        JwtAlgorithmSpec::PS512 => Algorithm::PS512,
-        JwtAlgorithmSpec::ES256 => Algorithm::ES256,
-        JwtAlgorithmSpec::ES384 => Algorithm::ES384,
-        JwtAlgorithmSpec::EdDSA => Algorithm::EdDSA,
-    }
-}
-
-fn algorithms(list: Option<&Vec<JwtAlgorithmSpec>>) -> Vec<Algorithm> {
-    list.map_or_else(
-        || vec![Algorithm::RS256, Algorithm::ES256],
-        |l| l.iter().copied().map(jwt_algorithm).collect(),
-    )
 }
 
 fn format(f: Option<TokenFormatSpec>) -> TokenFormat {
@@ -95,54 +72,15 @@ fn format(f: Option<TokenFormatSpec>) -> TokenFormat {
     }
 }
 
-/// The key set at `url`, shared by every step and issuer naming it and kept across reloads
-/// (so a reload does not throw away fetched keys).
-fn key_set(
-    url: &Spanned<String>,
-    format: Option<KeysFormatSpec>,
-    min_refresh: Duration,
-    path: &str,
-    cx: &mut Cx<'_>,
-) -> Option<Arc<RemoteKeySet>> {
-    let parsed: Result<http::Uri, _> = url.value.parse();
-    if !parsed
-        .as_ref()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
-    {
-        cx.err(
-            url.loc,
-            path,
-            format!("\"{}\" is not an http(s) URL", url.value),
-        );
-        return None;
-    }
-    let format = match format {
-        Some(KeysFormatSpec::X509Map) => KeysFormat::X509Map,
-        _ => KeysFormat::Jwks,
-    };
-    let set = cx
-        .carry
-        .key_sets
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry((url.value.clone(), format))
-        .or_insert_with(|| Arc::new(RemoteKeySet::new(&url.value, format, min_refresh)))
-        .clone();
-    if !cx.key_set_list.iter().any(|k| Arc::ptr_eq(k, &set)) {
-        cx.key_set_list.push(set.clone());
-    }
-    Some(set)
-}
-
 pub(super) fn compile_token_service(
     spec: &Spanned<TokenServiceSpec>,
     store: Arc<dyn Store>,
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) -> Option<Arc<TokenService>> {
     let ts = &spec.value;
     let issuer = ts.issuer.value.trim().to_owned();
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
-        cx.err(
+        context.err(
             ts.issuer.loc,
             "token_service.issuer",
             "the issuer must be an http(s) URL (RFC 8414), e.g. https://gateway.example.com",
@@ -155,13 +93,13 @@ pub(super) fn compile_token_service(
             SigningAlgorithmSpec::ES256 => Algorithm::ES256,
             SigningAlgorithmSpec::RS256 => Algorithm::RS256,
         };
-        let file = cx.base.join(&k.value.file.value);
+        let file = context.base.join(&k.value.file.value);
         match crate::files::read_bounded(&file, crate::files::FileKind::Key) {
             Ok(pem) => match SigningKey::from_pem(&k.value.kid, alg, &pem) {
                 Ok(key) => keys.push(key),
-                Err(e) => cx.err(k.value.file.loc, &path, format!("{}: {e}", file.display())),
+                Err(e) => context.err(k.value.file.loc, &path, format!("{}: {e}", file.display())),
             },
-            Err(e) => cx.err(k.value.file.loc, &path, e.to_string()),
+            Err(e) => context.err(k.value.file.loc, &path, e.to_string()),
         }
     }
     let unreadable_keys = keys.len() < ts.signing_keys.len();
@@ -170,7 +108,7 @@ pub(super) fn compile_token_service(
         Ok(k) => Some(k),
         Err(e) => {
             if !unreadable_keys {
-                cx.err(spec.loc, "token_service.signing_keys", e);
+                context.err(spec.loc, "token_service.signing_keys", e);
             }
             None
         }
@@ -184,13 +122,13 @@ pub(super) fn compile_token_service(
         let digest = match (&spec_c.secret_sha256, &spec_c.secret) {
             (Some(d), None) => d.0,
             (None, Some(name)) => {
-                let Some(s) = cx.secret(name, &path) else {
+                let Some(s) = context.secret(name, &path) else {
                     continue;
                 };
                 portcullis_assertions::api_key::digest(s.expose().as_bytes())
             }
             _ => {
-                cx.err(
+                context.err(
                     c.loc,
                     &path,
                     "give exactly one of `secret_sha256` and `secret`",
@@ -210,7 +148,7 @@ pub(super) fn compile_token_service(
             .collect();
         let refresh_tokens = spec_c.refresh_tokens.unwrap_or(false);
         if refresh_tokens && !grants.iter().any(|g| g == GRANT_REFRESH_TOKEN) {
-            cx.err(
+            context.err(
                 c.loc,
                 &path,
                 "refresh_tokens: true needs refresh_token in grants",
@@ -221,7 +159,7 @@ pub(super) fn compile_token_service(
             .iter()
             .any(|s| s.is_empty() || s.contains([' ', '"', '\\']))
         {
-            cx.err(
+            context.err(
                 c.loc,
                 &path,
                 "a scope is a non-empty word without spaces or quotes",
@@ -237,7 +175,7 @@ pub(super) fn compile_token_service(
             introspect_any: spec_c.introspect == Some(IntrospectSpec::Any),
         };
         if clients.insert(client.id.clone(), client).is_some() {
-            cx.err(
+            context.err(
                 c.loc,
                 &path,
                 format!("client \"{}\" is listed twice", spec_c.id),
@@ -252,14 +190,14 @@ pub(super) fn compile_token_service(
         let path = format!("token_service.trusted_issuers[{i}]");
         let s = &t.value;
         if !seen.insert(s.issuer.clone()) {
-            cx.err(
+            context.err(
                 t.loc,
                 &path,
                 format!("issuer \"{}\" is listed twice", s.issuer),
             );
         }
         if s.accounts.is_empty() {
-            cx.err(
+            context.err(
                 t.loc,
                 &path,
                 "list the role accounts that may obtain tokens under `accounts:`",
@@ -268,13 +206,12 @@ pub(super) fn compile_token_service(
         let min_refresh = s
             .min_refresh_interval
             .as_ref()
-            .map_or(Duration::from_secs(10), |d| d.0);
-        let Some(keys) = key_set(
+            .map_or(DEFAULT_MIN_REFRESH, |d| d.0);
+        let Some(keys) = context.remote_key_set(
             &s.keys_url,
             s.keys_format,
             min_refresh,
             &format!("{path}.keys_url"),
-            cx,
         ) else {
             continue;
         };
@@ -285,7 +222,7 @@ pub(super) fn compile_token_service(
             client_id: s.client.clone(),
             token_format: format(s.token_format),
             refresh_tokens: s.refresh_tokens.unwrap_or(false),
-            leeway: s.leeway.as_ref().map_or(60, |d| d.0.as_secs()),
+            leeway: s.leeway.as_ref().map_or(DEFAULT_LEEWAY, |d| d.0).as_secs(),
             max_lifetime: s
                 .max_assertion_lifetime
                 .as_ref()
@@ -307,7 +244,7 @@ pub(super) fn compile_token_service(
         .and_then(|u| u.flush_interval.as_ref())
         .map_or(Duration::from_secs(1), |d| d.0);
     if flush < Duration::from_millis(50) || flush > Duration::from_secs(3600) {
-        cx.err(
+        context.err(
             spec.loc,
             "token_service.usage.flush_interval",
             "flush_interval must be between 50ms and 1h",
@@ -315,7 +252,7 @@ pub(super) fn compile_token_service(
     }
     let access_ttl = secs(ts.access_token_ttl.as_ref(), 3600);
     if access_ttl < 1 {
-        cx.err(
+        context.err(
             spec.loc,
             "token_service.access_token_ttl",
             "access_token_ttl must be at least 1s",
@@ -323,7 +260,7 @@ pub(super) fn compile_token_service(
     }
 
     // The clients as the store keeps them (for the admin API), secrets as digests only.
-    if !cx.carry.dry_run {
+    if !context.carry.dry_run {
         for c in clients.values() {
             let rec = ClientRecord {
                 id: c.id.clone(),
@@ -333,7 +270,7 @@ pub(super) fn compile_token_service(
                 token_format: c.token_format,
             };
             if let Err(e) = store.put_client(&rec) {
-                cx.err(spec.loc, "token_service.clients", e.to_string());
+                context.err(spec.loc, "token_service.clients", e.to_string());
                 break;
             }
         }
@@ -352,7 +289,7 @@ pub(super) fn compile_token_service(
         clients,
         trusted,
         store,
-        live: cx.carry.live.clone(),
+        live: context.carry.live.clone(),
         usage: UsagePolicy {
             max_distinct_ips: usage.and_then(|u| u.max_distinct_ips),
             max_per_minute: usage.and_then(|u| u.max_requests_per_minute),
@@ -362,120 +299,4 @@ pub(super) fn compile_token_service(
         },
         metadata_json: serde_json::to_vec_pretty(&metadata).unwrap_or_default(),
     }))
-}
-
-pub(super) fn compile_require_bearer(
-    spec: &RequireBearerSpec,
-    service_name: &str,
-    loc: Location,
-    path: &str,
-    cx: &mut Cx<'_>,
-) -> Option<Box<dyn Assertion>> {
-    if spec.issuer.is_some() && spec.introspection.is_some() {
-        cx.err(
-            loc,
-            path,
-            "give `issuer:` (JWTs checked with its keys) or `introspection:` (RFC 7662), not both",
-        );
-        return None;
-    }
-    if let Some(i) = &spec.introspection {
-        let ok =
-            i.url.value.parse::<http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            });
-        if !ok {
-            cx.err(
-                i.url.loc,
-                &format!("{path}.introspection.url"),
-                format!("\"{}\" is not an http(s) URL", i.url.value),
-            );
-            return None;
-        }
-        let secret = cx.secret(
-            &i.client_secret,
-            &format!("{path}.introspection.client_secret"),
-        )?;
-        let ttl = i
-            .cache_ttl
-            .as_ref()
-            .map_or(Duration::from_secs(30), |d| d.0);
-        let resolver = IntrospectionResolver::new(&i.url.value, &i.client_id, secret, ttl);
-        return finish_bearer(spec, service_name, loc, path, resolver, cx);
-    }
-    let resolver: Arc<dyn TokenResolver> = match &spec.issuer {
-        Some(remote) => {
-            let keys = key_set(
-                &remote.keys_url,
-                remote.keys_format,
-                remote
-                    .min_refresh_interval
-                    .as_ref()
-                    .map_or(Duration::from_secs(10), |d| d.0),
-                &format!("{path}.issuer.keys_url"),
-                cx,
-            )?;
-            Arc::new(RemoteJwtResolver {
-                issuer: remote.issuer.clone(),
-                audience: remote.audience.clone(),
-                algorithms: algorithms(remote.algorithms.as_ref()),
-                keys,
-                leeway: remote.leeway.as_ref().map_or(60, |d| d.0.as_secs()),
-                cache: LiveTokens::default(),
-            })
-        }
-        None => match &cx.token_service {
-            Some(ts) => Arc::new(LocalResolver {
-                service: ts.clone(),
-            }),
-            // A token service that failed to compile has reported why already.
-            None if cx.token_service_declared => return None,
-            None => {
-                cx.err(
-                    loc,
-                    path,
-                    "require_bearer checks tokens of this gateway's token_service, and there is none: add `token_service:`, or give `issuer:` to check another issuer's JWTs",
-                );
-                return None;
-            }
-        },
-    };
-    finish_bearer(spec, service_name, loc, path, resolver, cx)
-}
-
-fn finish_bearer(
-    spec: &RequireBearerSpec,
-    service_name: &str,
-    loc: Location,
-    path: &str,
-    resolver: Arc<dyn TokenResolver>,
-    cx: &mut Cx<'_>,
-) -> Option<Box<dyn Assertion>> {
-    let vars = BearerVars {
-        client_id: cx.registry.define("client.id"),
-        subject: cx.registry.define("token.sub"),
-        scope: cx.registry.define("token.scope"),
-    };
-    let realm = spec
-        .realm
-        .as_ref()
-        .map_or(service_name, |r| r.value.as_str());
-    let scope_match = match spec.scope_match {
-        Some(ScopeMatchSpec::Any) => ScopeMatch::Any,
-        _ => ScopeMatch::All,
-    };
-    match RequireBearer::new(
-        realm,
-        spec.scopes.clone(),
-        scope_match,
-        spec.allow_query_token.unwrap_or(false),
-        resolver,
-        vars,
-    ) {
-        Ok(step) => Some(Box::new(step)),
-        Err(e) => {
-            cx.err(spec.realm.as_ref().map_or(loc, |r| r.loc), path, e);
-            None
-        }
-    }
 }

@@ -13,19 +13,19 @@ use crate::config::yaml::{Location, Spanned};
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::runtime::{Service, Upstream};
 
-use super::context::{Cx, Side};
-use super::steps::compile_steps;
+use crate::config::context::{CompileContext, Side};
+use crate::config::steps::compile_steps;
 
 pub(super) fn compile_service(
     spec: &ServiceSpec,
     path: &str,
     metrics: &Metrics,
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) -> Option<Service> {
     let name = spec.name.value.trim();
-    cx.service_name = name.to_owned();
+    context.service_name = name.to_owned();
     if name.is_empty() {
-        cx.err(
+        context.err(
             spec.name.loc,
             &format!("{path}.name"),
             "a service needs a non-empty name",
@@ -34,7 +34,7 @@ pub(super) fn compile_service(
     let matcher = spec.matcher.get();
     let route = match matcher.and_then(|m| m.path.as_ref()) {
         Some(p) if !p.value.starts_with('/') => {
-            cx.err(
+            context.err(
                 p.loc,
                 &format!("{path}.match.path"),
                 format!("path prefix \"{}\" must start with /", p.value),
@@ -46,7 +46,7 @@ pub(super) fn compile_service(
                 canonical.forwarded.into_owned()
             }
             Ok(canonical) => {
-                cx.err(
+                context.err(
                     p.loc,
                     &format!("{path}.match.path"),
                     format!(
@@ -58,7 +58,7 @@ pub(super) fn compile_service(
                 "/".to_owned()
             }
             Err(why) => {
-                cx.err(
+                context.err(
                     p.loc,
                     &format!("{path}.match.path"),
                     format!("path prefix \"{}\" is refused: {}", p.value, why.detail()),
@@ -89,7 +89,7 @@ pub(super) fn compile_service(
         let host = h.value.trim();
         let bare = host.strip_prefix("*.").unwrap_or(host);
         if bare.is_empty() || bare.contains(['/', ' ', '*']) {
-            cx.err(
+            context.err(
                 h.loc,
                 &format!("{path}.match.host"),
                 format!("\"{host}\" is not a host name or *.domain pattern"),
@@ -99,16 +99,21 @@ pub(super) fn compile_service(
     let upstream = spec
         .upstream
         .get()
-        .and_then(|u| compile_upstream(u, &format!("{path}.upstream"), cx));
+        .and_then(|u| compile_upstream(u, &format!("{path}.upstream"), context));
 
-    let request = compile_steps(&spec.request, &format!("{path}.request"), Side::Request, cx);
+    let request = compile_steps(
+        &spec.request,
+        &format!("{path}.request"),
+        Side::Request,
+        context,
+    );
     let response = compile_steps(
         &spec.response,
         &format!("{path}.response"),
         Side::Response,
-        cx,
+        context,
     );
-    let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, cx);
+    let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, context);
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
@@ -137,7 +142,7 @@ pub(super) fn compile_methods(
     given: Option<&[Spanned<String>]>,
     service_loc: Location,
     path: &str,
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) -> Vec<http::Method> {
     let Some(given) = given else {
         return crate::proxy::STANDARD_METHODS.to_vec();
@@ -147,12 +152,12 @@ pub(super) fn compile_methods(
         let at = format!("{path}.methods[{i}]");
         match http::Method::from_bytes(m.value.as_bytes()) {
             Ok(method) if method == http::Method::TRACE || method == http::Method::CONNECT => {
-                cx.err(m.loc, &at, format!("{method} is never proxied (TRACE echoes credentials back, CONNECT opens tunnels)"));
+                context.err(m.loc, &at, format!("{method} is never proxied (TRACE echoes credentials back, CONNECT opens tunnels)"));
             }
             Ok(method) if m.value.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') => {
                 methods.push(method)
             }
-            _ => cx.err(
+            _ => context.err(
                 m.loc,
                 &at,
                 format!(
@@ -163,7 +168,7 @@ pub(super) fn compile_methods(
         }
     }
     if methods.is_empty() && given.is_empty() {
-        cx.err(
+        context.err(
             service_loc,
             &format!("{path}.methods"),
             "methods needs at least one method",
@@ -175,14 +180,14 @@ pub(super) fn compile_methods(
 pub(super) fn compile_upstream(
     spec: &Spanned<crate::config::spec::UpstreamSpec>,
     path: &str,
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) -> Option<Upstream> {
     let d = spec.value.detail();
     let loc = spec.loc;
     let uri: http::Uri = match d.url.parse() {
         Ok(u) => u,
         Err(_) => {
-            cx.err(
+            context.err(
                 loc,
                 path,
                 format!("\"{}\" is not a URL (e.g. http://127.0.0.1:9000)", d.url),
@@ -194,7 +199,7 @@ pub(super) fn compile_upstream(
         Some("http") => false,
         Some("https") => true,
         _ => {
-            cx.err(
+            context.err(
                 loc,
                 path,
                 format!("upstream \"{}\" must start with http:// or https://", d.url),
@@ -203,18 +208,18 @@ pub(super) fn compile_upstream(
         }
     };
     let Some(host) = uri.host() else {
-        cx.err(loc, path, format!("upstream \"{}\" has no host", d.url));
+        context.err(loc, path, format!("upstream \"{}\" has no host", d.url));
         return None;
     };
     if uri.query().is_some() {
-        cx.err(loc, path, "an upstream URL cannot have a query string");
+        context.err(loc, path, "an upstream URL cannot have a query string");
     }
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let bare_host = host.trim_start_matches('[').trim_end_matches(']');
     let addr = match (bare_host, port).to_socket_addrs().map(|mut a| a.next()) {
         Ok(Some(a)) => a,
         Ok(None) | Err(_) => {
-            cx.err(
+            context.err(
                 loc,
                 path,
                 format!("cannot resolve upstream host \"{host}\""),
@@ -227,13 +232,13 @@ pub(super) fn compile_upstream(
     let base_path = uri.path().trim_end_matches('/').to_owned();
     let mut pool_group = 0;
     let ca = match &d.ca_file {
-        Some(file) => match load_ca_file(&cx.base.join(file)) {
+        Some(file) => match load_ca_file(&context.base.join(file)) {
             Ok((ca, group)) => {
                 pool_group = group;
                 Some(ca)
             }
             Err(message) => {
-                cx.err(loc, path, message);
+                context.err(loc, path, message);
                 None
             }
         },

@@ -12,7 +12,7 @@ use crate::config::yaml::Location;
 use crate::config::{Diagnostic, Parsed};
 use crate::runtime::{AccessLogTarget, Secret, Settings};
 
-use super::context::Cx;
+use crate::config::context::CompileContext;
 
 /// The names of every secret the files define.
 pub(super) fn defined_secrets<'p>(
@@ -92,7 +92,7 @@ pub(super) fn resolve_secrets(
     out
 }
 
-pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
+pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'_>) -> Settings {
     let default_listen: SocketAddr = super::DEFAULT_LISTEN
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 8080)));
@@ -113,7 +113,7 @@ pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
     );
     if let Some(w) = spec.workers.present() {
         if w.value == 0 || w.value > 256 {
-            cx.err(w.loc, "workers", "workers must be between 1 and 256");
+            context.err(w.loc, "workers", "workers must be between 1 and 256");
         }
     }
     let access_log = match spec.access_log.present() {
@@ -121,10 +121,10 @@ pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
         Some(AccessLogSpec::Off) => AccessLogTarget::Off,
         Some(AccessLogSpec::File(p)) => {
             // Relative to the policy file, like every other path in it.
-            let path = cx.base.join(p);
+            let path = context.base.join(p);
             if !path.parent().is_some_and(Path::is_dir) {
-                cx.errors.push(Diagnostic {
-                    file: cx.file.clone(),
+                context.errors.push(Diagnostic {
+                    file: context.file.clone(),
                     loc: None,
                     path: "access_log".to_owned(),
                     message: format!(
@@ -138,7 +138,7 @@ pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
     };
     let run_as = match (&spec.user, &spec.group) {
         (None, Some(g)) => {
-            cx.err(
+            context.err(
                 g.loc,
                 "group",
                 "group needs user: the gateway drops to that user's identity",
@@ -155,7 +155,7 @@ pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
                         .as_ref()
                         .filter(|_| e.contains("group"))
                         .map_or(user.loc, |g| g.loc);
-                    cx.err(loc, if e.contains("group") { "group" } else { "user" }, e);
+                    context.err(loc, if e.contains("group") { "group" } else { "user" }, e);
                     None
                 }
             }
@@ -173,7 +173,7 @@ pub(super) fn compile_settings(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Settings {
 /// The client connection limits, defaults filled in.
 pub(super) fn compile_client_limits(
     spec: &ConfigSpec,
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) -> crate::connection::ClientLimits {
     let mut limits = crate::connection::ClientLimits::default();
     let Some(given) = spec.client_limits.present() else {
@@ -201,7 +201,7 @@ pub(super) fn compile_client_limits(
     for (value, slot, name) in durations {
         if let Some(d) = value {
             if d.0.is_zero() {
-                cx.err(
+                context.err(
                     loc,
                     &format!("client_limits.{name}"),
                     format!("{name} must be longer than 0"),
@@ -215,7 +215,7 @@ pub(super) fn compile_client_limits(
     }
     if let Some(size) = &given.max_header_bytes {
         if size.0 < 1024 {
-            cx.err(
+            context.err(
                 loc,
                 "client_limits.max_header_bytes",
                 "max_header_bytes must be at least 1KiB",
@@ -237,7 +237,7 @@ pub(super) fn compile_client_limits(
     ] {
         if let Some(n) = value {
             if n == 0 {
-                cx.err(
+                context.err(
                     loc,
                     &format!("client_limits.{name}"),
                     format!("{name} must be at least 1"),
@@ -253,15 +253,15 @@ pub(super) fn compile_client_limits(
 pub(super) fn compile_key_sets(
     main: &Parsed<ConfigSpec>,
     includes: &[Parsed<IncludeSpec>],
-    cx: &mut Cx<'_>,
+    context: &mut CompileContext<'_>,
 ) {
     let all = std::iter::once((&main.file, &main.spec.keys))
         .chain(includes.iter().map(|i| (&i.file, &i.spec.keys)));
     for (file, sets) in all {
-        cx.file = file.clone();
+        context.file = file.clone();
         for (name, set) in sets {
-            if cx.key_sets.contains_key(name) {
-                cx.err(
+            if context.key_sets.contains_key(name) {
+                context.err(
                     set.loc,
                     &format!("keys.{name}"),
                     format!("duplicate key set \"{name}\""),
@@ -274,26 +274,27 @@ pub(super) fn compile_key_sets(
                 let path = format!("keys.{name}[{i}]");
                 let k = &key.value;
                 if !seen.insert(k.access_key.clone()) {
-                    cx.err(
+                    context.err(
                         key.loc,
                         &path,
                         format!("access key {} is listed twice", k.access_key),
                     );
                 }
                 if k.secrets.is_empty() {
-                    cx.err(key.loc, &path, "a key needs at least one secret");
+                    context.err(key.loc, &path, "a key needs at least one secret");
                 }
                 let secrets: Vec<SecretBytes> = k
                     .secrets
                     .iter()
-                    .filter_map(|s| cx.secret(s, &format!("{path}.secrets")))
+                    .filter_map(|s| context.secret(s, &format!("{path}.secrets")))
                     .map(|s| SecretBytes(Arc::from(s.expose().as_bytes())))
                     .collect();
                 let attributes = k
                     .attributes
                     .iter()
                     .filter_map(|(a, v)| {
-                        cx.registry
+                        context
+                            .registry
                             .lookup(&format!("client.{a}"))
                             .map(|id| (id, Arc::from(v.as_str())))
                     })
@@ -305,7 +306,8 @@ pub(super) fn compile_key_sets(
                     attributes,
                 });
             }
-            cx.key_sets
+            context
+                .key_sets
                 .insert(name.clone(), Arc::new(KeySet::new(keys)));
         }
     }

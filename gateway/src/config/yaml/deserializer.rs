@@ -127,6 +127,9 @@ pub(super) struct De<'a> {
     /// Set for the deserializer handed to a `Lenient` visitor: an error is
     /// recorded in the sink and replaced by the recovery marker.
     pub(super) lenient: bool,
+    /// The tag key of an internally tagged enum whose options this mapping holds: skipped,
+    /// since it named the variant already.
+    pub(super) tag_key: Option<&'static str>,
 }
 
 impl<'a> De<'a> {
@@ -135,6 +138,7 @@ impl<'a> De<'a> {
             node,
             path,
             lenient: false,
+            tag_key: None,
         }
     }
 
@@ -242,6 +246,7 @@ impl<'a> De<'a> {
                 index: 0,
                 path: self.path,
                 fields: None,
+                skip_key: self.tag_key,
             }),
             _ => Err(self.mismatch("a mapping")),
         }
@@ -267,6 +272,7 @@ impl<'a> De<'a> {
         };
         let typo_for: Vec<&str> = pairs
             .iter()
+            .filter(|(k, _)| Some(key_text(k)) != self.tag_key)
             .filter_map(|(k, _)| match &k.kind {
                 NodeKind::Scalar { value, .. } if !fields.contains(&value.as_str()) => {
                     suggest(value, fields)
@@ -280,6 +286,7 @@ impl<'a> De<'a> {
             index: 0,
             path: self.path,
             fields: (!fields.is_empty()).then_some(fields),
+            skip_key: self.tag_key,
         });
         match r {
             Err(e)
@@ -302,6 +309,7 @@ impl<'a> De<'a> {
             node: self.node,
             path: self.path,
             lenient: true,
+            tag_key: None,
         };
         let r = visitor.visit_newtype_struct(inner);
         let pending = STATE.with(|s| {
@@ -324,9 +332,12 @@ impl<'a> De<'a> {
 
     pub(super) fn enum_<'de, V: Visitor<'de>>(
         &self,
-        name: &str,
+        name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
+        if let Some(tag) = name.strip_prefix(TAGGED_PREFIX) {
+            return self.tagged_enum(tag, visitor);
+        }
         let noun = enum_noun(name);
         match &self.node.kind {
             NodeKind::Scalar { .. } if !is_null(self.node) => visitor.visit_enum(EnumDe {
@@ -355,6 +366,120 @@ impl<'a> De<'a> {
             }
             _ => Err(self.mismatch(&format!("the name of a {noun}"))),
         }
+    }
+}
+
+impl<'a> De<'a> {
+    /// An internally tagged enum (see [`TAGGED_PREFIX`]): `tag`'s value names the variant,
+    /// the mapping itself (less the tag) is the variant's content.
+    fn tagged_enum<'de, V: Visitor<'de>>(
+        &self,
+        tag: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        let NodeKind::Map(pairs) = &self.node.kind else {
+            return Err(self.mismatch("a mapping"));
+        };
+        let Some((tag_node, variant_node)) = pairs.iter().find(|(k, _)| key_text(k) == tag) else {
+            return Err(self.err(format!("missing field \"{tag}\"")));
+        };
+        visitor.visit_enum(TaggedEnumDe {
+            tag_node,
+            variant_node,
+            mapping: self.node,
+            tag,
+            path: self.path,
+        })
+    }
+}
+
+pub(super) struct TaggedEnumDe<'a> {
+    tag_node: &'a Node,
+    variant_node: &'a Node,
+    mapping: &'a Node,
+    tag: &'static str,
+    path: &'a Path<'a>,
+}
+
+impl<'de, 'a> EnumAccess<'de> for TaggedEnumDe<'a> {
+    type Error = Error;
+    type Variant = TaggedVariantDe<'a>;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), Error> {
+        let path = Path::Key(self.path, key_text(self.tag_node));
+        let variant = seed
+            .deserialize(De::new(self.variant_node, &path))
+            .map_err(|e| e.attach(self.variant_node.loc, &path))?;
+        Ok((
+            variant,
+            TaggedVariantDe {
+                mapping: self.mapping,
+                tag: self.tag,
+                path: self.path,
+            },
+        ))
+    }
+}
+
+pub(super) struct TaggedVariantDe<'a> {
+    mapping: &'a Node,
+    tag: &'static str,
+    path: &'a Path<'a>,
+}
+
+impl TaggedVariantDe<'_> {
+    fn content(&self) -> De<'_> {
+        De {
+            node: self.mapping,
+            path: self.path,
+            lenient: false,
+            tag_key: Some(self.tag),
+        }
+    }
+}
+
+impl<'de> VariantAccess<'de> for TaggedVariantDe<'_> {
+    type Error = Error;
+
+    /// A variant without options: any key beside the tag is a mistake.
+    fn unit_variant(self) -> Result<(), Error> {
+        let NodeKind::Map(pairs) = &self.mapping.kind else {
+            return Ok(());
+        };
+        match pairs.iter().find(|(k, _)| key_text(k) != self.tag) {
+            None => Ok(()),
+            Some((key, _)) => {
+                let path = Path::Key(self.path, key_text(key));
+                Err(Error {
+                    loc: Some(key.loc),
+                    path: path.render(),
+                    message: format!(
+                        "unknown field \"{}\": this {} takes no options",
+                        key_text(key),
+                        self.tag
+                    ),
+                })
+            }
+        }
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(self.content())
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.content().deserialize_seq(visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.content().deserialize_struct("", fields, visitor)
     }
 }
 
@@ -578,6 +703,8 @@ pub(super) struct MapDe<'a> {
     pub(super) path: &'a Path<'a>,
     /// For structs: the field names; other keys are reported and skipped.
     pub(super) fields: Option<&'static [&'static str]>,
+    /// A key that is not part of this value (an internally tagged enum's tag).
+    pub(super) skip_key: Option<&'static str>,
 }
 
 impl<'de> MapAccess<'de> for MapDe<'_> {
@@ -587,6 +714,12 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
+        while let Some((k, _)) = self.pairs.get(self.index) {
+            if Some(key_text(k)) != self.skip_key {
+                break;
+            }
+            self.index += 1;
+        }
         let Some(mut key) = self.pairs.get(self.index).map(|(k, _)| k) else {
             return Ok(None);
         };

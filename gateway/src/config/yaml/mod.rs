@@ -237,6 +237,12 @@ const SPANNED_FIELDS: &[&str] = &[SPANNED_LINE, SPANNED_COL, SPANNED_VALUE];
 
 const LENIENT_NAME: &str = "$portcullis::Lenient";
 
+/// An enum whose serde name starts with this is read internally tagged: the mapping's key
+/// named after the prefix (`$portcullis::tagged:scheme` → `scheme`) names the variant, and
+/// the rest of the same mapping is the variant's options. serde's own internal tagging
+/// buffers the mapping and would lose every position; this keeps them.
+pub const TAGGED_PREFIX: &str = "$portcullis::tagged:";
+
 const RECOVERED_MARKER: &str = "$portcullis::recovered";
 
 /// Deserializes `T` from a parsed node, returning every error found: those

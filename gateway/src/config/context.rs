@@ -1,0 +1,166 @@
+//! The compile-time state (where we are, what is wrong so far, what we know), and the
+//! one spelling suggester every "did you mean" uses.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_assertions::hmac::KeySet;
+use portcullis_assertions::VarRegistry;
+
+use crate::config::values::KeysFormatSpec;
+use crate::config::yaml::{Location, Spanned};
+use crate::config::Diagnostic;
+use crate::oauth::remote::{KeysFormat, RemoteKeySet};
+use crate::runtime::Secret;
+
+/// Which pipeline a step sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
+}
+
+impl Side {
+    /// The list's name in a service: `request` or `response`.
+    pub(crate) fn list_name(self) -> &'static str {
+        match self {
+            Side::Request => "request",
+            Side::Response => "response",
+        }
+    }
+}
+
+/// The compile-time state: where we are, what we found wrong, what we know.
+pub(crate) struct CompileContext<'a> {
+    pub(crate) file: Arc<Path>,
+    /// Folder of the main policy file: relative paths start here.
+    pub(crate) base: PathBuf,
+    pub(crate) errors: &'a mut Vec<Diagnostic>,
+    pub(crate) secrets: &'a HashMap<String, Secret>,
+    /// Secrets that are defined but could not be read (already reported).
+    pub(crate) unreadable: HashSet<String>,
+    pub(crate) registry: VarRegistry,
+    pub(crate) key_sets: HashMap<String, Arc<KeySet>>,
+    pub(crate) carry: &'a crate::config::Carry,
+    /// How many `any` composites the step being compiled sits in.
+    pub(crate) any_depth: usize,
+    /// The token service, when the policy has one (for `require_bearer`).
+    pub(crate) token_service: Option<Arc<crate::oauth::TokenService>>,
+    /// The policy has a `token_service:` section (which may have failed to compile).
+    pub(crate) token_service_declared: bool,
+    /// Every remote key set the policy names (for the refresher and readiness).
+    pub(crate) key_set_list: Vec<Arc<RemoteKeySet>>,
+    /// The service being compiled (the default realm of `require_bearer`).
+    pub(crate) service_name: String,
+}
+
+impl CompileContext<'_> {
+    pub(crate) fn err(&mut self, loc: Location, path: &str, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            file: self.file.clone(),
+            loc: Some(loc),
+            path: path.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn secret(&mut self, name: &Spanned<String>, path: &str) -> Option<Secret> {
+        if let Some(s) = self.secrets.get(&name.value) {
+            return Some(s.clone());
+        }
+        if self.unreadable.contains(&name.value) {
+            return None;
+        }
+        let known: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+        let hint = suggest(&name.value, &known).map_or_else(
+            || "; define it under `secrets:`".to_owned(),
+            |k| format!("; did you mean \"{k}\"?"),
+        );
+        self.err(
+            name.loc,
+            path,
+            format!("unknown secret \"{}\"{hint}", name.value),
+        );
+        None
+    }
+}
+
+impl CompileContext<'_> {
+    /// The HMAC key set named `name` (under `keys:`), or an error with a suggestion.
+    pub(crate) fn hmac_key_set(
+        &mut self,
+        name: &Spanned<String>,
+        path: &str,
+    ) -> Option<Arc<KeySet>> {
+        if let Some(keys) = self.key_sets.get(&name.value) {
+            return Some(keys.clone());
+        }
+        let known: Vec<&str> = self.key_sets.keys().map(String::as_str).collect();
+        let hint = suggest(&name.value, &known).map_or_else(
+            || "; define it under `keys:`".to_owned(),
+            |k| format!("; did you mean \"{k}\"?"),
+        );
+        self.err(
+            name.loc,
+            path,
+            format!("unknown key set \"{}\"{hint}", name.value),
+        );
+        None
+    }
+
+    /// The key set published at `url`, shared by every step and issuer naming it and kept
+    /// across reloads (so a reload does not throw away fetched keys).
+    pub(crate) fn remote_key_set(
+        &mut self,
+        url: &Spanned<String>,
+        format: Option<KeysFormatSpec>,
+        min_refresh: Duration,
+        path: &str,
+    ) -> Option<Arc<RemoteKeySet>> {
+        if !is_http_url(&url.value) {
+            self.err(
+                url.loc,
+                path,
+                format!("\"{}\" is not an http(s) URL", url.value),
+            );
+            return None;
+        }
+        let format = match format {
+            Some(KeysFormatSpec::X509Map) => KeysFormat::X509Map,
+            _ => KeysFormat::Jwks,
+        };
+        let set = self
+            .carry
+            .key_sets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((url.value.clone(), format))
+            .or_insert_with(|| Arc::new(RemoteKeySet::new(&url.value, format, min_refresh)))
+            .clone();
+        if !self
+            .key_set_list
+            .iter()
+            .any(|known| Arc::ptr_eq(known, &set))
+        {
+            self.key_set_list.push(set.clone());
+        }
+        Some(set)
+    }
+}
+
+/// An absolute `http` or `https` URL with a host.
+pub(crate) fn is_http_url(text: &str) -> bool {
+    text.parse::<http::Uri>()
+        .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
+}
+
+pub(crate) fn suggest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::normalized_damerau_levenshtein(word, k), *k))
+        .filter(|(score, _)| *score >= 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
+}
