@@ -10,6 +10,7 @@
 mod deserializer;
 mod diagnostics;
 mod parse;
+mod tagged;
 #[cfg(test)]
 mod tests;
 mod wrappers;
