@@ -1,14 +1,16 @@
-//! `portcullis eval`: a dry run of a raw HTTP request through the request pipeline of the
-//! service it matches, without contacting the upstream. Prints each step's verdict and why.
+//! `portcullis eval`: a dry run of a raw HTTP request through the gateway's front gates and
+//! the request pipeline of the service it reaches, the same functions the proxy runs
+//! (`proxy::admit_request`, `proxy::run_request_pipeline`), without contacting the upstream.
+//! Prints each step's verdict and why.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use anyhow::{anyhow, bail, Context as _};
-use portcullis_assertions::ip::client_ip;
-use portcullis_assertions::{Exchange, TraceStep, Verdict};
+use pingora::http::RequestHeader;
+use portcullis_assertions::{Exchange, Rejection, TraceStep, Verdict};
 
-use crate::proxy::route_request;
+use crate::proxy::{admit_request, check_body_size, request_host, run_request_pipeline, Admitted};
 use crate::runtime::Runtime;
 
 /// Largest request file read.
@@ -49,102 +51,121 @@ pub fn parse_request(raw: &[u8]) -> anyhow::Result<RawRequest> {
     Ok(RawRequest { parts, body })
 }
 
-/// Runs the request; returns the report and whether the request would be allowed.
-#[must_use]
-pub fn evaluate(rt: &Runtime, mut req: RawRequest, peer: IpAddr) -> (String, bool) {
+/// Runs the request through the gateway's own front gates and the request pipeline of the
+/// service it reaches (remote work such as key fetches included), without contacting the
+/// upstream; returns the report and whether the request would be allowed.
+pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (String, bool) {
     let mut out = String::new();
-    let host = req
-        .parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.parts.uri.host().map(str::to_owned));
-    let path = req.parts.uri.path().to_owned();
-    let client = client_ip(
-        peer,
-        req.parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-        &rt.trusted_proxies,
-    );
+    let mut head = match pingora_head(&request.parts) {
+        Ok(head) => head,
+        Err(e) => {
+            let _ = writeln!(out, "verdict: DENY 400 bad-request: {e}");
+            return (out, false);
+        }
+    };
+    let host = request_host(&head).map(str::to_owned);
+    let path = head.uri.path().to_owned();
+    let (client, admitted) = admit_request(runtime, &mut head, peer);
     let _ = writeln!(
         out,
         "request: {} {} (host {}, client {client})",
-        req.parts.method,
+        head.method,
         path,
         host.as_deref().unwrap_or("-")
     );
-    let decision = route_request(rt, host.as_deref(), &path);
-    let Some((svc, decision)) = (match decision {
-        Ok(d) => rt.services.get(d.service).map(|svc| (svc, d)),
-        Err(r) => {
+    let decision = match admitted {
+        Ok(Admitted::Service(decision)) => decision,
+        Ok(Admitted::TokenEndpoint(endpoint)) => {
             let _ = writeln!(
                 out,
-                "verdict: DENY {} {}: {}",
-                r.status.as_u16(),
-                r.code,
-                r.detail
+                "verdict: ANSWERED by the token service's {} endpoint (no service pipeline runs)",
+                endpoint.name()
             );
+            return (out, true);
+        }
+        Err(rejection) => {
+            print_refusal(&mut out, &rejection, None);
             return (out, false);
         }
-    }) else {
+    };
+    let Some(service) = runtime.services.get(decision.service) else {
         return (out, false);
     };
     let _ = writeln!(
         out,
         "service: {} (route {}, upstream {})",
-        svc.name, svc.route, svc.upstream.url
+        service.name, service.route, service.upstream.url
     );
     if let Some(forwarded) = &decision.forwarded {
         let _ = writeln!(out, "forwarded path: {forwarded} (canonical form)");
     }
-    if req.body.len() as u64 > svc.max_request_body {
-        let _ = writeln!(
-            out,
-            "verdict: DENY 413 body-too-large: {} bytes, the service accepts {}",
-            req.body.len(),
-            svc.max_request_body
-        );
+    if let Err(rejection) = check_body_size(service, request.body.len() as u64) {
+        print_refusal(&mut out, &rejection, None);
         return (out, false);
     }
-    let mut x = Exchange::new(rt.registry.len(), client, peer);
-    x.enable_trace();
-    let body = svc.needs.request_body.then_some(req.body.as_slice());
-    let verdict = svc.run_request(&mut req.parts, body, &mut x);
-    for (i, node) in trace_tree(x.take_trace()).iter().enumerate() {
-        print_step(&mut out, node, &format!("{:>2}.", i + 1), 2);
+    let mut exchange = Exchange::new(runtime.registry.len(), client, peer);
+    exchange.enable_trace();
+    let body = service
+        .needs
+        .request_body
+        .then_some(request.body.as_slice());
+    let verdict = run_request_pipeline(service, &mut head, body, &mut exchange).await;
+    for (index, node) in trace_tree(exchange.take_trace()).iter().enumerate() {
+        print_step(&mut out, node, &format!("{:>2}.", index + 1), 2);
     }
-    let vars: Vec<String> = x
-        .set_vars(&rt.registry)
-        .map(|(k, v)| format!("{k}={v}"))
+    let variables: Vec<String> = exchange
+        .set_vars(&runtime.registry)
+        .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    if !vars.is_empty() {
-        let _ = writeln!(out, "variables: {}", vars.join(", "));
+    if !variables.is_empty() {
+        let _ = writeln!(out, "variables: {}", variables.join(", "));
     }
     match verdict {
         Verdict::Continue => {
             let _ = writeln!(
                 out,
                 "verdict: ALLOW (would be sent to {})",
-                svc.upstream.url
+                service.upstream.url
             );
             (out, true)
         }
-        Verdict::Reject(r) => {
-            let _ = writeln!(
-                out,
-                "verdict: DENY {} {} by {}: {}",
-                r.status.as_u16(),
-                r.code,
-                x.denied_by.unwrap_or("?"),
-                r.detail
+        Verdict::Reject(rejection) => {
+            print_refusal(
+                &mut out,
+                &rejection,
+                Some(exchange.denied_by.unwrap_or("?")),
             );
             (out, false)
         }
     }
+}
+
+fn print_refusal(out: &mut String, rejection: &Rejection, step: Option<&str>) {
+    let by = step.map(|step| format!(" by {step}")).unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "verdict: DENY {} {}{by}: {}",
+        rejection.status.as_u16(),
+        rejection.code,
+        rejection.detail
+    );
+}
+
+/// The request as Pingora would hand it to the gateway.
+fn pingora_head(parts: &http::request::Parts) -> anyhow::Result<RequestHeader> {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let mut head = RequestHeader::build(parts.method.clone(), target.as_bytes(), None)
+        .map_err(|e| anyhow!("{e}"))?;
+    head.set_uri(parts.uri.clone());
+    head.set_version(parts.version);
+    for (name, value) in &parts.headers {
+        head.append_header(name.clone(), value.clone())
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(head)
 }
 
 /// A trace step with the steps it held.

@@ -199,7 +199,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let (report, allowed) = portcullis::eval::evaluate(&rt, req, client_ip);
+            // Steps' remote work (key fetches, introspection) runs as in the gateway.
+            let evaluation = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| runtime.block_on(portcullis::eval::evaluate(&rt, req, client_ip)));
+            let (report, allowed) = match evaluation {
+                Ok(result) => result,
+                Err(e) => {
+                    eprintln!("cannot start the evaluation: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let report = portcullis_assertions::pan::mask_str(
                 &report,
                 portcullis_assertions::pan::MaskStyle::default(),

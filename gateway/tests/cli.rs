@@ -204,6 +204,46 @@ fn includes_pull_in_services_and_report_their_own_positions() {
     );
 }
 
+/// `eval` runs the gateway's own front gates, not only the pipeline: what the gateway would
+/// refuse before any step runs, eval refuses the same way.
+#[test]
+fn eval_applies_the_gateways_front_gates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        // The client names its own key header hop-by-hop: the gateway drops it before the
+        // pipeline, so the key is missing.
+        (
+            "GET /widgets/7 HTTP/1.1\nHost: api.example.test\nConnection: X-Api-Key\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 401 missing-api-key by require_api_key",
+        ),
+        (
+            "GET /widgets/7 HTTP/1.1\nHost: a.test\nHost: b.test\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 400 invalid-host",
+        ),
+        (
+            "TRACE /widgets/7 HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 405 method-not-allowed",
+        ),
+        (
+            "GET /widgets/%2e%2e/admin HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 400 ambiguous-path",
+        ),
+    ];
+    for (index, (request, expected)) in cases.iter().enumerate() {
+        let file = write(dir.path(), &format!("case{index}.http"), request);
+        let out = run(&[
+            "eval",
+            "-c",
+            "policies/demo.yaml",
+            "--request",
+            file.to_str().expect("utf8"),
+        ]);
+        let stdout = squeeze(&text(&out.stdout));
+        assert_eq!(out.status.code(), Some(1), "{request}: {stdout}");
+        assert!(stdout.contains(expected), "{request}: {stdout}");
+    }
+}
+
 #[test]
 fn eval_explains_allow_and_deny_with_exit_codes() {
     let dir = tempfile::tempdir().expect("tempdir");

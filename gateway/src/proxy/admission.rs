@@ -1,4 +1,6 @@
-//! The gateway's own checks and clean-up of a request head, before the pipeline sees it.
+//! The front gates every request passes before its service's pipeline, shared by the proxy
+//! and `portcullis eval` so a dry run answers what the gateway would ([`admit_request`],
+//! [`check_body_size`], [`run_request_pipeline`]), and the head's checks and clean-up:
 //!
 //! - Headers the client names in `Connection` are hop-by-hop: they are removed here, before
 //!   the pipeline runs, and `Connection` keeps only `close`, `keep-alive` and `upgrade`.
@@ -11,10 +13,109 @@
 //! - Methods: a service takes the standard methods unless it lists its own; `TRACE` is
 //!   never proxied (it echoes credentials back), `CONNECT` is refused by Pingora.
 
+use std::net::IpAddr;
+
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, StatusCode, Version};
 use pingora::http::RequestHeader;
-use portcullis_assertions::Rejection;
+use portcullis_assertions::ip::client_ip;
+use portcullis_assertions::{Exchange, Rejection, Verdict};
+
+use super::heads::{PingoraRequest, PingoraRequestView};
+use super::refusal::body_too_large;
+use super::routing::{request_host, route_request, RouteDecision};
+use crate::oauth::endpoint::Endpoint;
+use crate::runtime::{Runtime, Service};
+
+/// Where the front gates send a request.
+pub enum Admitted {
+    /// One of the token service's own endpoints, answered by the gateway itself.
+    TokenEndpoint(Endpoint),
+    /// A service route.
+    Service(RouteDecision),
+}
+
+/// The front gates, in the order the gateway applies them: the head's clean-up and checks
+/// ([`admit_head`]), who the client is (`X-Forwarded-For` from trusted proxies only, read
+/// after hop-by-hop headers are gone), the token service's endpoints, routing on the
+/// canonical path, the service's methods, and a declared body size. Returns the client's
+/// address (the peer's when the head is refused) and where the request goes.
+pub fn admit_request(
+    runtime: &Runtime,
+    head: &mut RequestHeader,
+    peer: IpAddr,
+) -> (IpAddr, Result<Admitted, Rejection>) {
+    if let Err(rejection) = admit_head(head) {
+        return (peer, Err(rejection));
+    }
+    let client = client_ip(
+        peer,
+        head.headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+        &runtime.trusted_proxies,
+    );
+    (client, route_admitted(runtime, head))
+}
+
+fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, Rejection> {
+    if runtime.token_service.is_some() {
+        let endpoint = crate::path::canonicalize(head.uri.path())
+            .ok()
+            .and_then(|canonical| Endpoint::for_path(&canonical.routing));
+        if let Some(endpoint) = endpoint {
+            return Ok(Admitted::TokenEndpoint(endpoint));
+        }
+    }
+    let decision = route_request(runtime, request_host(head), head.uri.path())?;
+    let Some(service) = runtime.services.get(decision.service) else {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "no-route",
+            "no service matches this host and path",
+        ));
+    };
+    if !service.methods.contains(&head.method) {
+        return Err(method_not_allowed(&head.method, &service.methods));
+    }
+    // A declared oversize body is refused before any of it is read.
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = declared {
+        check_body_size(service, length)?;
+    }
+    Ok(Admitted::Service(decision))
+}
+
+/// A body (declared or read so far) within the service's limit.
+///
+/// # Errors
+/// `413 body-too-large`.
+pub fn check_body_size(service: &Service, length: u64) -> Result<(), Rejection> {
+    if length > service.max_request_body {
+        return Err(body_too_large(service.max_request_body));
+    }
+    Ok(())
+}
+
+/// Runs a service's request pipeline as the gateway does: the remote work its steps need
+/// first (a key set to fetch, a token to look up), awaited, then the steps themselves, which
+/// do no I/O.
+pub async fn run_request_pipeline(
+    service: &Service,
+    head: &mut RequestHeader,
+    body: Option<&[u8]>,
+    exchange: &mut Exchange,
+) -> Verdict {
+    if let Some(work) = service.request.prefetch(&PingoraRequestView(head)) {
+        work.await;
+    }
+    service.run_request(&mut PingoraRequest(head), body, exchange)
+}
 
 /// Hop-by-hop headers removed whether or not `Connection` names them (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
@@ -27,7 +128,7 @@ fn bad_request(code: &'static str, detail: &'static str) -> Rejection {
 ///
 /// # Errors
 /// `400` with the reason.
-pub(super) fn admit_head(req: &mut RequestHeader) -> Result<(), Rejection> {
+pub fn admit_head(req: &mut RequestHeader) -> Result<(), Rejection> {
     check_host(req)?;
     fold_content_length(req)?;
     drop_hop_by_hop(req)

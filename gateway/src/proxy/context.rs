@@ -11,9 +11,11 @@ use crate::runtime::{Runtime, Service};
 
 /// Per-request state.
 pub struct RequestCtx {
+    /// The policy the request started on (it finishes on it, whatever reloads happen).
     pub(super) runtime: Option<Arc<Runtime>>,
-    pub(super) service: Option<usize>,
-    pub x: Exchange,
+    /// The service the request was routed to, with the policy that holds it.
+    pub(super) routed: Option<Routed>,
+    pub exchange: Exchange,
     pub(super) start: Instant,
     /// Body bytes seen while streaming (for the size limit).
     pub(super) body_seen: u64,
@@ -36,28 +38,40 @@ pub struct RequestCtx {
     pub(super) connection: Option<Arc<ConnectionControl>>,
 }
 
+/// A routed request's service, held with the policy it belongs to: the index can only be
+/// read against that policy.
+#[derive(Clone)]
+pub struct Routed {
+    runtime: Arc<Runtime>,
+    service: usize,
+}
+
+impl Routed {
+    /// `None` when `service` is not one of `runtime`'s.
+    #[must_use]
+    pub fn new(runtime: Arc<Runtime>, service: usize) -> Option<Routed> {
+        (service < runtime.services.len()).then_some(Routed { runtime, service })
+    }
+
+    #[must_use]
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    #[must_use]
+    pub fn service(&self) -> &Service {
+        &self.runtime.services[self.service]
+    }
+}
+
 impl RequestCtx {
-    /// The policy this request runs on and the index of the service it was routed to.
-    pub(super) fn routed(&self) -> Option<(Arc<Runtime>, usize)> {
-        let runtime = self.runtime.clone()?;
-        let index = self.service.filter(|i| *i < runtime.services.len())?;
-        Some((runtime, index))
+    /// The service this request was routed to, with its policy.
+    pub(super) fn routed(&self) -> Option<Routed> {
+        self.routed.clone()
     }
 
     pub(super) fn service(&self) -> Option<&Service> {
-        let rt = self.runtime.as_ref()?;
-        rt.services.get(self.service?)
-    }
-
-    /// The policy this request runs on.
-    #[must_use]
-    pub fn runtime_arc(&self) -> Option<Arc<Runtime>> {
-        self.runtime.clone()
-    }
-
-    #[must_use]
-    pub fn service_index(&self) -> Option<usize> {
-        self.service
+        self.routed.as_ref().map(Routed::service)
     }
 
     /// Like [`RequestCtx::process_chunk`], masking Pingora's own buffer when it is not

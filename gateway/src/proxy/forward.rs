@@ -108,25 +108,26 @@ pub async fn forward_buffered(
     ctx: &mut RequestCtx,
     body: Bytes,
 ) -> Result<()> {
-    let rt = ctx
-        .runtime_arc()
-        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no policy"))?;
-    let svc = ctx
-        .service_index()
-        .and_then(|i| rt.services.get(i))
+    let routed = ctx
+        .routed()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
+    let (rt, svc) = (routed.runtime(), routed.service());
     let peer = peer_for(&svc.upstream);
 
     let mut req = session.req_header().clone();
-    let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
+    let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
     prepare_upstream_request(
         svc,
         ctx.forwarded_path.as_deref(),
         &mut req,
-        &ctx.x,
+        &ctx.exchange,
         (rt.forwarded_headers, trusted),
     )?;
-    let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(&body), &mut ctx.x);
+    let verdict = svc.run_upstream(
+        &mut PingoraRequest(&mut req),
+        Some(&body),
+        &mut ctx.exchange,
+    );
     upstream_verdict(verdict, ctx)?;
     req.remove_header(&TRANSFER_ENCODING);
     req.remove_header(&EXPECT);

@@ -23,7 +23,7 @@ pub fn log_request(
     if !state.log.enabled() {
         return;
     }
-    let client_id = ctx.x.get(portcullis_assertions::exchange::CLIENT_ID);
+    let client_id = ctx.exchange.get(portcullis_assertions::exchange::CLIENT_ID);
     state.log.write(&AccessRecord {
         ts: now_rfc3339(),
         service: svc.map_or("", |s| &s.name),
@@ -32,9 +32,9 @@ pub fn log_request(
         path: req.uri.path(),
         status,
         latency_ms: (elapsed * 1_000_000.0).round() / 1000.0,
-        client_ip: ctx.x.client_ip.to_string(),
+        client_ip: ctx.exchange.client_ip.to_string(),
         client_id,
-        denied_by: ctx.x.denied_by,
+        denied_by: ctx.exchange.denied_by,
         reason: ctx.reason,
         generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
     });

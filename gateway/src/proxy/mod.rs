@@ -18,13 +18,15 @@ mod routing;
 mod service;
 mod upstream;
 
-pub use admission::STANDARD_METHODS;
-pub use context::RequestCtx;
+pub use admission::{
+    admit_request, check_body_size, run_request_pipeline, Admitted, STANDARD_METHODS,
+};
+pub use context::{RequestCtx, Routed};
 pub use heads::{PingoraRequest, PingoraRequestView, PingoraResponse};
 pub use log::log_request;
 pub use phases::{apply_response_pipeline, upstream_verdict};
 pub use refusal::{ambiguous_path, respond};
-pub use routing::{route_request, RouteDecision};
+pub use routing::{request_host, route_request, RouteDecision};
 pub use service::Gateway;
 pub use upstream::{peer_for, prepare_upstream_request, upstream_path, ForwardedHeaders};
 
@@ -32,19 +34,18 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorType;
-use portcullis_assertions::ip::client_ip;
-use portcullis_assertions::{Exchange, Verdict};
+use portcullis_assertions::{Exchange, Rejection, Verdict};
 
 use crate::connection::control_of;
 use crate::oauth;
 use crate::oauth::endpoint::Endpoint;
-use refusal::{body_too_large, client_timeout, refuse, upstream_failure};
-use routing::{peer_ip, request_host};
+use crate::runtime::{Runtime, Service};
+use refusal::{client_timeout, refuse, upstream_failure};
+use routing::peer_ip;
 
 /// Pingora keeps this much of a request body for replay; larger pre-read bodies are
 /// forwarded by [`forward`].
@@ -57,8 +58,8 @@ impl ProxyHttp for Gateway {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             runtime: None,
-            service: None,
-            x: Exchange::default(),
+            routed: None,
+            exchange: Exchange::default(),
             start: Instant::now(),
             body_seen: 0,
             reason: None,
@@ -89,150 +90,53 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let rt = self.state.current();
-        ctx.runtime = Some(rt.clone());
+        let runtime = self.state.current();
+        ctx.runtime = Some(runtime.clone());
 
         let peer = peer_ip(session);
-        // Before anything reads the head: hop-by-hop headers out, framing made unambiguous.
-        if let Err(r) = admission::admit_head(session.req_header_mut()) {
-            ctx.x = Exchange::new(rt.registry.len(), peer, peer);
-            return refuse(session, ctx, &r, false).await;
-        }
-        let client = client_ip(
-            peer,
-            session
-                .req_header()
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-            &rt.trusted_proxies,
-        );
-        ctx.x = Exchange::new(rt.registry.len(), client, peer);
-
-        let req = session.req_header();
-        if let Some(ts) = rt.token_service.as_ref() {
-            let endpoint = crate::path::canonicalize(req.uri.path())
-                .ok()
-                .and_then(|c| Endpoint::for_path(&c.routing));
-            if let Some(ep) = endpoint {
-                // The token service's own endpoints, ahead of every service route.
-                let answer = oauth::endpoint::serve(ts, session, ep).await?;
-                self.state
-                    .metrics
-                    .token_answer(ep.name(), answer.reason.unwrap_or("ok"));
-                ctx.reason = answer.reason;
-                oauth::endpoint::write(session, &answer).await?;
-                return Ok(true);
+        let (client, admitted) = admit_request(&runtime, session.req_header_mut(), peer);
+        ctx.exchange = Exchange::new(runtime.registry.len(), client, peer);
+        let decision = match admitted {
+            Ok(Admitted::Service(decision)) => decision,
+            Ok(Admitted::TokenEndpoint(endpoint)) => {
+                return self.serve_token_endpoint(session, ctx, endpoint).await;
             }
-        }
-        let req = session.req_header();
-        let index = match route_request(&rt, request_host(req), req.uri.path()) {
-            Ok(decision) => {
-                ctx.forwarded_path = decision.forwarded;
-                decision.service
-            }
-            Err(r) => return refuse(session, ctx, &r, false).await,
+            Err(rejection) => return refuse(session, ctx, &rejection, false).await,
         };
-        ctx.service = Some(index);
-        let Some(svc) = rt.services.get(index) else {
+        ctx.forwarded_path = decision.forwarded;
+        let Some(routed) = Routed::new(runtime.clone(), decision.service) else {
             return Ok(false);
         };
-        if !svc.methods.contains(&req.method) {
-            let r = admission::method_not_allowed(&req.method, &svc.methods);
-            return refuse(session, ctx, &r, false).await;
-        }
+        ctx.routed = Some(routed.clone());
+        let service = routed.service();
 
-        // Refuse a declared oversize body before reading any of it.
-        let declared = req
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > svc.max_request_body) {
-            return refuse(session, ctx, &body_too_large(svc.max_request_body), false).await;
-        }
-
-        let body = if svc.needs.request_body && session.is_body_empty() {
-            // Nothing to read or replay (a GET without a body): the steps see an empty body.
-            Some(Bytes::new())
-        } else if svc.needs.request_body {
-            session.enable_retry_buffering();
-            let mut buf = bytes::BytesMut::new();
-            loop {
-                let chunk = match session.read_request_body().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(e) if ctx.body_timed_out() => {
-                        ::log::debug!("request body too slow: {e}");
-                        return refuse(session, ctx, &client_timeout(), false).await;
-                    }
-                    Err(e) => {
-                        // A body that cannot be read (bad chunk framing, cut short) ends here:
-                        // its head never went upstream.
-                        ::log::debug!("request body unreadable: {e}");
-                        let r = portcullis_assertions::Rejection::new(
-                            http::StatusCode::BAD_REQUEST,
-                            "malformed-body",
-                            "the request body could not be read: its framing is broken or it ended early",
-                        );
-                        return refuse(session, ctx, &r, false).await;
-                    }
-                };
-                if (buf.len() + chunk.len()) as u64 > svc.max_request_body {
-                    return refuse(session, ctx, &body_too_large(svc.max_request_body), false)
-                        .await;
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            if let Some(connection) = &ctx.connection {
-                connection.body_read();
-            }
-            Some(buf.freeze())
-        } else {
-            None
+        let body = match read_request_body(session, ctx, service).await {
+            Ok(body) => body,
+            Err(rejection) => return refuse(session, ctx, &rejection, false).await,
         };
-
-        // Remote work some step needs first (a key set to fetch for an unknown key id).
-        if let Some(work) = svc
-            .request
-            .prefetch(&PingoraRequestView(session.req_header()))
-        {
-            work.await;
-        }
-        let verdict = svc.run_request(
-            &mut PingoraRequest(session.req_header_mut()),
+        let verdict = run_request_pipeline(
+            service,
+            session.req_header_mut(),
             body.as_deref(),
-            &mut ctx.x,
-        );
-        if let Verdict::Reject(r) = verdict {
-            return refuse(session, ctx, &r, body.is_some()).await;
+            &mut ctx.exchange,
+        )
+        .await;
+        if let Verdict::Reject(rejection) = verdict {
+            return refuse(session, ctx, &rejection, body.is_some()).await;
         }
-        if rt.token_service.as_ref().is_some_and(|ts| ts.usage.durable) {
-            // Durable usage: this request's use is in the store before it goes upstream.
-            let state = self.state.clone();
-            let written =
-                tokio::task::spawn_blocking(move || oauth::background::try_flush_usage(&state))
-                    .await;
-            if !matches!(written, Ok(Ok(_))) {
-                let r = portcullis_assertions::Rejection::new(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    "usage-not-recorded",
-                    "the token's use could not be recorded, and this gateway records every use before forwarding",
-                );
-                return refuse(session, ctx, &r, body.is_some()).await;
-            }
+        if let Err(rejection) = self.record_usage_durably(&runtime).await {
+            return refuse(session, ctx, &rejection, body.is_some()).await;
         }
 
         if let Some(mut body) = body {
-            if let Some(rewritten) = svc.rewrite_request_body(&body, &mut ctx.x) {
+            if let Some(rewritten) = service.rewrite_request_body(&body, &mut ctx.exchange) {
                 // Same length: Pingora's replay of the original is swapped for this copy
                 // piece by piece in request_body_filter.
                 body = Bytes::from(rewritten);
                 ctx.replay_rewritten = Some(0);
             }
             ctx.body = Some(body.clone());
-            if body.len() > RETRY_BUFFER_BYTES || svc.needs.whole_response {
+            if body.len() > RETRY_BUFFER_BYTES || service.needs.whole_response {
                 // Pingora cannot replay more than its retry buffer, nor hold a response back
                 // until all of it has been seen: forward it ourselves.
                 ctx.body_seen = body.len() as u64;
@@ -260,23 +164,23 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some((rt, index)) = ctx.routed() else {
+        let Some(routed) = ctx.routed() else {
             return Ok(());
         };
-        let svc = &rt.services[index];
-        let trusted = rt.trusted_proxies.contains(ctx.x.peer_ip);
+        let (rt, svc) = (routed.runtime(), routed.service());
+        let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
         prepare_upstream_request(
             svc,
             ctx.forwarded_path.as_deref(),
             upstream_request,
-            &ctx.x,
+            &ctx.exchange,
             (rt.forwarded_headers, trusted),
         )?;
         let body = ctx.body.clone();
         let verdict = svc.run_upstream(
             &mut PingoraRequest(upstream_request),
             body.as_deref(),
-            &mut ctx.x,
+            &mut ctx.exchange,
         );
         upstream_verdict(verdict, ctx)
     }
@@ -320,11 +224,15 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some((rt, index)) = ctx.routed() else {
+        let Some(routed) = ctx.routed() else {
             return Ok(());
         };
-        let svc = &rt.services[index];
-        apply_response_pipeline(svc, session.req_header(), upstream_response, ctx)
+        apply_response_pipeline(
+            routed.service(),
+            session.req_header(),
+            upstream_response,
+            ctx,
+        )
     }
 
     fn response_body_filter(
@@ -394,4 +302,92 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         format!("{} {}", req.method, req.uri.path())
     }
+}
+
+impl Gateway {
+    /// Answers one of the token service's own endpoints.
+    async fn serve_token_endpoint(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        endpoint: Endpoint,
+    ) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
+        let Some(token_service) = runtime.as_ref().and_then(|r| r.token_service.as_ref()) else {
+            return Ok(false);
+        };
+        let answer = oauth::endpoint::serve(token_service, session, endpoint).await?;
+        self.state
+            .metrics
+            .token_answer(endpoint.name(), answer.reason.unwrap_or("ok"));
+        ctx.reason = answer.reason;
+        oauth::endpoint::write(session, &answer).await?;
+        Ok(true)
+    }
+
+    /// With durable usage, this request's use is in the store before it goes upstream.
+    async fn record_usage_durably(&self, runtime: &Runtime) -> std::result::Result<(), Rejection> {
+        if !runtime
+            .token_service
+            .as_ref()
+            .is_some_and(|service| service.usage.durable)
+        {
+            return Ok(());
+        }
+        let state = self.state.clone();
+        let written =
+            tokio::task::spawn_blocking(move || oauth::background::try_flush_usage(&state)).await;
+        if matches!(written, Ok(Ok(_))) {
+            return Ok(());
+        }
+        Err(Rejection::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "usage-not-recorded",
+            "the token's use could not be recorded, and this gateway records every use before forwarding",
+        ))
+    }
+}
+
+/// Reads the request body when the service's steps need it (up to its limit, against the
+/// connection's body deadline); `None` when it streams to the upstream unread.
+async fn read_request_body(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    service: &Service,
+) -> std::result::Result<Option<Bytes>, Rejection> {
+    if !service.needs.request_body {
+        return Ok(None);
+    }
+    if session.is_body_empty() {
+        // Nothing to read or replay (a GET without a body): the steps see an empty body.
+        return Ok(Some(Bytes::new()));
+    }
+    session.enable_retry_buffering();
+    let mut buffer = bytes::BytesMut::new();
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) if ctx.body_timed_out() => {
+                ::log::debug!("request body too slow: {e}");
+                return Err(client_timeout());
+            }
+            Err(e) => {
+                // A body that cannot be read (bad chunk framing, cut short) ends here: its
+                // head never went upstream.
+                ::log::debug!("request body unreadable: {e}");
+                return Err(Rejection::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "malformed-body",
+                    "the request body could not be read: its framing is broken or it ended early",
+                ));
+            }
+        };
+        check_body_size(service, (buffer.len() + chunk.len()) as u64)?;
+        buffer.extend_from_slice(&chunk);
+    }
+    if let Some(connection) = &ctx.connection {
+        connection.body_read();
+    }
+    Ok(Some(buffer.freeze()))
 }

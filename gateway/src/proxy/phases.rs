@@ -43,7 +43,7 @@ pub fn apply_response_pipeline(
     let verdict = svc.run_response(
         &PingoraRequestView(req),
         &mut PingoraResponse(resp),
-        &mut ctx.x,
+        &mut ctx.exchange,
     );
     if let Verdict::Reject(r) = verdict {
         ctx.reason = Some(r.code);
@@ -63,7 +63,7 @@ pub fn apply_response_pipeline(
     ctx.processors = svc.response.response_bodies(
         &PingoraRequestView(req),
         &mut PingoraResponse(resp),
-        &mut ctx.x,
+        &mut ctx.exchange,
     );
     Ok(())
 }

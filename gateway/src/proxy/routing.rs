@@ -63,7 +63,7 @@ pub(super) fn peer_ip(session: &Session) -> IpAddr {
 
 /// The host a request is for: an absolute-form target's authority wins over `Host`
 /// (RFC 9112 §3.2.2), as the upstream will be told.
-pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
     req.uri
         .host()
         .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))

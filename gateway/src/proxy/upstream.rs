@@ -43,7 +43,7 @@ impl ForwardedHeaders {
 fn set_forwarding(
     req: &mut RequestHeader,
     mode: ForwardedHeaders,
-    x: &Exchange,
+    exchange: &Exchange,
     trusted_peer: bool,
     original_host: Option<&HeaderValue>,
 ) -> Result<()> {
@@ -74,7 +74,7 @@ fn set_forwarding(
     let forwarded_host = original_host.filter(|_| host_replaced).cloned();
     if mode.forwarded {
         let mut value = chain(req, &FORWARDED);
-        let node = match x.peer_ip {
+        let node = match exchange.peer_ip {
             std::net::IpAddr::V4(ip) => ip.to_string(),
             std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
         };
@@ -100,7 +100,7 @@ fn set_forwarding(
     }
     if mode.x_forwarded {
         let mut value = chain(req, &X_FORWARDED_FOR);
-        let _ = write!(value, "{}", x.peer_ip);
+        let _ = write!(value, "{}", exchange.peer_ip);
         req.insert_header(
             X_FORWARDED_FOR,
             HeaderValue::from_str(&value).map_err(|_| bad("X-Forwarded-For"))?,
@@ -115,7 +115,7 @@ fn set_forwarding(
                 req.remove_header(&X_FORWARDED_HOST);
             }
         }
-        req.insert_header(X_REAL_IP, x.client_ip.to_string())?;
+        req.insert_header(X_REAL_IP, exchange.client_ip.to_string())?;
     } else {
         for name in [
             &X_FORWARDED_FOR,
@@ -172,7 +172,7 @@ pub fn prepare_upstream_request(
     svc: &Service,
     forwarded_path: Option<&str>,
     req: &mut RequestHeader,
-    x: &Exchange,
+    exchange: &Exchange,
     (mode, trusted_peer): (ForwardedHeaders, bool),
 ) -> Result<()> {
     let up = &svc.upstream;
@@ -192,5 +192,5 @@ pub fn prepare_upstream_request(
     if !up.preserve_host {
         req.insert_header(HOST, up.host_header.clone())?;
     }
-    set_forwarding(req, mode, x, trusted_peer, original_host.as_ref())
+    set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())
 }
