@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use portcullis_assertions::Rejection;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -48,20 +49,23 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
     resp
 }
 
-pub fn problem(status: StatusCode, code: &str, detail: &str) -> Response<Vec<u8>> {
-    let mut resp = json(
-        status,
-        &serde_json::json!({
-            "type": format!("urn:portcullis:problem:{code}"),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        }),
-    );
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/problem+json"),
-    );
+/// A refusal from the admin API, as [`crate::problem::render`] makes every refusal.
+pub fn problem(
+    status: StatusCode,
+    code: &'static str,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Response<Vec<u8>> {
+    refusal(&Rejection::new(status, code, detail))
+}
+
+/// Any rejection as an admin API answer.
+pub fn refusal(rejection: &Rejection) -> Response<Vec<u8>> {
+    let answer = crate::problem::render(rejection);
+    let mut resp = Response::new(answer.body.to_vec());
+    *resp.status_mut() = answer.status;
+    for (name, value) in answer.headers {
+        resp.headers_mut().append(name, value);
+    }
     resp
 }
 

@@ -81,7 +81,11 @@ struct RevokeBody {
 }
 
 fn bad_request(detail: &str) -> Response<Vec<u8>> {
-    problem(StatusCode::BAD_REQUEST, "invalid-request", detail)
+    problem(
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+        detail.to_owned(),
+    )
 }
 
 /// Answers a token-management route; `None` when the path is not one.

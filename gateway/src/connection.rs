@@ -22,11 +22,12 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use http::StatusCode;
 use pingora::apps::ServerApp;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
@@ -34,6 +35,7 @@ use pingora::protocols::{
 };
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use portcullis_assertions::Rejection;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -189,8 +191,8 @@ impl Refusal {
 
     fn answer(self) -> &'static [u8] {
         match self {
-            Refusal::TooManyConnections => ANSWER_503,
-            Refusal::TooManyFromClient => ANSWER_429,
+            Refusal::TooManyConnections => &CANNED.too_many_connections,
+            Refusal::TooManyFromClient => &CANNED.too_many_from_client,
         }
     }
 }
@@ -273,10 +275,48 @@ impl ConnectionCounts {
 /// First allocation for a request head; most heads fit (nginx uses 1 KiB the same way).
 const FIRST_READ: usize = 1024;
 
-const ANSWER_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\nContent-Length: 140\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head was not received in time\",\"status\":408,\"title\":\"Request Timeout\",\"type\":\"urn:portcullis:problem:client-timeout\"}";
-const ANSWER_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/problem+json\r\nContent-Length: 166\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{\"detail\":\"the request head is larger than the gateway accepts\",\"status\":431,\"title\":\"Request Header Fields Too Large\",\"type\":\"urn:portcullis:problem:head-too-large\"}";
-const ANSWER_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nContent-Length: 160\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"the gateway holds as many connections as it accepts\",\"status\":503,\"title\":\"Service Unavailable\",\"type\":\"urn:portcullis:problem:too-many-connections\"}";
-const ANSWER_429: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/problem+json\r\nContent-Length: 162\r\nCache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"detail\":\"this client address holds as many connections as it may\",\"status\":429,\"title\":\"Too Many Requests\",\"type\":\"urn:portcullis:problem:too-many-connections\"}";
+/// The guards' own refusals, rendered once by the one refusal renderer.
+struct CannedAnswers {
+    head_timeout: Vec<u8>,
+    head_too_large: Vec<u8>,
+    too_many_connections: Vec<u8>,
+    too_many_from_client: Vec<u8>,
+}
+
+static CANNED: LazyLock<CannedAnswers> = LazyLock::new(|| {
+    let render = |status, code, detail: &'static str| {
+        crate::problem::render(&Rejection::new(status, code, detail)).to_closing_http1()
+    };
+    let retry_soon = |rejection: Rejection| {
+        crate::problem::render(&rejection.with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        ))
+        .to_closing_http1()
+    };
+    CannedAnswers {
+        head_timeout: render(
+            StatusCode::REQUEST_TIMEOUT,
+            "client-timeout",
+            "the request head was not received in time",
+        ),
+        head_too_large: render(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "head-too-large",
+            "the request head is larger than the gateway accepts",
+        ),
+        too_many_connections: retry_soon(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-connections",
+            "the gateway holds as many connections as it accepts",
+        )),
+        too_many_from_client: retry_soon(Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-connections",
+            "this client address holds as many connections as it may",
+        )),
+    }
+});
 
 /// A client connection whose reads run against its phase's deadline.
 #[derive(Debug)]
@@ -421,7 +461,7 @@ impl GuardedStream {
             Phase::Idle | Phase::Open => Poll::Ready(Ok(())),
             Phase::Head => {
                 self.cutoffs.with_label_values(&["head"]).inc();
-                self.answer(cx, ANSWER_408);
+                self.answer(cx, &CANNED.head_timeout);
                 Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
             }
             Phase::Body => {
@@ -464,7 +504,7 @@ impl AsyncRead for GuardedStream {
                     && this.phase_bytes > this.limits.max_header_bytes as u64
                 {
                     this.cutoffs.with_label_values(&["head_too_large"]).inc();
-                    this.answer(cx, ANSWER_431);
+                    this.answer(cx, &CANNED.head_too_large);
                     return Poll::Ready(Err(std::io::ErrorKind::InvalidData.into()));
                 }
                 return Poll::Ready(Ok(()));
@@ -504,24 +544,8 @@ fn problem_for_pingora_answer(written: &[u8]) -> Option<Vec<u8>> {
         405 => ("method-not-allowed", "this method is not proxied"),
         _ => ("request-refused", "the request could not be handled"),
     };
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let body = serde_json::json!({
-        "type": format!("urn:portcullis:problem:{code}"),
-        "title": reason,
-        "status": status,
-        "detail": detail,
-    })
-    .to_string();
-    Some(
-        format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/problem+json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-    )
+    let status = StatusCode::from_u16(status).ok()?;
+    Some(crate::problem::render(&Rejection::new(status, code, detail)).to_closing_http1())
 }
 
 impl AsyncWrite for GuardedStream {
@@ -683,12 +707,18 @@ mod tests {
 
     #[test]
     fn canned_answers_declare_their_length() {
-        for answer in [ANSWER_408, ANSWER_431, ANSWER_503, ANSWER_429] {
+        let canned = &*CANNED;
+        for answer in [
+            &canned.head_timeout,
+            &canned.head_too_large,
+            &canned.too_many_connections,
+            &canned.too_many_from_client,
+        ] {
             let text = std::str::from_utf8(answer).expect("ascii");
             let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
             let declared: usize = head
                 .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .find_map(|l| l.strip_prefix("content-length: "))
                 .and_then(|n| n.parse().ok())
                 .expect("length");
             assert_eq!(declared, body.len(), "{head}");

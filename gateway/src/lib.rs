@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod path;
 pub mod privileges;
+pub mod problem;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -1,8 +1,7 @@
 //! The upstream and response phases of a service's pipelines, shared by the proxy's hooks
 //! and the buffering forwarder.
 
-use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use http::header::{CONTENT_ENCODING, TRANSFER_ENCODING};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
@@ -47,17 +46,19 @@ pub fn apply_response_pipeline(
     );
     if let Verdict::Reject(r) = verdict {
         ctx.reason = Some(r.code);
-        let body = Bytes::from(r.problem_json());
-        resp.set_status(r.status)?;
+        // The upstream's head is rewritten into the refusal; its body never reaches the client.
+        let answer = crate::problem::render(&r);
+        resp.set_status(answer.status)?;
         for name in [CONTENT_ENCODING, TRANSFER_ENCODING] {
             resp.remove_header(&name);
         }
-        resp.insert_header(CONTENT_TYPE, "application/problem+json")?;
-        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-        for (name, value) in &r.headers {
-            resp.insert_header(name.clone(), value.clone())?;
+        for (name, _) in &answer.headers {
+            resp.remove_header(name);
         }
-        ctx.replace_body = Some(body);
+        for (name, value) in answer.headers {
+            resp.append_header(name, value)?;
+        }
+        ctx.replace_body = Some(answer.body);
         return Ok(());
     }
     ctx.processors = svc.response.response_bodies(

@@ -1,7 +1,5 @@
 //! Refusals: how a rejection becomes an answer on the wire, and the gateway's own ones.
 
-use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
@@ -11,18 +9,15 @@ use portcullis_assertions::Rejection;
 
 use super::context::RequestCtx;
 
-/// Writes a problem+json answer. The one place a refusal becomes bytes on the wire.
+/// Writes a refusal as [`crate::problem::render`] makes it.
 pub async fn respond(session: &mut Session, r: &Rejection) -> Result<()> {
-    let body = Bytes::from(r.problem_json());
-    let mut resp = ResponseHeader::build(r.status, Some(4 + r.headers.len()))?;
-    resp.insert_header(CONTENT_TYPE, "application/problem+json")?;
-    resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header(CACHE_CONTROL, "no-store")?;
-    for (name, value) in &r.headers {
-        resp.insert_header(name.clone(), value.clone())?;
+    let answer = crate::problem::render(r);
+    let mut resp = ResponseHeader::build(answer.status, Some(answer.headers.len()))?;
+    for (name, value) in answer.headers {
+        resp.append_header(name, value)?;
     }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_body(Some(answer.body), true).await?;
     Ok(())
 }
 
