@@ -9,8 +9,10 @@ use http::HeaderName;
 use super::custom::{Algorithm, CustomScheme, Encoding, HeaderFormat};
 use super::sign::{sign_custom, sign_sigv2, sign_sigv4, SigV4Params};
 use super::*;
-use crate::exchange::VarRegistry;
+use crate::exchange::{Exchange, VarRegistry};
 use crate::template::Template;
+use crate::verdict::{Rejection, Verdict};
+use crate::{Assertion, Request};
 
 const NOW: u64 = 1_700_000_000;
 
