@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 
-use super::clock::parse_amz_date;
+use super::clock::{check_request_time, parse_amz_date};
 use super::require::{
     fail, sha256_hex, verify_with_key, Claim, RequireHmac, Scheme, SchemeOutcome,
 };
@@ -87,8 +87,17 @@ pub(crate) fn check(
         expires: fields.expires,
         signature: fields.signature.to_vec(),
     };
+    // A request outside its time window is refused once its signature is checked: derive
+    // its key afresh rather than let arbitrary scope dates churn the cache.
+    let in_window =
+        check_request_time(time, fields.expires, step.clock.now(), step.max_skew).is_ok();
     let key = verify_with_key(step, &claim, |secret| {
-        sigv4::signature(&step.sigv4_keys.get(secret, scope), &string_to_sign).to_vec()
+        let signing_key = if in_window {
+            step.sigv4_keys.get(secret, scope)
+        } else {
+            sigv4::signing_key(secret, scope)
+        };
+        sigv4::signature(&signing_key, &string_to_sign).to_vec()
     })?;
     Ok(Some((claim, key)))
 }

@@ -132,6 +132,27 @@ fn sigv4_signed_requests_pass_and_set_the_client() {
 }
 
 #[test]
+fn sigv4_caches_signing_keys_only_for_requests_inside_their_time_window() {
+    let clock = Arc::new(FixedClock::at(NOW));
+    let (step, reg) = step(sigv4_scheme(), clock.clone());
+    let body = br#"{"qty":2}"#;
+    // Dated ten days ago: refused for its time, its key derived but not kept.
+    let mut stale = signed_v4(b"new-secret", NOW - 10 * 86_400, body);
+    assert_eq!(
+        code(check(&step, &reg, &mut stale, body)),
+        "RequestTimeTooSkewed"
+    );
+    assert!(step.sigv4_keys.is_empty());
+    // In time: both secrets of the key are tried, both signing keys kept.
+    let mut fresh = signed_v4(b"old-secret", NOW, body);
+    assert_eq!(code(check(&step, &reg, &mut fresh, body)), "ok");
+    assert_eq!(step.sigv4_keys.len(), 2);
+    let mut again = signed_v4(b"new-secret", NOW + 1, body);
+    assert_eq!(code(check(&step, &reg, &mut again, body)), "ok");
+    assert_eq!(step.sigv4_keys.len(), 2);
+}
+
+#[test]
 fn sigv4_refuses_every_single_change() {
     let clock = Arc::new(FixedClock::at(NOW));
     let (step, reg) = step(sigv4_scheme(), clock.clone());
