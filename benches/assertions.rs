@@ -249,6 +249,45 @@ fn sigv4(c: &mut Criterion) {
     });
 }
 
+/// The SigV4 signing-key cache on its own: a hit from one thread, a hit of the same key
+/// from two threads at once (the contended case; time per lookup per thread), and the
+/// derivation a hit saves.
+fn sigv4_signing_key_cache(c: &mut Criterion) {
+    use portcullis_assertions::hmac::sigv4::{signing_key, Scope};
+    use portcullis_assertions::hmac::SigningKeyCache;
+    let secret: Arc<[u8]> = Arc::from(&b"partner-secret"[..]);
+    let scope = Scope {
+        date: "20231114".into(),
+        region: "eu-west-1".into(),
+        service: "orders".into(),
+    };
+    let cache = SigningKeyCache::default();
+    cache.get(&secret, &scope);
+    let mut group = c.benchmark_group("sigv4 signing-key cache");
+    group.bench_function("hit, 1 thread", |b| {
+        b.iter(|| black_box(cache.get(black_box(&secret), &scope)))
+    });
+    group.bench_function("hit of one key, 2 threads", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|threads| {
+                for _ in 0..2 {
+                    threads.spawn(|| {
+                        for _ in 0..iters {
+                            black_box(cache.get(black_box(&secret), &scope));
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.bench_function("floor: derivation (4 HMACs)", |b| {
+        b.iter(|| black_box(signing_key(black_box(&secret), &scope)))
+    });
+    group.finish();
+}
+
 /// The floors: what the assertions above cannot go below.
 fn floors(c: &mut Criterion) {
     c.bench_function("floor: sha256 of a 12-byte key", |b| {
@@ -278,5 +317,5 @@ fn floors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, assertions, sigv4, floors);
+criterion_group!(benches, assertions, sigv4, sigv4_signing_key_cache, floors);
 criterion_main!(benches);

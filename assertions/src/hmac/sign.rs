@@ -245,22 +245,14 @@ mod tests {
     fn dates_format_both_ways() {
         assert_eq!(amz_date(1_440_938_160), "20150830T123600Z");
         assert_eq!(http_date(1_440_938_160), "Sun, 30 Aug 2015 12:36:00 GMT");
+        // The parsers (clock.rs) read back what the formatters write.
         assert_eq!(
-            super::super::parse_amz_date("20150830T123600Z"),
+            crate::hmac::parse_amz_date(&amz_date(1_440_938_160)),
             Some(1_440_938_160)
         );
         assert_eq!(
-            super::super::parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            crate::hmac::parse_http_date(&http_date(1_440_938_160)),
             Some(1_440_938_160)
         );
-        assert_eq!(
-            super::super::parse_any_date("2015-08-30T12:36:00Z"),
-            Some(1_440_938_160)
-        );
-        assert_eq!(
-            super::super::parse_any_date("1440938160"),
-            Some(1_440_938_160)
-        );
-        assert_eq!(super::super::parse_any_date("yesterday"), None);
     }
 }

@@ -140,3 +140,51 @@ pub fn verify(expected: &[u8; 20], given: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     given.len() == expected.len() && bool::from(expected.as_slice().ct_eq(given))
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn resource_and_amz_date() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-amz-date",
+            HeaderValue::from_static("Tue, 27 Mar 2007 21:20:26 +0000"),
+        );
+        h.append("x-amz-meta-a", HeaderValue::from_static("1"));
+        h.append("x-amz-meta-a", HeaderValue::from_static(" 2"));
+        h.append("date", HeaderValue::from_static("ignored"));
+        let sts = string_to_sign(
+            "DELETE",
+            "",
+            "",
+            "",
+            &h,
+            "/johnsmith/photos/puppy.jpg",
+            Some("versionId=3&prefix=x&acl&response-content-type=text%2Fplain"),
+        );
+        assert_eq!(
+            sts,
+            "DELETE\n\n\n\nx-amz-date:Tue, 27 Mar 2007 21:20:26 +0000\nx-amz-meta-a:1,2\n/johnsmith/photos/puppy.jpg?acl&response-content-type=text%2Fplain&versionId=3"
+        );
+    }
+
+    #[test]
+    fn authorization_rejections() {
+        let sig = "bWq2s1WEIj+Ydj0vQ697zp+IXMU=";
+        assert!(parse_authorization(&format!("AWS AKID:{sig}")).is_some());
+        for bad in [
+            format!("AWS4 AKID:{sig}"),
+            format!("AWS :{sig}"),
+            format!("AWS AKID {sig}"),
+            "AWS AKID:bm90IDIwIGJ5dGVz".to_owned(),
+            "AWS AKID:***".to_owned(),
+            format!("Bearer AKID:{sig}"),
+        ] {
+            assert_eq!(parse_authorization(&bad), None, "{bad}");
+        }
+    }
+}

@@ -9,8 +9,10 @@ use http::HeaderName;
 use super::custom::{Algorithm, CustomScheme, Encoding, HeaderFormat};
 use super::sign::{sign_custom, sign_sigv2, sign_sigv4, SigV4Params};
 use super::*;
-use crate::exchange::VarRegistry;
+use crate::exchange::{Exchange, VarRegistry};
 use crate::template::Template;
+use crate::verdict::{Rejection, Verdict};
+use crate::{Assertion, Request};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -127,6 +129,27 @@ fn sigv4_signed_requests_pass_and_set_the_client() {
     // The old secret still verifies during rotation.
     let mut parts = signed_v4(b"old-secret", NOW + 1, body);
     assert_eq!(code(check(&step, &reg, &mut parts, body)), "ok");
+}
+
+#[test]
+fn sigv4_caches_signing_keys_only_for_requests_inside_their_time_window() {
+    let clock = Arc::new(FixedClock::at(NOW));
+    let (step, reg) = step(sigv4_scheme(), clock.clone());
+    let body = br#"{"qty":2}"#;
+    // Dated ten days ago: refused for its time, its key derived but not kept.
+    let mut stale = signed_v4(b"new-secret", NOW - 10 * 86_400, body);
+    assert_eq!(
+        code(check(&step, &reg, &mut stale, body)),
+        "RequestTimeTooSkewed"
+    );
+    assert!(step.sigv4_keys.is_empty());
+    // In time: both secrets of the key are tried, both signing keys kept.
+    let mut fresh = signed_v4(b"old-secret", NOW, body);
+    assert_eq!(code(check(&step, &reg, &mut fresh, body)), "ok");
+    assert_eq!(step.sigv4_keys.len(), 2);
+    let mut again = signed_v4(b"new-secret", NOW + 1, body);
+    assert_eq!(code(check(&step, &reg, &mut again, body)), "ok");
+    assert_eq!(step.sigv4_keys.len(), 2);
 }
 
 #[test]

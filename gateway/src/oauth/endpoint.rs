@@ -16,6 +16,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use super::error::ErrorCode;
 use super::{
     Grant, OAuthError, TokenService, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER,
     GRANT_REFRESH_TOKEN,
@@ -90,19 +91,23 @@ impl Answer {
         }
     }
 
-    fn error(e: &OAuthError, basic_used: bool) -> Answer {
+    fn error(e: &OAuthError, used_authorization: bool) -> Answer {
+        let code = ErrorCode::parse(e.error);
+        let status = code.map_or_else(
+            || StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            ErrorCode::status,
+        );
         let mut a = Answer {
-            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            status,
             body: e.body(),
             content_type: "application/json",
             headers: Vec::new(),
             reason: Some(e.error),
         };
-        if e.error == "invalid_client" && basic_used {
-            a.headers
-                .push(("www-authenticate", "Basic realm=\"portcullis\"".to_owned()));
+        if let Some(challenge) = code.and_then(|c| c.challenge(used_authorization)) {
+            a.headers.push(("www-authenticate", challenge.to_owned()));
         }
-        if e.error == "temporarily_unavailable" {
+        if code == Some(ErrorCode::TemporarilyUnavailable) {
             a.headers.push(("retry-after", "5".to_owned()));
         }
         a
@@ -117,10 +122,10 @@ impl Form {
         let mut out = HashMap::new();
         for (k, v) in form_urlencoded::parse(body) {
             if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-                return Err(OAuthError::new(
-                    "invalid_request",
-                    format!("parameter {} is given more than once", super::printable(&k)),
-                ));
+                return Err(ErrorCode::InvalidRequest.error(format!(
+                    "parameter {} is given more than once",
+                    super::printable(&k)
+                )));
             }
         }
         Ok(Form(out))
@@ -131,9 +136,8 @@ impl Form {
     }
 
     fn require(&self, k: &'static str) -> Result<&str, OAuthError> {
-        self.get(k).ok_or_else(|| {
-            OAuthError::new("invalid_request", format!("the {k} parameter is missing"))
-        })
+        self.get(k)
+            .ok_or_else(|| ErrorCode::InvalidRequest.error(format!("the {k} parameter is missing")))
     }
 }
 
@@ -155,12 +159,10 @@ fn credentials(auth: Option<&[u8]>, form: &Form) -> Result<Credentials, OAuthErr
     });
     let in_form = form.get("client_secret").is_some();
     match basic {
-        Some(_) if in_form => Err(OAuthError::new(
-            "invalid_request",
-            "use one client authentication method, not Basic and the form together",
-        )),
+        Some(_) if in_form => Err(ErrorCode::InvalidRequest
+            .error("use one client authentication method, not Basic and the form together")),
         Some(b64) => {
-            let bad = || OAuthError::new("invalid_client", "malformed Basic credentials");
+            let bad = || ErrorCode::InvalidClient.error("malformed Basic credentials");
             let raw = STANDARD.decode(b64).map_err(|_| bad())?;
             let raw = String::from_utf8(raw).map_err(|_| bad())?;
             let (id, secret) = raw.split_once(':').ok_or_else(bad)?;
@@ -172,10 +174,8 @@ fn credentials(auth: Option<&[u8]>, form: &Form) -> Result<Credentials, OAuthErr
             };
             let id = decode(id);
             if form.get("client_id").is_some_and(|f| f != id) {
-                return Err(OAuthError::new(
-                    "invalid_request",
-                    "client_id in the form differs from the Basic credentials",
-                ));
+                return Err(ErrorCode::InvalidRequest
+                    .error("client_id in the form differs from the Basic credentials"));
             }
             Ok(Credentials {
                 id: Some(id),
@@ -195,12 +195,9 @@ fn credentials(auth: Option<&[u8]>, form: &Form) -> Result<Credentials, OAuthErr
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static,
 ) -> Result<T, OAuthError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
-        Err(OAuthError::new(
-            "server_error",
-            "the request could not be completed",
-        ))
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(ErrorCode::ServerError.error("the request could not be completed")))
 }
 
 /// Serves one endpoint. The request head is already known; the body is read here.
@@ -214,7 +211,10 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
     if wrong_method {
         let mut a = Answer::json(
             StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": "invalid_request", "error_description": "method not allowed here"}),
+            &serde_json::json!({
+                "error": ErrorCode::InvalidRequest.as_str(),
+                "error_description": "method not allowed here",
+            }),
         );
         a.headers.push((
             "allow",
@@ -256,7 +256,7 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
     while let Some(chunk) = session.read_request_body().await? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_FORM {
-            let e = OAuthError::new("invalid_request", "the request body is too large");
+            let e = ErrorCode::InvalidRequest.error("the request body is too large");
             let mut a = Answer::error(&e, false);
             a.status = StatusCode::PAYLOAD_TOO_LARGE;
             session.set_keepalive(None);
@@ -265,10 +265,8 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
     }
     if !form_type {
         return Ok(Answer::error(
-            &OAuthError::new(
-                "invalid_request",
-                "send the parameters as application/x-www-form-urlencoded",
-            ),
+            &ErrorCode::InvalidRequest
+                .error("send the parameters as application/x-www-form-urlencoded"),
             false,
         ));
     }
@@ -286,7 +284,7 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
         Endpoint::Introspect => introspect(ts, &form, &creds).await,
         Endpoint::Revoke => revoke(ts, &form, &creds).await,
         Endpoint::Jwks | Endpoint::Metadata => {
-            Err(OAuthError::new("server_error", "no such endpoint"))
+            Err(ErrorCode::ServerError.error("no such endpoint"))
         }
     };
     Ok(result.unwrap_or_else(|e| Answer::error(&e, basic)))
@@ -297,7 +295,7 @@ fn authenticated<'t>(
     c: &Credentials,
 ) -> Result<&'t super::Client, OAuthError> {
     ts.authenticate(c.id.as_deref(), c.secret.as_deref())?
-        .ok_or_else(|| OAuthError::new("invalid_client", "client authentication is required"))
+        .ok_or_else(|| ErrorCode::InvalidClient.error("client authentication is required"))
 }
 
 async fn token(
@@ -311,10 +309,8 @@ async fn token(
         GRANT_CLIENT_CREDENTIALS => {
             let client = authenticated(ts, creds)?;
             if !client.may(GRANT_CLIENT_CREDENTIALS) {
-                return Err(OAuthError::new(
-                    "unauthorized_client",
-                    "this client may not use the client_credentials grant",
-                ));
+                return Err(ErrorCode::UnauthorizedClient
+                    .error("this client may not use the client_credentials grant"));
             }
             let scope = TokenService::grant_scope(scope, &client.scopes, "this client")?;
             Grant {
@@ -333,10 +329,9 @@ async fn token(
         GRANT_REFRESH_TOKEN => {
             let client = authenticated(ts, creds)?.clone();
             if !client.may(GRANT_REFRESH_TOKEN) {
-                return Err(OAuthError::new(
-                    "unauthorized_client",
-                    "this client may not use refresh tokens",
-                ));
+                return Err(
+                    ErrorCode::UnauthorizedClient.error("this client may not use refresh tokens")
+                );
             }
             let presented = form.require("refresh_token")?.to_owned();
             let scope = scope.map(str::to_owned);
@@ -352,10 +347,10 @@ async fn token(
             ts.jwt_bearer(assertion, scope).await?
         }
         other => {
-            return Err(OAuthError::new(
-                "unsupported_grant_type",
-                format!("grant type {} is not supported", super::printable(other)),
-            ))
+            return Err(ErrorCode::UnsupportedGrantType.error(format!(
+                "grant type {} is not supported",
+                super::printable(other)
+            )))
         }
     };
     let svc = ts.clone();
@@ -427,10 +422,9 @@ async fn revoke(
             return Ok(());
         };
         if rec.client_id != client.id {
-            return Err(OAuthError::new(
-                "unauthorized_client",
-                "the token was not issued to this client",
-            ));
+            return Err(
+                ErrorCode::UnauthorizedClient.error("the token was not issued to this client")
+            );
         }
         let filter = match (&rec.kind, &rec.family_id) {
             // A refresh token takes its whole grant with it.

@@ -16,6 +16,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
+use super::error::ErrorCode;
 use super::remote::{KeyError, RemoteKeySet};
 use super::{printable, Grant, OAuthError, TokenService, GRANT_JWT_BEARER};
 use crate::store::{now_secs, TokenFormat};
@@ -55,7 +56,7 @@ struct IssOnly {
 }
 
 fn invalid(why: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
-    OAuthError::new("invalid_grant", why)
+    ErrorCode::InvalidGrant.error(why)
 }
 
 /// The `iss` of an assertion, read before its signature is checked, only to pick the
@@ -107,8 +108,7 @@ impl TokenService {
             }
             Err(KeyError::Unavailable(why)) => {
                 log::warn!("jwt-bearer: {why}");
-                return Err(OAuthError::new(
-                    "temporarily_unavailable",
+                return Err(ErrorCode::TemporarilyUnavailable.error(
                     "the issuer's signing keys cannot be fetched right now; try again later",
                 ));
             }

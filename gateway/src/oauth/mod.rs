@@ -8,6 +8,7 @@
 
 pub mod background;
 pub mod endpoint;
+pub mod error;
 pub mod introspection;
 pub mod jwt_bearer;
 pub mod keys;
