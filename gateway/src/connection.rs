@@ -3,7 +3,7 @@
 //!
 //! Pingora times each read of a request head separately (so a client that sends a byte every
 //! few seconds is never cut off), answers nothing when it gives up on one, has no minimum
-//! rate for bodies and no connection cap. [`GuardedProxy`] sits between the listener and
+//! rate for bodies and no connection cap. `proxy::GuardedProxy` sits between the listener and
 //! Pingora's HTTP proxy: it counts connections (globally and per client address, refusing
 //! past the caps with a problem answer), and wraps each accepted stream in a
 //! [`GuardedStream`] whose reads run against phase deadlines:
@@ -28,69 +28,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
-use pingora::apps::ServerApp;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
     UniqueIDType,
 };
-use pingora::proxy::HttpProxy;
-use pingora::server::ShutdownWatch;
 use portcullis_assertions::Rejection;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::proxy::Gateway;
-use crate::state::GatewayState;
-
-/// Limits on what one client connection may take. Read from the policy at every accept, so
-/// a reload changes them for new connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientLimits {
-    /// Total time from a request head's first byte to its last.
-    pub header_timeout: Duration,
-    /// Time a kept-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
-    /// Time allowed for a request body before `body_min_rate` extends it.
-    pub body_timeout: Duration,
-    /// Each this many body bytes received earn one more second (0: no extension).
-    pub body_min_rate: u64,
-    /// Largest request head (request line and headers).
-    pub max_header_bytes: usize,
-    /// Open client connections, in all.
-    pub max_connections: usize,
-    /// Open client connections from one address (trusted proxies are not counted).
-    pub max_connections_per_ip: usize,
-}
-
-impl Default for ClientLimits {
-    fn default() -> Self {
-        ClientLimits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            body_timeout: Duration::from_secs(20),
-            body_min_rate: 500,
-            max_header_bytes: 64 * 1024,
-            max_connections: default_max_connections(),
-            max_connections_per_ip: 256,
-        }
-    }
-}
-
-/// Half the process's file-descriptor limit (each client connection may need an upstream
-/// one too), between 64 and 10,000.
-fn default_max_connections() -> usize {
-    let soft_limit = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|limits| {
-            limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        })
-        .and_then(|soft| soft.parse::<usize>().ok())
-        .unwrap_or(1024);
-    (soft_limit / 2).clamp(64, 10_000)
-}
+use crate::runtime::ClientLimits;
 
 /// Where a connection is in its request/response cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +135,9 @@ impl Refusal {
         }
     }
 
-    fn answer(self) -> &'static [u8] {
+    /// The refusal as written on the connection before it closes.
+    #[must_use]
+    pub fn answer(self) -> &'static [u8] {
         match self {
             Refusal::TooManyConnections => &CANNED.too_many_connections,
             Refusal::TooManyFromClient => &CANNED.too_many_from_client,
@@ -371,7 +319,7 @@ impl GuardedStream {
     /// deadline and size cap, into a buffer Pingora reads first. A connection that is only
     /// half a head so far costs this buffer and a small task, not Pingora's whole request
     /// machinery. `false`: the client left (or idled out) before a complete head.
-    async fn read_first_head(&mut self) -> bool {
+    pub async fn read_first_head(&mut self) -> bool {
         use tokio::io::AsyncReadExt as _;
         let mut head = Vec::with_capacity(FIRST_READ);
         loop {
@@ -643,61 +591,6 @@ impl GetSocketDigest for GuardedStream {
 impl Peek for GuardedStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
-    }
-}
-
-/// Pingora's HTTP proxy behind the connection guards.
-pub struct GuardedProxy {
-    pub proxy: Arc<HttpProxy<Gateway>>,
-    pub state: Arc<GatewayState>,
-    pub counts: Arc<ConnectionCounts>,
-}
-
-#[async_trait]
-impl ServerApp for GuardedProxy {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let rt = self.state.current();
-        let limits = rt.client_limits;
-        let client = stream
-            .get_socket_digest()
-            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-            // Connections from a trusted proxy carry many clients: not counted per address.
-            .filter(|ip| !rt.trusted_proxies.contains(*ip));
-        let permit = match self.counts.admit(client, &limits) {
-            Ok(permit) => permit,
-            Err(refusal) => {
-                self.state.metrics.connection_refused(refusal.label());
-                let _ = stream.write_all(refusal.answer()).await;
-                let _ = stream.flush().await;
-                Shutdown::shutdown(stream.as_mut()).await;
-                return None;
-            }
-        };
-        let cutoffs = self.state.metrics.client_cutoffs();
-        let mut guarded = GuardedStream::new(stream, permit, limits, cutoffs);
-        let mut watch = shutdown.clone();
-        let head_in = tokio::select! {
-            complete = guarded.read_first_head() => complete,
-            _ = watch.changed() => false,
-        };
-        if !head_in {
-            return None;
-        }
-        // Boxed: Pingora's request future is tens of KiB, allocated only from here on.
-        Box::pin(ServerApp::process_new(
-            &self.proxy,
-            Box::new(guarded) as Stream,
-            shutdown,
-        ))
-        .await
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(self.proxy.as_ref()).await;
     }
 }
 

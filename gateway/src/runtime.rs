@@ -176,9 +176,80 @@ pub struct Runtime {
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
     /// Which forwarding headers the upstream gets.
-    pub forwarded_headers: crate::proxy::ForwardedHeaders,
+    pub forwarded_headers: ForwardedHeaders,
     /// What one client connection may take.
-    pub client_limits: crate::connection::ClientLimits,
+    pub client_limits: ClientLimits,
     /// What `check` reports without refusing the policy.
-    pub warnings: Vec<crate::config::Diagnostic>,
+    pub warnings: Vec<String>,
+}
+
+/// Which forwarding headers the upstream gets. Whatever a client sent in any of them is
+/// replaced or removed, so the upstream never reads a client's claim as the gateway's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardedHeaders {
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
+    pub x_forwarded: bool,
+    /// RFC 7239 `Forwarded`.
+    pub forwarded: bool,
+}
+
+impl ForwardedHeaders {
+    pub const X_FORWARDED: ForwardedHeaders = ForwardedHeaders {
+        x_forwarded: true,
+        forwarded: false,
+    };
+    pub const FORWARDED: ForwardedHeaders = ForwardedHeaders {
+        x_forwarded: false,
+        forwarded: true,
+    };
+}
+
+/// Limits on what one client connection may take. Read from the policy at every accept, so
+/// a reload changes them for new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Total time from a request head's first byte to its last.
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Time allowed for a request body before `body_min_rate` extends it.
+    pub body_timeout: Duration,
+    /// Each this many body bytes received earn one more second (0: no extension).
+    pub body_min_rate: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Open client connections, in all.
+    pub max_connections: usize,
+    /// Open client connections from one address (trusted proxies are not counted).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
+            max_header_bytes: 64 * 1024,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+/// Half the process's file-descriptor limit (each client connection may need an upstream
+/// one too), between 64 and 10,000.
+fn default_max_connections() -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|soft| soft.parse::<usize>().ok())
+        .unwrap_or(1024);
+    (soft_limit / 2).clamp(64, 10_000)
 }

@@ -13,9 +13,10 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 
 use crate::admin::AdminApp;
-use crate::connection::{ConnectionCounts, GuardedProxy};
+use crate::connection::ConnectionCounts;
 use crate::echo::EchoApp;
 use crate::proxy::Gateway;
+use crate::proxy::GuardedProxy;
 use crate::state::GatewayState;
 
 /// Read buffer of a client connection (Pingora's default is 64 KiB, allocated at accept).

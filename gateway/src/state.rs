@@ -87,8 +87,7 @@ impl GatewayState {
         let old = self.current();
         match config::load(&self.config_path, &self.carry, old.generation + 1) {
             Ok(new) => {
-                let mut warnings: Vec<String> =
-                    new.warnings.iter().map(ToString::to_string).collect();
+                let mut warnings: Vec<String> = new.warnings.clone();
                 if new.settings != self.started {
                     warnings.push(
                         "listen, admin.listen, workers, access_log, user and group take effect only after a restart".to_owned(),

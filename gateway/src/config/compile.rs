@@ -242,7 +242,8 @@ pub(crate) fn compile(
                         "service \"{}\" has a path prefix that differs only by letter case from {other}: behind a case-insensitive upstream both reach the same resources (set path_case: insensitive on the one that must win)",
                         svc.value.name.value
                     ),
-                });
+                }
+                .to_string());
             }
         } else {
             routes.insert(
@@ -271,16 +272,18 @@ pub(crate) fn compile(
     let effective = effective_config(main, includes, generation);
     let forwarded_headers = match main.spec.forwarded_headers {
         None | Some(super::spec::ForwardedHeadersSpec::XForwarded) => {
-            crate::proxy::ForwardedHeaders::X_FORWARDED
+            crate::runtime::ForwardedHeaders::X_FORWARDED
         }
         Some(super::spec::ForwardedHeadersSpec::Forwarded) => {
-            crate::proxy::ForwardedHeaders::FORWARDED
+            crate::runtime::ForwardedHeaders::FORWARDED
         }
-        Some(super::spec::ForwardedHeadersSpec::Both) => crate::proxy::ForwardedHeaders {
+        Some(super::spec::ForwardedHeadersSpec::Both) => crate::runtime::ForwardedHeaders {
             x_forwarded: true,
             forwarded: true,
         },
-        Some(super::spec::ForwardedHeadersSpec::None) => crate::proxy::ForwardedHeaders::default(),
+        Some(super::spec::ForwardedHeadersSpec::None) => {
+            crate::runtime::ForwardedHeaders::default()
+        }
     };
     Some(Runtime {
         forwarded_headers,

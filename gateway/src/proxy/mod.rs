@@ -10,6 +10,7 @@
 mod admission;
 mod context;
 mod forward;
+mod guarded;
 mod heads;
 mod log;
 mod phases;
@@ -22,13 +23,14 @@ pub use admission::{
     admit_request, check_body_size, run_request_pipeline, Admitted, STANDARD_METHODS,
 };
 pub use context::{RequestCtx, Routed};
+pub use guarded::GuardedProxy;
 pub use heads::{PingoraRequest, PingoraRequestView, PingoraResponse};
 pub use log::log_request;
 pub use phases::{apply_response_pipeline, upstream_verdict};
 pub use refusal::{ambiguous_path, respond};
 pub use routing::{request_host, route_request, RouteDecision};
 pub use service::Gateway;
-pub use upstream::{peer_for, prepare_upstream_request, upstream_path, ForwardedHeaders};
+pub use upstream::{peer_for, prepare_upstream_request, upstream_path};
 
 use std::time::Instant;
 

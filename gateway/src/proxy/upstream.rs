@@ -9,6 +9,7 @@ use pingora::prelude::*;
 use pingora::ErrorType;
 use portcullis_assertions::Exchange;
 
+use crate::runtime::ForwardedHeaders;
 use crate::runtime::{Service, Upstream};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -16,27 +17,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-
-/// Which forwarding headers the upstream gets. Whatever a client sent in any of them is
-/// replaced or removed, so the upstream never reads a client's claim as the gateway's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ForwardedHeaders {
-    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
-    pub x_forwarded: bool,
-    /// RFC 7239 `Forwarded`.
-    pub forwarded: bool,
-}
-
-impl ForwardedHeaders {
-    pub const X_FORWARDED: ForwardedHeaders = ForwardedHeaders {
-        x_forwarded: true,
-        forwarded: false,
-    };
-    pub const FORWARDED: ForwardedHeaders = ForwardedHeaders {
-        x_forwarded: false,
-        forwarded: true,
-    };
-}
 
 /// From a trusted proxy the chain so far is kept (every header line, in order) and the
 /// peer appended; from anyone else the client's claims are dropped.

@@ -174,8 +174,8 @@ pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'
 pub(super) fn compile_client_limits(
     spec: &ConfigSpec,
     context: &mut CompileContext<'_>,
-) -> crate::connection::ClientLimits {
-    let mut limits = crate::connection::ClientLimits::default();
+) -> crate::runtime::ClientLimits {
+    let mut limits = crate::runtime::ClientLimits::default();
     let Some(given) = spec.client_limits.present() else {
         return limits;
     };
