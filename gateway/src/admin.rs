@@ -85,7 +85,7 @@ pub fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
 }
 
 impl AdminApp {
-    fn route(
+    async fn route(
         &self,
         method: &Method,
         path: &str,
@@ -127,7 +127,7 @@ impl AdminApp {
                 self.state.metrics.render(),
             ),
             (&Method::POST, "/api/reload") => {
-                match self.state.reload() {
+                match self.state.reload_off_runtime().await {
                     Ok((rt, warnings)) => {
                         log::info!(
                             "policy reloaded through the admin API: generation {}",
@@ -212,7 +212,7 @@ impl ServeHttp for AdminApp {
             }
             body.extend_from_slice(&chunk);
         }
-        self.route(&method, &path, query.as_deref(), &body)
+        self.route(&method, &path, query.as_deref(), &body).await
     }
 }
 

@@ -39,7 +39,7 @@ impl BackgroundService for SighupReloader {
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => match self.state.reload() {
+                _ = hup.recv() => match self.state.reload_off_runtime().await {
                     Ok((rt, warnings)) => {
                         log::info!("policy reloaded on SIGHUP: generation {}", rt.generation);
                         for w in warnings {

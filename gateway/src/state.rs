@@ -74,6 +74,27 @@ impl GatewayState {
         self.runtime.load_full()
     }
 
+    /// [`GatewayState::reload`] on a blocking thread: reading files and resolving upstream
+    /// names waits on disks and DNS, which must not hold up a runtime thread that serves
+    /// requests (the admin API and the SIGHUP listener run on such runtimes).
+    ///
+    /// # Errors
+    /// As [`GatewayState::reload`].
+    pub async fn reload_off_runtime(
+        self: &Arc<Self>,
+    ) -> Result<(Arc<Runtime>, Vec<String>), InvalidPolicy> {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || state.reload()).await {
+            Ok(result) => result,
+            Err(e) => Err(InvalidPolicy(vec![config::Diagnostic {
+                file: Arc::from(self.config_path.as_path()),
+                loc: None,
+                path: String::new(),
+                message: format!("the reload did not finish: {e}"),
+            }])),
+        }
+    }
+
     /// Re-reads the policy file; swaps it in only if it is valid. Settings that only apply
     /// at start (listeners, workers, log target) are reported when they changed.
     ///

@@ -19,11 +19,10 @@ use crate::router::Router;
 use crate::runtime::Runtime;
 
 use super::context::CompileContext;
+use super::gather::Gathered;
 use super::steps::define_outputs;
 use service::compile_service;
-use settings::{
-    compile_client_limits, compile_key_sets, compile_settings, defined_secrets, resolve_secrets,
-};
+use settings::{compile_client_limits, compile_key_sets, compile_settings, defined_secrets};
 
 /// Default largest request body.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
@@ -85,11 +84,13 @@ pub(crate) fn read_includes(
     out
 }
 
-/// Compiles the main file and its includes. Returns `None` only when nothing usable is
-/// left; otherwise `errors` says whether the result may be used.
+/// Builds the runtime from the main file, its includes and what gathering read (this does
+/// no I/O of its own but for opening the state store; see [`super::gather`]). Returns `None`
+/// only when nothing usable is left; otherwise `errors` says whether the result may be used.
 pub(crate) fn compile(
     main: &Parsed<ConfigSpec>,
     includes: &[Parsed<IncludeSpec>],
+    gathered: &Gathered,
     carry: &super::Carry,
     generation: u64,
     errors: &mut Vec<Diagnostic>,
@@ -99,7 +100,6 @@ pub(crate) fn compile(
         .file
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let secrets = resolve_secrets(main, includes, &base, errors);
 
     // Every service with the file it came from.
     let mut services: Vec<(Arc<Path>, &Spanned<ServiceSpec>)> = Vec::new();
@@ -137,9 +137,9 @@ pub(crate) fn compile(
         file: main.file.clone(),
         base: base.clone(),
         errors,
-        secrets: &secrets,
+        gathered,
         unreadable: defined_secrets(main, includes)
-            .filter(|n| !secrets.contains_key(*n))
+            .filter(|n| !gathered.secrets.contains_key(*n))
             .map(str::to_owned)
             .collect(),
         key_sets: HashMap::new(),

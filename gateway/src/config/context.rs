@@ -9,6 +9,7 @@ use std::time::Duration;
 use portcullis_assertions::hmac::KeySet;
 use portcullis_assertions::VarRegistry;
 
+use crate::config::gather::Gathered;
 use crate::config::values::KeysFormatSpec;
 use crate::config::yaml::{Location, Spanned};
 use crate::config::Diagnostic;
@@ -38,7 +39,8 @@ pub(crate) struct CompileContext<'a> {
     /// Folder of the main policy file: relative paths start here.
     pub(crate) base: PathBuf,
     pub(crate) errors: &'a mut Vec<Diagnostic>,
-    pub(crate) secrets: &'a HashMap<String, Secret>,
+    /// What gathering read: secrets, addresses, files.
+    pub(crate) gathered: &'a Gathered,
     /// Secrets that are defined but could not be read (already reported).
     pub(crate) unreadable: HashSet<String>,
     pub(crate) registry: VarRegistry,
@@ -67,13 +69,13 @@ impl CompileContext<'_> {
     }
 
     pub(crate) fn secret(&mut self, name: &Spanned<String>, path: &str) -> Option<Secret> {
-        if let Some(s) = self.secrets.get(&name.value) {
+        if let Some(s) = self.gathered.secrets.get(&name.value) {
             return Some(s.clone());
         }
         if self.unreadable.contains(&name.value) {
             return None;
         }
-        let known: Vec<&str> = self.secrets.keys().map(String::as_str).collect();
+        let known: Vec<&str> = self.gathered.secrets.keys().map(String::as_str).collect();
         let hint = suggest(&name.value, &known).map_or_else(
             || "; define it under `secrets:`".to_owned(),
             |k| format!("; did you mean \"{k}\"?"),

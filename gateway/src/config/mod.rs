@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub(crate) mod context;
+pub(crate) mod gather;
 pub mod spec;
 pub mod steps;
 pub mod values;
@@ -183,7 +184,8 @@ pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, Inva
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let includes = compile::read_includes(&main, &base, &mut errors);
-    let runtime = compile::compile(&main, &includes, carry, generation, &mut errors);
+    let gathered = gather::gather(&main, &includes, &base, &mut errors);
+    let runtime = compile::compile(&main, &includes, &gathered, carry, generation, &mut errors);
     // Report in reading order: by file, then position.
     errors.sort_by(|a, b| {
         let key = |d: &Diagnostic| (d.loc.map_or(0, |l| l.line), d.loc.map_or(0, |l| l.col));

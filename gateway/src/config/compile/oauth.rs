@@ -94,12 +94,12 @@ pub(super) fn compile_token_service(
             SigningAlgorithmSpec::RS256 => Algorithm::RS256,
         };
         let file = context.base.join(&k.value.file.value);
-        match crate::files::read_bounded(&file, crate::files::FileKind::Key) {
-            Ok(pem) => match SigningKey::from_pem(&k.value.kid, alg, &pem) {
+        match context.gathered.file(&file) {
+            Ok(pem) => match SigningKey::from_pem(&k.value.kid, alg, pem) {
                 Ok(key) => keys.push(key),
                 Err(e) => context.err(k.value.file.loc, &path, format!("{}: {e}", file.display())),
             },
-            Err(e) => context.err(k.value.file.loc, &path, e.to_string()),
+            Err(e) => context.err(k.value.file.loc, &path, e),
         }
     }
     let unreadable_keys = keys.len() < ts.signing_keys.len();

@@ -1,6 +1,5 @@
 //! One service: its route, methods, upstream and pipelines.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use crate::metrics::{Metrics, ServiceMetrics};
 use crate::runtime::{Service, Upstream};
 
 use crate::config::context::{CompileContext, Side};
+use crate::config::gather::upstream_target;
 use crate::config::steps::compile_steps;
 
 pub(super) fn compile_service(
@@ -195,44 +195,38 @@ pub(super) fn compile_upstream(
             return None;
         }
     };
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            context.err(
-                loc,
-                path,
-                format!("upstream \"{}\" must start with http:// or https://", d.url),
-            );
-            return None;
-        }
-    };
-    let Some(host) = uri.host() else {
-        context.err(loc, path, format!("upstream \"{}\" has no host", d.url));
+    let tls = uri.scheme_str() == Some("https");
+    let Some((bare_host, port)) = upstream_target(&uri) else {
+        let problem = if uri.host().is_none() && matches!(uri.scheme_str(), Some("http" | "https"))
+        {
+            format!("upstream \"{}\" has no host", d.url)
+        } else {
+            format!("upstream \"{}\" must start with http:// or https://", d.url)
+        };
+        context.err(loc, path, problem);
         return None;
     };
+    let host = uri.host().unwrap_or(bare_host);
     if uri.query().is_some() {
         context.err(loc, path, "an upstream URL cannot have a query string");
     }
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = match (bare_host, port).to_socket_addrs().map(|mut a| a.next()) {
-        Ok(Some(a)) => a,
-        Ok(None) | Err(_) => {
-            context.err(
-                loc,
-                path,
-                format!("cannot resolve upstream host \"{host}\""),
-            );
-            return None;
-        }
+    let Some(addr) = context.gathered.address(bare_host, port) else {
+        context.err(
+            loc,
+            path,
+            format!("cannot resolve upstream host \"{host}\""),
+        );
+        return None;
     };
     let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
     let host_header = HeaderValue::from_str(authority).ok()?;
     let base_path = uri.path().trim_end_matches('/').to_owned();
     let mut pool_group = 0;
     let ca = match &d.ca_file {
-        Some(file) => match load_ca_file(&context.base.join(file)) {
+        Some(file) => match parse_ca_file(
+            &context.base.join(file),
+            context.gathered.file(&context.base.join(file)),
+        ) {
             Ok((ca, group)) => {
                 pool_group = group;
                 Some(ca)
@@ -261,16 +255,16 @@ pub(super) fn compile_upstream(
     })
 }
 
-/// Reads PEM CA certificates, checking each parses as X.509.
+/// Parses PEM CA certificates (read by gathering), checking each parses as X.509.
 /// Also returns a digest of the certificates, to keep connection pools apart.
-pub(super) fn load_ca_file(
+pub(super) fn parse_ca_file(
     path: &Path,
+    pem: Result<&[u8], String>,
 ) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>, u64), String> {
-    let pem = crate::files::read_bounded(path, crate::files::FileKind::Certificates)
-        .map_err(|e| e.to_string())?;
+    let mut pem = pem?;
     let mut out = Vec::new();
     let mut digest = <sha2::Sha256 as sha2::Digest>::new();
-    for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for der in rustls_pemfile::certs(&mut pem) {
         let der = der.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
         if x509_parser::parse_x509_certificate(&der).is_err() {
             return Err(format!(

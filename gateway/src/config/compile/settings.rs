@@ -1,16 +1,15 @@
 //! Start-time settings, client limits, secrets and HMAC key sets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use portcullis_assertions::hmac::{HmacKey, KeySet, SecretBytes};
 
-use crate::config::spec::{AccessLogSpec, ConfigSpec, IncludeSpec, SecretSpec};
-use crate::config::yaml::Location;
+use crate::config::spec::{AccessLogSpec, ConfigSpec, IncludeSpec};
 use crate::config::{Diagnostic, Parsed};
-use crate::runtime::{AccessLogTarget, Secret, Settings};
+use crate::runtime::{AccessLogTarget, Settings};
 
 use crate::config::context::CompileContext;
 
@@ -24,72 +23,6 @@ pub(super) fn defined_secrets<'p>(
         .keys()
         .chain(includes.iter().flat_map(|i| i.spec.secrets.keys()))
         .map(String::as_str)
-}
-
-pub(super) fn resolve_secrets(
-    main: &Parsed<ConfigSpec>,
-    includes: &[Parsed<IncludeSpec>],
-    base: &Path,
-    errors: &mut Vec<Diagnostic>,
-) -> HashMap<String, Secret> {
-    let mut out = HashMap::new();
-    let mut origin: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
-    let all = std::iter::once((&main.file, &main.spec.secrets))
-        .chain(includes.iter().map(|i| (&i.file, &i.spec.secrets)));
-    for (file, secrets) in all {
-        for (name, spec) in secrets {
-            let at = |message: String| Diagnostic {
-                file: file.clone(),
-                loc: Some(spec.loc),
-                path: format!("secrets.{name}"),
-                message,
-            };
-            if let Some((f, l)) = origin.get(name) {
-                errors.push(at(format!(
-                    "duplicate secret \"{name}\" (first at {}:{l})",
-                    f.display()
-                )));
-                continue;
-            }
-            origin.insert(name.clone(), (file.clone(), spec.loc));
-            let value = match &spec.value {
-                SecretSpec::Env(var) => match std::env::var(var) {
-                    Ok(v) if !v.is_empty() => Some(v),
-                    Ok(_) => {
-                        errors.push(at(format!("environment variable {var} is empty")));
-                        None
-                    }
-                    Err(_) => {
-                        errors.push(at(format!("environment variable {var} is not set")));
-                        None
-                    }
-                },
-                SecretSpec::File(p) => {
-                    let p = base.join(p);
-                    match crate::files::read_bounded_text(&p, crate::files::FileKind::Secret) {
-                        Ok(v) => {
-                            let v = v.strip_suffix('\n').unwrap_or(&v);
-                            let v = v.strip_suffix('\r').unwrap_or(v).to_owned();
-                            if v.is_empty() {
-                                errors.push(at(format!("secret file {} is empty", p.display())));
-                                None
-                            } else {
-                                Some(v)
-                            }
-                        }
-                        Err(e) => {
-                            errors.push(at(e.to_string()));
-                            None
-                        }
-                    }
-                }
-            };
-            if let Some(v) = value {
-                out.insert(name.clone(), Secret::new(&v));
-            }
-        }
-    }
-    out
 }
 
 pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'_>) -> Settings {

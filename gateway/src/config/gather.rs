@@ -1,0 +1,236 @@
+//! Gathering: the I/O a policy needs besides its own files (read by `load`), done before
+//! anything is built. Secrets (environment and files), upstream addresses (DNS), CA bundles
+//! and signing-key files are read here, each problem reported at the line that names it;
+//! building ([`super::compile`]) then only looks them up, so it does no I/O and a reload's
+//! waiting happens here, on the thread that reloads (off the proxy's runtime; see
+//! `GatewayState::reload_off_runtime`).
+//!
+//! The state store is the exception: it is opened while building, once, and carried across
+//! reloads (`Carry`), so a reload that keeps the same `state:` opens nothing.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec};
+use crate::config::yaml::Location;
+use crate::config::{Diagnostic, Parsed};
+use crate::files::{read_bounded, FileKind};
+use crate::runtime::Secret;
+
+/// What gathering found; building reads only this.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    /// Secrets by name; one that could not be read was reported and is absent.
+    pub(crate) secrets: HashMap<String, Secret>,
+    /// Upstream host and port → the first address it resolved to (`None`: it did not).
+    addresses: HashMap<(String, u16), Option<SocketAddr>>,
+    /// Files the policy names (CA bundles, signing keys) → their bytes, or why not.
+    files: HashMap<PathBuf, Result<Vec<u8>, String>>,
+}
+
+impl Gathered {
+    /// The address an upstream's host resolved to.
+    pub(crate) fn address(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self.addresses
+            .get(&(host.to_owned(), port))
+            .copied()
+            .flatten()
+    }
+
+    /// A file's bytes, or why it could not be read.
+    pub(crate) fn file(&self, path: &Path) -> Result<&[u8], String> {
+        match self.files.get(path) {
+            Some(Ok(bytes)) => Ok(bytes),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("{} was not read", path.display())),
+        }
+    }
+}
+
+/// The host (without IPv6 brackets) and port an upstream URL names, when it names them.
+pub(crate) fn upstream_target(uri: &http::Uri) -> Option<(&str, u16)> {
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return None,
+    };
+    let host = uri.host()?;
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Some((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
+/// Does the policy's I/O: see the module documentation.
+pub(crate) fn gather(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    base: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> Gathered {
+    let mut gathered = Gathered {
+        secrets: resolve_secrets(main, includes, base, errors),
+        ..Gathered::default()
+    };
+    let services = main
+        .spec
+        .services
+        .iter()
+        .chain(
+            includes
+                .iter()
+                .flat_map(|include| include.spec.services.iter()),
+        )
+        .filter_map(|service| service.0.as_ref());
+    for service in services {
+        let Some(upstream) = service.value.upstream.0.as_ref() else {
+            continue;
+        };
+        let detail = upstream.value.detail();
+        if let Ok(uri) = detail.url.parse::<http::Uri>() {
+            if let Some((host, port)) = upstream_target(&uri) {
+                gathered
+                    .addresses
+                    .entry((host.to_owned(), port))
+                    .or_insert_with(|| {
+                        (host, port)
+                            .to_socket_addrs()
+                            .ok()
+                            .and_then(|mut addresses| addresses.next())
+                    });
+            }
+        }
+        if let Some(ca_file) = &detail.ca_file {
+            gathered.read(base.join(ca_file), FileKind::Certificates);
+        }
+    }
+    if let Some(token_service) = main.spec.token_service.present() {
+        for key in &token_service.value.signing_keys {
+            gathered.read(base.join(&key.value.file.value), FileKind::Key);
+        }
+    }
+    gathered
+}
+
+impl Gathered {
+    fn read(&mut self, path: PathBuf, kind: FileKind) {
+        self.files
+            .entry(path)
+            .or_insert_with_key(|path| read_bounded(path, kind).map_err(|e| e.to_string()));
+    }
+}
+
+fn resolve_secrets(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    base: &Path,
+    errors: &mut Vec<Diagnostic>,
+) -> HashMap<String, Secret> {
+    let mut out = HashMap::new();
+    let mut origin: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
+    let all = std::iter::once((&main.file, &main.spec.secrets))
+        .chain(includes.iter().map(|i| (&i.file, &i.spec.secrets)));
+    for (file, secrets) in all {
+        for (name, spec) in secrets {
+            let at = |message: String| Diagnostic {
+                file: file.clone(),
+                loc: Some(spec.loc),
+                path: format!("secrets.{name}"),
+                message,
+            };
+            if let Some((f, l)) = origin.get(name) {
+                errors.push(at(format!(
+                    "duplicate secret \"{name}\" (first at {}:{l})",
+                    f.display()
+                )));
+                continue;
+            }
+            origin.insert(name.clone(), (file.clone(), spec.loc));
+            let value = match &spec.value {
+                SecretSpec::Env(var) => match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    Ok(_) => {
+                        errors.push(at(format!("environment variable {var} is empty")));
+                        None
+                    }
+                    Err(_) => {
+                        errors.push(at(format!("environment variable {var} is not set")));
+                        None
+                    }
+                },
+                SecretSpec::File(p) => {
+                    let p = base.join(p);
+                    match crate::files::read_bounded_text(&p, crate::files::FileKind::Secret) {
+                        Ok(v) => {
+                            let v = v.strip_suffix('\n').unwrap_or(&v);
+                            let v = v.strip_suffix('\r').unwrap_or(v).to_owned();
+                            if v.is_empty() {
+                                errors.push(at(format!("secret file {} is empty", p.display())));
+                                None
+                            } else {
+                                Some(v)
+                            }
+                        }
+                        Err(e) => {
+                            errors.push(at(e.to_string()));
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(v) = value {
+                out.insert(name.clone(), Secret::new(&v));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{compile, parse_text, Carry};
+
+    fn parsed(text: &str) -> Parsed<ConfigSpec> {
+        let mut errors = Vec::new();
+        let parsed = parse_text::<ConfigSpec>(Arc::from(Path::new("p.yaml")), text, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        parsed.expect("parsed")
+    }
+
+    const POLICY: &str =
+        "services:\n  - name: s\n    match: { path: / }\n    upstream: http://backend.test:8080\n";
+
+    #[test]
+    fn building_reads_addresses_from_gathering_not_from_dns() {
+        let main = parsed(POLICY);
+        // backend.test cannot resolve (RFC 2606); gathering says where it is.
+        let mut gathered = Gathered::default();
+        gathered.addresses.insert(
+            ("backend.test".to_owned(), 8080),
+            Some(SocketAddr::from(([192, 0, 2, 1], 8080))),
+        );
+        let mut errors = Vec::new();
+        let runtime = compile::compile(&main, &[], &gathered, &Carry::dry_run(), 1, &mut errors)
+            .expect("built");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            runtime.services[0].upstream.addr,
+            SocketAddr::from(([192, 0, 2, 1], 8080))
+        );
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_reported_at_its_upstream() {
+        let main = parsed(POLICY);
+        let mut errors = Vec::new();
+        let gathered = gather(&main, &[], Path::new("."), &mut errors);
+        assert_eq!(gathered.address("backend.test", 8080), None);
+        let _ = compile::compile(&main, &[], &gathered, &Carry::dry_run(), 1, &mut errors);
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["p.yaml:4:15: cannot resolve upstream host \"backend.test\" (at services[0].upstream)"]
+        );
+    }
+}
