@@ -18,7 +18,9 @@ const QUEUE: usize = 16 * 1024;
 /// One request, as logged.
 #[derive(Debug, Serialize)]
 pub struct AccessRecord<'a> {
-    pub ts: String,
+    /// When the request finished (RFC 3339), logged as `ts`.
+    #[serde(rename = "ts")]
+    pub timestamp: String,
     pub service: &'a str,
     pub route: &'a str,
     pub method: &'a str,

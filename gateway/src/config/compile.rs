@@ -114,24 +114,7 @@ pub(crate) fn compile(
     }
 
     // Pass 1: every variable a step can set, so templates anywhere can refer to it.
-    let mut registry = VarRegistry::new();
-    registry.define("hmac.key_id");
-    for keys in main
-        .spec
-        .keys
-        .values()
-        .chain(includes.iter().flat_map(|i| i.spec.keys.values()))
-    {
-        for key in &keys.value {
-            for attr in key.value.attributes.keys() {
-                registry.define(&format!("client.{attr}"));
-            }
-        }
-    }
-    for (_, svc) in &services {
-        define_outputs(&svc.value.request, &mut registry);
-        define_outputs(&svc.value.response, &mut registry);
-    }
+    let registry = declare_variables(main, includes, &services);
 
     let mut context = CompileContext {
         file: main.file.clone(),
@@ -182,6 +165,62 @@ pub(crate) fn compile(
             .collect(),
     );
 
+    let (router, compiled, warnings) = compile_services(&services, metrics, &mut context);
+
+    let effective = effective_config(main, includes, generation);
+    let forwarded_headers = forwarded_headers(main.spec.forwarded_headers);
+    Some(Runtime {
+        forwarded_headers,
+        warnings,
+        client_limits,
+        token_service: context.token_service.clone(),
+        key_sets: std::mem::take(&mut context.key_set_list),
+        store,
+        generation,
+        settings,
+        router,
+        services: compiled,
+        registry: context.registry,
+        trusted_proxies,
+        admin_token,
+        effective,
+    })
+}
+
+/// Declares every variable a step can set (key-set attributes, each step's outputs).
+fn declare_variables(
+    main: &Parsed<ConfigSpec>,
+    includes: &[Parsed<IncludeSpec>],
+    services: &[(Arc<Path>, &Spanned<ServiceSpec>)],
+) -> VarRegistry {
+    let mut registry = VarRegistry::new();
+    registry.define("hmac.key_id");
+    for keys in main
+        .spec
+        .keys
+        .values()
+        .chain(includes.iter().flat_map(|i| i.spec.keys.values()))
+    {
+        for key in &keys.value {
+            for attr in key.value.attributes.keys() {
+                registry.define(&format!("client.{attr}"));
+            }
+        }
+    }
+    for (_, svc) in services {
+        define_outputs(&svc.value.request, &mut registry);
+        define_outputs(&svc.value.response, &mut registry);
+    }
+    registry
+}
+
+/// Compiles every service and its route; names and routes that collide are errors, prefixes
+/// that differ only by letter case are warnings.
+fn compile_services(
+    services: &[(Arc<Path>, &Spanned<ServiceSpec>)],
+    metrics: &crate::metrics::Metrics,
+    context: &mut CompileContext<'_>,
+) -> (Router, Vec<crate::runtime::Service>, Vec<String>) {
     let mut router = Router::default();
     let mut compiled = Vec::new();
     let mut names: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
@@ -257,7 +296,7 @@ pub(crate) fn compile(
                 },
             );
         }
-        if let Some(service) = compile_service(&svc.value, &path, metrics, &mut context) {
+        if let Some(service) = compile_service(&svc.value, &path, metrics, context) {
             let host = svc
                 .value
                 .matcher
@@ -269,38 +308,7 @@ pub(crate) fn compile(
         }
     }
 
-    let effective = effective_config(main, includes, generation);
-    let forwarded_headers = match main.spec.forwarded_headers {
-        None | Some(super::spec::ForwardedHeadersSpec::XForwarded) => {
-            crate::runtime::ForwardedHeaders::X_FORWARDED
-        }
-        Some(super::spec::ForwardedHeadersSpec::Forwarded) => {
-            crate::runtime::ForwardedHeaders::FORWARDED
-        }
-        Some(super::spec::ForwardedHeadersSpec::Both) => crate::runtime::ForwardedHeaders {
-            x_forwarded: true,
-            forwarded: true,
-        },
-        Some(super::spec::ForwardedHeadersSpec::None) => {
-            crate::runtime::ForwardedHeaders::default()
-        }
-    };
-    Some(Runtime {
-        forwarded_headers,
-        warnings,
-        client_limits,
-        token_service: context.token_service.clone(),
-        key_sets: std::mem::take(&mut context.key_set_list),
-        store,
-        generation,
-        settings,
-        router,
-        services: compiled,
-        registry: context.registry,
-        trusted_proxies,
-        admin_token,
-        effective,
-    })
+    (router, compiled, warnings)
 }
 
 /// A route already declared, for the duplicate and letter-case checks.
@@ -349,4 +357,24 @@ fn effective_config(
         );
     }
     top
+}
+
+fn forwarded_headers(
+    spec: Option<super::spec::ForwardedHeadersSpec>,
+) -> crate::runtime::ForwardedHeaders {
+    match spec {
+        None | Some(super::spec::ForwardedHeadersSpec::XForwarded) => {
+            crate::runtime::ForwardedHeaders::X_FORWARDED
+        }
+        Some(super::spec::ForwardedHeadersSpec::Forwarded) => {
+            crate::runtime::ForwardedHeaders::FORWARDED
+        }
+        Some(super::spec::ForwardedHeadersSpec::Both) => crate::runtime::ForwardedHeaders {
+            x_forwarded: true,
+            forwarded: true,
+        },
+        Some(super::spec::ForwardedHeadersSpec::None) => {
+            crate::runtime::ForwardedHeaders::default()
+        }
+    }
 }

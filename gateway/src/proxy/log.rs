@@ -25,7 +25,7 @@ pub fn log_request(
     }
     let client_id = ctx.exchange.get(portcullis_assertions::exchange::CLIENT_ID);
     state.log.write(&AccessRecord {
-        ts: now_rfc3339(),
+        timestamp: now_rfc3339(),
         service: svc.map_or("", |s| &s.name),
         route: svc.map_or("", |s| &s.route),
         method: req.method.as_str(),
