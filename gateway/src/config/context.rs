@@ -76,15 +76,8 @@ impl CompileContext<'_> {
             return None;
         }
         let known: Vec<&str> = self.gathered.secrets.keys().map(String::as_str).collect();
-        let hint = suggest(&name.value, &known).map_or_else(
-            || "; define it under `secrets:`".to_owned(),
-            |k| format!("; did you mean \"{k}\"?"),
-        );
-        self.err(
-            name.loc,
-            path,
-            format!("unknown secret \"{}\"{hint}", name.value),
-        );
+        let message = unknown_name("secret", &name.value, &known, "secrets:");
+        self.err(name.loc, path, message);
         None
     }
 }
@@ -100,15 +93,8 @@ impl CompileContext<'_> {
             return Some(keys.clone());
         }
         let known: Vec<&str> = self.key_sets.keys().map(String::as_str).collect();
-        let hint = suggest(&name.value, &known).map_or_else(
-            || "; define it under `keys:`".to_owned(),
-            |k| format!("; did you mean \"{k}\"?"),
-        );
-        self.err(
-            name.loc,
-            path,
-            format!("unknown key set \"{}\"{hint}", name.value),
-        );
+        let message = unknown_name("key set", &name.value, &known, "keys:");
+        self.err(name.loc, path, message);
         None
     }
 
@@ -156,6 +142,15 @@ impl CompileContext<'_> {
 pub(crate) fn is_http_url(text: &str) -> bool {
     text.parse::<http::Uri>()
         .is_ok_and(|uri| matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some())
+}
+
+/// "unknown secret \"x\"; did you mean \"y\"?", or where to define it.
+fn unknown_name(what: &str, name: &str, known: &[&str], section: &str) -> String {
+    let hint = suggest(name, known).map_or_else(
+        || format!("; define it under `{section}`"),
+        |k| format!("; did you mean \"{k}\"?"),
+    );
+    format!("unknown {what} \"{name}\"{hint}")
 }
 
 pub(crate) fn suggest<'k>(word: &str, known: &[&'k str]) -> Option<&'k str> {

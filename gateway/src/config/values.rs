@@ -245,29 +245,24 @@ impl Serialize for Listen {
     }
 }
 
-impl<T: JsonSchema> JsonSchema for Spanned<T> {
-    fn schema_name() -> Cow<'static, str> {
-        T::schema_name()
-    }
-    fn inline_schema() -> bool {
-        T::inline_schema()
-    }
-    fn json_schema(g: &mut SchemaGenerator) -> Schema {
-        T::json_schema(g)
-    }
+/// `Spanned` and `Lenient` are invisible in the schema: each describes as what it wraps.
+macro_rules! schema_as_inner {
+    ($($wrapper:ident),*) => {$(
+        impl<T: JsonSchema> JsonSchema for $wrapper<T> {
+            fn schema_name() -> Cow<'static, str> {
+                T::schema_name()
+            }
+            fn inline_schema() -> bool {
+                T::inline_schema()
+            }
+            fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+                T::json_schema(generator)
+            }
+        }
+    )*};
 }
 
-impl<T: JsonSchema> JsonSchema for Lenient<T> {
-    fn schema_name() -> Cow<'static, str> {
-        T::schema_name()
-    }
-    fn inline_schema() -> bool {
-        T::inline_schema()
-    }
-    fn json_schema(g: &mut SchemaGenerator) -> Schema {
-        T::json_schema(g)
-    }
-}
+schema_as_inner!(Spanned, Lenient);
 
 #[cfg(test)]
 mod tests {

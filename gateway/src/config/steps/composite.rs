@@ -22,53 +22,40 @@ pub struct AllSpec(pub Vec<Lenient<Spanned<AssertionSpec>>>);
 #[serde(transparent)]
 pub struct AnySpec(pub Vec<Lenient<Spanned<AssertionSpec>>>);
 
-impl CompileStep for AllSpec {
-    fn sides(&self) -> Sides {
-        Sides::Both
-    }
+/// The two kinds differ only in how their branches combine.
+macro_rules! composite_step {
+    ($spec:ident, $composite:ident, $inside_any:literal) => {
+        impl CompileStep for $spec {
+            fn sides(&self) -> Sides {
+                Sides::Both
+            }
 
-    fn define_outputs(&self, registry: &mut VarRegistry) {
-        define_outputs(&self.0, registry);
-    }
+            fn define_outputs(&self, registry: &mut VarRegistry) {
+                define_outputs(&self.0, registry);
+            }
 
-    fn compile(
-        &self,
-        site: &StepSite<'_>,
-        context: &mut CompileContext<'_>,
-    ) -> Option<Box<dyn Assertion>> {
-        let steps = compile_branches(&self.0, site, context)?;
-        // Steps that could not be composed were reported while compiling them; this is a
-        // second guard.
-        All::new(steps)
-            .map(|all| Box::new(all) as Box<dyn Assertion>)
-            .map_err(|e| context.err(site.loc, site.path, e.to_string()))
-            .ok()
-    }
+            fn compile(
+                &self,
+                site: &StepSite<'_>,
+                context: &mut CompileContext<'_>,
+            ) -> Option<Box<dyn Assertion>> {
+                // Steps under an `any` are branches: the list compiler keeps them to heads.
+                context.any_depth += usize::from($inside_any);
+                let steps = compile_branches(&self.0, site, context);
+                context.any_depth -= usize::from($inside_any);
+                // Steps that could not be composed were reported while compiling them; this
+                // is a second guard.
+                $composite::new(steps?)
+                    .map(|composite| Box::new(composite) as Box<dyn Assertion>)
+                    .map_err(|e| context.err(site.loc, site.path, e.to_string()))
+                    .ok()
+            }
+        }
+    };
 }
 
-impl CompileStep for AnySpec {
-    fn sides(&self) -> Sides {
-        Sides::Both
-    }
-
-    fn define_outputs(&self, registry: &mut VarRegistry) {
-        define_outputs(&self.0, registry);
-    }
-
-    fn compile(
-        &self,
-        site: &StepSite<'_>,
-        context: &mut CompileContext<'_>,
-    ) -> Option<Box<dyn Assertion>> {
-        context.any_depth += 1;
-        let steps = compile_branches(&self.0, site, context);
-        context.any_depth -= 1;
-        Any::new(steps?)
-            .map(|any| Box::new(any) as Box<dyn Assertion>)
-            .map_err(|e| context.err(site.loc, site.path, e.to_string()))
-            .ok()
-    }
-}
+composite_step!(AllSpec, All, false);
+composite_step!(AnySpec, Any, true);
 
 fn compile_branches(
     steps: &[Lenient<Spanned<AssertionSpec>>],

@@ -10,6 +10,67 @@ use crate::config::context::CompileContext;
 use crate::config::values::{HeaderNameSpec, HmacAlgorithmSpec, SignatureEncodingSpec};
 use crate::config::yaml::Spanned;
 
+/// Declares one scheme's options of `require_hmac` or `sign_hmac`: the fields written
+/// between the braces, then the option groups listed after them, each written once here:
+/// `template` (the template scheme's options, with a `template()` view of them) and
+/// `replay` (time window and replay defence, which every verifying scheme has).
+macro_rules! hmac_scheme_options {
+    ($(#[$meta:meta])* $name:ident { $($fields:tt)* } []) => {
+        $(#[$meta])*
+        #[derive(Debug, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name { $($fields)* }
+    };
+    ($(#[$meta:meta])* $name:ident { $($fields:tt)* } [template $($rest:ident)*]) => {
+        hmac_scheme_options!($(#[$meta])* $name { $($fields)*
+            /// The string to sign, with `${...}` variables (`${body.sha256}` is the body's hex SHA-256).
+            pub string_to_sign: Spanned<String>,
+            /// The header carrying key id and signature. Default `Authorization`.
+            #[serde(default)]
+            pub header: Option<HeaderNameSpec>,
+            /// The header format, with `${key_id}` and `${signature}`. Default `HMAC ${key_id}:${signature}`.
+            #[serde(default)]
+            pub format: Option<Spanned<String>>,
+            /// The HMAC hash. Default `sha256`.
+            #[serde(default)]
+            pub algorithm: Option<HmacAlgorithmSpec>,
+            /// How the signature is written. Default `base64`.
+            #[serde(default)]
+            pub encoding: Option<SignatureEncodingSpec>,
+            /// The header with the request time: checked against `max_skew` when verifying,
+            /// set to the current HTTP date when signing (if the request has none). Default `X-Date`.
+            #[serde(default)]
+            pub date_header: Option<HeaderNameSpec>,
+        } [$($rest)*]);
+
+        impl $name {
+            fn template(&self) -> $crate::config::steps::hmac_template::TemplateOptions<'_> {
+                $crate::config::steps::hmac_template::TemplateOptions {
+                    header: self.header.as_ref(),
+                    format: self.format.as_ref(),
+                    algorithm: self.algorithm,
+                    encoding: self.encoding,
+                    string_to_sign: &self.string_to_sign,
+                    date_header: self.date_header.as_ref(),
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* $name:ident { $($fields:tt)* } [replay $($rest:ident)*]) => {
+        hmac_scheme_options!($(#[$meta])* $name { $($fields)*
+            /// Largest accepted difference between the request's time and the gateway's. Default `5m`.
+            #[serde(default)]
+            pub max_skew: Option<DurationSpec>,
+            /// Refuse a signature already used inside the skew window. Default `true`.
+            #[serde(default)]
+            pub replay_protection: Option<bool>,
+            /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
+            #[serde(default)]
+            pub replay_capacity: Option<usize>,
+        } [$($rest)*]);
+    };
+}
+
 /// The header format when the policy names none.
 const DEFAULT_FORMAT: &str = "HMAC ${key_id}:${signature}";
 /// The date header when the policy names none.

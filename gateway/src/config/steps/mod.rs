@@ -55,6 +55,7 @@ macro_rules! scheme_tagged_enum {
 
 mod composite;
 mod headers;
+#[macro_use]
 mod hmac_template;
 mod ip;
 mod mask_pan;

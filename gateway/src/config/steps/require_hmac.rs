@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use portcullis_assertions::hmac::{RequireHmac, Scheme, SystemClock};
 use portcullis_assertions::{Assertion, VarRegistry};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use super::hmac_template::TemplateOptions;
 use super::{CompileStep, StepSite};
 use crate::config::context::CompileContext;
 use crate::config::values::{
@@ -37,87 +34,43 @@ scheme_tagged_enum! {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Sigv4VerifySpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// The region the credential scope must name.
-    pub region: String,
-    /// The service the credential scope must name.
-    pub service: String,
-    /// Accept presigned URLs (X-Amz-Signature in the query). Default `true`.
-    #[serde(default)]
-    pub allow_presigned: Option<bool>,
-    /// Sign the path as every AWS service but S3 does (dot segments and duplicate slashes
-    /// normalised, the path as sent encoded once more). `false`: S3 style (kept as sent,
-    /// encoded once). Default `true`.
-    #[serde(default)]
-    pub normalize_path: Option<bool>,
-    /// Accept `x-amz-content-sha256: UNSIGNED-PAYLOAD`. Default `false`.
-    #[serde(default)]
-    pub allow_unsigned_payload: Option<bool>,
-    /// Largest accepted difference between the request's time and the gateway's. Default `5m`.
-    #[serde(default)]
-    pub max_skew: Option<DurationSpec>,
-    /// Refuse a signature already used inside the skew window. Default `true`.
-    #[serde(default)]
-    pub replay_protection: Option<bool>,
-    /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
-    #[serde(default)]
-    pub replay_capacity: Option<usize>,
+hmac_scheme_options! {
+    Sigv4VerifySpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+        /// The region the credential scope must name.
+        pub region: String,
+        /// The service the credential scope must name.
+        pub service: String,
+        /// Accept presigned URLs (X-Amz-Signature in the query). Default `true`.
+        #[serde(default)]
+        pub allow_presigned: Option<bool>,
+        /// Sign the path as every AWS service but S3 does (dot segments and duplicate slashes
+        /// normalised, the path as sent encoded once more). `false`: S3 style (kept as sent,
+        /// encoded once). Default `true`.
+        #[serde(default)]
+        pub normalize_path: Option<bool>,
+        /// Accept `x-amz-content-sha256: UNSIGNED-PAYLOAD`. Default `false`.
+        #[serde(default)]
+        pub allow_unsigned_payload: Option<bool>,
+    } [replay]
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Sigv2VerifySpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// Accept the query form (AWSAccessKeyId, Expires, Signature). Default `true`.
-    #[serde(default)]
-    pub allow_query: Option<bool>,
-    /// Largest accepted difference between the request's time and the gateway's. Default `5m`.
-    #[serde(default)]
-    pub max_skew: Option<DurationSpec>,
-    /// Refuse a signature already used inside the skew window. Default `true`.
-    #[serde(default)]
-    pub replay_protection: Option<bool>,
-    /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
-    #[serde(default)]
-    pub replay_capacity: Option<usize>,
+hmac_scheme_options! {
+    Sigv2VerifySpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+        /// Accept the query form (AWSAccessKeyId, Expires, Signature). Default `true`.
+        #[serde(default)]
+        pub allow_query: Option<bool>,
+    } [replay]
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateVerifySpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// The string to sign, with `${...}` variables (`${body.sha256}` is the body's hex SHA-256).
-    pub string_to_sign: Spanned<String>,
-    /// The header carrying key id and signature. Default `Authorization`.
-    #[serde(default)]
-    pub header: Option<HeaderNameSpec>,
-    /// The header format, with `${key_id}` and `${signature}`. Default `HMAC ${key_id}:${signature}`.
-    #[serde(default)]
-    pub format: Option<Spanned<String>>,
-    /// The HMAC hash. Default `sha256`.
-    #[serde(default)]
-    pub algorithm: Option<HmacAlgorithmSpec>,
-    /// How the signature is written. Default `base64`.
-    #[serde(default)]
-    pub encoding: Option<SignatureEncodingSpec>,
-    /// The header with the request time (checked against max_skew). Default `X-Date`.
-    #[serde(default)]
-    pub date_header: Option<HeaderNameSpec>,
-    /// Largest accepted difference between the request's time and the gateway's. Default `5m`.
-    #[serde(default)]
-    pub max_skew: Option<DurationSpec>,
-    /// Refuse a signature already used inside the skew window. Default `true`.
-    #[serde(default)]
-    pub replay_protection: Option<bool>,
-    /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
-    #[serde(default)]
-    pub replay_capacity: Option<usize>,
+hmac_scheme_options! {
+    TemplateVerifySpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+    } [template replay]
 }
 
 /// The options every scheme has.
@@ -170,17 +123,9 @@ impl RequireHmacSpec {
             RequireHmacSpec::AwsSigv2(options) => Scheme::SigV2 {
                 allow_query: options.allow_query.unwrap_or(true),
             },
-            RequireHmacSpec::Template(options) => Scheme::Custom(
-                TemplateOptions {
-                    header: options.header.as_ref(),
-                    format: options.format.as_ref(),
-                    algorithm: options.algorithm,
-                    encoding: options.encoding,
-                    string_to_sign: &options.string_to_sign,
-                    date_header: options.date_header.as_ref(),
-                }
-                .compile(site, context)?,
-            ),
+            RequireHmacSpec::Template(options) => {
+                Scheme::Custom(options.template().compile(site, context)?)
+            }
         })
     }
 }

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use portcullis_assertions::hmac::outbound::{OutboundScheme, SignHmac};
 use portcullis_assertions::hmac::SystemClock;
 use portcullis_assertions::Assertion;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use super::hmac_template::TemplateOptions;
 use super::{CompileStep, StepSite};
 use crate::config::context::CompileContext;
 use crate::config::values::{HeaderNameSpec, HmacAlgorithmSpec, SignatureEncodingSpec};
@@ -27,58 +24,41 @@ scheme_tagged_enum! {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Sigv4SignSpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// The access key of that set to sign with (its first secret signs).
-    pub access_key: Spanned<String>,
-    /// The region of the credential scope.
-    pub region: String,
-    /// The service of the credential scope.
-    pub service: String,
-    /// Also send and sign `x-amz-content-sha256`. Default `true`.
-    #[serde(default)]
-    pub content_sha256_header: Option<bool>,
-    /// Sign the path as non-S3 AWS services do (normalised, encoded again); `false`: S3 style. Default `true`.
-    #[serde(default)]
-    pub normalize_path: Option<bool>,
+hmac_scheme_options! {
+    Sigv4SignSpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+        /// The access key of that set to sign with (its first secret signs).
+        pub access_key: Spanned<String>,
+        /// The region of the credential scope.
+        pub region: String,
+        /// The service of the credential scope.
+        pub service: String,
+        /// Also send and sign `x-amz-content-sha256`. Default `true`.
+        #[serde(default)]
+        pub content_sha256_header: Option<bool>,
+        /// Sign the path as non-S3 AWS services do (normalised, encoded again); `false`: S3 style. Default `true`.
+        #[serde(default)]
+        pub normalize_path: Option<bool>,
+    } []
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Sigv2SignSpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// The access key of that set to sign with (its first secret signs).
-    pub access_key: Spanned<String>,
+hmac_scheme_options! {
+    Sigv2SignSpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+        /// The access key of that set to sign with (its first secret signs).
+        pub access_key: Spanned<String>,
+    } []
 }
 
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateSignSpec {
-    /// Name of a key set under `keys:`.
-    pub keys: Spanned<String>,
-    /// The access key of that set to sign with (its first secret signs).
-    pub access_key: Spanned<String>,
-    /// The string to sign, with `${...}` variables.
-    pub string_to_sign: Spanned<String>,
-    /// The header to write. Default `Authorization`.
-    #[serde(default)]
-    pub header: Option<HeaderNameSpec>,
-    /// The header format, with `${key_id}` and `${signature}`. Default `HMAC ${key_id}:${signature}`.
-    #[serde(default)]
-    pub format: Option<Spanned<String>>,
-    /// The HMAC hash. Default `sha256`.
-    #[serde(default)]
-    pub algorithm: Option<HmacAlgorithmSpec>,
-    /// How the signature is written. Default `base64`.
-    #[serde(default)]
-    pub encoding: Option<SignatureEncodingSpec>,
-    /// The date header (set to the current HTTP date when absent). Default `X-Date`.
-    #[serde(default)]
-    pub date_header: Option<HeaderNameSpec>,
+hmac_scheme_options! {
+    TemplateSignSpec {
+        /// Name of a key set under `keys:`.
+        pub keys: Spanned<String>,
+        /// The access key of that set to sign with (its first secret signs).
+        pub access_key: Spanned<String>,
+    } [template]
 }
 
 impl SignHmacSpec {
@@ -107,17 +87,9 @@ impl SignHmacSpec {
                 normalize_path: options.normalize_path.unwrap_or(true),
             },
             SignHmacSpec::AwsSigv2(_) => OutboundScheme::SigV2,
-            SignHmacSpec::Template(options) => OutboundScheme::Custom(
-                TemplateOptions {
-                    header: options.header.as_ref(),
-                    format: options.format.as_ref(),
-                    algorithm: options.algorithm,
-                    encoding: options.encoding,
-                    string_to_sign: &options.string_to_sign,
-                    date_header: options.date_header.as_ref(),
-                }
-                .compile(site, context)?,
-            ),
+            SignHmacSpec::Template(options) => {
+                OutboundScheme::Custom(options.template().compile(site, context)?)
+            }
         })
     }
 }
