@@ -81,14 +81,15 @@ pub fn token_matches(presented: Option<&[u8]>, token: &str) -> bool {
 }
 
 impl AdminApp {
-    fn route(
+    async fn route(
         &self,
         method: &Method,
         path: &str,
         query: Option<&str>,
         body: &[u8],
     ) -> Response<Vec<u8>> {
-        if let Some(resp) = crate::admin_tokens::route(&self.state, method, path, query, body) {
+        if let Some(resp) = crate::admin_tokens::route(&self.state, method, path, query, body).await
+        {
             return resp;
         }
         match (method, path) {
@@ -208,7 +209,7 @@ impl ServeHttp for AdminApp {
             }
             body.extend_from_slice(&chunk);
         }
-        self.route(&method, &path, query.as_deref(), &body)
+        self.route(&method, &path, query.as_deref(), &body).await
     }
 }
 

@@ -210,11 +210,10 @@ impl ProxyHttp for Gateway {
         }
         if rt.token_service.as_ref().is_some_and(|ts| ts.usage.durable) {
             // Durable usage: this request's use is in the store before it goes upstream.
-            let state = self.state.clone();
-            let written =
-                tokio::task::spawn_blocking(move || oauth::background::try_flush_usage(&state))
-                    .await;
-            if !matches!(written, Ok(Ok(_))) {
+            if oauth::background::try_flush_usage(&self.state)
+                .await
+                .is_err()
+            {
                 let r = portcullis_assertions::Rejection::new(
                     http::StatusCode::SERVICE_UNAVAILABLE,
                     "usage-not-recorded",

@@ -23,13 +23,13 @@ use crate::oauth::resolver::{LocalResolver, RemoteJwtResolver};
 use crate::oauth::{
     Client, TokenService, UsagePolicy, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
 };
-use crate::store::{ClientRecord, Store, StoreUrl, TokenFormat};
+use crate::store::{ClientRecord, StateStore, StoreUrl, TokenFormat};
 
 pub const DEFAULT_STATE: &str = "sqlite://portcullis.db";
 
 /// Opens the store `state:` names, or reuses the one opened by an earlier load. `check` and
 /// `eval` (a dry run) never open a file: they get a memory store.
-pub(super) fn open_state(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Option<Arc<dyn Store>> {
+pub(super) fn open_state(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Option<StateStore> {
     let (text, loc) = spec
         .state
         .as_ref()
@@ -41,8 +41,12 @@ pub(super) fn open_state(spec: &ConfigSpec, cx: &mut Cx<'_>) -> Option<Arc<dyn S
             return None;
         }
     };
+    *cx.carry
+        .state_url
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url.clone());
     if cx.carry.dry_run {
-        return Some(Arc::new(crate::store::memory::MemoryStore::default()));
+        return Some(StateStore::memory());
     }
     let mut slot = cx
         .carry
@@ -136,7 +140,7 @@ fn key_set(
 
 pub(super) fn compile_token_service(
     spec: &Spanned<TokenServiceSpec>,
-    store: Arc<dyn Store>,
+    store: StateStore,
     cx: &mut Cx<'_>,
 ) -> Option<Arc<TokenService>> {
     let ts = &spec.value;
@@ -332,7 +336,8 @@ pub(super) fn compile_token_service(
                 scopes: c.scopes.clone(),
                 token_format: c.token_format,
             };
-            if let Err(e) = store.put_client(&rec) {
+            // Loading is synchronous (also on reload, inside the server's runtime).
+            if let Err(e) = crate::store::wait(store.tokens().put_client(&rec)) {
                 cx.err(spec.loc, "token_service.clients", e.to_string());
                 break;
             }
