@@ -176,8 +176,8 @@ fn check(config: &std::path::Path, connect: bool) -> ExitCode {
         if connect {
             match url.verify() {
                 Ok(summary) => println!("state: {summary}"),
-                Err(e) => {
-                    eprintln!("{}: state {url}: {e}", config.display());
+                Err(error) => {
+                    eprintln!("{}: state {url}: {error}", config.display());
                     eprintln!("1 error(s)");
                     return ExitCode::from(1);
                 }

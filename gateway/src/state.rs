@@ -67,8 +67,8 @@ impl GatewayState {
     /// the state is dropped). Async callers use `oauth::background::flush_usage`.
     pub fn flush_usage(&self) -> usize {
         crate::store::wait(async { Ok(crate::oauth::background::flush_usage(self).await) })
-            .unwrap_or_else(|e| {
-                log::error!("usage statistics: {e}");
+            .unwrap_or_else(|error| {
+                log::error!("usage statistics: {error}");
                 0
             })
     }

@@ -105,7 +105,7 @@ async fn watch_revocations(state: &GatewayState) {
                 log::debug!("state store: revocation epoch {epoch}; verified tokens dropped");
             }
         }
-        Err(e) => log::error!("state store: cannot read the revocation epoch: {e}"),
+        Err(error) => log::error!("state store: cannot read the revocation epoch: {error}"),
     }
 }
 

@@ -38,17 +38,17 @@ pub struct LocalResolver {
 }
 
 /// What a token's record says at `now`: the validated token, or why it is refused.
-fn judge(rec: &TokenRecord, now: i64) -> Result<ValidToken, Cow<'static, str>> {
-    if rec.kind != TokenKind::Access {
+fn judge(record: &TokenRecord, now: i64) -> Result<ValidToken, Cow<'static, str>> {
+    if record.kind != TokenKind::Access {
         return Err("a refresh token cannot be used to call an API".into());
     }
-    match rec.status(now) {
+    match record.status(now) {
         "active" => Ok(ValidToken {
-            id: Arc::from(rec.id.as_str()),
-            client_id: Arc::from(rec.client_id.as_str()),
-            subject: Arc::from(rec.subject.as_str()),
-            scope: Arc::from(rec.scope.as_str()),
-            expires_at: rec.expires_at,
+            id: Arc::from(record.id.as_str()),
+            client_id: Arc::from(record.client_id.as_str()),
+            subject: Arc::from(record.subject.as_str()),
+            scope: Arc::from(record.scope.as_str()),
+            expires_at: record.expires_at,
         }),
         "revoked" => Err("the token has been revoked".into()),
         _ => Err("the token has expired".into()),
@@ -60,9 +60,9 @@ impl TokenResolver for LocalResolver {
         let now = now_secs();
         let key = digest(token);
         let live = &self.service.live;
-        if let Some(t) = live.cached(&key, now) {
-            live.used(&t.id, ip, now);
-            return Ok(t);
+        if let Some(valid) = live.cached(&key, now) {
+            live.used(&valid.id, ip, now);
+            return Ok(valid);
         }
         if let Some(why) = live.refusal(&key, now) {
             return Err(TokenError::Invalid(why));
@@ -71,7 +71,7 @@ impl TokenResolver for LocalResolver {
         if looks_like_jwt(token) {
             self.service
                 .verify_jwt(token, true)
-                .map_err(|e| TokenError::Invalid(e.into()))?;
+                .map_err(|why| TokenError::Invalid(why.into()))?;
         }
         Err(TokenError::Unavailable(
             "the token could not be checked against the state store".into(),
@@ -101,7 +101,7 @@ impl TokenResolver for LocalResolver {
         let service = self.service.clone();
         Some(Box::pin(async move {
             match service.store.tokens().token(&id).await {
-                Ok(Some(rec)) => match judge(&rec, now) {
+                Ok(Some(record)) => match judge(&record, now) {
                     Ok(valid) => service.live.remember(key, Arc::new(valid), epoch),
                     Err(why) => service.live.remember_refusal(key, why, now),
                 },
@@ -111,7 +111,7 @@ impl TokenResolver for LocalResolver {
                     now,
                 ),
                 // Nothing is remembered: resolve refuses with 503 (fail closed).
-                Err(e) => log::error!("require_bearer: {e}"),
+                Err(error) => log::error!("require_bearer: {error}"),
             }
         }))
     }

@@ -61,17 +61,17 @@ impl TokenStore for MemoryStore {
     }
 
     async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        let mut g = self.lock();
-        if g.tokens.contains_key(&token.id) {
+        let mut inner = self.lock();
+        if inner.tokens.contains_key(&token.id) {
             return Err(StoreError::Corrupt(format!(
                 "token id {} already exists",
                 token.id
             )));
         }
-        let seq = g.next_seq;
-        g.next_seq += 1;
-        g.seq.insert(token.id.clone(), seq);
-        g.tokens.insert(token.id.clone(), token.clone());
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.seq.insert(token.id.clone(), seq);
+        inner.tokens.insert(token.id.clone(), token.clone());
         Ok(())
     }
 
@@ -80,12 +80,12 @@ impl TokenStore for MemoryStore {
     }
 
     async fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
-        let g = self.lock();
-        let mut found: Vec<(&TokenRecord, u64)> = g
+        let inner = self.lock();
+        let mut found: Vec<(&TokenRecord, u64)> = inner
             .tokens
             .values()
             .filter(|t| filter.matches(t))
-            .map(|t| (t, g.seq.get(&t.id).copied().unwrap_or(0)))
+            .map(|t| (t, inner.seq.get(&t.id).copied().unwrap_or(0)))
             .collect();
         found.sort_by(|a, b| b.0.issued_at.cmp(&a.0.issued_at).then(b.1.cmp(&a.1)));
         let limit = if filter.limit == 0 {
@@ -102,8 +102,8 @@ impl TokenStore for MemoryStore {
     }
 
     async fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
-        let mut g = self.lock();
-        match g.tokens.get_mut(id) {
+        let mut inner = self.lock();
+        match inner.tokens.get_mut(id) {
             Some(t) if t.rotated_at.is_none() && t.revoked_at.is_none() => {
                 t.rotated_at = Some(at);
                 Ok(true)
@@ -113,14 +113,14 @@ impl TokenStore for MemoryStore {
     }
 
     async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
-        let mut g = self.lock();
+        let mut inner = self.lock();
         for d in batch {
             let distinct = {
-                let set = g.ips.entry(d.token_id.clone()).or_default();
+                let set = inner.ips.entry(d.token_id.clone()).or_default();
                 set.extend(d.ips.iter().copied());
                 set.len() as u64
             };
-            if let Some(t) = g.tokens.get_mut(&d.token_id) {
+            if let Some(t) = inner.tokens.get_mut(&d.token_id) {
                 let u = &mut t.usage;
                 u.count += d.count;
                 u.first_used_at = Some(
@@ -147,9 +147,9 @@ impl TokenStore for MemoryStore {
     }
 
     async fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
-        let g = self.lock();
+        let inner = self.lock();
         let mut by: HashMap<&str, ClientStats> = HashMap::new();
-        for t in g.tokens.values() {
+        for t in inner.tokens.values() {
             let s = by.entry(&t.client_id).or_insert_with(|| ClientStats {
                 client_id: t.client_id.clone(),
                 ..ClientStats::default()
@@ -169,17 +169,17 @@ impl TokenStore for MemoryStore {
     }
 
     async fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64> {
-        let mut g = self.lock();
-        let gone: Vec<String> = g
+        let mut inner = self.lock();
+        let gone: Vec<String> = inner
             .tokens
             .values()
             .filter(|t| t.expires_at < before)
             .map(|t| t.id.clone())
             .collect();
         for id in &gone {
-            g.tokens.remove(id);
-            g.seq.remove(id);
-            g.ips.remove(id);
+            inner.tokens.remove(id);
+            inner.seq.remove(id);
+            inner.ips.remove(id);
         }
         Ok(gone.len() as u64)
     }
@@ -188,9 +188,9 @@ impl TokenStore for MemoryStore {
 #[async_trait]
 impl RevocationStore for MemoryStore {
     async fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Revoked> {
-        let mut g = self.lock();
+        let mut inner = self.lock();
         let mut ids = Vec::new();
-        for t in g.tokens.values_mut() {
+        for t in inner.tokens.values_mut() {
             if t.revoked_at.is_none() && filter.matches(t) {
                 t.revoked_at = Some(how.at);
                 t.revoked_by = Some(how.by.clone());
@@ -199,10 +199,10 @@ impl RevocationStore for MemoryStore {
             }
         }
         ids.sort();
-        g.revocation_epoch += 1;
+        inner.revocation_epoch += 1;
         Ok(Revoked {
             ids,
-            epoch: g.revocation_epoch,
+            epoch: inner.revocation_epoch,
         })
     }
 
@@ -214,19 +214,19 @@ impl RevocationStore for MemoryStore {
 #[async_trait]
 impl OnceStore for MemoryStore {
     async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
-        let mut g = self.lock();
-        if g.once.get(key).is_some_and(|&exp| exp > now) {
+        let mut inner = self.lock();
+        if inner.once.get(key).is_some_and(|&exp| exp > now) {
             return Ok(false);
         }
-        g.once.insert(key.to_owned(), expires_at);
+        inner.once.insert(key.to_owned(), expires_at);
         Ok(true)
     }
 
     async fn purge_expired_markers(&self, before: i64) -> StoreResult<u64> {
-        let mut g = self.lock();
-        let held = g.once.len();
-        g.once.retain(|_, expires_at| *expires_at >= before);
-        Ok((held - g.once.len()) as u64)
+        let mut inner = self.lock();
+        let held = inner.once.len();
+        inner.once.retain(|_, expires_at| *expires_at >= before);
+        Ok((held - inner.once.len()) as u64)
     }
 }
 
@@ -239,11 +239,14 @@ impl CounterStore for MemoryStore {
         window_secs: i64,
         now: i64,
     ) -> StoreResult<CounterWindow> {
-        let mut g = self.lock();
-        let counter = g.counters.entry(key.to_owned()).or_insert(CounterWindow {
-            count: 0,
-            resets_at: now,
-        });
+        let mut inner = self.lock();
+        let counter = inner
+            .counters
+            .entry(key.to_owned())
+            .or_insert(CounterWindow {
+                count: 0,
+                resets_at: now,
+            });
         if counter.resets_at <= now {
             *counter = CounterWindow {
                 count: 0,
@@ -255,10 +258,12 @@ impl CounterStore for MemoryStore {
     }
 
     async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {
-        let mut g = self.lock();
-        let held = g.counters.len();
-        g.counters.retain(|_, counter| counter.resets_at >= before);
-        Ok((held - g.counters.len()) as u64)
+        let mut inner = self.lock();
+        let held = inner.counters.len();
+        inner
+            .counters
+            .retain(|_, counter| counter.resets_at >= before);
+        Ok((held - inner.counters.len()) as u64)
     }
 }
 
@@ -295,10 +300,12 @@ impl IdentityStore for MemoryStore {
     }
 
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {
-        let mut g = self.lock();
-        let held = g.identities.len();
-        g.identities.retain(|_, entry| entry.expires_at >= before);
-        Ok((held - g.identities.len()) as u64)
+        let mut inner = self.lock();
+        let held = inner.identities.len();
+        inner
+            .identities
+            .retain(|_, entry| entry.expires_at >= before);
+        Ok((held - inner.identities.len()) as u64)
     }
 }
 

@@ -256,7 +256,7 @@ pub fn wait<T: Send>(work: impl Future<Output = StoreResult<T>> + Send) -> Store
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start a runtime: {e}")))?
+            .map_err(|error| StoreError::Unavailable(format!("cannot start a runtime: {error}")))?
             .block_on(work)
     };
     if tokio::runtime::Handle::try_current().is_err() {

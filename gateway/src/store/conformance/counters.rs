@@ -20,22 +20,25 @@ fn window(count: u64, resets_at: i64) -> CounterWindow {
     CounterWindow { count, resets_at }
 }
 
-async fn increments_add_up_within_a_window(s: &dyn CounterStore) {
+async fn increments_add_up_within_a_window(store: &dyn CounterStore) {
     assert_eq!(
-        s.increment("client:a", 1, 60, NOW)
+        store
+            .increment("client:a", 1, 60, NOW)
             .await
             .expect("increment"),
         window(1, NOW + 60)
     );
     assert_eq!(
-        s.increment("client:a", 5, 60, NOW + 10)
+        store
+            .increment("client:a", 5, 60, NOW + 10)
             .await
             .expect("increment"),
         window(6, NOW + 60),
         "the window is the first increment's"
     );
     assert_eq!(
-        s.increment("client:a", 0, 60, NOW + 59)
+        store
+            .increment("client:a", 0, 60, NOW + 59)
             .await
             .expect("increment"),
         window(6, NOW + 60),
@@ -43,17 +46,22 @@ async fn increments_add_up_within_a_window(s: &dyn CounterStore) {
     );
 }
 
-async fn a_window_resets_at_its_end(s: &dyn CounterStore) {
-    s.increment("quota", 10, 60, NOW).await.expect("increment");
+async fn a_window_resets_at_its_end(store: &dyn CounterStore) {
+    store
+        .increment("quota", 10, 60, NOW)
+        .await
+        .expect("increment");
     assert_eq!(
-        s.increment("quota", 2, 60, NOW + 60)
+        store
+            .increment("quota", 2, 60, NOW + 60)
             .await
             .expect("increment"),
         window(2, NOW + 120),
         "at resets_at a new window starts with this increment"
     );
     assert_eq!(
-        s.increment("quota", 1, 30, NOW + 500)
+        store
+            .increment("quota", 1, 30, NOW + 500)
             .await
             .expect("increment"),
         window(1, NOW + 530),
@@ -61,29 +69,38 @@ async fn a_window_resets_at_its_end(s: &dyn CounterStore) {
     );
 }
 
-async fn keys_are_counted_apart(s: &dyn CounterStore) {
-    s.increment("k1", 3, 60, NOW).await.expect("increment");
-    s.increment("k2", 4, 10, NOW).await.expect("increment");
+async fn keys_are_counted_apart(store: &dyn CounterStore) {
+    store.increment("k1", 3, 60, NOW).await.expect("increment");
+    store.increment("k2", 4, 10, NOW).await.expect("increment");
     assert_eq!(
-        s.increment("k1", 1, 60, NOW + 1).await.expect("increment"),
+        store
+            .increment("k1", 1, 60, NOW + 1)
+            .await
+            .expect("increment"),
         window(4, NOW + 60)
     );
     assert_eq!(
-        s.increment("k2", 1, 10, NOW + 1).await.expect("increment"),
+        store
+            .increment("k2", 1, 10, NOW + 1)
+            .await
+            .expect("increment"),
         window(5, NOW + 10)
     );
 }
 
-async fn purge_drops_only_ended_windows(s: &dyn CounterStore) {
-    s.increment("ended", 7, 10, NOW - 100)
+async fn purge_drops_only_ended_windows(store: &dyn CounterStore) {
+    store
+        .increment("ended", 7, 10, NOW - 100)
         .await
         .expect("increment");
-    s.increment("running", 7, 100, NOW)
+    store
+        .increment("running", 7, 100, NOW)
         .await
         .expect("increment");
-    assert_eq!(s.purge_expired_counters(NOW).await.expect("purge"), 1);
+    assert_eq!(store.purge_expired_counters(NOW).await.expect("purge"), 1);
     assert_eq!(
-        s.increment("running", 1, 100, NOW + 1)
+        store
+            .increment("running", 1, 100, NOW + 1)
             .await
             .expect("increment"),
         window(8, NOW + 100),
@@ -91,11 +108,11 @@ async fn purge_drops_only_ended_windows(s: &dyn CounterStore) {
     );
 }
 
-async fn concurrent_increments_are_all_counted(s: Arc<dyn CounterStore>) {
+async fn concurrent_increments_are_all_counted(store: Arc<dyn CounterStore>) {
     let tasks: Vec<_> = (0..RACERS)
         .map(|_| {
-            let s = Arc::clone(&s);
-            tokio::spawn(async move { s.increment("raced", 1, 60, NOW).await })
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.increment("raced", 1, 60, NOW).await })
         })
         .collect();
     let mut seen = HashSet::new();
@@ -106,7 +123,8 @@ async fn concurrent_increments_are_all_counted(s: Arc<dyn CounterStore>) {
     let expected: HashSet<u64> = (1..=RACERS as u64).collect();
     assert_eq!(seen, expected);
     assert_eq!(
-        s.increment("raced", 0, 60, NOW)
+        store
+            .increment("raced", 0, 60, NOW)
             .await
             .expect("increment")
             .count,

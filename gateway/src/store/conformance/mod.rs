@@ -49,6 +49,6 @@ fn filter() -> TokenFilter {
     }
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("ip")
+fn ip(store: &str) -> IpAddr {
+    store.parse().expect("ip")
 }

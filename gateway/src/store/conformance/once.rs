@@ -12,40 +12,57 @@ pub async fn run_all(make: &dyn Fn() -> Arc<dyn OnceStore>) {
     a_raced_marker_is_used_exactly_once(make()).await;
 }
 
-async fn one_time_markers(s: &dyn OnceStore) {
-    assert!(s.use_once("iss jti-1", NOW + 60, NOW).await.expect("once"));
+async fn one_time_markers(store: &dyn OnceStore) {
+    assert!(store
+        .use_once("iss jti-1", NOW + 60, NOW)
+        .await
+        .expect("once"));
     assert!(
-        !s.use_once("iss jti-1", NOW + 60, NOW + 30)
+        !store
+            .use_once("iss jti-1", NOW + 60, NOW + 30)
             .await
             .expect("once"),
         "replay"
     );
-    assert!(s.use_once("iss jti-2", NOW + 60, NOW).await.expect("once"));
+    assert!(store
+        .use_once("iss jti-2", NOW + 60, NOW)
+        .await
+        .expect("once"));
     assert!(
-        s.use_once("iss jti-1", NOW + 200, NOW + 61)
+        store
+            .use_once("iss jti-1", NOW + 200, NOW + 61)
             .await
             .expect("once"),
         "an expired marker may be reused"
     );
-    assert!(!s
+    assert!(!store
         .use_once("iss jti-1", NOW + 200, NOW + 100)
         .await
         .expect("once"));
 }
 
-async fn purge_drops_only_expired_markers(s: &dyn OnceStore) {
-    s.use_once("gone", NOW - 50, NOW - 60).await.expect("once");
-    s.use_once("kept", NOW + 50, NOW).await.expect("once");
-    assert_eq!(s.purge_expired_markers(NOW).await.expect("purge"), 1);
-    assert!(!s.use_once("kept", NOW + 60, NOW + 1).await.expect("once"));
-    assert!(s.use_once("gone", NOW + 60, NOW + 1).await.expect("once"));
+async fn purge_drops_only_expired_markers(store: &dyn OnceStore) {
+    store
+        .use_once("gone", NOW - 50, NOW - 60)
+        .await
+        .expect("once");
+    store.use_once("kept", NOW + 50, NOW).await.expect("once");
+    assert_eq!(store.purge_expired_markers(NOW).await.expect("purge"), 1);
+    assert!(!store
+        .use_once("kept", NOW + 60, NOW + 1)
+        .await
+        .expect("once"));
+    assert!(store
+        .use_once("gone", NOW + 60, NOW + 1)
+        .await
+        .expect("once"));
 }
 
-async fn a_raced_marker_is_used_exactly_once(s: Arc<dyn OnceStore>) {
+async fn a_raced_marker_is_used_exactly_once(store: Arc<dyn OnceStore>) {
     let tasks: Vec<_> = (0..RACERS)
         .map(|_| {
-            let s = Arc::clone(&s);
-            tokio::spawn(async move { s.use_once("iss jti-raced", NOW + 60, NOW).await })
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.use_once("iss jti-raced", NOW + 60, NOW).await })
         })
         .collect();
     let mut firsts = 0;

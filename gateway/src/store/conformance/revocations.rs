@@ -22,14 +22,15 @@ fn by_provider() -> Revocation {
     }
 }
 
-async fn revocation_by_selector(s: &StateStore) {
+async fn revocation_by_selector(store: &StateStore) {
     for (id, client, subject) in [
         ("x1", "app", "alice"),
         ("x2", "app", "bob"),
         ("x3", "other", "alice"),
         ("x4", "other", "carol"),
     ] {
-        s.tokens()
+        store
+            .tokens()
             .insert_token(&sample(id, client, subject))
             .await
             .expect("insert");
@@ -39,7 +40,7 @@ async fn revocation_by_selector(s: &StateStore) {
         by: by.to_owned(),
         reason: Some("test".to_owned()),
     };
-    let pair = s
+    let pair = store
         .revocations()
         .revoke(
             &TokenFilter {
@@ -53,7 +54,7 @@ async fn revocation_by_selector(s: &StateStore) {
         .expect("revoke")
         .ids;
     assert_eq!(pair, ["x1"]);
-    let subject = s
+    let subject = store
         .revocations()
         .revoke(
             &TokenFilter {
@@ -66,7 +67,7 @@ async fn revocation_by_selector(s: &StateStore) {
         .expect("revoke")
         .ids;
     assert_eq!(subject, ["x3"], "x1 was already revoked");
-    let client = s
+    let client = store
         .revocations()
         .revoke(
             &TokenFilter {
@@ -79,19 +80,24 @@ async fn revocation_by_selector(s: &StateStore) {
         .expect("revoke")
         .ids;
     assert_eq!(client, ["x4"]);
-    let x1 = s.tokens().token("x1").await.expect("get").expect("there");
+    let x1 = store
+        .tokens()
+        .token("x1")
+        .await
+        .expect("get")
+        .expect("there");
     assert_eq!(x1.revoked_at, Some(NOW + 5));
     assert_eq!(x1.revoked_by.as_deref(), Some("app_owner"));
     assert_eq!(x1.status(NOW + 10), "revoked");
     assert!(!x1.is_active(NOW + 10));
-    assert!(s
+    assert!(store
         .tokens()
         .token("x2")
         .await
         .expect("get")
         .expect("there")
         .is_active(NOW + 10));
-    let revoked = s
+    let revoked = store
         .tokens()
         .find_tokens(&TokenFilter {
             status: Some("revoked".into()),
@@ -102,10 +108,11 @@ async fn revocation_by_selector(s: &StateStore) {
     assert_eq!(revoked.len(), 3);
 }
 
-async fn the_epoch_grows_with_every_revocation(s: &StateStore) {
-    let revocations = s.revocations();
+async fn the_epoch_grows_with_every_revocation(store: &StateStore) {
+    let revocations = store.revocations();
     assert_eq!(revocations.revocation_epoch().await.expect("epoch"), 0);
-    s.tokens()
+    store
+        .tokens()
         .insert_token(&sample("e1", "app", "alice"))
         .await
         .expect("insert");
@@ -144,11 +151,11 @@ async fn the_epoch_grows_with_every_revocation(s: &StateStore) {
     );
 }
 
-async fn concurrent_revocations_each_move_the_epoch(s: StateStore) {
-    let start = s.revocations().revocation_epoch().await.expect("epoch");
+async fn concurrent_revocations_each_move_the_epoch(store: StateStore) {
+    let start = store.revocations().revocation_epoch().await.expect("epoch");
     let tasks: Vec<_> = (0..RACERS)
         .map(|i| {
-            let revocations = Arc::clone(s.revocations());
+            let revocations = Arc::clone(store.revocations());
             tokio::spawn(async move {
                 let filter = TokenFilter {
                     id: Some(format!("nothing-{i}")),
@@ -163,7 +170,7 @@ async fn concurrent_revocations_each_move_the_epoch(s: StateStore) {
         epochs.insert(task.await.expect("task").expect("revoke").epoch);
     }
     assert_eq!(epochs.len(), RACERS, "every revocation saw its own epoch");
-    let end = s.revocations().revocation_epoch().await.expect("epoch");
+    let end = store.revocations().revocation_epoch().await.expect("epoch");
     assert!(end >= start + RACERS as u64);
     assert_eq!(epochs.iter().max().copied(), Some(end));
 }

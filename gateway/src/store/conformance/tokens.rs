@@ -22,7 +22,7 @@ pub async fn run_all(make: &dyn Fn() -> StateStore) {
     purge_drops_only_expired_tokens(&make()).await;
 }
 
-async fn tokens_round_trip(s: &StateStore) {
+async fn tokens_round_trip(store: &StateStore) {
     let mut t = sample("t1", "app", "alice");
     t.kind = TokenKind::Refresh;
     t.format = TokenFormat::Opaque;
@@ -30,23 +30,25 @@ async fn tokens_round_trip(s: &StateStore) {
     t.family_id = Some("fam".to_owned());
     t.source = Some("https://issuer jti-1".to_owned());
     t.grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer".to_owned();
-    s.tokens().insert_token(&t).await.expect("insert");
-    assert_eq!(s.tokens().token("t1").await.expect("get"), Some(t));
-    assert_eq!(s.tokens().token("nope").await.expect("get"), None);
+    store.tokens().insert_token(&t).await.expect("insert");
+    assert_eq!(store.tokens().token("t1").await.expect("get"), Some(t));
+    assert_eq!(store.tokens().token("nope").await.expect("get"), None);
 }
 
-async fn duplicate_ids_are_refused(s: &StateStore) {
-    s.tokens()
+async fn duplicate_ids_are_refused(store: &StateStore) {
+    store
+        .tokens()
         .insert_token(&sample("dup", "app", "alice"))
         .await
         .expect("insert");
-    assert!(s
+    assert!(store
         .tokens()
         .insert_token(&sample("dup", "other", "bob"))
         .await
         .is_err());
     assert_eq!(
-        s.tokens()
+        store
+            .tokens()
             .token("dup")
             .await
             .expect("get")
@@ -56,7 +58,7 @@ async fn duplicate_ids_are_refused(s: &StateStore) {
     );
 }
 
-async fn filters_and_paging(s: &StateStore) {
+async fn filters_and_paging(store: &StateStore) {
     for i in 0..5 {
         let mut t = sample(
             &format!("a{i}"),
@@ -64,18 +66,18 @@ async fn filters_and_paging(s: &StateStore) {
             if i % 2 == 0 { "alice" } else { "bob" },
         );
         t.issued_at = NOW + i;
-        s.tokens().insert_token(&t).await.expect("insert");
+        store.tokens().insert_token(&t).await.expect("insert");
     }
     let mut expired = sample("old", "other", "alice");
     expired.issued_at = NOW - 3600;
     expired.expires_at = NOW;
-    s.tokens().insert_token(&expired).await.expect("insert");
+    store.tokens().insert_token(&expired).await.expect("insert");
 
-    let all = s.tokens().find_tokens(&filter()).await.expect("find");
+    let all = store.tokens().find_tokens(&filter()).await.expect("find");
     let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["a4", "a3", "a2", "a1", "a0", "old"], "newest first");
 
-    let alice = s
+    let alice = store
         .tokens()
         .find_tokens(&TokenFilter {
             subject: Some("alice".into()),
@@ -86,7 +88,7 @@ async fn filters_and_paging(s: &StateStore) {
         .expect("find");
     assert_eq!(alice.len(), 3);
 
-    let page = s
+    let page = store
         .tokens()
         .find_tokens(&TokenFilter {
             limit: 2,
@@ -98,7 +100,7 @@ async fn filters_and_paging(s: &StateStore) {
     let ids: Vec<&str> = page.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["a3", "a2"]);
 
-    let expired_only = s
+    let expired_only = store
         .tokens()
         .find_tokens(&TokenFilter {
             status: Some("expired".into()),
@@ -108,7 +110,7 @@ async fn filters_and_paging(s: &StateStore) {
         .expect("find");
     assert_eq!(expired_only.len(), 1);
     assert_eq!(expired_only[0].id, "old");
-    let active = s
+    let active = store
         .tokens()
         .find_tokens(&TokenFilter {
             status: Some("active".into()),
@@ -119,34 +121,41 @@ async fn filters_and_paging(s: &StateStore) {
     assert_eq!(active.len(), 5);
 }
 
-async fn rotation_happens_once(s: &StateStore) {
+async fn rotation_happens_once(store: &StateStore) {
     let mut r = sample("r1", "app", "alice");
     r.kind = TokenKind::Refresh;
-    s.tokens().insert_token(&r).await.expect("insert");
-    assert!(s
+    store.tokens().insert_token(&r).await.expect("insert");
+    assert!(store
         .tokens()
         .mark_rotated("r1", NOW + 1)
         .await
         .expect("rotate"));
     assert!(
-        !s.tokens()
+        !store
+            .tokens()
             .mark_rotated("r1", NOW + 2)
             .await
             .expect("rotate"),
         "second exchange loses"
     );
-    assert!(!s
+    assert!(!store
         .tokens()
         .mark_rotated("missing", NOW)
         .await
         .expect("rotate"));
-    let got = s.tokens().token("r1").await.expect("get").expect("there");
+    let got = store
+        .tokens()
+        .token("r1")
+        .await
+        .expect("get")
+        .expect("there");
     assert_eq!(got.rotated_at, Some(NOW + 1));
     assert_eq!(got.status(NOW + 3), "rotated");
 
     let r2 = sample("r2", "app", "alice");
-    s.tokens().insert_token(&r2).await.expect("insert");
-    s.revocations()
+    store.tokens().insert_token(&r2).await.expect("insert");
+    store
+        .revocations()
         .revoke(
             &TokenFilter {
                 id: Some("r2".into()),
@@ -161,7 +170,8 @@ async fn rotation_happens_once(s: &StateStore) {
         .await
         .expect("revoke");
     assert!(
-        !s.tokens()
+        !store
+            .tokens()
             .mark_rotated("r2", NOW + 1)
             .await
             .expect("rotate"),
@@ -169,12 +179,14 @@ async fn rotation_happens_once(s: &StateStore) {
     );
 }
 
-async fn usage_accumulates(s: &StateStore) {
-    s.tokens()
+async fn usage_accumulates(store: &StateStore) {
+    store
+        .tokens()
         .insert_token(&sample("u1", "app", "alice"))
         .await
         .expect("insert");
-    s.tokens()
+    store
+        .tokens()
         .record_usage(&[UsageDelta {
             token_id: "u1".into(),
             count: 3,
@@ -185,7 +197,8 @@ async fn usage_accumulates(s: &StateStore) {
         }])
         .await
         .expect("usage");
-    s.tokens()
+    store
+        .tokens()
         .record_usage(&[
             UsageDelta {
                 token_id: "u1".into(),
@@ -206,7 +219,7 @@ async fn usage_accumulates(s: &StateStore) {
         ])
         .await
         .expect("usage");
-    let u = s
+    let u = store
         .tokens()
         .token("u1")
         .await
@@ -220,7 +233,7 @@ async fn usage_accumulates(s: &StateStore) {
     assert_eq!(u.distinct_ips, 3);
 }
 
-async fn clients_round_trip(s: &StateStore) {
+async fn clients_round_trip(store: &StateStore) {
     let c = ClientRecord {
         id: "billing".into(),
         secret_sha256: Some([7u8; 32]),
@@ -228,27 +241,28 @@ async fn clients_round_trip(s: &StateStore) {
         scopes: vec!["billing.read".into()],
         token_format: TokenFormat::Opaque,
     };
-    s.tokens().put_client(&c).await.expect("put");
+    store.tokens().put_client(&c).await.expect("put");
     assert_eq!(
-        s.tokens().client("billing").await.expect("get"),
+        store.tokens().client("billing").await.expect("get"),
         Some(c.clone())
     );
     let mut changed = c.clone();
     changed.scopes.push("billing.write".into());
     changed.secret_sha256 = None;
-    s.tokens().put_client(&changed).await.expect("put");
+    store.tokens().put_client(&changed).await.expect("put");
     assert_eq!(
-        s.tokens().client("billing").await.expect("get"),
+        store.tokens().client("billing").await.expect("get"),
         Some(changed.clone())
     );
-    s.tokens()
+    store
+        .tokens()
         .put_client(&ClientRecord {
             id: "analytics".into(),
             ..c
         })
         .await
         .expect("put");
-    let ids: Vec<String> = s
+    let ids: Vec<String> = store
         .tokens()
         .clients()
         .await
@@ -257,17 +271,19 @@ async fn clients_round_trip(s: &StateStore) {
         .map(|c| c.id)
         .collect();
     assert_eq!(ids, ["analytics", "billing"]);
-    assert_eq!(s.tokens().client("nobody").await.expect("get"), None);
+    assert_eq!(store.tokens().client("nobody").await.expect("get"), None);
 }
 
-async fn stats_and_flags(s: &StateStore) {
+async fn stats_and_flags(store: &StateStore) {
     for (id, client) in [("s1", "app"), ("s2", "app"), ("s3", "other")] {
-        s.tokens()
+        store
+            .tokens()
             .insert_token(&sample(id, client, "alice"))
             .await
             .expect("insert");
     }
-    s.tokens()
+    store
+        .tokens()
         .record_usage(&[UsageDelta {
             token_id: "s1".into(),
             count: 4,
@@ -278,7 +294,8 @@ async fn stats_and_flags(s: &StateStore) {
         }])
         .await
         .expect("usage");
-    s.revocations()
+    store
+        .revocations()
         .revoke(
             &TokenFilter {
                 id: Some("s2".into()),
@@ -292,13 +309,19 @@ async fn stats_and_flags(s: &StateStore) {
         )
         .await
         .expect("revoke");
-    s.tokens()
+    store
+        .tokens()
         .flag("s1", "used from 12 addresses (limit 10)")
         .await
         .expect("flag");
-    s.tokens().flag("s1", "a later reason").await.expect("flag");
+    store
+        .tokens()
+        .flag("s1", "a later reason")
+        .await
+        .expect("flag");
     assert_eq!(
-        s.tokens()
+        store
+            .tokens()
             .token("s1")
             .await
             .expect("get")
@@ -307,7 +330,7 @@ async fn stats_and_flags(s: &StateStore) {
             .as_deref(),
         Some("used from 12 addresses (limit 10)")
     );
-    let flagged = s
+    let flagged = store
         .tokens()
         .find_tokens(&TokenFilter {
             flagged: Some(true),
@@ -316,7 +339,7 @@ async fn stats_and_flags(s: &StateStore) {
         .await
         .expect("find");
     assert_eq!(flagged.len(), 1);
-    let stats = s.tokens().client_stats(NOW + 10).await.expect("stats");
+    let stats = store.tokens().client_stats(NOW + 10).await.expect("stats");
     assert_eq!(stats.len(), 2);
     let app = &stats[0];
     assert_eq!(app.client_id, "app");
@@ -329,16 +352,19 @@ async fn stats_and_flags(s: &StateStore) {
 }
 
 /// Writes a token, a revocation, usage and a one-time marker (for a reopen check).
-pub async fn seed_for_reopen(s: &StateStore) {
-    s.tokens()
+pub async fn seed_for_reopen(store: &StateStore) {
+    store
+        .tokens()
         .insert_token(&sample("keep-1", "app", "alice"))
         .await
         .expect("insert");
-    s.tokens()
+    store
+        .tokens()
         .insert_token(&sample("keep-2", "app", "bob"))
         .await
         .expect("insert");
-    s.revocations()
+    store
+        .revocations()
         .revoke(
             &TokenFilter {
                 id: Some("keep-2".into()),
@@ -352,7 +378,8 @@ pub async fn seed_for_reopen(s: &StateStore) {
         )
         .await
         .expect("revoke");
-    s.tokens()
+    store
+        .tokens()
         .record_usage(&[UsageDelta {
             token_id: "keep-1".into(),
             count: 7,
@@ -363,7 +390,7 @@ pub async fn seed_for_reopen(s: &StateStore) {
         }])
         .await
         .expect("usage");
-    assert!(s
+    assert!(store
         .once()
         .use_once("marker", NOW + 100, NOW)
         .await
@@ -371,8 +398,8 @@ pub async fn seed_for_reopen(s: &StateStore) {
 }
 
 /// What [`seed_for_reopen`] wrote, read back from a reopened store.
-pub async fn check_after_reopen(s: &StateStore) {
-    let k1 = s
+pub async fn check_after_reopen(store: &StateStore) {
+    let k1 = store
         .tokens()
         .token("keep-1")
         .await
@@ -380,7 +407,7 @@ pub async fn check_after_reopen(s: &StateStore) {
         .expect("token kept");
     assert_eq!(k1.usage.count, 7);
     assert_eq!(k1.usage.distinct_ips, 1);
-    let k2 = s
+    let k2 = store
         .tokens()
         .token("keep-2")
         .await
@@ -388,7 +415,8 @@ pub async fn check_after_reopen(s: &StateStore) {
         .expect("token kept");
     assert_eq!(k2.revoked_at, Some(NOW + 1));
     assert!(
-        !s.once()
+        !store
+            .once()
             .use_once("marker", NOW + 100, NOW + 5)
             .await
             .expect("once"),
@@ -397,13 +425,13 @@ pub async fn check_after_reopen(s: &StateStore) {
 }
 
 /// Of many concurrent exchanges of one refresh token, exactly one wins.
-async fn racing_rotations_have_one_winner(s: StateStore) {
+async fn racing_rotations_have_one_winner(store: StateStore) {
     let mut refresh = sample("race", "app", "alice");
     refresh.kind = TokenKind::Refresh;
-    s.tokens().insert_token(&refresh).await.expect("insert");
+    store.tokens().insert_token(&refresh).await.expect("insert");
     let tasks: Vec<_> = (0..RACERS)
         .map(|i| {
-            let tokens = Arc::clone(s.tokens());
+            let tokens = Arc::clone(store.tokens());
             tokio::spawn(async move { tokens.mark_rotated("race", NOW + 1 + i as i64).await })
         })
         .collect();
@@ -414,18 +442,23 @@ async fn racing_rotations_have_one_winner(s: StateStore) {
     assert_eq!(winners, 1);
 }
 
-async fn purge_drops_only_expired_tokens(s: &StateStore) {
+async fn purge_drops_only_expired_tokens(store: &StateStore) {
     let mut old = sample("p-old", "app", "alice");
     old.expires_at = NOW - 100;
-    s.tokens().insert_token(&old).await.expect("insert");
-    s.tokens()
+    store.tokens().insert_token(&old).await.expect("insert");
+    store
+        .tokens()
         .insert_token(&sample("p-new", "app", "alice"))
         .await
         .expect("insert");
     assert_eq!(
-        s.tokens().purge_expired_tokens(NOW).await.expect("purge"),
+        store
+            .tokens()
+            .purge_expired_tokens(NOW)
+            .await
+            .expect("purge"),
         1
     );
-    assert!(s.tokens().token("p-old").await.expect("get").is_none());
-    assert!(s.tokens().token("p-new").await.expect("get").is_some());
+    assert!(store.tokens().token("p-old").await.expect("get").is_none());
+    assert!(store.tokens().token("p-new").await.expect("get").is_some());
 }

@@ -40,25 +40,26 @@ impl SqliteDb {
             .query_row(
                 "SELECT value FROM meta WHERE name = 'revocation_epoch'",
                 [],
-                |r| r.get(0),
+                |row| row.get(0),
             )
             .optional()?;
         Ok(epoch.map_or(0, count_from))
     }
 
     pub(super) fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
-        let n = lock(&self.writer).execute(
+        let changed = lock(&self.writer).execute(
             "INSERT INTO once (key, expires_at) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at
              WHERE once.expires_at <= ?3",
             params![key, expires_at, now],
         )?;
-        Ok(n == 1)
+        Ok(changed == 1)
     }
 
     pub(super) fn purge_expired_markers(&self, before: i64) -> StoreResult<u64> {
-        let n = lock(&self.writer).execute("DELETE FROM once WHERE expires_at < ?1", [before])?;
-        Ok(n as u64)
+        let deleted =
+            lock(&self.writer).execute("DELETE FROM once WHERE expires_at < ?1", [before])?;
+        Ok(deleted as u64)
     }
 
     /// One statement, so the read-modify-write is atomic even with several processes on
@@ -79,7 +80,7 @@ impl SqliteDb {
                 resets_at = CASE WHEN resets_at <= ?3 THEN ?3 + ?4 ELSE resets_at END
              RETURNING count, resets_at",
             params![key, by, now, window_secs],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         Ok(CounterWindow {
             count: count_from(count),
@@ -88,9 +89,9 @@ impl SqliteDb {
     }
 
     pub(super) fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {
-        let n =
+        let deleted =
             lock(&self.writer).execute("DELETE FROM counters WHERE resets_at < ?1", [before])?;
-        Ok(n as u64)
+        Ok(deleted as u64)
     }
 
     pub(super) fn put_identity(&self, entry: &IdentityEntry) -> StoreResult<()> {
@@ -126,9 +127,9 @@ impl SqliteDb {
     }
 
     pub(super) fn remove_identity(&self, ip: IpAddr) -> StoreResult<bool> {
-        let n =
+        let deleted =
             lock(&self.writer).execute("DELETE FROM identities WHERE ip = ?1", [ip.to_string()])?;
-        Ok(n == 1)
+        Ok(deleted == 1)
     }
 
     pub(super) fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>> {
@@ -144,8 +145,8 @@ impl SqliteDb {
     }
 
     pub(super) fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {
-        let n =
+        let deleted =
             lock(&self.writer).execute("DELETE FROM identities WHERE expires_at < ?1", [before])?;
-        Ok(n as u64)
+        Ok(deleted as u64)
     }
 }

@@ -49,7 +49,9 @@ impl SqliteStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || work(&db))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("the store's task stopped: {e}")))?
+            .map_err(|error| {
+                StoreError::Unavailable(format!("the store's task stopped: {error}"))
+            })?
     }
 }
 
@@ -60,8 +62,8 @@ impl SqliteStore {
 /// # Errors
 /// The file is missing or unreadable, is not a database, or its tables are not ours.
 pub fn verify_read_only(path: &Path) -> StoreResult<String> {
-    let unavailable = |e: &dyn std::fmt::Display| {
-        StoreError::Unavailable(format!("cannot open {} read-only: {e}", path.display()))
+    let unavailable = |cause: &dyn std::fmt::Display| {
+        StoreError::Unavailable(format!("cannot open {} read-only: {cause}", path.display()))
     };
     if !path.exists() {
         return Err(StoreError::Unavailable(format!(
@@ -73,20 +75,20 @@ pub fn verify_read_only(path: &Path) -> StoreResult<String> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| unavailable(&e))?;
+    .map_err(|error| unavailable(&error))?;
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut stmt| {
-            stmt.query_map([], |r| r.get::<_, String>(0))?
+            stmt.query_map([], |row| row.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .map_err(|e| match e.sqlite_error_code() {
+        .map_err(|error| match error.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase) => {
                 StoreError::Corrupt(format!("{} is not a SQLite database", path.display()))
             }
-            _ => unavailable(&e),
+            _ => unavailable(&error),
         })?;
-    if !tables.iter().any(|t| t == "tokens") {
+    if !tables.iter().any(|name| name == "tokens") {
         return Err(StoreError::Corrupt(format!(
             "{} has no tokens table: it is not a portcullis state store",
             path.display()
@@ -94,7 +96,7 @@ pub fn verify_read_only(path: &Path) -> StoreResult<String> {
     }
     let mut missing = Vec::new();
     for (table, columns) in db::EXPECTED_TABLES {
-        if !tables.iter().any(|t| t == table) {
+        if !tables.iter().any(|name| name == table) {
             // A file from an older version: run adds the table; nothing is wrong with it.
             missing.push(*table);
             continue;
@@ -102,11 +104,14 @@ pub fn verify_read_only(path: &Path) -> StoreResult<String> {
         let present: Vec<String> = conn
             .prepare(&format!("PRAGMA table_info({table})"))
             .and_then(|mut stmt| {
-                stmt.query_map([], |r| r.get::<_, String>(1))?
+                stmt.query_map([], |row| row.get::<_, String>(1))?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .map_err(|e| unavailable(&e))?;
-        if let Some(column) = columns.iter().find(|c| !present.iter().any(|p| p == *c)) {
+            .map_err(|error| unavailable(&error))?;
+        if let Some(column) = columns
+            .iter()
+            .find(|column| !present.iter().any(|name| name == *column))
+        {
             return Err(StoreError::Corrupt(format!(
                 "{}: table {table} has no column {column}: the schema is not this version's",
                 path.display()
@@ -114,9 +119,9 @@ pub fn verify_read_only(path: &Path) -> StoreResult<String> {
         }
     }
     let tokens: Option<i64> = conn
-        .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM tokens", [], |row| row.get(0))
         .optional()
-        .map_err(|e| unavailable(&e))?;
+        .map_err(|error| unavailable(&error))?;
     let mut summary = format!(
         "opened read-only, schema ok, {} token record(s)",
         tokens.unwrap_or(0)
