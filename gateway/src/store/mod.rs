@@ -345,3 +345,40 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{wait, StateStore};
+
+    /// Synchronous code reaches the store from a plain thread (the CLI) and from inside a
+    /// runtime (a reload, a drop at shutdown), where blocking on a future would panic.
+    #[test]
+    fn wait_works_outside_and_inside_a_runtime() {
+        let store = StateStore::memory();
+        assert!(wait(store.once().use_once("outside", 100, 0)).expect("outside"));
+        for runtime in [
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ] {
+            let store = store.clone();
+            let first = runtime.block_on(async move {
+                wait(store.counters().increment("inside", 1, 60, 0)).expect("inside")
+            });
+            assert!(first.count >= 1);
+        }
+        assert_eq!(
+            wait(store.counters().increment("inside", 0, 60, 1))
+                .expect("read")
+                .count,
+            2,
+            "both runtimes' increments landed in the same store"
+        );
+    }
+}

@@ -143,3 +143,39 @@ fn the_read_only_check_refuses_what_is_not_a_store() {
     let err = verify_read_only(&old).expect_err("wrong columns");
     assert!(err.to_string().contains("has no column"), "{err}");
 }
+
+/// A write that waits on the disk (here: on the writer connection, held by another thread)
+/// must not stall the runtime: on a single-threaded runtime, a timer still fires on time.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_write_does_not_stall_the_runtime() {
+    let files = Files::new();
+    let store = files.fresh();
+    let db = Arc::clone(&store.db);
+    let (locked_sender, locked) = std::sync::mpsc::channel();
+    let (release, release_receiver) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _writer = lock(&db.writer);
+        locked_sender.send(()).expect("send");
+        // Released by the test, or after a while if a blocking store stalled the test.
+        let _ = release_receiver.recv_timeout(std::time::Duration::from_secs(3));
+    });
+    locked.recv().expect("writer held");
+    let write = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.use_once("slow", 100, 0).await }
+    });
+    let started = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the runtime stalled for {:?} behind a store write",
+        started.elapsed()
+    );
+    assert!(
+        !write.is_finished(),
+        "the write is still waiting for the writer"
+    );
+    release.send(()).expect("release");
+    assert!(write.await.expect("task").expect("once"));
+    holder.join().expect("holder");
+}
