@@ -105,13 +105,25 @@ fn request(token: &str) -> http::request::Parts {
         .0
 }
 
+/// Which call a bench makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// As the proxy calls for a token it verified before: the prefetch check (no work),
+    /// then the step.
+    Cached,
+    /// The step alone, without the prefetch check: what that check costs per request.
+    CachedStepAlone,
+    /// After a revocation elsewhere: signature and store read again (the prefetch work).
+    FirstSight,
+}
+
 fn bench_step(
     c: &mut Criterion,
     runtime: &tokio::runtime::Runtime,
     name: &str,
     ts: &Arc<TokenService>,
     token: &str,
-    uncached: bool,
+    call: Call,
 ) {
     let mut registry = VarRegistry::new();
     let s = step(ts, &mut registry);
@@ -121,12 +133,14 @@ fn bench_step(
         b.iter_batched_ref(
             || template.clone(),
             |parts| {
-                if uncached {
+                if call == Call::FirstSight {
                     // A revocation elsewhere: the next call checks signature and store again.
                     ts.live.revoked();
                 }
-                if let Some(work) = s.prefetch(&*parts) {
-                    runtime.block_on(work);
+                if call != Call::CachedStepAlone {
+                    if let Some(work) = s.prefetch(&*parts) {
+                        runtime.block_on(work);
+                    }
                 }
                 let mut x = Exchange::new(registry.len(), ip, ip);
                 let v = s.on_request(
@@ -160,7 +174,7 @@ fn bearer(c: &mut Criterion) {
         "require_bearer JWT, cached",
         &memory,
         &jwt,
-        false,
+        Call::Cached,
     );
     bench_step(
         c,
@@ -168,7 +182,15 @@ fn bearer(c: &mut Criterion) {
         "require_bearer opaque, cached",
         &memory,
         &opaque,
-        false,
+        Call::Cached,
+    );
+    bench_step(
+        c,
+        &runtime,
+        "require_bearer JWT, cached, step alone (no prefetch check)",
+        &memory,
+        &jwt,
+        Call::CachedStepAlone,
     );
     bench_step(
         c,
@@ -176,7 +198,7 @@ fn bearer(c: &mut Criterion) {
         "require_bearer JWT, first sight (ES256 + memory store)",
         &memory,
         &jwt,
-        true,
+        Call::FirstSight,
     );
 
     let dir = tempfile::tempdir().expect("dir");
@@ -194,7 +216,7 @@ fn bearer(c: &mut Criterion) {
         "require_bearer JWT, first sight (ES256 + SQLite read)",
         &sqlite,
         &jwt_s,
-        true,
+        Call::FirstSight,
     );
     bench_step(
         c,
@@ -202,7 +224,7 @@ fn bearer(c: &mut Criterion) {
         "require_bearer opaque, first sight (SQLite read)",
         &sqlite,
         &opaque_s,
-        true,
+        Call::FirstSight,
     );
 
     // Floors.

@@ -193,7 +193,8 @@ impl ProxyHttp for Gateway {
             None
         };
 
-        // Remote work some step needs first (a key set to fetch for an unknown key id).
+        // I/O some step needs first (a key set to fetch for an unknown key id, a token's
+        // record in the state store), awaited here so the steps themselves never do I/O.
         if let Some(work) = svc
             .request
             .prefetch(&PingoraRequestView(session.req_header()))
