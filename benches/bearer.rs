@@ -1,6 +1,8 @@
 //! `require_bearer`: what a call costs once its token is in the verified-token cache (the
-//! common case), and the first sight of a token (signature check and store read), beside
-//! the primitives: ES256 verification and SHA-256 of the token.
+//! common case), and the first sight of a token (signature check and the store read its
+//! prefetch awaits), beside the primitives: ES256 verification and SHA-256 of the token.
+//! Each iteration is what the proxy does per request: the step's prefetch (awaited when
+//! there is work), then the step.
 //!
 //! `cargo bench -p portcullis-benches --bench bearer`
 
@@ -15,12 +17,12 @@ use portcullis::oauth::keys::{SigningKey, SigningKeys};
 use portcullis::oauth::live::LiveTokens;
 use portcullis::oauth::resolver::LocalResolver;
 use portcullis::oauth::{Client, Grant, TokenService, UsagePolicy, GRANT_CLIENT_CREDENTIALS};
-use portcullis::store::{Store, TokenFormat};
+use portcullis::store::{StateStore, TokenFormat};
 use portcullis_assertions::bearer::{BearerVars, RequireBearer, ScopeMatch};
 use portcullis_assertions::{Assertion, Exchange, Request, VarRegistry};
 use sha2::{Digest, Sha256};
 
-fn service(store: Arc<dyn Store>) -> Arc<TokenService> {
+fn service(store: StateStore) -> Arc<TokenService> {
     let pem = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/oauth/gateway-es256-2026a.pem"),
     )
@@ -55,21 +57,22 @@ fn service(store: Arc<dyn Store>) -> Arc<TokenService> {
     })
 }
 
-fn token(ts: &TokenService, format: TokenFormat) -> String {
-    ts.issue(&Grant {
-        client_id: "bench".into(),
-        subject: "bench".into(),
-        scope: "widgets.read".into(),
-        grant_type: GRANT_CLIENT_CREDENTIALS,
-        format,
-        refresh: false,
-        family_id: None,
-        previous_refresh: None,
-        source: None,
-        once: None,
-    })
-    .expect("issue")
-    .access_token
+fn token(runtime: &tokio::runtime::Runtime, ts: &TokenService, format: TokenFormat) -> String {
+    runtime
+        .block_on(ts.issue(&Grant {
+            client_id: "bench".into(),
+            subject: "bench".into(),
+            scope: "widgets.read".into(),
+            grant_type: GRANT_CLIENT_CREDENTIALS,
+            format,
+            refresh: false,
+            family_id: None,
+            previous_refresh: None,
+            source: None,
+            once: None,
+        }))
+        .expect("issue")
+        .access_token
 }
 
 fn step(ts: &Arc<TokenService>, registry: &mut VarRegistry) -> RequireBearer {
@@ -102,7 +105,26 @@ fn request(token: &str) -> http::request::Parts {
         .0
 }
 
-fn bench_step(c: &mut Criterion, name: &str, ts: &Arc<TokenService>, token: &str, uncached: bool) {
+/// Which call a bench makes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// As the proxy calls for a token it verified before: the prefetch check (no work),
+    /// then the step.
+    Cached,
+    /// The step alone, without the prefetch check: what that check costs per request.
+    CachedStepAlone,
+    /// After a revocation elsewhere: signature and store read again (the prefetch work).
+    FirstSight,
+}
+
+fn bench_step(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    ts: &Arc<TokenService>,
+    token: &str,
+    call: Call,
+) {
     let mut registry = VarRegistry::new();
     let s = step(ts, &mut registry);
     let ip: IpAddr = "10.1.2.3".parse().expect("ip");
@@ -111,9 +133,14 @@ fn bench_step(c: &mut Criterion, name: &str, ts: &Arc<TokenService>, token: &str
         b.iter_batched_ref(
             || template.clone(),
             |parts| {
-                if uncached {
+                if call == Call::FirstSight {
                     // A revocation elsewhere: the next call checks signature and store again.
                     ts.live.revoked();
+                }
+                if call != Call::CachedStepAlone {
+                    if let Some(work) = s.prefetch(&*parts) {
+                        runtime.block_on(work);
+                    }
                 }
                 let mut x = Exchange::new(registry.len(), ip, ip);
                 let v = s.on_request(
@@ -134,38 +161,70 @@ fn bench_step(c: &mut Criterion, name: &str, ts: &Arc<TokenService>, token: &str
 }
 
 fn bearer(c: &mut Criterion) {
-    let memory = service(Arc::new(portcullis::store::memory::MemoryStore::default()));
-    let jwt = token(&memory, TokenFormat::Jwt);
-    let opaque = token(&memory, TokenFormat::Opaque);
-    bench_step(c, "require_bearer JWT, cached", &memory, &jwt, false);
-    bench_step(c, "require_bearer opaque, cached", &memory, &opaque, false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .expect("runtime");
+    let memory = service(StateStore::memory());
+    let jwt = token(&runtime, &memory, TokenFormat::Jwt);
+    let opaque = token(&runtime, &memory, TokenFormat::Opaque);
     bench_step(
         c,
+        &runtime,
+        "require_bearer JWT, cached",
+        &memory,
+        &jwt,
+        Call::Cached,
+    );
+    bench_step(
+        c,
+        &runtime,
+        "require_bearer opaque, cached",
+        &memory,
+        &opaque,
+        Call::Cached,
+    );
+    bench_step(
+        c,
+        &runtime,
+        "require_bearer JWT, cached, step alone (no prefetch check)",
+        &memory,
+        &jwt,
+        Call::CachedStepAlone,
+    );
+    bench_step(
+        c,
+        &runtime,
         "require_bearer JWT, first sight (ES256 + memory store)",
         &memory,
         &jwt,
-        true,
+        Call::FirstSight,
     );
 
     let dir = tempfile::tempdir().expect("dir");
-    let sqlite = service(Arc::new(
-        portcullis::store::sqlite::SqliteStore::open(&dir.path().join("bench.db")).expect("db"),
+    let sqlite = service(StateStore::from_backend(
+        Arc::new(
+            portcullis::store::sqlite::SqliteStore::open(&dir.path().join("bench.db")).expect("db"),
+        ),
+        "bench",
     ));
-    let jwt_s = token(&sqlite, TokenFormat::Jwt);
-    let opaque_s = token(&sqlite, TokenFormat::Opaque);
+    let jwt_s = token(&runtime, &sqlite, TokenFormat::Jwt);
+    let opaque_s = token(&runtime, &sqlite, TokenFormat::Opaque);
     bench_step(
         c,
+        &runtime,
         "require_bearer JWT, first sight (ES256 + SQLite read)",
         &sqlite,
         &jwt_s,
-        true,
+        Call::FirstSight,
     );
     bench_step(
         c,
+        &runtime,
         "require_bearer opaque, first sight (SQLite read)",
         &sqlite,
         &opaque_s,
-        true,
+        Call::FirstSight,
     );
 
     // Floors.
@@ -184,7 +243,7 @@ fn bearer(c: &mut Criterion) {
         b.iter(|| black_box(Sha256::digest(black_box(jwt.as_bytes()))));
     });
     c.bench_function("token endpoint: issue a JWT (memory store)", |b| {
-        b.iter(|| black_box(token(&memory, TokenFormat::Jwt)));
+        b.iter(|| black_box(token(&runtime, &memory, TokenFormat::Jwt)));
     });
 }
 

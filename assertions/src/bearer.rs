@@ -9,22 +9,16 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
-use crate::{Assertion, Exchange, Rejection, Request, RequestView, VarId, Verdict};
+use crate::{Assertion, Exchange, PrefetchWork, Rejection, Request, RequestView, VarId, Verdict};
 
 /// Longest token looked at; anything longer is refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// Work to do before the pipeline runs (fetching a key set, asking an introspection
-/// endpoint), awaited by the gateway so the assertion itself never does I/O.
-pub type Prefetch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// A token that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +60,7 @@ pub trait TokenResolver: Send + Sync + fmt::Debug {
     fn resolve(&self, token: &str, client_ip: IpAddr) -> Result<Arc<ValidToken>, TokenError>;
 
     /// Work that must happen before [`TokenResolver::resolve`] can answer for this token.
-    fn prefetch(&self, _token: &str) -> Option<Prefetch> {
+    fn prefetch(&self, _token: &str) -> Option<PrefetchWork> {
         None
     }
 
@@ -265,7 +259,7 @@ impl Assertion for RequireBearer {
         crate::Phases::REQUEST
     }
 
-    fn prefetch(&self, req: &dyn RequestView) -> Option<Prefetch> {
+    fn prefetch(&self, req: &dyn RequestView) -> Option<PrefetchWork> {
         if !self.resolver.prefetches() {
             return None;
         }

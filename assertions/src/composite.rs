@@ -65,7 +65,7 @@ impl All {
 }
 
 impl Assertion for All {
-    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::bearer::Prefetch> {
+    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::PrefetchWork> {
         crate::prefetch_all(&self.steps, req)
     }
 
@@ -135,7 +135,7 @@ impl Any {
 }
 
 impl Assertion for Any {
-    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::bearer::Prefetch> {
+    fn prefetch(&self, req: &dyn crate::RequestView) -> Option<crate::PrefetchWork> {
         crate::prefetch_all(&self.branches, req)
     }
 

@@ -16,6 +16,7 @@ pub mod ip;
 pub mod json_body;
 pub mod pan;
 pub mod pipeline;
+pub mod prefetch;
 pub mod query;
 pub mod template;
 pub mod verdict;
@@ -25,6 +26,7 @@ use std::fmt;
 pub use exchange::{Exchange, TraceStep, VarId, VarRegistry};
 pub use head::{RequestHead, RequestView, ResponseHead};
 pub use pipeline::Pipeline;
+pub use prefetch::PrefetchWork;
 pub use verdict::{Rejection, Verdict};
 
 /// What an assertion needs from the request before it can decide.
@@ -175,7 +177,7 @@ pub trait Assertion: Send + Sync + fmt::Debug {
     /// Work the gateway awaits before the request pipeline runs (a key set to fetch for an
     /// unknown key id, a remote introspection), so [`Assertion::on_request`] can answer
     /// from memory. Most steps have none.
-    fn prefetch(&self, _req: &dyn RequestView) -> Option<bearer::Prefetch> {
+    fn prefetch(&self, _req: &dyn RequestView) -> Option<PrefetchWork> {
         None
     }
 
@@ -246,11 +248,8 @@ pub fn run_request(
 }
 
 /// The prefetch work of a sequence, joined into one future (`None` when no step has any).
-pub fn prefetch_all(
-    steps: &[Box<dyn Assertion>],
-    req: &dyn RequestView,
-) -> Option<bearer::Prefetch> {
-    let mut work: Vec<bearer::Prefetch> = steps.iter().filter_map(|s| s.prefetch(req)).collect();
+pub fn prefetch_all(steps: &[Box<dyn Assertion>], req: &dyn RequestView) -> Option<PrefetchWork> {
+    let mut work: Vec<PrefetchWork> = steps.iter().filter_map(|s| s.prefetch(req)).collect();
     match work.len() {
         0 => None,
         1 => work.pop(),

@@ -5,10 +5,10 @@
 //! Composites never hold steps with phases beyond the heads (see [`crate::composite`]), so
 //! walking the top-level steps reaches every hook of every step.
 
-use crate::bearer::Prefetch;
 use crate::exchange::Exchange;
 use crate::head::{RequestHead, RequestView, ResponseHead};
 use crate::verdict::Verdict;
+use crate::PrefetchWork;
 use crate::{
     needs_of, prefetch_all, response_bodies, run_request, run_response, run_upstream, Assertion,
     BodyProcessor, Needs, Phases, Request,
@@ -61,7 +61,7 @@ impl Pipeline {
 
     /// Remote work to await before [`Pipeline::run_request`] (key sets, introspection).
     #[must_use]
-    pub fn prefetch(&self, req: &dyn RequestView) -> Option<Prefetch> {
+    pub fn prefetch(&self, req: &dyn RequestView) -> Option<PrefetchWork> {
         prefetch_all(&self.steps, req)
     }
 

@@ -92,7 +92,8 @@ impl AdminApp {
         query: Option<&str>,
         body: &[u8],
     ) -> Response<Vec<u8>> {
-        if let Some(resp) = crate::admin_tokens::route(&self.state, method, path, query, body) {
+        if let Some(resp) = crate::admin_tokens::route(&self.state, method, path, query, body).await
+        {
             return resp;
         }
         match (method, path) {

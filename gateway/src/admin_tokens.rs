@@ -89,7 +89,7 @@ fn bad_request(detail: &str) -> Response<Vec<u8>> {
 }
 
 /// Answers a token-management route; `None` when the path is not one.
-pub fn route(
+pub async fn route(
     state: &GatewayState,
     method: &Method,
     path: &str,
@@ -108,7 +108,8 @@ pub fn route(
             "this policy has no token_service",
         ));
     }
-    state.flush_usage();
+    // The listing shows every use so far, including those not flushed yet.
+    crate::oauth::background::flush_usage(state).await;
     let store = &rt.store;
     let now = now_secs();
     let params = query_params(query);
@@ -123,7 +124,7 @@ pub fn route(
     let segments: Vec<&str> = rest.split('/').collect();
     Some(match (method, segments.as_slice()) {
         (&Method::GET, ["tokens"]) => match filter_from(&params, true) {
-            Ok(f) => match store.find_tokens(&f) {
+            Ok(f) => match store.tokens().find_tokens(&f).await {
                 Ok(list) => json(
                     StatusCode::OK,
                     &serde_json::json!({
@@ -137,7 +138,7 @@ pub fn route(
             },
             Err(e) => bad_request(&e),
         },
-        (&Method::GET, ["tokens", "export"]) => export(state, &params),
+        (&Method::GET, ["tokens", "export"]) => export(state, &params).await,
         (&Method::POST, ["tokens", "revoke"]) => {
             let req: RevokeBody = if body.is_empty() {
                 RevokeBody::default()
@@ -164,9 +165,9 @@ pub fn route(
                     "name a client, a subject, or both: revoking every token needs more than one empty request",
                 ));
             }
-            revoke(state, &filter, &by, req.reason)
+            revoke(state, &filter, &by, req.reason).await
         }
-        (&Method::GET, ["tokens", id]) => match store.token(id) {
+        (&Method::GET, ["tokens", id]) => match store.tokens().token(id).await {
             Ok(Some(t)) => json(StatusCode::OK, &token_json(&t, now)),
             Ok(None) => problem(
                 StatusCode::NOT_FOUND,
@@ -183,17 +184,20 @@ pub fn route(
                     "by is provider, app_owner, subscriber or admin",
                 ));
             }
-            match store.token(id) {
-                Ok(Some(_)) => revoke(
-                    state,
-                    &TokenFilter {
-                        id: Some((*id).to_owned()),
-                        now,
-                        ..TokenFilter::default()
-                    },
-                    &by,
-                    req.reason,
-                ),
+            match store.tokens().token(id).await {
+                Ok(Some(_)) => {
+                    revoke(
+                        state,
+                        &TokenFilter {
+                            id: Some((*id).to_owned()),
+                            now,
+                            ..TokenFilter::default()
+                        },
+                        &by,
+                        req.reason,
+                    )
+                    .await
+                }
                 Ok(None) => problem(
                     StatusCode::NOT_FOUND,
                     "no-such-token",
@@ -202,7 +206,10 @@ pub fn route(
                 Err(e) => unavailable(e),
             }
         }
-        (&Method::GET, ["clients"]) => match (store.clients(), store.client_stats(now)) {
+        (&Method::GET, ["clients"]) => match (
+            store.tokens().clients().await,
+            store.tokens().client_stats(now).await,
+        ) {
             (Ok(clients), Ok(stats)) => {
                 let list: Vec<serde_json::Value> = clients
                     .iter()
@@ -215,11 +222,11 @@ pub fn route(
             }
             (Err(e), _) | (_, Err(e)) => unavailable(e),
         },
-        (&Method::GET, ["stats", "clients"]) => match store.client_stats(now) {
+        (&Method::GET, ["stats", "clients"]) => match store.tokens().client_stats(now).await {
             Ok(stats) => json(StatusCode::OK, &serde_json::json!({"clients": stats})),
             Err(e) => unavailable(e),
         },
-        (&Method::GET, ["clients", id, "stats"]) => match store.client_stats(now) {
+        (&Method::GET, ["clients", id, "stats"]) => match store.tokens().client_stats(now).await {
             Ok(stats) => match stats.into_iter().find(|s| s.client_id == *id) {
                 Some(s) => json(StatusCode::OK, &serde_json::to_value(s).unwrap_or_default()),
                 None => problem(
@@ -234,7 +241,7 @@ pub fn route(
     })
 }
 
-fn revoke(
+async fn revoke(
     state: &GatewayState,
     filter: &TokenFilter,
     by: &str,
@@ -248,7 +255,7 @@ fn revoke(
             "this policy has no token_service",
         );
     };
-    match ts.revoke(filter, by, reason) {
+    match ts.revoke(filter, by, reason).await {
         Ok(n) => {
             log::info!(
                 "admin: {n} token(s) revoked on behalf of the {by} (client {}, subject {})",
@@ -337,7 +344,7 @@ fn csv_row(t: &TokenRecord, now: i64, out: &mut String) {
     out.push_str("\r\n");
 }
 
-fn export(state: &GatewayState, params: &[(String, String)]) -> Response<Vec<u8>> {
+async fn export(state: &GatewayState, params: &[(String, String)]) -> Response<Vec<u8>> {
     let format = params
         .iter()
         .find(|(k, _)| k == "format")
@@ -347,7 +354,7 @@ fn export(state: &GatewayState, params: &[(String, String)]) -> Response<Vec<u8>
         Err(e) => return bad_request(&e),
     };
     let now = filter.now;
-    let tokens = match state.current().store.find_tokens(&filter) {
+    let tokens = match state.current().store.tokens().find_tokens(&filter).await {
         Ok(t) => t,
         Err(e) => {
             log::error!("admin: {e}");

@@ -172,7 +172,7 @@ pub struct Runtime {
     /// The OAuth token service, when the policy has one.
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The state store (opened once, kept across reloads).
-    pub store: Arc<dyn crate::store::Store>,
+    pub store: crate::store::StateStore,
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
     /// Which forwarding headers the upstream gets.

@@ -63,9 +63,14 @@ impl GatewayState {
         &self.carry
     }
 
-    /// Writes pending token usage to the store (at shutdown, and by the upkeep task).
+    /// Writes pending token usage to the store, from synchronous code (at shutdown, when
+    /// the state is dropped). Async callers use `oauth::background::flush_usage`.
     pub fn flush_usage(&self) -> usize {
-        crate::oauth::background::flush_usage(self)
+        crate::store::wait(async { Ok(crate::oauth::background::flush_usage(self).await) })
+            .unwrap_or_else(|error| {
+                log::error!("usage statistics: {error}");
+                0
+            })
     }
 
     /// The policy in force now.

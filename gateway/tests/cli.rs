@@ -162,6 +162,66 @@ fn check_reports_yaml_syntax_and_semantic_errors() {
     assert!(stderr.trim_end().ends_with("6 error(s)"), "{stderr}");
 }
 
+/// `check` never opens the state store (it says so); `check --connect` opens it read-only
+/// and reports a missing, foreign or damaged file as an error, creating nothing.
+#[test]
+fn check_connect_opens_the_state_store_read_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "stateful.yaml",
+        "state: sqlite://state.db\nservices:\n  - name: a\n    match: {path: /a}\n    upstream: http://127.0.0.1:9000\n",
+    );
+    let policy = policy.to_str().expect("utf8");
+    let store = dir.path().join("state.db");
+
+    let out = run(&["check", "-c", policy]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("state store not opened; use --connect to verify"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!store.exists(), "check creates no state file");
+
+    let out = run(&["check", "-c", policy, "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("1 error(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!store.exists(), "check --connect creates no state file");
+
+    std::fs::write(&store, b"not a database, only text that is long enough").expect("write");
+    let out = run(&["check", "-c", policy, "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a SQLite database"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_file(&store).expect("remove");
+
+    // A store the gateway made: accepted, and left as it was.
+    let made = portcullis::store::sqlite::SqliteStore::open(&store).expect("open");
+    drop(made);
+    let before = std::fs::read(&store).expect("read");
+    let out = run(&["check", "-c", policy, "--connect"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("schema ok"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(&store).expect("read"), before);
+}
+
 #[test]
 fn includes_pull_in_services_and_report_their_own_positions() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -144,8 +144,7 @@ pub(crate) fn compile(
     let opened = (main.spec.token_service.present().is_some() || main.spec.state.is_some())
         .then(|| oauth::open_state(&main.spec, &mut context))
         .flatten();
-    let store: Arc<dyn crate::store::Store> =
-        opened.unwrap_or_else(|| Arc::new(crate::store::memory::MemoryStore::default()));
+    let store = opened.unwrap_or_else(crate::store::StateStore::memory);
     if let Some(ts) = main.spec.token_service.present() {
         context.token_service_declared = true;
         context.token_service = oauth::compile_token_service(ts, store.clone(), &mut context);

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::oauth::live::LiveTokens;
 use crate::oauth::remote::{KeysFormat, RemoteKeySet};
 use crate::runtime::Runtime;
-use crate::store::{Store, StoreUrl};
+use crate::store::{StateStore, StoreUrl};
 
 pub use yaml::Location;
 
@@ -128,7 +128,7 @@ pub(crate) fn parse_text<T: serde::de::DeserializeOwned>(
 }
 
 /// The store a first load opened, with the URL it was opened from.
-pub type OpenStore = (StoreUrl, Arc<dyn Store>);
+pub type OpenStore = (StoreUrl, StateStore);
 
 /// Remote key sets by URL and publication format.
 pub type KeySetsByUrl = HashMap<(String, KeysFormat), Arc<RemoteKeySet>>;
@@ -141,6 +141,8 @@ pub struct Carry {
     pub replay: Arc<Mutex<HashMap<String, Arc<ReplayCache>>>>,
     /// The state store, opened by the first load.
     pub store: Arc<Mutex<Option<OpenStore>>>,
+    /// The state URL the last load named (also on a dry run), for `check --connect`.
+    pub state_url: Arc<Mutex<Option<StoreUrl>>>,
     /// Verified-token cache, revocation epoch and pending usage.
     pub live: Arc<LiveTokens>,
     /// Remote key sets by URL and format, so fetched keys survive a reload.

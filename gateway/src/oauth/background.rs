@@ -1,6 +1,7 @@
 //! Background work for the token machinery: writing usage to the store in batches (and
-//! flagging, optionally revoking, tokens whose usage looks unusual), purging expired
-//! records, and refreshing remote key sets before they expire.
+//! flagging, optionally revoking, tokens whose usage looks unusual), watching the store's
+//! revocation epoch (revocations made by another process sharing the store), purging
+//! expired records, and refreshing remote key sets before they expire.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 /// Writes pending usage now; flags and (when the policy says so) revokes tokens past the
 /// usage thresholds. Returns how many tokens' usage was written. A batch covers at most one
 /// flush interval, so rates are judged over it (an early flush can only under-count).
-pub fn flush_usage(state: &GatewayState) -> usize {
-    match try_flush_usage(state) {
+pub async fn flush_usage(state: &GatewayState) -> usize {
+    match try_flush_usage(state).await {
         Ok(n) => n,
         Err(e) => {
             log::error!("usage statistics: {e}; will retry");
@@ -34,7 +35,7 @@ pub fn flush_usage(state: &GatewayState) -> usize {
 ///
 /// # Errors
 /// The store's error.
-pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
+pub async fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
     let rt = state.current();
     let live = &state.carry().live;
     let batch = live.drain();
@@ -42,7 +43,7 @@ pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
         return Ok(0);
     }
     let n = batch.len();
-    if let Err(e) = rt.store.record_usage(&batch) {
+    if let Err(e) = rt.store.tokens().record_usage(&batch).await {
         live.restore(batch);
         return Err(e.to_string());
     }
@@ -62,7 +63,7 @@ pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
             .map(|max| format!("used {rate} times a minute (limit {max})"));
         if reason.is_none() {
             if let Some(max) = policy.max_distinct_ips {
-                if let Ok(Some(t)) = rt.store.token(&d.token_id) {
+                if let Ok(Some(t)) = rt.store.tokens().token(&d.token_id).await {
                     if t.usage.distinct_ips > max {
                         reason = Some(format!(
                             "used from {} client addresses (limit {max})",
@@ -73,7 +74,7 @@ pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
             }
         }
         let Some(reason) = reason else { continue };
-        if let Err(e) = rt.store.flag(&d.token_id, &reason) {
+        if let Err(e) = rt.store.tokens().flag(&d.token_id, &reason).await {
             log::error!("usage statistics: cannot flag a token: {e}");
             continue;
         }
@@ -84,7 +85,7 @@ pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
                 now: now_secs(),
                 ..TokenFilter::default()
             };
-            match ts.revoke(&filter, "anomaly", Some(reason)) {
+            match ts.revoke(&filter, "anomaly", Some(reason)).await {
                 Ok(k) if k > 0 => log::warn!("token {} revoked automatically", d.token_id),
                 Ok(_) => {}
                 Err(e) => log::error!("cannot revoke flagged token {}: {e}", d.token_id),
@@ -94,7 +95,22 @@ pub fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Flushes usage on its interval and once more at shutdown; purges old records hourly.
+/// Looks at the store's revocation epoch; when another process revoked something, the
+/// verified-token cache is dropped.
+async fn watch_revocations(state: &GatewayState) {
+    let store = state.current().store.clone();
+    match store.revocations().revocation_epoch().await {
+        Ok(epoch) => {
+            if state.carry().live.observe_store_epoch(epoch) {
+                log::debug!("state store: revocation epoch {epoch}; verified tokens dropped");
+            }
+        }
+        Err(error) => log::error!("state store: cannot read the revocation epoch: {error}"),
+    }
+}
+
+/// Flushes usage on its interval and once more at shutdown; watches the revocation epoch
+/// on the same beat; purges old records hourly.
 pub struct TokenUpkeep {
     pub state: Arc<GatewayState>,
 }
@@ -113,24 +129,20 @@ impl BackgroundService for TokenUpkeep {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => {
-                    let state = self.state.clone();
-                    let _ = tokio::task::spawn_blocking(move || flush_usage(&state)).await;
+                    flush_usage(&self.state).await;
                     return;
                 }
             }
-            let state = self.state.clone();
-            let _ = tokio::task::spawn_blocking(move || flush_usage(&state)).await;
+            flush_usage(&self.state).await;
+            watch_revocations(&self.state).await;
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = std::time::Instant::now();
                 let store = self.state.current().store.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    match store.purge_expired(now_secs() - KEEP_EXPIRED_SECS) {
-                        Ok(n) if n > 0 => log::info!("state store: purged {n} expired record(s)"),
-                        Ok(_) => {}
-                        Err(e) => log::error!("state store: purge failed: {e}"),
-                    }
-                })
-                .await;
+                match store.purge_expired(now_secs() - KEEP_EXPIRED_SECS).await {
+                    Ok(n) if n > 0 => log::info!("state store: purged {n} expired record(s)"),
+                    Ok(_) => {}
+                    Err(e) => log::error!("state store: purge failed: {e}"),
+                }
             }
         }
     }

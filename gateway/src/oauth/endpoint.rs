@@ -191,11 +191,12 @@ fn credentials(auth: Option<&[u8]>, form: &Form) -> Result<Credentials, OAuthErr
     }
 }
 
-/// Runs blocking store work off the proxy's threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, OAuthError> + Send + 'static,
+/// Runs store work as a task of its own: when the client goes away mid-request, a refresh
+/// token already spent still gets its successor written, and a revocation completes.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, OAuthError>> + Send + 'static,
 ) -> Result<T, OAuthError> {
-    tokio::task::spawn_blocking(f)
+    tokio::spawn(work)
         .await
         .unwrap_or_else(|_| Err(ErrorCode::ServerError.error("the request could not be completed")))
 }
@@ -337,7 +338,8 @@ async fn token(
             let scope = scope.map(str::to_owned);
             let svc = ts.clone();
             let issued =
-                blocking(move || svc.refresh(&client, &presented, scope.as_deref())).await?;
+                detached(async move { svc.refresh(&client, &presented, scope.as_deref()).await })
+                    .await?;
             return Ok(issued_answer(&issued));
         }
         GRANT_JWT_BEARER => {
@@ -354,7 +356,7 @@ async fn token(
         }
     };
     let svc = ts.clone();
-    let issued = blocking(move || svc.issue(&grant)).await?;
+    let issued = detached(async move { svc.issue(&grant).await }).await?;
     Ok(issued_answer(&issued))
 }
 
@@ -373,7 +375,7 @@ async fn introspect(
     let client = authenticated(ts, creds)?.clone();
     let token = form.require("token")?.to_owned();
     let svc = ts.clone();
-    let rec = blocking(move || Ok(svc.find_presented(&token)?)).await?;
+    let rec = detached(async move { Ok(svc.find_presented(&token).await?) }).await?;
     let now = now_secs();
     let inactive = || Answer::json(StatusCode::OK, &serde_json::json!({"active": false}));
     let Some(rec) = rec else {
@@ -416,8 +418,8 @@ async fn revoke(
     let client = authenticated(ts, creds)?.clone();
     let token = form.require("token")?.to_owned();
     let svc = ts.clone();
-    blocking(move || {
-        let Some(rec) = svc.find_presented(&token)? else {
+    detached(async move {
+        let Some(rec) = svc.find_presented(&token).await? else {
             // RFC 7009 §2.2: an unknown token is answered 200 all the same.
             return Ok(());
         };
@@ -441,7 +443,8 @@ async fn revoke(
             &filter,
             "client",
             Some("revoked by the client (RFC 7009)".to_owned()),
-        )?;
+        )
+        .await?;
         Ok(())
     })
     .await?;

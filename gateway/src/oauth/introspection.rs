@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portcullis_assertions::bearer::{Prefetch, TokenError, TokenResolver, ValidToken};
+use portcullis_assertions::bearer::{TokenError, TokenResolver, ValidToken};
+use portcullis_assertions::PrefetchWork;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -171,7 +172,7 @@ impl TokenResolver for IntrospectionResolver {
         true
     }
 
-    fn prefetch(&self, token: &str) -> Option<Prefetch> {
+    fn prefetch(&self, token: &str) -> Option<PrefetchWork> {
         let key = digest(token);
         if self.known(&key, now_secs()) {
             return None;

@@ -1,12 +1,17 @@
 //! What the token machinery keeps in memory across reloads: the verified-token cache, the
-//! revocation epoch that invalidates it, and usage waiting to be written.
+//! refusals the store taught it, the revocation epoch that invalidates the cache, and usage
+//! waiting to be written.
 //!
 //! A token verified once is cached under the SHA-256 of its text, so neither the signature
 //! check nor the store read is paid on every call. Any revocation bumps the epoch; a cached
-//! entry from an older epoch is checked against the store again before it is trusted, so a
-//! revocation takes effect on the very next request. Usage is counted here per token and
-//! written to the store in batches by the flusher (and once more at shutdown).
+//! entry from an older epoch is checked against the store again (in the next request's
+//! prefetch) before it is trusted, so a revocation takes effect on the very next request.
+//! The store keeps its own revocation epoch; when the upkeep task sees it move (another
+//! process sharing the store revoked something) the epoch here moves too.
+//! Usage is counted here per token and written to the store in batches by the flusher (and
+//! once more at shutdown).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,9 @@ use crate::store::UsageDelta;
 const SHARDS: usize = 16;
 /// Entries per cache shard; a full shard is emptied (the cheapest fair eviction).
 const SHARD_CAPACITY: usize = 8192;
+/// How long a refusal read from the store is remembered. A revoked, expired or unknown
+/// token never becomes valid, so this only bounds how long the entry takes memory.
+const REFUSAL_SECS: i64 = 300;
 /// Distinct addresses remembered per token between two flushes.
 const IPS_PER_BATCH: usize = 32;
 
@@ -38,10 +46,20 @@ struct Pending {
     ips: Vec<IpAddr>,
 }
 
+/// Why the store refused a token, and until when that is remembered.
+#[derive(Debug)]
+struct Refusal {
+    why: Cow<'static, str>,
+    until: i64,
+}
+
 #[derive(Debug)]
 pub struct LiveTokens {
     epoch: AtomicU64,
+    /// The store's revocation epoch when last looked at.
+    store_epoch: AtomicU64,
     cache: Vec<Mutex<HashMap<[u8; 32], Arc<CachedToken>>>>,
+    refusals: Vec<Mutex<HashMap<[u8; 32], Refusal>>>,
     usage: Vec<Mutex<HashMap<Arc<str>, Pending>>>,
 }
 
@@ -49,7 +67,9 @@ impl Default for LiveTokens {
     fn default() -> Self {
         LiveTokens {
             epoch: AtomicU64::new(1),
+            store_epoch: AtomicU64::new(0),
             cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            refusals: (0..SHARDS).map(|_| Mutex::default()).collect(),
             usage: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -73,6 +93,48 @@ impl LiveTokens {
     /// After any revocation: every cached token is checked again before it is trusted.
     pub fn revoked(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// After a revocation made here, which moved the store's epoch to `store_epoch`.
+    pub fn revoked_here(&self, store_epoch: u64) {
+        self.store_epoch.store(store_epoch, Ordering::Release);
+        self.revoked();
+    }
+
+    /// The store's revocation epoch as just read: when it moved since the last look, a
+    /// revocation happened elsewhere and every cached token is checked again. True then.
+    pub fn observe_store_epoch(&self, store_epoch: u64) -> bool {
+        let moved = self.store_epoch.swap(store_epoch, Ordering::AcqRel) != store_epoch;
+        if moved {
+            self.revoked();
+        }
+        moved
+    }
+
+    /// Remembers that the store refused the token with this digest (unknown, revoked,
+    /// expired, not an access token), so the request path can answer without the store.
+    pub fn remember_refusal(&self, digest: [u8; 32], why: Cow<'static, str>, now: i64) {
+        let mut shard = lock(&self.refusals[shard_of(&digest)]);
+        if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&digest) {
+            shard.clear();
+        }
+        shard.insert(
+            digest,
+            Refusal {
+                why,
+                until: now + REFUSAL_SECS,
+            },
+        );
+    }
+
+    /// Why the store refused the token with this digest, when that is remembered at `now`.
+    #[must_use]
+    pub fn refusal(&self, digest: &[u8; 32], now: i64) -> Option<Cow<'static, str>> {
+        let shard = lock(&self.refusals[shard_of(digest)]);
+        shard
+            .get(digest)
+            .filter(|r| now < r.until)
+            .map(|r| r.why.clone())
     }
 
     /// The cached validation of the token with this digest, if it is still good at `now`
@@ -187,6 +249,34 @@ mod tests {
         assert!(live.cached(&d, 100).is_none(), "expired");
         live.revoked();
         assert!(live.cached(&d, 50).is_none(), "older epoch");
+    }
+
+    #[test]
+    fn a_move_of_the_store_epoch_invalidates_the_cache_once() {
+        let live = LiveTokens::default();
+        let d = [2u8; 32];
+        live.revoked_here(4);
+        live.remember(d, token(100), live.epoch());
+        assert!(
+            !live.observe_store_epoch(4),
+            "our own revocation, already counted"
+        );
+        assert!(live.cached(&d, 50).is_some());
+        assert!(live.observe_store_epoch(5), "another process revoked");
+        assert!(live.cached(&d, 50).is_none());
+    }
+
+    #[test]
+    fn refusals_are_remembered_for_a_while() {
+        let live = LiveTokens::default();
+        let d = [3u8; 32];
+        assert_eq!(live.refusal(&d, 10), None);
+        live.remember_refusal(d, "the token has been revoked".into(), 10);
+        assert_eq!(
+            live.refusal(&d, 10 + REFUSAL_SECS - 1).as_deref(),
+            Some("the token has been revoked")
+        );
+        assert_eq!(live.refusal(&d, 10 + REFUSAL_SECS), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::store::{
-    now_secs, Revocation, Store, StoreError, TokenFilter, TokenFormat, TokenKind, TokenRecord,
+    now_secs, Revocation, StateStore, StoreError, TokenFilter, TokenFormat, TokenKind, TokenRecord,
 };
 use keys::SigningKeys;
 use live::LiveTokens;
@@ -179,7 +179,7 @@ pub struct TokenService {
     pub keys: SigningKeys,
     pub clients: HashMap<String, Client>,
     pub trusted: Vec<jwt_bearer::TrustedIssuer>,
-    pub store: Arc<dyn Store>,
+    pub store: StateStore,
     pub live: Arc<LiveTokens>,
     pub usage: UsagePolicy,
     /// RFC 8414 metadata, rendered once.
@@ -292,14 +292,14 @@ impl TokenService {
         Ok(out.join(" "))
     }
 
-    /// Issues the tokens of a grant and stores their records. Blocking: may commit to disk.
+    /// Issues the tokens of a grant and stores their records.
     ///
     /// # Errors
     /// A replayed assertion (`invalid_grant`), or the store failed.
-    pub fn issue(&self, g: &Grant) -> Result<Issued, OAuthError> {
+    pub async fn issue(&self, g: &Grant) -> Result<Issued, OAuthError> {
         let now = now_secs();
         if let Some((key, until)) = &g.once {
-            if !self.store.use_once(key, *until, now)? {
+            if !self.store.once().use_once(key, *until, now).await? {
                 return Err(OAuthError::new(
                     "invalid_grant",
                     "this assertion has been used before (jti replay)",
@@ -316,13 +316,16 @@ impl TokenService {
         if g.refresh {
             let token = random_token(32)?;
             let id = opaque_id(&token);
-            self.store.insert_token(&TokenRecord {
-                kind: TokenKind::Refresh,
-                format: TokenFormat::Opaque,
-                refresh_id: g.previous_refresh.clone(),
-                expires_at: now + self.refresh_ttl,
-                ..fresh_record(id.clone(), g, family.clone(), now)
-            })?;
+            self.store
+                .tokens()
+                .insert_token(&TokenRecord {
+                    kind: TokenKind::Refresh,
+                    format: TokenFormat::Opaque,
+                    refresh_id: g.previous_refresh.clone(),
+                    expires_at: now + self.refresh_ttl,
+                    ..fresh_record(id.clone(), g, family.clone(), now)
+                })
+                .await?;
             refresh_token = Some(token);
             refresh_id = Some(id);
         }
@@ -356,13 +359,16 @@ impl TokenService {
                 (t, jti)
             }
         };
-        self.store.insert_token(&TokenRecord {
-            kind: TokenKind::Access,
-            format: g.format,
-            refresh_id,
-            expires_at: exp,
-            ..fresh_record(id, g, family, now)
-        })?;
+        self.store
+            .tokens()
+            .insert_token(&TokenRecord {
+                kind: TokenKind::Access,
+                format: g.format,
+                refresh_id,
+                expires_at: exp,
+                ..fresh_record(id, g, family, now)
+            })
+            .await?;
         Ok(Issued {
             access_token,
             token_type: "Bearer",
@@ -374,11 +380,10 @@ impl TokenService {
 
     /// The `refresh_token` grant: the presented token dies and a new pair is issued in the
     /// same family; a token that already died being presented again revokes the family.
-    /// Blocking.
     ///
     /// # Errors
     /// `invalid_grant` / `invalid_scope` per RFC 6749.
-    pub fn refresh(
+    pub async fn refresh(
         &self,
         client: &Client,
         token: &str,
@@ -391,7 +396,7 @@ impl TokenService {
                 "the refresh token is invalid, expired or revoked",
             )
         };
-        let Some(rec) = self.store.token(&opaque_id(token))? else {
+        let Some(rec) = self.store.tokens().token(&opaque_id(token)).await? else {
             return Err(invalid());
         };
         if rec.kind != TokenKind::Refresh || rec.client_id != client.id {
@@ -408,18 +413,20 @@ impl TokenService {
             .map(str::to_owned)
             .collect();
         let scope = Self::grant_scope(scope, &original, "this refresh token")?;
-        if !self.store.mark_rotated(&rec.id, now)? {
+        if !self.store.tokens().mark_rotated(&rec.id, now).await? {
             // Already exchanged once: someone holds a copy. Kill the whole family.
             if let Some(family) = &rec.family_id {
-                let n = self.revoke(
-                    &TokenFilter {
-                        family_id: Some(family.clone()),
-                        now,
-                        ..TokenFilter::default()
-                    },
-                    "reuse",
-                    Some("a rotated refresh token was presented again".to_owned()),
-                )?;
+                let n = self
+                    .revoke(
+                        &TokenFilter {
+                            family_id: Some(family.clone()),
+                            now,
+                            ..TokenFilter::default()
+                        },
+                        "reuse",
+                        Some("a rotated refresh token was presented again".to_owned()),
+                    )
+                    .await?;
                 log::warn!(
                     "token service: refresh token reuse by client {}; {n} token(s) of its family revoked",
                     client.id
@@ -442,29 +449,34 @@ impl TokenService {
             source: rec.source.clone(),
             once: None,
         })
+        .await
     }
 
-    /// Revokes what the filter selects and invalidates the verified-token cache. Blocking.
+    /// Revokes what the filter selects and invalidates the verified-token cache.
     ///
     /// # Errors
     /// The store failed.
-    pub fn revoke(
+    pub async fn revoke(
         &self,
         filter: &TokenFilter,
         by: &str,
         reason: Option<String>,
     ) -> Result<usize, StoreError> {
-        let ids = self.store.revoke(
-            filter,
-            &Revocation {
-                at: now_secs(),
-                by: by.to_owned(),
-                reason,
-            },
-        )?;
+        let revoked = self
+            .store
+            .revocations()
+            .revoke(
+                filter,
+                &Revocation {
+                    at: now_secs(),
+                    by: by.to_owned(),
+                    reason,
+                },
+            )
+            .await?;
         // Even when nothing matched: a racing validation must not cache a stale answer.
-        self.live.revoked();
-        Ok(ids.len())
+        self.live.revoked_here(revoked.epoch);
+        Ok(revoked.ids.len())
     }
 
     /// The record of a token presented to introspection or revocation: a JWT of ours
@@ -472,7 +484,7 @@ impl TokenService {
     ///
     /// # Errors
     /// The store failed.
-    pub fn find_presented(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub async fn find_presented(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
         let id = if looks_like_jwt(token) {
             match self.verify_jwt(token, false) {
                 Ok(c) => c.jti,
@@ -481,7 +493,7 @@ impl TokenService {
         } else {
             opaque_id(token)
         };
-        self.store.token(&id)
+        self.store.tokens().token(&id).await
     }
 
     /// Verifies one of our JWTs: signature by a listed key, issuer, audience, and expiry

@@ -1,25 +1,31 @@
 //! The validators behind `require_bearer`.
 //!
-//! [`LocalResolver`]: tokens this gateway issued. A JWT's signature, issuer, audience and
-//! expiry are checked locally, then its record in the store (revoked? a refresh token?);
-//! an opaque token is found by its digest. The answer is cached until the token expires or
-//! the next revocation, and each use is counted for the write-behind usage statistics.
+//! [`LocalResolver`]: tokens this gateway issued. Its `prefetch` (awaited before the
+//! pipeline runs) checks a JWT's signature, issuer, audience and expiry, or takes an opaque
+//! token's digest, and reads the token's record from the state store: an active access
+//! token goes into the verified-token cache, anything else into the remembered refusals.
+//! `resolve` (inside the step) reads only those, never the store, and counts each use for
+//! the write-behind usage statistics. A token found in neither was not read from the store
+//! (the store failed, or a revocation landed between the read and the check): it is
+//! refused with 503 `token-validation-unavailable`, never let through.
 //!
 //! [`RemoteJwtResolver`]: JWTs of another issuer, checked against its published key set.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use portcullis_assertions::bearer::{Prefetch, TokenError, TokenResolver, ValidToken};
+use portcullis_assertions::bearer::{TokenError, TokenResolver, ValidToken};
+use portcullis_assertions::PrefetchWork;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::live::LiveTokens;
 use super::remote::{KeyError, RemoteKeySet};
 use super::{looks_like_jwt, TokenService};
-use crate::store::{now_secs, TokenKind};
+use crate::store::{now_secs, TokenKind, TokenRecord};
 
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -31,55 +37,83 @@ pub struct LocalResolver {
     pub service: Arc<TokenService>,
 }
 
+/// What a token's record says at `now`: the validated token, or why it is refused.
+fn judge(record: &TokenRecord, now: i64) -> Result<ValidToken, Cow<'static, str>> {
+    if record.kind != TokenKind::Access {
+        return Err("a refresh token cannot be used to call an API".into());
+    }
+    match record.status(now) {
+        "active" => Ok(ValidToken {
+            id: Arc::from(record.id.as_str()),
+            client_id: Arc::from(record.client_id.as_str()),
+            subject: Arc::from(record.subject.as_str()),
+            scope: Arc::from(record.scope.as_str()),
+            expires_at: record.expires_at,
+        }),
+        "revoked" => Err("the token has been revoked".into()),
+        _ => Err("the token has expired".into()),
+    }
+}
+
 impl TokenResolver for LocalResolver {
     fn resolve(&self, token: &str, ip: IpAddr) -> Result<Arc<ValidToken>, TokenError> {
         let now = now_secs();
         let key = digest(token);
         let live = &self.service.live;
-        if let Some(t) = live.cached(&key, now) {
-            live.used(&t.id, ip, now);
-            return Ok(t);
+        if let Some(valid) = live.cached(&key, now) {
+            live.used(&valid.id, ip, now);
+            return Ok(valid);
         }
-        let epoch = live.epoch();
-        let id = if looks_like_jwt(token) {
+        if let Some(why) = live.refusal(&key, now) {
+            return Err(TokenError::Invalid(why));
+        }
+        // Prefetch leaves a JWT that does not verify to this check, for its precise reason.
+        if looks_like_jwt(token) {
             self.service
                 .verify_jwt(token, true)
-                .map_err(|e| TokenError::Invalid(e.into()))?
-                .jti
+                .map_err(|why| TokenError::Invalid(why.into()))?;
+        }
+        Err(TokenError::Unavailable(
+            "the token could not be checked against the state store".into(),
+        ))
+    }
+
+    fn prefetches(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, token: &str) -> Option<PrefetchWork> {
+        let now = now_secs();
+        let key = digest(token);
+        let live = &self.service.live;
+        if live.cached(&key, now).is_some() || live.refusal(&key, now).is_some() {
+            return None;
+        }
+        let id = if looks_like_jwt(token) {
+            // A JWT that does not verify needs no store read: resolve refuses it.
+            self.service.verify_jwt(token, true).ok()?.jti
         } else {
             hex::encode(key)
         };
-        let rec = self
-            .service
-            .store
-            .token(&id)
-            .map_err(|e| {
-                log::error!("require_bearer: {e}");
-                TokenError::Unavailable("the token store is unavailable".into())
-            })?
-            .ok_or(TokenError::Invalid(
-                "the token is not known to this gateway".into(),
-            ))?;
-        if rec.kind != TokenKind::Access {
-            return Err(TokenError::Invalid(
-                "a refresh token cannot be used to call an API".into(),
-            ));
-        }
-        match rec.status(now) {
-            "active" => {}
-            "revoked" => return Err(TokenError::Invalid("the token has been revoked".into())),
-            _ => return Err(TokenError::Invalid("the token has expired".into())),
-        }
-        let valid = Arc::new(ValidToken {
-            id: Arc::from(rec.id.as_str()),
-            client_id: Arc::from(rec.client_id.as_str()),
-            subject: Arc::from(rec.subject.as_str()),
-            scope: Arc::from(rec.scope.as_str()),
-            expires_at: rec.expires_at,
-        });
-        live.remember(key, valid.clone(), epoch);
-        live.used(&valid.id, ip, now);
-        Ok(valid)
+        // Read before the store is: a revocation racing with the read leaves the cached
+        // answer in an older epoch, where it is not trusted.
+        let epoch = live.epoch();
+        let service = self.service.clone();
+        Some(Box::pin(async move {
+            match service.store.tokens().token(&id).await {
+                Ok(Some(record)) => match judge(&record, now) {
+                    Ok(valid) => service.live.remember(key, Arc::new(valid), epoch),
+                    Err(why) => service.live.remember_refusal(key, why, now),
+                },
+                Ok(None) => service.live.remember_refusal(
+                    key,
+                    "the token is not known to this gateway".into(),
+                    now,
+                ),
+                // Nothing is remembered: resolve refuses with 503 (fail closed).
+                Err(error) => log::error!("require_bearer: {error}"),
+            }
+        }))
     }
 }
 
@@ -196,7 +230,7 @@ impl TokenResolver for RemoteJwtResolver {
         true
     }
 
-    fn prefetch(&self, token: &str) -> Option<Prefetch> {
+    fn prefetch(&self, token: &str) -> Option<PrefetchWork> {
         let kid = jsonwebtoken::decode_header(token).ok()?.kid;
         if self.keys.lookup(kid.as_deref()).is_ok() {
             return None;

@@ -1,11 +1,11 @@
 use std::net::IpAddr;
 
-use portcullis_assertions::bearer::{TokenError, TokenResolver};
+use portcullis_assertions::bearer::{TokenError, TokenResolver, ValidToken};
 
 use super::keys::SigningKey;
 use super::resolver::LocalResolver;
 use super::*;
-use crate::store::memory::MemoryStore;
+use crate::store::StateStore;
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,7 +57,7 @@ fn service(access_ttl: i64) -> Arc<TokenService> {
         keys,
         clients,
         trusted: Vec::new(),
-        store: Arc::new(MemoryStore::default()),
+        store: StateStore::memory(),
         live: Arc::new(LiveTokens::default()),
         usage: UsagePolicy::default(),
         metadata_json: Vec::new(),
@@ -118,20 +118,29 @@ fn scopes_are_granted_only_when_allowed() {
     assert!(e.description.contains("\"admin\""));
 }
 
-#[test]
-fn issued_tokens_validate_until_revoked() {
+/// What `require_bearer` does with a token: the resolver's prefetch (the store read),
+/// awaited, then its synchronous check.
+async fn check(r: &LocalResolver, token: &str) -> Result<Arc<ValidToken>, TokenError> {
+    if let Some(work) = r.prefetch(token) {
+        work.await;
+    }
+    r.resolve(token, ip())
+}
+
+#[tokio::test]
+async fn issued_tokens_validate_until_revoked() {
     for client in ["jwt-app", "opaque-app"] {
         let ts = service(60);
-        let issued = ts.issue(&grant(&ts, client)).expect("issue");
+        let issued = ts.issue(&grant(&ts, client)).await.expect("issue");
         assert_eq!(looks_like_jwt(&issued.access_token), client == "jwt-app");
         let r = LocalResolver {
             service: ts.clone(),
         };
-        let v = r.resolve(&issued.access_token, ip()).expect("valid");
+        let v = check(&r, &issued.access_token).await.expect("valid");
         assert_eq!(&*v.client_id, client);
         assert_eq!(&*v.scope, "a b");
         // Cached now; a revocation is seen on the very next call.
-        assert!(r.resolve(&issued.access_token, ip()).is_ok());
+        assert!(check(&r, &issued.access_token).await.is_ok());
         let n = ts
             .revoke(
                 &TokenFilter {
@@ -141,22 +150,23 @@ fn issued_tokens_validate_until_revoked() {
                 "provider",
                 None,
             )
+            .await
             .expect("revoke");
         assert_eq!(n, 1);
         assert_eq!(
-            r.resolve(&issued.access_token, ip()),
+            check(&r, &issued.access_token).await,
             Err(TokenError::Invalid("the token has been revoked".into()))
         );
         // A refresh token is not an access token.
         let refresh = issued.refresh_token.expect("refresh");
-        assert!(r.resolve(&refresh, ip()).is_err());
+        assert!(check(&r, &refresh).await.is_err());
     }
 }
 
-#[test]
-fn jwts_signed_otherwise_are_refused() {
+#[tokio::test]
+async fn jwts_signed_otherwise_are_refused() {
     let ts = service(60);
-    let issued = ts.issue(&grant(&ts, "jwt-app")).expect("issue");
+    let issued = ts.issue(&grant(&ts, "jwt-app")).await.expect("issue");
     let r = LocalResolver {
         service: ts.clone(),
     };
@@ -168,7 +178,7 @@ fn jwts_signed_otherwise_are_refused() {
         .replace("\"a b\"", "\"a b admin\"");
     parts[1] = URL_SAFE_NO_PAD.encode(tampered);
     assert!(matches!(
-        r.resolve(&parts.join("."), ip()),
+        check(&r, &parts.join(".")).await,
         Err(TokenError::Invalid(_))
     ));
     // alg none.
@@ -178,65 +188,165 @@ fn jwts_signed_otherwise_are_refused() {
         issued.access_token.split('.').nth(1).expect("payload")
     );
     assert!(matches!(
-        r.resolve(&forged, ip()),
+        check(&r, &forged).await,
         Err(TokenError::Invalid(_))
     ));
     // An expired token, even with a good signature.
     let short = service(1);
-    let old = short.issue(&grant(&short, "jwt-app")).expect("issue");
-    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let old = short.issue(&grant(&short, "jwt-app")).await.expect("issue");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let r = LocalResolver {
         service: short.clone(),
     };
     assert!(matches!(
-        r.resolve(&old.access_token, ip()),
+        check(&r, &old.access_token).await,
         Err(TokenError::Invalid(_))
     ));
 }
 
-#[test]
-fn refresh_rotates_and_reuse_revokes_the_family() {
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_family() {
     let ts = service(60);
     let client = ts.clients["opaque-app"].clone();
-    let first = ts.issue(&grant(&ts, "opaque-app")).expect("issue");
+    let first = ts.issue(&grant(&ts, "opaque-app")).await.expect("issue");
     let r1 = first.refresh_token.clone().expect("refresh");
-    let second = ts.refresh(&client, &r1, Some("a")).expect("rotate");
+    let second = ts.refresh(&client, &r1, Some("a")).await.expect("rotate");
     assert_eq!(second.scope, "a");
     let r2 = second.refresh_token.clone().expect("new refresh");
     assert_ne!(r1, r2);
     // Widening the scope on refresh is refused.
-    let e = ts.refresh(&client, &r2, Some("a b")).expect_err("wider");
+    let e = ts
+        .refresh(&client, &r2, Some("a b"))
+        .await
+        .expect_err("wider");
     assert_eq!(e.error, "invalid_scope");
     // The refused attempt did not spend r2.
-    let third = ts.refresh(&client, &r2, None).expect("r2 still live");
+    let third = ts.refresh(&client, &r2, None).await.expect("r2 still live");
     assert_eq!(third.scope, "a");
     // Replaying the dead r1 revokes the whole family, r2 and both access tokens included.
-    let e = ts.refresh(&client, &r1, None).expect_err("reuse");
+    let e = ts.refresh(&client, &r1, None).await.expect_err("reuse");
     assert_eq!(e.error, "invalid_grant");
     let r = LocalResolver {
         service: ts.clone(),
     };
-    assert!(r.resolve(&first.access_token, ip()).is_err());
-    assert!(r.resolve(&second.access_token, ip()).is_err());
-    assert!(r.resolve(&third.access_token, ip()).is_err());
+    assert!(check(&r, &first.access_token).await.is_err());
+    assert!(check(&r, &second.access_token).await.is_err());
+    assert!(check(&r, &third.access_token).await.is_err());
     assert!(ts
         .refresh(&client, third.refresh_token.as_deref().expect("r3"), None)
+        .await
         .is_err());
     // Another client cannot use the refresh token.
     let other = ts.clients["jwt-app"].clone();
-    let fresh = ts.issue(&grant(&ts, "opaque-app")).expect("issue");
+    let fresh = ts.issue(&grant(&ts, "opaque-app")).await.expect("issue");
     assert!(ts
         .refresh(&other, fresh.refresh_token.as_deref().expect("r"), None)
+        .await
         .is_err());
 }
 
-#[test]
-fn a_replayed_assertion_id_is_refused() {
+#[tokio::test]
+async fn a_replayed_assertion_id_is_refused() {
     let ts = service(60);
     let mut g = grant(&ts, "jwt-app");
     g.once = Some(("jwt-bearer\niss\njti-1".into(), now_secs() + 60));
-    ts.issue(&g).expect("first");
-    assert_eq!(ts.issue(&g).expect_err("replay").error, "invalid_grant");
+    ts.issue(&g).await.expect("first");
+    assert_eq!(
+        ts.issue(&g).await.expect_err("replay").error,
+        "invalid_grant"
+    );
+}
+
+#[tokio::test]
+async fn a_token_not_prefetched_is_refused_without_a_store_read() {
+    let ts = service(60);
+    let r = LocalResolver {
+        service: ts.clone(),
+    };
+    for client in ["jwt-app", "opaque-app"] {
+        let issued = ts.issue(&grant(&ts, client)).await.expect("issue");
+        // The check alone never reads the store: unverified, the token is refused (fail
+        // closed), and the refusal says validation could not be done, not that it is bad.
+        assert_eq!(
+            r.resolve(&issued.access_token, ip()),
+            Err(TokenError::Unavailable(
+                "the token could not be checked against the state store".into()
+            ))
+        );
+        assert!(check(&r, &issued.access_token).await.is_ok());
+        // Once read, it is answered from memory: no prefetch work remains.
+        assert!(r.prefetch(&issued.access_token).is_none());
+        assert!(r.resolve(&issued.access_token, ip()).is_ok());
+    }
+    // A token the store does not know is remembered as refused.
+    let unknown = "an-opaque-token-nobody-issued";
+    assert_eq!(
+        check(&r, unknown).await,
+        Err(TokenError::Invalid(
+            "the token is not known to this gateway".into()
+        ))
+    );
+    assert!(r.prefetch(unknown).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_another_process_reaches_this_cache_through_the_epoch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let open = || {
+        StateStore::from_backend(
+            Arc::new(crate::store::sqlite::SqliteStore::open(&path).expect("open")),
+            "shared",
+        )
+    };
+    let here = with_store(service(60), open());
+    let elsewhere = with_store(service(60), open());
+    let issued = here
+        .issue(&grant(&here, "opaque-app"))
+        .await
+        .expect("issue");
+    let r = LocalResolver {
+        service: here.clone(),
+    };
+    let id = check(&r, &issued.access_token)
+        .await
+        .expect("valid")
+        .id
+        .to_string();
+    elsewhere
+        .revoke(
+            &TokenFilter {
+                id: Some(id),
+                ..TokenFilter::default()
+            },
+            "provider",
+            None,
+        )
+        .await
+        .expect("revoke");
+    // This process has not looked at the store's epoch yet: its cache still answers.
+    assert!(check(&r, &issued.access_token).await.is_ok());
+    let epoch = here
+        .store
+        .revocations()
+        .revocation_epoch()
+        .await
+        .expect("epoch");
+    assert!(here.live.observe_store_epoch(epoch));
+    assert_eq!(
+        check(&r, &issued.access_token).await,
+        Err(TokenError::Invalid("the token has been revoked".into()))
+    );
+}
+
+/// The same service over another store (and a cache of its own).
+fn with_store(ts: Arc<TokenService>, store: StateStore) -> Arc<TokenService> {
+    let ts = Arc::try_unwrap(ts).expect("sole owner");
+    Arc::new(TokenService {
+        store,
+        live: Arc::new(LiveTokens::default()),
+        ..ts
+    })
 }
 
 #[test]

@@ -102,9 +102,9 @@ pub fn check_body_size(service: &Service, length: u64) -> Result<(), Rejection> 
     Ok(())
 }
 
-/// Runs a service's request pipeline as the gateway does: the remote work its steps need
-/// first (a key set to fetch, a token to look up), awaited, then the steps themselves, which
-/// do no I/O.
+/// Runs a service's request pipeline as the gateway does: the I/O its steps need first (a
+/// key set to fetch for an unknown key id, a token's record in the state store), awaited,
+/// then the steps themselves, which do no I/O.
 pub async fn run_request_pipeline(
     service: &Service,
     head: &mut RequestHeader,

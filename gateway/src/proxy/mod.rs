@@ -336,10 +336,10 @@ impl Gateway {
         {
             return Ok(());
         }
-        let state = self.state.clone();
-        let written =
-            tokio::task::spawn_blocking(move || oauth::background::try_flush_usage(&state)).await;
-        if matches!(written, Ok(Ok(_))) {
+        if oauth::background::try_flush_usage(&self.state)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         Err(Rejection::new(

@@ -1,13 +1,17 @@
 //! The in-memory store: everything in one mutex-guarded map set, gone on exit. For tests and
-//! demos; production uses [`super::sqlite`].
+//! demos; production uses [`super::sqlite`]. Every call holds the lock only for in-memory
+//! work and never across an await, so it is safe to call from the runtime directly.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
+use async_trait::async_trait;
+
 use super::{
-    ClientRecord, ClientStats, Revocation, Store, StoreError, StoreResult, TokenFilter,
-    TokenRecord, UsageDelta,
+    ClientRecord, ClientStats, CounterStore, CounterWindow, IdentityEntry, IdentityStore,
+    OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult, TokenFilter,
+    TokenRecord, TokenStore, UsageDelta,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +23,9 @@ struct Inner {
     next_seq: u64,
     ips: HashMap<String, HashSet<IpAddr>>,
     once: HashMap<String, i64>,
+    revocation_epoch: u64,
+    counters: HashMap<String, CounterWindow>,
+    identities: HashMap<IpAddr, IdentityEntry>,
 }
 
 #[derive(Debug, Default)]
@@ -34,54 +41,51 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn describe(&self) -> String {
-        "memory".to_owned()
-    }
-
-    fn put_client(&self, client: &ClientRecord) -> StoreResult<()> {
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn put_client(&self, client: &ClientRecord) -> StoreResult<()> {
         self.lock()
             .clients
             .insert(client.id.clone(), client.clone());
         Ok(())
     }
 
-    fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
+    async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
         Ok(self.lock().clients.get(id).cloned())
     }
 
-    fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
+    async fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
         let mut all: Vec<ClientRecord> = self.lock().clients.values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
     }
 
-    fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
-        let mut g = self.lock();
-        if g.tokens.contains_key(&token.id) {
+    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.tokens.contains_key(&token.id) {
             return Err(StoreError::Corrupt(format!(
                 "token id {} already exists",
                 token.id
             )));
         }
-        let seq = g.next_seq;
-        g.next_seq += 1;
-        g.seq.insert(token.id.clone(), seq);
-        g.tokens.insert(token.id.clone(), token.clone());
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.seq.insert(token.id.clone(), seq);
+        inner.tokens.insert(token.id.clone(), token.clone());
         Ok(())
     }
 
-    fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
         Ok(self.lock().tokens.get(id).cloned())
     }
 
-    fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
-        let g = self.lock();
-        let mut found: Vec<(&TokenRecord, u64)> = g
+    async fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
+        let inner = self.lock();
+        let mut found: Vec<(&TokenRecord, u64)> = inner
             .tokens
             .values()
             .filter(|t| filter.matches(t))
-            .map(|t| (t, g.seq.get(&t.id).copied().unwrap_or(0)))
+            .map(|t| (t, inner.seq.get(&t.id).copied().unwrap_or(0)))
             .collect();
         found.sort_by(|a, b| b.0.issued_at.cmp(&a.0.issued_at).then(b.1.cmp(&a.1)));
         let limit = if filter.limit == 0 {
@@ -97,24 +101,9 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Vec<String>> {
-        let mut g = self.lock();
-        let mut ids = Vec::new();
-        for t in g.tokens.values_mut() {
-            if t.revoked_at.is_none() && filter.matches(t) {
-                t.revoked_at = Some(how.at);
-                t.revoked_by = Some(how.by.clone());
-                t.revoke_reason.clone_from(&how.reason);
-                ids.push(t.id.clone());
-            }
-        }
-        ids.sort();
-        Ok(ids)
-    }
-
-    fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
-        let mut g = self.lock();
-        match g.tokens.get_mut(id) {
+    async fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        match inner.tokens.get_mut(id) {
             Some(t) if t.rotated_at.is_none() && t.revoked_at.is_none() => {
                 t.rotated_at = Some(at);
                 Ok(true)
@@ -123,15 +112,15 @@ impl Store for MemoryStore {
         }
     }
 
-    fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
-        let mut g = self.lock();
+    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+        let mut inner = self.lock();
         for d in batch {
             let distinct = {
-                let set = g.ips.entry(d.token_id.clone()).or_default();
+                let set = inner.ips.entry(d.token_id.clone()).or_default();
                 set.extend(d.ips.iter().copied());
                 set.len() as u64
             };
-            if let Some(t) = g.tokens.get_mut(&d.token_id) {
+            if let Some(t) = inner.tokens.get_mut(&d.token_id) {
                 let u = &mut t.usage;
                 u.count += d.count;
                 u.first_used_at = Some(
@@ -148,7 +137,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
+    async fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
         if let Some(t) = self.lock().tokens.get_mut(id) {
             if t.flagged.is_none() {
                 t.flagged = Some(reason.to_owned());
@@ -157,19 +146,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
-        let mut g = self.lock();
-        if g.once.get(key).is_some_and(|&exp| exp > now) {
-            return Ok(false);
-        }
-        g.once.insert(key.to_owned(), expires_at);
-        Ok(true)
-    }
-
-    fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
-        let g = self.lock();
+    async fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
+        let inner = self.lock();
         let mut by: HashMap<&str, ClientStats> = HashMap::new();
-        for t in g.tokens.values() {
+        for t in inner.tokens.values() {
             let s = by.entry(&t.client_id).or_insert_with(|| ClientStats {
                 client_id: t.client_id.clone(),
                 ..ClientStats::default()
@@ -188,29 +168,181 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
-    fn purge_expired(&self, before: i64) -> StoreResult<u64> {
-        let mut g = self.lock();
-        let n_once = g.once.len();
-        g.once.retain(|_, exp| *exp >= before);
-        let gone: Vec<String> = g
+    async fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let gone: Vec<String> = inner
             .tokens
             .values()
             .filter(|t| t.expires_at < before)
             .map(|t| t.id.clone())
             .collect();
         for id in &gone {
-            g.tokens.remove(id);
-            g.seq.remove(id);
-            g.ips.remove(id);
+            inner.tokens.remove(id);
+            inner.seq.remove(id);
+            inner.ips.remove(id);
         }
-        Ok((n_once - g.once.len() + gone.len()) as u64)
+        Ok(gone.len() as u64)
+    }
+}
+
+#[async_trait]
+impl RevocationStore for MemoryStore {
+    async fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Revoked> {
+        let mut inner = self.lock();
+        let mut ids = Vec::new();
+        for t in inner.tokens.values_mut() {
+            if t.revoked_at.is_none() && filter.matches(t) {
+                t.revoked_at = Some(how.at);
+                t.revoked_by = Some(how.by.clone());
+                t.revoke_reason.clone_from(&how.reason);
+                ids.push(t.id.clone());
+            }
+        }
+        ids.sort();
+        inner.revocation_epoch += 1;
+        Ok(Revoked {
+            ids,
+            epoch: inner.revocation_epoch,
+        })
+    }
+
+    async fn revocation_epoch(&self) -> StoreResult<u64> {
+        Ok(self.lock().revocation_epoch)
+    }
+}
+
+#[async_trait]
+impl OnceStore for MemoryStore {
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        if inner.once.get(key).is_some_and(|&exp| exp > now) {
+            return Ok(false);
+        }
+        inner.once.insert(key.to_owned(), expires_at);
+        Ok(true)
+    }
+
+    async fn purge_expired_markers(&self, before: i64) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let held = inner.once.len();
+        inner.once.retain(|_, expires_at| *expires_at >= before);
+        Ok((held - inner.once.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl CounterStore for MemoryStore {
+    async fn increment(
+        &self,
+        key: &str,
+        by: u64,
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<CounterWindow> {
+        let mut inner = self.lock();
+        let counter = inner
+            .counters
+            .entry(key.to_owned())
+            .or_insert(CounterWindow {
+                count: 0,
+                resets_at: now,
+            });
+        if counter.resets_at <= now {
+            *counter = CounterWindow {
+                count: 0,
+                resets_at: now.saturating_add(window_secs),
+            };
+        }
+        counter.count = counter.count.saturating_add(by);
+        Ok(*counter)
+    }
+
+    async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let held = inner.counters.len();
+        inner
+            .counters
+            .retain(|_, counter| counter.resets_at >= before);
+        Ok((held - inner.counters.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl IdentityStore for MemoryStore {
+    async fn put_identity(&self, entry: &IdentityEntry) -> StoreResult<()> {
+        self.lock().identities.insert(entry.ip, entry.clone());
+        Ok(())
+    }
+
+    async fn identity(&self, ip: IpAddr, now: i64) -> StoreResult<Option<IdentityEntry>> {
+        Ok(self
+            .lock()
+            .identities
+            .get(&ip)
+            .filter(|entry| entry.expires_at > now)
+            .cloned())
+    }
+
+    async fn remove_identity(&self, ip: IpAddr) -> StoreResult<bool> {
+        Ok(self.lock().identities.remove(&ip).is_some())
+    }
+
+    async fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>> {
+        let mut live: Vec<IdentityEntry> = self
+            .lock()
+            .identities
+            .values()
+            .filter(|entry| entry.expires_at > now)
+            .cloned()
+            .collect();
+        live.sort_by_key(|entry| entry.ip);
+        Ok(live)
+    }
+
+    async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let held = inner.identities.len();
+        inner
+            .identities
+            .retain(|_, entry| entry.expires_at >= before);
+        Ok((held - inner.identities.len()) as u64)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn passes_the_conformance_suite() {
-        super::super::conformance::run_all(&|| std::sync::Arc::new(super::MemoryStore::default()));
+    use std::sync::Arc;
+
+    use super::MemoryStore;
+    use crate::store::conformance;
+    use crate::store::StateStore;
+
+    fn fresh() -> Arc<MemoryStore> {
+        Arc::new(MemoryStore::default())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_token_suite() {
+        conformance::tokens::run_all(&StateStore::memory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_revocation_suite() {
+        conformance::revocations::run_all(&StateStore::memory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_once_suite() {
+        conformance::once::run_all(&|| fresh()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_counter_suite() {
+        conformance::counters::run_all(&|| fresh()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_identity_suite() {
+        conformance::identities::run_all(&|| fresh()).await;
     }
 }

@@ -1,23 +1,40 @@
-//! Shared gateway state behind one trait: tokens (with their usage), registered clients,
-//! revocations, one-time markers (assertion `jti` replay) — everything that must outlive a
-//! request and, with a durable backend, a restart.
+//! Shared gateway state, behind narrow async traits by purpose:
 //!
-//! Backends: [`memory::MemoryStore`] (tests, throw-away demos) and [`sqlite::SqliteStore`]
-//! (the default: one WAL-mode file). Every backend passes the same [`conformance`] suite.
+//! - [`TokenStore`]: registered clients, issued tokens (with rotation, usage, flags,
+//!   statistics and purging);
+//! - [`RevocationStore`]: revoking tokens, and the revocation epoch that tells every cache
+//!   of verified tokens to drop what it holds;
+//! - [`OnceStore`]: one-time markers with an expiry (jwt-bearer `jti`, SigV4 replay);
+//! - [`CounterStore`]: counters that grow by n within a window (rate limits, quotas);
+//! - [`IdentityStore`]: who is behind a client address, until when.
 //!
-//! Calls are synchronous and short; callers on an async runtime that may hit the disk with
-//! a commit (issuing, revoking) run them on a blocking thread.
+//! A [`StateStore`] hands out one object per trait, all from the same backend, opened from
+//! the policy's `state:` URL. Backends: [`memory::MemoryStore`] (tests, throw-away demos)
+//! and [`sqlite::SqliteStore`] (the default: one WAL-mode file; its calls run on tokio's
+//! blocking pool, so a disk commit never stalls a proxy thread). Every backend passes the
+//! conformance suite of each trait (`conformance/`).
+//!
+//! The traits are async because a network backend (Redis) would do I/O in every call. So
+//! no assertion calls them: the request path reads the store in `prefetch`, before the
+//! pipeline runs, and the steps answer from what that left in memory.
 
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
 pub mod sqlite;
+mod types;
 
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::Serialize;
+use async_trait::async_trait;
+
+pub use types::{
+    ClientRecord, ClientStats, CounterWindow, IdentityEntry, Revocation, TokenFilter, TokenFormat,
+    TokenKind, TokenRecord, Usage, UsageDelta,
+};
 
 /// What went wrong inside a backend. Callers fail closed on it.
 #[derive(Debug, thiserror::Error)]
@@ -36,252 +53,221 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Access token or refresh token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenKind {
-    Access,
-    Refresh,
-}
-
-impl TokenKind {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenKind::Access => "access",
-            TokenKind::Refresh => "refresh",
-        }
-    }
-
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "access" => Some(TokenKind::Access),
-            "refresh" => Some(TokenKind::Refresh),
-            _ => None,
-        }
-    }
-}
-
-/// How a token travels: a JWT signed by the gateway, or a random string stored hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TokenFormat {
-    Jwt,
-    Opaque,
-}
-
-impl TokenFormat {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenFormat::Jwt => "jwt",
-            TokenFormat::Opaque => "opaque",
-        }
-    }
-
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "jwt" => Some(TokenFormat::Jwt),
-            "opaque" => Some(TokenFormat::Opaque),
-            _ => None,
-        }
-    }
-}
-
-/// How a token has been used so far.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub count: u64,
-    pub first_used_at: Option<i64>,
-    pub last_used_at: Option<i64>,
-    pub last_ip: Option<String>,
-    pub distinct_ips: u64,
-}
-
-/// One issued token. `id` is the JWT's `jti`, or the hex SHA-256 of an opaque token (the
-/// token itself is never stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TokenRecord {
-    pub id: String,
-    pub kind: TokenKind,
-    pub format: TokenFormat,
-    pub client_id: String,
-    /// The resource owner: the role account of a jwt-bearer grant, or the client itself.
-    pub subject: String,
-    /// Space-separated, as in OAuth.
-    pub scope: String,
-    pub grant_type: String,
-    /// The refresh token issued with this access token (or, for a refresh token, the one it
-    /// replaced).
-    pub refresh_id: Option<String>,
-    /// Refresh rotation family: every token descended from one grant.
-    pub family_id: Option<String>,
-    /// What the token was exchanged for: `iss` and `jti` of the assertion.
-    pub source: Option<String>,
-    pub issued_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
-    /// Who revoked it: `provider`, `app_owner`, `subscriber`, `client`, `reuse`, `anomaly`.
-    pub revoked_by: Option<String>,
-    pub revoke_reason: Option<String>,
-    /// A refresh token that has been exchanged (it is dead from then on).
-    pub rotated_at: Option<i64>,
-    pub usage: Usage,
-    /// Why its usage looks unusual, once it does.
-    pub flagged: Option<String>,
-}
-
-impl TokenRecord {
-    /// Not revoked, not rotated, not expired at `now`.
-    #[must_use]
-    pub fn is_active(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.rotated_at.is_none() && now < self.expires_at
-    }
-
-    /// `active`, `revoked`, `rotated` or `expired`.
-    #[must_use]
-    pub fn status(&self, now: i64) -> &'static str {
-        if self.revoked_at.is_some() {
-            "revoked"
-        } else if self.rotated_at.is_some() {
-            "rotated"
-        } else if now >= self.expires_at {
-            "expired"
-        } else {
-            "active"
-        }
-    }
-}
-
-/// A registered client as the store keeps it (the secret only as a digest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClientRecord {
-    pub id: String,
-    #[serde(skip)]
-    pub secret_sha256: Option<[u8; 32]>,
-    pub grants: Vec<String>,
-    pub scopes: Vec<String>,
-    pub token_format: TokenFormat,
-}
-
-/// Which tokens a listing, export or bulk revocation is about. Empty fields match all.
-#[derive(Debug, Clone, Default)]
-pub struct TokenFilter {
-    pub id: Option<String>,
-    pub client_id: Option<String>,
-    pub subject: Option<String>,
-    pub grant_type: Option<String>,
-    pub family_id: Option<String>,
-    pub kind: Option<TokenKind>,
-    /// `active`, `revoked`, `rotated` or `expired`, judged at `now`.
-    pub status: Option<String>,
-    pub flagged: Option<bool>,
-    pub now: i64,
-    pub limit: usize,
-    pub offset: usize,
-}
-
-impl TokenFilter {
-    /// True when a record passes the filter (backends that cannot query use this).
-    #[must_use]
-    pub fn matches(&self, t: &TokenRecord) -> bool {
-        self.id.as_ref().is_none_or(|v| *v == t.id)
-            && self.client_id.as_ref().is_none_or(|v| *v == t.client_id)
-            && self.subject.as_ref().is_none_or(|v| *v == t.subject)
-            && self.grant_type.as_ref().is_none_or(|v| *v == t.grant_type)
-            && self
-                .family_id
-                .as_ref()
-                .is_none_or(|v| t.family_id.as_deref() == Some(v.as_str()))
-            && self.kind.is_none_or(|k| k == t.kind)
-            && self.status.as_ref().is_none_or(|s| s == t.status(self.now))
-            && self.flagged.is_none_or(|f| f == t.flagged.is_some())
-    }
-
-    /// True when the filter names at least one of client, subject, family or id: bulk
-    /// revocation refuses an empty filter (it would revoke everything).
-    #[must_use]
-    pub fn is_targeted(&self) -> bool {
-        self.id.is_some()
-            || self.client_id.is_some()
-            || self.subject.is_some()
-            || self.family_id.is_some()
-    }
-}
-
-/// Who revokes and why.
-#[derive(Debug, Clone)]
-pub struct Revocation {
-    pub at: i64,
-    pub by: String,
-    pub reason: Option<String>,
-}
-
-/// Usage seen for one token since the last flush.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageDelta {
-    pub token_id: String,
-    pub count: u64,
-    pub first_used_at: i64,
-    pub last_used_at: i64,
-    pub last_ip: IpAddr,
-    /// Addresses seen in this batch (deduplicated; the store counts the new ones).
-    pub ips: Vec<IpAddr>,
-}
-
-/// Per-client totals for the admin API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ClientStats {
-    pub client_id: String,
-    pub tokens: u64,
-    pub active: u64,
-    pub revoked: u64,
-    pub uses: u64,
-    pub last_used_at: Option<i64>,
-    pub flagged: u64,
-}
-
-/// The state store. Every method is atomic on its own.
-pub trait Store: Send + Sync + fmt::Debug {
-    /// A short name for `/healthz` and logs (`memory`, `sqlite:/var/lib/...`).
-    fn describe(&self) -> String;
-
+/// Clients and tokens. Every method is atomic on its own.
+#[async_trait]
+pub trait TokenStore: Send + Sync + fmt::Debug {
     /// Creates or replaces a client registration.
-    fn put_client(&self, client: &ClientRecord) -> StoreResult<()>;
-    fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>>;
-    fn clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    async fn put_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>>;
+    async fn clients(&self) -> StoreResult<Vec<ClientRecord>>;
 
     /// Stores a new token. An existing id is an error (ids are random).
-    fn insert_token(&self, token: &TokenRecord) -> StoreResult<()>;
-    fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+    async fn insert_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    async fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
     /// Tokens passing the filter, newest first, `limit` (0: no limit) after `offset`.
-    fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
-
-    /// Revokes every not-yet-revoked token passing the filter (`limit`/`offset` ignored);
-    /// returns the ids revoked.
-    fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Vec<String>>;
+    async fn find_tokens(&self, filter: &TokenFilter) -> StoreResult<Vec<TokenRecord>>;
 
     /// Marks a refresh token as exchanged, only if it is still live (neither rotated nor
     /// revoked): true when this call did it. Two concurrent exchanges: exactly one wins.
-    fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool>;
+    async fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool>;
 
     /// Adds a batch of usage.
-    fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()>;
+    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()>;
 
     /// Sets the flag of a token (the first reason stays).
-    fn flag(&self, id: &str, reason: &str) -> StoreResult<()>;
+    async fn flag(&self, id: &str, reason: &str) -> StoreResult<()>;
 
+    async fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>>;
+
+    /// Deletes tokens that expired before `before`; returns how many went.
+    async fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// What a revocation did: the ids it revoked and the epoch it moved the store to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub ids: Vec<String>,
+    pub epoch: u64,
+}
+
+/// Revoking tokens, and the signal that a revocation happened.
+///
+/// The epoch only ever grows, by at least one per [`RevocationStore::revoke`] call (even
+/// one that matched nothing: a validation racing with it must not keep its answer). A cache
+/// of verified tokens remembers the epoch it last saw and drops everything when it changes;
+/// that is how a revocation made by another process sharing the store reaches this one.
+#[async_trait]
+pub trait RevocationStore: Send + Sync + fmt::Debug {
+    /// Revokes every not-yet-revoked token passing the filter (`limit`/`offset` ignored)
+    /// and advances the epoch, atomically.
+    async fn revoke(&self, filter: &TokenFilter, how: &Revocation) -> StoreResult<Revoked>;
+
+    /// The current epoch (0 before the first revocation).
+    async fn revocation_epoch(&self) -> StoreResult<u64>;
+}
+
+/// One-time markers: a key may be used once until it expires.
+#[async_trait]
+pub trait OnceStore: Send + Sync + fmt::Debug {
     /// Records `key` until `expires_at`; false when it is already recorded and not expired
-    /// (a replay).
-    fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool>;
+    /// at `now` (a replay). Of concurrent calls with one key, exactly one gets true.
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool>;
 
-    fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>>;
+    /// Deletes markers that expired before `before`; returns how many went.
+    async fn purge_expired_markers(&self, before: i64) -> StoreResult<u64>;
+}
 
-    /// Deletes one-time markers and tokens that expired before `before`. Returns how many
-    /// rows went.
-    fn purge_expired(&self, before: i64) -> StoreResult<u64>;
+/// Counters in fixed windows, for rate limits and quotas.
+#[async_trait]
+pub trait CounterStore: Send + Sync + fmt::Debug {
+    /// Adds `by` to the counter `key` and returns its new count and window end. A counter
+    /// whose window ended at or before `now` (or a new one) starts a window of
+    /// `window_secs` at `now` with `by` as its count. Concurrent increments are never lost.
+    async fn increment(
+        &self,
+        key: &str,
+        by: u64,
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<CounterWindow>;
+
+    /// Deletes counters whose window ended before `before`; returns how many went.
+    async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// Identities by client address.
+#[async_trait]
+pub trait IdentityStore: Send + Sync + fmt::Debug {
+    /// Creates or replaces the entry for `entry.ip`.
+    async fn put_identity(&self, entry: &IdentityEntry) -> StoreResult<()>;
+    /// The entry for `ip`, unless it has expired at `now`.
+    async fn identity(&self, ip: IpAddr, now: i64) -> StoreResult<Option<IdentityEntry>>;
+    /// Removes the entry for `ip`: true when there was one.
+    async fn remove_identity(&self, ip: IpAddr) -> StoreResult<bool>;
+    /// Every entry not expired at `now`, by address.
+    async fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>>;
+    /// Deletes entries that expired before `before`; returns how many went.
+    async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// A backend that keeps every kind of state.
+pub trait Backend:
+    TokenStore + RevocationStore + OnceStore + CounterStore + IdentityStore + 'static
+{
+}
+
+impl<B> Backend for B where
+    B: TokenStore + RevocationStore + OnceStore + CounterStore + IdentityStore + 'static
+{
+}
+
+/// The opened state store: one object per purpose, all over the same backend. Cheap to
+/// clone; every clone talks to the same data.
+#[derive(Clone)]
+pub struct StateStore {
+    description: Arc<str>,
+    tokens: Arc<dyn TokenStore>,
+    revocations: Arc<dyn RevocationStore>,
+    once: Arc<dyn OnceStore>,
+    counters: Arc<dyn CounterStore>,
+    identities: Arc<dyn IdentityStore>,
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StateStore")
+            .field(&self.description)
+            .finish()
+    }
+}
+
+impl StateStore {
+    /// Hands out `backend` under each of its purposes; `description` names it for
+    /// `/healthz` and logs (`memory`, `sqlite:///var/lib/...`).
+    pub fn from_backend<B: Backend>(backend: Arc<B>, description: &str) -> StateStore {
+        StateStore {
+            description: Arc::from(description),
+            tokens: backend.clone(),
+            revocations: backend.clone(),
+            once: backend.clone(),
+            counters: backend.clone(),
+            identities: backend,
+        }
+    }
+
+    /// A fresh, empty memory store.
+    #[must_use]
+    pub fn memory() -> StateStore {
+        StateStore::from_backend(Arc::new(memory::MemoryStore::default()), "memory")
+    }
+
+    #[must_use]
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    #[must_use]
+    pub fn tokens(&self) -> &Arc<dyn TokenStore> {
+        &self.tokens
+    }
+
+    #[must_use]
+    pub fn revocations(&self) -> &Arc<dyn RevocationStore> {
+        &self.revocations
+    }
+
+    #[must_use]
+    pub fn once(&self) -> &Arc<dyn OnceStore> {
+        &self.once
+    }
+
+    #[must_use]
+    pub fn counters(&self) -> &Arc<dyn CounterStore> {
+        &self.counters
+    }
+
+    #[must_use]
+    pub fn identities(&self) -> &Arc<dyn IdentityStore> {
+        &self.identities
+    }
+
+    /// Deletes every kind of record that expired before `before`; returns how many went.
+    ///
+    /// # Errors
+    /// The first purge the backend refused.
+    pub async fn purge_expired(&self, before: i64) -> StoreResult<u64> {
+        Ok(self.tokens.purge_expired_tokens(before).await?
+            + self.once.purge_expired_markers(before).await?
+            + self.counters.purge_expired_counters(before).await?
+            + self.identities.purge_expired_identities(before).await?)
+    }
+}
+
+/// Runs store work to completion from synchronous code: the command line, policy loading
+/// (also called from inside the server's runtime, on reload) and shutdown. It runs on a
+/// runtime of its own on a scoped thread, because blocking on a future from inside a tokio
+/// worker panics; the calling thread waits, as it did for the synchronous store before.
+/// Not for the request path.
+///
+/// # Errors
+/// The work's own error, or no runtime could be started for it.
+pub fn wait<T: Send>(work: impl Future<Output = StoreResult<T>> + Send) -> StoreResult<T> {
+    let run = move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| StoreError::Unavailable(format!("cannot start a runtime: {error}")))?
+            .block_on(work)
+    };
+    if tokio::runtime::Handle::try_current().is_err() {
+        return run();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(run)
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Which backend a policy's `state:` names.
@@ -315,15 +301,31 @@ impl StoreUrl {
         ))
     }
 
-    /// Opens the store.
+    /// Opens the store (creating a missing SQLite file and its schema).
     ///
     /// # Errors
     /// The file cannot be opened or its schema created.
-    pub fn open(&self) -> StoreResult<Arc<dyn Store>> {
+    pub fn open(&self) -> StoreResult<StateStore> {
         Ok(match self {
-            StoreUrl::Memory => Arc::new(memory::MemoryStore::default()),
-            StoreUrl::Sqlite(p) => Arc::new(sqlite::SqliteStore::open(p)?),
+            StoreUrl::Memory => StateStore::memory(),
+            StoreUrl::Sqlite(p) => {
+                StateStore::from_backend(Arc::new(sqlite::SqliteStore::open(p)?), &self.to_string())
+            }
         })
+    }
+
+    /// `check --connect`: opens the store read-only, changing nothing, and says what it
+    /// found. A memory store has nothing to open.
+    ///
+    /// # Errors
+    /// The file is missing, unreadable, not a database, or its tables are not ours.
+    pub fn verify(&self) -> StoreResult<String> {
+        match self {
+            StoreUrl::Memory => Ok("memory: nothing to open (state is lost on exit)".to_owned()),
+            StoreUrl::Sqlite(p) => {
+                sqlite::verify_read_only(p).map(|summary| format!("{self}: {summary}"))
+            }
+        }
     }
 }
 
@@ -342,4 +344,41 @@ pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{wait, StateStore};
+
+    /// Synchronous code reaches the store from a plain thread (the CLI) and from inside a
+    /// runtime (a reload, a drop at shutdown), where blocking on a future would panic.
+    #[test]
+    fn wait_works_outside_and_inside_a_runtime() {
+        let store = StateStore::memory();
+        assert!(wait(store.once().use_once("outside", 100, 0)).expect("outside"));
+        for runtime in [
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        ] {
+            let store = store.clone();
+            let first = runtime.block_on(async move {
+                wait(store.counters().increment("inside", 1, 60, 0)).expect("inside")
+            });
+            assert!(first.count >= 1);
+        }
+        assert_eq!(
+            wait(store.counters().increment("inside", 0, 60, 1))
+                .expect("read")
+                .count,
+            2,
+            "both runtimes' increments landed in the same store"
+        );
+    }
 }

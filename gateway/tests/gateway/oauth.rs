@@ -728,6 +728,49 @@ fn issue_call_revoke_refuse_introspect_and_restart_without_loss() {
     assert_eq!(tokens[0]["usage"]["last_ip"], "127.0.0.1");
 }
 
+/// Two gateways on one SQLite file: a revocation made through one reaches the other's
+/// verified-token cache through the store's revocation epoch (its upkeep looks at it every
+/// flush interval, 100ms here), not only at the token's next first sight.
+#[test]
+fn a_revocation_through_one_gateway_reaches_another_sharing_the_store() {
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let state = dir.path().join("shared.db");
+    let revoking = start(&keys, &backend, &state, "");
+    let serving = start(&keys, &backend, &state, "");
+    let token = client_credentials(&revoking, "opaque-app", None)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // The serving gateway reads the record once and answers from its cache from then on.
+    for _ in 0..3 {
+        assert_eq!(call(&serving, "/widgets/x", &token).status(), 200);
+    }
+    let owner = ("opaque-app", BILLING_SECRET);
+    assert_eq!(
+        form_post(&revoking, "/oauth2/revoke", &[("token", &token)], owner).0,
+        200
+    );
+    assert_eq!(call(&revoking, "/widgets/x", &token).status(), 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let resp = call(&serving, "/widgets/x", &token);
+        if resp.status() == 401 {
+            assert!(challenge(&resp).contains("revoked"), "{}", challenge(&resp));
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other gateway still accepts a token revoked through the shared store"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn bearer_failures_follow_rfc_6750() {
     let (_keys, backend, _dir, gw) = plain_gateway();

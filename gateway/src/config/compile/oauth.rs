@@ -18,7 +18,7 @@ use crate::oauth::keys::{SigningKey, SigningKeys};
 use crate::oauth::{
     Client, TokenService, UsagePolicy, GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN,
 };
-use crate::store::{ClientRecord, Store, StoreUrl, TokenFormat};
+use crate::store::{ClientRecord, StateStore, StoreUrl, TokenFormat};
 
 pub const DEFAULT_STATE: &str = "sqlite://portcullis.db";
 
@@ -27,7 +27,7 @@ pub const DEFAULT_STATE: &str = "sqlite://portcullis.db";
 pub(super) fn open_state(
     spec: &ConfigSpec,
     context: &mut CompileContext<'_>,
-) -> Option<Arc<dyn Store>> {
+) -> Option<StateStore> {
     let (text, loc) = spec
         .state
         .as_ref()
@@ -39,8 +39,13 @@ pub(super) fn open_state(
             return None;
         }
     };
+    *context
+        .carry
+        .state_url
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url.clone());
     if context.carry.dry_run {
-        return Some(Arc::new(crate::store::memory::MemoryStore::default()));
+        return Some(StateStore::memory());
     }
     let mut slot = context
         .carry
@@ -74,7 +79,7 @@ fn format(f: Option<TokenFormatSpec>) -> TokenFormat {
 
 pub(super) fn compile_token_service(
     spec: &Spanned<TokenServiceSpec>,
-    store: Arc<dyn Store>,
+    store: StateStore,
     context: &mut CompileContext<'_>,
 ) -> Option<Arc<TokenService>> {
     let ts = &spec.value;
@@ -269,7 +274,8 @@ pub(super) fn compile_token_service(
                 scopes: c.scopes.clone(),
                 token_format: c.token_format,
             };
-            if let Err(e) = store.put_client(&rec) {
+            // Loading is synchronous (also on reload, on its blocking thread).
+            if let Err(e) = crate::store::wait(store.tokens().put_client(&rec)) {
                 context.err(spec.loc, "token_service.clients", e.to_string());
                 break;
             }

@@ -1,16 +1,15 @@
-//! The SQLite store: one file in WAL mode with `synchronous=FULL`, so a committed token,
-//! revocation or usage batch survives a crash or a restart. Writes go through one
-//! connection; reads use a small pool of their own, which WAL lets run beside a write.
+//! The synchronous core of the SQLite store: connections, schema, and the token and client
+//! statements. Only ever called on a blocking thread (see `super`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::{
-    ClientRecord, ClientStats, Revocation, Store, StoreError, StoreResult, TokenFilter,
+use crate::store::{
+    ClientRecord, ClientStats, Revocation, Revoked, StoreError, StoreResult, TokenFilter,
     TokenFormat, TokenKind, TokenRecord, Usage, UsageDelta,
 };
 
@@ -61,16 +60,84 @@ CREATE TABLE IF NOT EXISTS once (
     key TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    resets_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identities (
+    ip TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    interface TEXT,
+    session_timeout_secs INTEGER,
+    idle_timeout_secs INTEGER,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// The tables and columns [`SCHEMA`] makes, for the read-only check of a file.
+pub(super) const EXPECTED_TABLES: &[(&str, &[&str])] = &[
+    (
+        "clients",
+        &["id", "secret_sha256", "grants", "scopes", "token_format"],
+    ),
+    (
+        "tokens",
+        &[
+            "id",
+            "kind",
+            "format",
+            "client_id",
+            "subject",
+            "scope",
+            "grant_type",
+            "refresh_id",
+            "family_id",
+            "source",
+            "issued_at",
+            "expires_at",
+            "revoked_at",
+            "revoked_by",
+            "revoke_reason",
+            "rotated_at",
+            "use_count",
+            "first_used_at",
+            "last_used_at",
+            "last_ip",
+            "distinct_ips",
+            "flagged",
+        ],
+    ),
+    ("token_ips", &["token_id", "ip"]),
+    ("once", &["key", "expires_at"]),
+    ("meta", &["name", "value"]),
+    ("counters", &["key", "count", "resets_at"]),
+    (
+        "identities",
+        &[
+            "ip",
+            "username",
+            "groups",
+            "interface",
+            "session_timeout_secs",
+            "idle_timeout_secs",
+            "expires_at",
+        ],
+    ),
+];
 
 const TOKEN_COLUMNS: &str = "id, kind, format, client_id, subject, scope, grant_type, refresh_id, \
     family_id, source, issued_at, expires_at, revoked_at, revoked_by, revoke_reason, rotated_at, \
     use_count, first_used_at, last_used_at, last_ip, distinct_ips, flagged";
 
 #[derive(Debug)]
-pub struct SqliteStore {
-    path: PathBuf,
-    writer: Mutex<Connection>,
+pub(super) struct SqliteDb {
+    pub(super) writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -84,7 +151,7 @@ fn connect(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+pub(super) fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -171,12 +238,12 @@ fn where_clause(f: &TokenFilter) -> (String, Vec<Value>) {
     (parts.join(" AND "), values)
 }
 
-impl SqliteStore {
+impl SqliteDb {
     /// Opens (creating when missing) the database at `path` and its schema.
     ///
     /// # Errors
     /// The file cannot be opened or written.
-    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+    pub(super) fn open(path: &Path) -> StoreResult<SqliteDb> {
         let writer = connect(path)?;
         writer
             .execute_batch(SCHEMA)
@@ -184,8 +251,7 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| connect(path).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(SqliteStore {
-            path: path.to_path_buf(),
+        Ok(SqliteDb {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
@@ -193,7 +259,7 @@ impl SqliteStore {
     }
 
     /// A reader connection: the first free one, else wait for the next in turn.
-    fn reader(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn reader(&self) -> MutexGuard<'_, Connection> {
         for r in &self.readers {
             if let Ok(g) = r.try_lock() {
                 return g;
@@ -204,12 +270,10 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn describe(&self) -> String {
-        format!("sqlite://{}", self.path.display())
-    }
-
-    fn put_client(&self, c: &ClientRecord) -> StoreResult<()> {
+/// The token and client statements, one per [`crate::store::TokenStore`] method (and
+/// [`crate::store::RevocationStore::revoke`]).
+impl SqliteDb {
+    pub(super) fn put_client(&self, c: &ClientRecord) -> StoreResult<()> {
         lock(&self.writer).execute(
             "INSERT INTO clients (id, secret_sha256, grants, scopes, token_format)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -227,7 +291,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
+    pub(super) fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
         Ok(self
             .reader()
             .query_row(
@@ -238,7 +302,7 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
+    pub(super) fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT id, secret_sha256, grants, scopes, token_format FROM clients ORDER BY id",
@@ -247,7 +311,7 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
+    pub(super) fn insert_token(&self, t: &TokenRecord) -> StoreResult<()> {
         lock(&self.writer).execute(
             "INSERT INTO tokens (id, kind, format, client_id, subject, scope, grant_type,
                 refresh_id, family_id, source, issued_at, expires_at)
@@ -270,14 +334,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
+    pub(super) fn token(&self, id: &str) -> StoreResult<Option<TokenRecord>> {
         let conn = self.reader();
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"))?;
         Ok(stmt.query_row([id], token_from_row).optional()?)
     }
 
-    fn find_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
+    pub(super) fn find_tokens(&self, f: &TokenFilter) -> StoreResult<Vec<TokenRecord>> {
         let (clause, mut values) = where_clause(f);
         values.push(Value::Integer(if f.limit == 0 {
             -1
@@ -297,7 +361,9 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn revoke(&self, f: &TokenFilter, how: &Revocation) -> StoreResult<Vec<String>> {
+    /// Revokes and advances the revocation epoch in one transaction, so a reader that sees
+    /// the new epoch also sees the revoked rows.
+    pub(super) fn revoke(&self, f: &TokenFilter, how: &Revocation) -> StoreResult<Revoked> {
         let (clause, mut values) = where_clause(f);
         values.push(Value::Integer(how.at));
         let at_n = values.len();
@@ -309,15 +375,28 @@ impl Store for SqliteStore {
             "UPDATE tokens SET revoked_at = ?{at_n}, revoked_by = ?{by_n}, revoke_reason = ?{reason_n}
              WHERE revoked_at IS NULL AND {clause} RETURNING id"
         );
-        let conn = lock(&self.writer);
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
-        let mut ids = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let mut ids = {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let epoch: i64 = tx.query_row(
+            "INSERT INTO meta (name, value) VALUES ('revocation_epoch', 1)
+             ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
         ids.sort();
-        Ok(ids)
+        Ok(Revoked {
+            ids,
+            epoch: u64::try_from(epoch).unwrap_or(0),
+        })
     }
 
-    fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
+    pub(super) fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool> {
         let n = lock(&self.writer).execute(
             "UPDATE tokens SET rotated_at = ?2
              WHERE id = ?1 AND rotated_at IS NULL AND revoked_at IS NULL",
@@ -326,7 +405,7 @@ impl Store for SqliteStore {
         Ok(n == 1)
     }
 
-    fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+    pub(super) fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -364,7 +443,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
+    pub(super) fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
         lock(&self.writer).execute(
             "UPDATE tokens SET flagged = ?2 WHERE id = ?1 AND flagged IS NULL",
             params![id, reason],
@@ -372,17 +451,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
-        let n = lock(&self.writer).execute(
-            "INSERT INTO once (key, expires_at) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE once.expires_at <= ?3",
-            params![key, expires_at, now],
-        )?;
-        Ok(n == 1)
-    }
-
-    fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
+    pub(super) fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT client_id, COUNT(*),
@@ -409,17 +478,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn purge_expired(&self, before: i64) -> StoreResult<u64> {
+    pub(super) fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let once = tx.execute("DELETE FROM once WHERE expires_at < ?1", [before])?;
         tx.execute(
             "DELETE FROM token_ips WHERE token_id IN (SELECT id FROM tokens WHERE expires_at < ?1)",
             [before],
         )?;
         let tokens = tx.execute("DELETE FROM tokens WHERE expires_at < ?1", [before])?;
         tx.commit()?;
-        Ok((once + tokens) as u64)
+        Ok(tokens as u64)
     }
 }
 
@@ -434,43 +502,4 @@ fn client_from_row(r: &Row<'_>) -> rusqlite::Result<ClientRecord> {
         scopes: split(r.get(3)?),
         token_format: TokenFormat::parse(&format).unwrap_or(TokenFormat::Jwt),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    #[test]
-    fn passes_the_conformance_suite() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let n = AtomicUsize::new(0);
-        super::super::conformance::run_all(&|| {
-            let i = n.fetch_add(1, Ordering::Relaxed);
-            Arc::new(SqliteStore::open(&dir.path().join(format!("s{i}.db"))).expect("open"))
-        });
-    }
-
-    #[test]
-    fn what_was_committed_is_there_after_reopening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.db");
-        {
-            let s = SqliteStore::open(&path).expect("open");
-            super::super::conformance::seed_for_reopen(&s);
-        }
-        let s = SqliteStore::open(&path).expect("reopen");
-        super::super::conformance::check_after_reopen(&s);
-    }
-
-    #[test]
-    fn wal_mode_is_on() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = SqliteStore::open(&dir.path().join("w.db")).expect("open");
-        let mode: String = lock(&s.writer)
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .expect("pragma");
-        assert_eq!(mode, "wal");
-    }
 }

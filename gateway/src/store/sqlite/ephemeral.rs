@@ -1,0 +1,152 @@
+//! The SQLite statements for state that expires: the revocation epoch, one-time markers,
+//! counters and identity entries. Synchronous, like the rest of `db.rs`; only ever called
+//! on a blocking thread.
+
+use std::net::IpAddr;
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::db::{lock, SqliteDb};
+use crate::store::{CounterWindow, IdentityEntry, StoreError, StoreResult};
+
+const IDENTITY_COLUMNS: &str =
+    "ip, username, groups, interface, session_timeout_secs, idle_timeout_secs, expires_at";
+
+fn count_from(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn identity_from_row(row: &Row<'_>) -> rusqlite::Result<IdentityEntry> {
+    let ip: String = row.get(0)?;
+    let groups: String = row.get(2)?;
+    Ok(IdentityEntry {
+        ip: ip.parse().map_err(|e: std::net::AddrParseError| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
+        username: row.get(1)?,
+        // Groups are kept one per line: a group name may hold spaces, not line breaks.
+        groups: groups.lines().map(str::to_owned).collect(),
+        interface: row.get(3)?,
+        session_timeout_secs: row.get(4)?,
+        idle_timeout_secs: row.get(5)?,
+        expires_at: row.get(6)?,
+    })
+}
+
+impl SqliteDb {
+    pub(super) fn revocation_epoch(&self) -> StoreResult<u64> {
+        let epoch: Option<i64> = self
+            .reader()
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'revocation_epoch'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(epoch.map_or(0, count_from))
+    }
+
+    pub(super) fn use_once(&self, key: &str, expires_at: i64, now: i64) -> StoreResult<bool> {
+        let changed = lock(&self.writer).execute(
+            "INSERT INTO once (key, expires_at) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE once.expires_at <= ?3",
+            params![key, expires_at, now],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub(super) fn purge_expired_markers(&self, before: i64) -> StoreResult<u64> {
+        let deleted =
+            lock(&self.writer).execute("DELETE FROM once WHERE expires_at < ?1", [before])?;
+        Ok(deleted as u64)
+    }
+
+    /// One statement, so the read-modify-write is atomic even with several processes on
+    /// the file.
+    pub(super) fn increment(
+        &self,
+        key: &str,
+        by: u64,
+        window_secs: i64,
+        now: i64,
+    ) -> StoreResult<CounterWindow> {
+        let by = i64::try_from(by)
+            .map_err(|_| StoreError::Corrupt(format!("increment of {key} is too large")))?;
+        let (count, resets_at): (i64, i64) = lock(&self.writer).query_row(
+            "INSERT INTO counters (key, count, resets_at) VALUES (?1, ?2, ?3 + ?4)
+             ON CONFLICT(key) DO UPDATE SET
+                count = CASE WHEN resets_at <= ?3 THEN ?2 ELSE count + ?2 END,
+                resets_at = CASE WHEN resets_at <= ?3 THEN ?3 + ?4 ELSE resets_at END
+             RETURNING count, resets_at",
+            params![key, by, now, window_secs],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(CounterWindow {
+            count: count_from(count),
+            resets_at,
+        })
+    }
+
+    pub(super) fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {
+        let deleted =
+            lock(&self.writer).execute("DELETE FROM counters WHERE resets_at < ?1", [before])?;
+        Ok(deleted as u64)
+    }
+
+    pub(super) fn put_identity(&self, entry: &IdentityEntry) -> StoreResult<()> {
+        lock(&self.writer).execute(
+            &format!(
+                "INSERT OR REPLACE INTO identities ({IDENTITY_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ),
+            params![
+                entry.ip.to_string(),
+                entry.username,
+                entry.groups.join("\n"),
+                entry.interface,
+                entry.session_timeout_secs,
+                entry.idle_timeout_secs,
+                entry.expires_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn identity(&self, ip: IpAddr, now: i64) -> StoreResult<Option<IdentityEntry>> {
+        Ok(self
+            .reader()
+            .query_row(
+                &format!(
+                    "SELECT {IDENTITY_COLUMNS} FROM identities WHERE ip = ?1 AND expires_at > ?2"
+                ),
+                params![ip.to_string(), now],
+                identity_from_row,
+            )
+            .optional()?)
+    }
+
+    pub(super) fn remove_identity(&self, ip: IpAddr) -> StoreResult<bool> {
+        let deleted =
+            lock(&self.writer).execute("DELETE FROM identities WHERE ip = ?1", [ip.to_string()])?;
+        Ok(deleted == 1)
+    }
+
+    pub(super) fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {IDENTITY_COLUMNS} FROM identities WHERE expires_at > ?1"
+        ))?;
+        let rows = stmt.query_map([now], identity_from_row)?;
+        let mut live = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        // By address, not by text: 10.0.0.9 before 10.0.0.10.
+        live.sort_by_key(|entry| entry.ip);
+        Ok(live)
+    }
+
+    pub(super) fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {
+        let deleted =
+            lock(&self.writer).execute("DELETE FROM identities WHERE expires_at < ?1", [before])?;
+        Ok(deleted as u64)
+    }
+}
