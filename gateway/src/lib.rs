@@ -6,7 +6,6 @@
 
 pub mod access_log;
 pub mod admin;
-pub mod admin_tokens;
 pub mod config;
 pub mod connection;
 pub mod echo;

@@ -64,13 +64,22 @@ impl GatewayState {
     }
 
     /// Writes pending token usage to the store, from synchronous code (at shutdown, when
-    /// the state is dropped). Async callers use `oauth::background::flush_usage`.
+    /// the state is dropped). Async callers use [`LiveTokens::flush_usage`] themselves.
+    ///
+    /// [`LiveTokens::flush_usage`]: crate::oauth::live::LiveTokens::flush_usage
     pub fn flush_usage(&self) -> usize {
-        crate::store::wait(async { Ok(crate::oauth::background::flush_usage(self).await) })
-            .unwrap_or_else(|error| {
-                log::error!("usage statistics: {error}");
-                0
-            })
+        let runtime = self.current();
+        let live = &self.carry.live;
+        crate::store::wait(async {
+            Ok(live
+                .flush_usage(&runtime.store, runtime.token_service.as_deref())
+                .await)
+        })
+        .and_then(|written| written.map_err(crate::store::StoreError::Unavailable))
+        .unwrap_or_else(|error| {
+            log::error!("usage statistics: {error}; will retry");
+            0
+        })
     }
 
     /// The policy in force now.

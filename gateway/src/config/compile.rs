@@ -19,7 +19,7 @@ use crate::router::Router;
 use crate::runtime::Runtime;
 
 use super::context::CompileContext;
-use super::gather::Gathered;
+use super::gathered::Gathered;
 use super::steps::define_outputs;
 use service::compile_service;
 use settings::{compile_client_limits, compile_key_sets, compile_settings, defined_secrets};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use portcullis_assertions::hmac::KeySet;
 use portcullis_assertions::VarRegistry;
 
-use crate::config::gather::Gathered;
+use crate::config::gathered::Gathered;
 use crate::config::values::KeysFormatSpec;
 use crate::config::yaml::{Location, Spanned};
 use crate::config::Diagnostic;

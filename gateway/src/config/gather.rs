@@ -9,45 +9,16 @@
 //! reloads (`Carry`), so a reload that keeps the same `state:` opens nothing.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::ToSocketAddrs;
+use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::gathered::Gathered;
 use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec};
 use crate::config::yaml::Location;
 use crate::config::{Diagnostic, Parsed};
-use crate::files::{read_bounded, FileKind};
+use crate::files::FileKind;
 use crate::runtime::Secret;
-
-/// What gathering found; building reads only this.
-#[derive(Debug, Default)]
-pub(crate) struct Gathered {
-    /// Secrets by name; one that could not be read was reported and is absent.
-    pub(crate) secrets: HashMap<String, Secret>,
-    /// Upstream host and port → the first address it resolved to (`None`: it did not).
-    addresses: HashMap<(String, u16), Option<SocketAddr>>,
-    /// Files the policy names (CA bundles, signing keys) → their bytes, or why not.
-    files: HashMap<PathBuf, Result<Vec<u8>, String>>,
-}
-
-impl Gathered {
-    /// The address an upstream's host resolved to.
-    pub(crate) fn address(&self, host: &str, port: u16) -> Option<SocketAddr> {
-        self.addresses
-            .get(&(host.to_owned(), port))
-            .copied()
-            .flatten()
-    }
-
-    /// A file's bytes, or why it could not be read.
-    pub(crate) fn file(&self, path: &Path) -> Result<&[u8], String> {
-        match self.files.get(path) {
-            Some(Ok(bytes)) => Ok(bytes),
-            Some(Err(why)) => Err(why.clone()),
-            None => Err(format!("{} was not read", path.display())),
-        }
-    }
-}
 
 /// The host (without IPv6 brackets) and port an upstream URL names, when it names them.
 pub(crate) fn upstream_target(uri: &http::Uri) -> Option<(&str, u16)> {
@@ -110,14 +81,6 @@ pub(crate) fn gather(
         }
     }
     gathered
-}
-
-impl Gathered {
-    fn read(&mut self, path: PathBuf, kind: FileKind) {
-        self.files
-            .entry(path)
-            .or_insert_with_key(|path| read_bounded(path, kind).map_err(|e| e.to_string()));
-    }
 }
 
 fn resolve_secrets(
@@ -188,6 +151,8 @@ fn resolve_secrets(
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::config::{compile, parse_text, Carry};
 

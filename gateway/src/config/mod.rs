@@ -5,6 +5,7 @@
 pub mod compile;
 pub(crate) mod context;
 pub(crate) mod gather;
+pub(crate) mod gathered;
 pub mod spec;
 pub mod steps;
 pub mod values;

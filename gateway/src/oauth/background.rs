@@ -11,88 +11,29 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::state::GatewayState;
-use crate::store::{now_secs, TokenFilter};
+use crate::store::now_secs;
 
 /// How often expired tokens and one-time markers are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Records are kept this long after they expire (for statistics and audits).
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
-/// Writes pending usage now; flags and (when the policy says so) revokes tokens past the
-/// usage thresholds. Returns how many tokens' usage was written. A batch covers at most one
-/// flush interval, so rates are judged over it (an early flush can only under-count).
+/// Writes pending usage now (see [`LiveTokens::flush_usage`]); a refused batch is logged
+/// and kept for the next flush. Returns how many tokens' usage was written.
 pub async fn flush_usage(state: &GatewayState) -> usize {
-    match try_flush_usage(state).await {
-        Ok(n) => n,
+    let runtime = state.current();
+    match state
+        .carry()
+        .live
+        .flush_usage(&runtime.store, runtime.token_service.as_deref())
+        .await
+    {
+        Ok(written) => written,
         Err(e) => {
             log::error!("usage statistics: {e}; will retry");
             0
         }
     }
-}
-
-/// [`flush_usage`], saying when the store refused the batch (kept for the next flush).
-///
-/// # Errors
-/// The store's error.
-pub async fn try_flush_usage(state: &GatewayState) -> Result<usize, String> {
-    let rt = state.current();
-    let live = &state.carry().live;
-    let batch = live.drain();
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    let n = batch.len();
-    if let Err(e) = rt.store.tokens().record_usage(&batch).await {
-        live.restore(batch);
-        return Err(e.to_string());
-    }
-    let Some(ts) = rt.token_service.as_ref() else {
-        return Ok(n);
-    };
-    let policy = &ts.usage;
-    if policy.max_distinct_ips.is_none() && policy.max_per_minute.is_none() {
-        return Ok(n);
-    }
-    let minutes = policy.flush_interval.as_secs_f64().max(1.0) / 60.0;
-    for d in &batch {
-        let rate = (d.count as f64 / minutes).round() as u64;
-        let mut reason = policy
-            .max_per_minute
-            .filter(|&max| rate > max)
-            .map(|max| format!("used {rate} times a minute (limit {max})"));
-        if reason.is_none() {
-            if let Some(max) = policy.max_distinct_ips {
-                if let Ok(Some(t)) = rt.store.tokens().token(&d.token_id).await {
-                    if t.usage.distinct_ips > max {
-                        reason = Some(format!(
-                            "used from {} client addresses (limit {max})",
-                            t.usage.distinct_ips
-                        ));
-                    }
-                }
-            }
-        }
-        let Some(reason) = reason else { continue };
-        if let Err(e) = rt.store.tokens().flag(&d.token_id, &reason).await {
-            log::error!("usage statistics: cannot flag a token: {e}");
-            continue;
-        }
-        log::warn!("token {} flagged: {reason}", d.token_id);
-        if policy.auto_revoke {
-            let filter = TokenFilter {
-                id: Some(d.token_id.clone()),
-                now: now_secs(),
-                ..TokenFilter::default()
-            };
-            match ts.revoke(&filter, "anomaly", Some(reason)).await {
-                Ok(k) if k > 0 => log::warn!("token {} revoked automatically", d.token_id),
-                Ok(_) => {}
-                Err(e) => log::error!("cannot revoke flagged token {}: {e}", d.token_id),
-            }
-        }
-    }
-    Ok(n)
 }
 
 /// Looks at the store's revocation epoch; when another process revoked something, the

@@ -336,10 +336,13 @@ impl Gateway {
         {
             return Ok(());
         }
-        if oauth::background::try_flush_usage(&self.state)
-            .await
-            .is_ok()
-        {
+        let written = self
+            .state
+            .carry()
+            .live
+            .flush_usage(&runtime.store, runtime.token_service.as_deref())
+            .await;
+        if written.is_ok() {
             return Ok(());
         }
         Err(Rejection::new(

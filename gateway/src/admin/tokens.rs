@@ -8,7 +8,7 @@
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::admin::{json, problem, sized};
+use super::answers::{json, problem, sized};
 use crate::state::GatewayState;
 use crate::store::{now_secs, TokenFilter, TokenKind, TokenRecord};
 

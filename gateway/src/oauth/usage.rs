@@ -1,0 +1,81 @@
+//! Token usage, written behind: requests count their token's use in the live-token cache
+//! ([`LiveTokens`]); the cache writes the counts to the store in batches (on the upkeep's
+//! interval, at shutdown, or before each request with `usage.durable`) and flags, or when the
+//! policy says so revokes, tokens whose use looks unusual.
+
+use super::live::LiveTokens;
+use super::TokenService;
+use crate::store::{now_secs, StateStore, TokenFilter};
+
+impl LiveTokens {
+    /// Writes the usage counted since the last flush; flags and (when the policy says so)
+    /// revokes tokens past the usage thresholds. Returns how many tokens' usage was written.
+    /// A batch covers at most one flush interval, so rates are judged over it (an early flush
+    /// can only under-count).
+    ///
+    /// # Errors
+    /// The store's error; the batch is kept for the next flush.
+    pub async fn flush_usage(
+        &self,
+        store: &StateStore,
+        token_service: Option<&TokenService>,
+    ) -> Result<usize, String> {
+        let batch = self.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let written = batch.len();
+        if let Err(e) = store.tokens().record_usage(&batch).await {
+            self.restore(batch);
+            return Err(e.to_string());
+        }
+        let Some(token_service) = token_service else {
+            return Ok(written);
+        };
+        let policy = &token_service.usage;
+        if policy.max_distinct_ips.is_none() && policy.max_per_minute.is_none() {
+            return Ok(written);
+        }
+        let minutes = policy.flush_interval.as_secs_f64().max(1.0) / 60.0;
+        for delta in &batch {
+            let rate = (delta.count as f64 / minutes).round() as u64;
+            let mut reason = policy
+                .max_per_minute
+                .filter(|&max| rate > max)
+                .map(|max| format!("used {rate} times a minute (limit {max})"));
+            if reason.is_none() {
+                if let Some(max) = policy.max_distinct_ips {
+                    if let Ok(Some(token)) = store.tokens().token(&delta.token_id).await {
+                        if token.usage.distinct_ips > max {
+                            reason = Some(format!(
+                                "used from {} client addresses (limit {max})",
+                                token.usage.distinct_ips
+                            ));
+                        }
+                    }
+                }
+            }
+            let Some(reason) = reason else { continue };
+            if let Err(e) = store.tokens().flag(&delta.token_id, &reason).await {
+                log::error!("usage statistics: cannot flag a token: {e}");
+                continue;
+            }
+            log::warn!("token {} flagged: {reason}", delta.token_id);
+            if policy.auto_revoke {
+                let filter = TokenFilter {
+                    id: Some(delta.token_id.clone()),
+                    now: now_secs(),
+                    ..TokenFilter::default()
+                };
+                match token_service.revoke(&filter, "anomaly", Some(reason)).await {
+                    Ok(revoked) if revoked > 0 => {
+                        log::warn!("token {} revoked automatically", delta.token_id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::error!("cannot revoke flagged token {}: {e}", delta.token_id),
+                }
+            }
+        }
+        Ok(written)
+    }
+}
