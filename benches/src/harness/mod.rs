@@ -474,6 +474,9 @@ fn replot(json: &Path) -> Result<(), String> {
     Ok(())
 }
 
+// Long on purpose: the harness's whole procedure (start the systems, warm up, measure each
+// scenario in turn, stop everything, write the report) reads top to bottom in one place, and
+// each stage is a few lines over helpers already.
 fn run(opts: &Options) -> Result<(), String> {
     if let Some(json) = &opts.replot {
         return replot(json);

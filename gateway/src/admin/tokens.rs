@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::answers::{json, problem, sized};
 use crate::state::GatewayState;
-use crate::store::{now_secs, TokenFilter, TokenKind, TokenRecord};
+use crate::store::{now_secs, StateStore, TokenFilter, TokenKind, TokenRecord};
 
 /// Most tokens one listing returns.
 const MAX_PAGE: usize = 1000;
@@ -113,14 +113,7 @@ pub async fn route(
     let store = &rt.store;
     let now = now_secs();
     let params = query_params(query);
-    let unavailable = |e: crate::store::StoreError| {
-        log::error!("admin: {e}");
-        problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "the state store is unavailable",
-        )
-    };
+    let unavailable = |e: crate::store::StoreError| store_unavailable(&e);
     let segments: Vec<&str> = rest.split('/').collect();
     Some(match (method, segments.as_slice()) {
         (&Method::GET, ["tokens"]) => match filter_from(&params, true) {
@@ -139,34 +132,7 @@ pub async fn route(
             Err(e) => bad_request(&e),
         },
         (&Method::GET, ["tokens", "export"]) => export(state, &params).await,
-        (&Method::POST, ["tokens", "revoke"]) => {
-            let req: RevokeBody = if body.is_empty() {
-                RevokeBody::default()
-            } else {
-                match serde_json::from_slice(body) {
-                    Ok(b) => b,
-                    Err(e) => return Some(bad_request(&format!("body: {e}"))),
-                }
-            };
-            let by = req.by.unwrap_or_else(|| "provider".to_owned());
-            if !REVOKERS.contains(&by.as_str()) {
-                return Some(bad_request(
-                    "by is provider, app_owner, subscriber or admin",
-                ));
-            }
-            let filter = TokenFilter {
-                client_id: req.client,
-                subject: req.subject,
-                now,
-                ..TokenFilter::default()
-            };
-            if !filter.is_targeted() {
-                return Some(bad_request(
-                    "name a client, a subject, or both: revoking every token needs more than one empty request",
-                ));
-            }
-            revoke(state, &filter, &by, req.reason).await
-        }
+        (&Method::POST, ["tokens", "revoke"]) => revoke_by_owner(state, body, now).await,
         (&Method::GET, ["tokens", id]) => match store.tokens().token(id).await {
             Ok(Some(t)) => json(StatusCode::OK, &token_json(&t, now)),
             Ok(None) => problem(
@@ -176,52 +142,8 @@ pub async fn route(
             ),
             Err(e) => unavailable(e),
         },
-        (&Method::POST, ["tokens", id, "revoke"]) => {
-            let req: RevokeBody = serde_json::from_slice(body).unwrap_or_default();
-            let by = req.by.unwrap_or_else(|| "provider".to_owned());
-            if !REVOKERS.contains(&by.as_str()) {
-                return Some(bad_request(
-                    "by is provider, app_owner, subscriber or admin",
-                ));
-            }
-            match store.tokens().token(id).await {
-                Ok(Some(_)) => {
-                    revoke(
-                        state,
-                        &TokenFilter {
-                            id: Some((*id).to_owned()),
-                            now,
-                            ..TokenFilter::default()
-                        },
-                        &by,
-                        req.reason,
-                    )
-                    .await
-                }
-                Ok(None) => problem(
-                    StatusCode::NOT_FOUND,
-                    "no-such-token",
-                    "no token has this id",
-                ),
-                Err(e) => unavailable(e),
-            }
-        }
-        (&Method::GET, ["clients"]) => match (
-            store.tokens().clients().await,
-            store.tokens().client_stats(now).await,
-        ) {
-            (Ok(clients), Ok(stats)) => {
-                let list: Vec<serde_json::Value> = clients
-                    .iter()
-                    .map(|c| {
-                        let s = stats.iter().find(|s| s.client_id == c.id);
-                        serde_json::json!({"client": c, "stats": s})
-                    })
-                    .collect();
-                json(StatusCode::OK, &serde_json::json!({"clients": list}))
-            }
-            (Err(e), _) | (_, Err(e)) => unavailable(e),
-        },
+        (&Method::POST, ["tokens", id, "revoke"]) => revoke_one(state, id, body, now).await,
+        (&Method::GET, ["clients"]) => clients_with_stats(store, now).await,
         (&Method::GET, ["stats", "clients"]) => match store.tokens().client_stats(now).await {
             Ok(stats) => json(StatusCode::OK, &serde_json::json!({"clients": stats})),
             Err(e) => unavailable(e),
@@ -241,6 +163,94 @@ pub async fn route(
     })
 }
 
+/// The revocation request's body: empty for the defaults, else JSON.
+/// The refusal, when there is one, says what is wrong with the body.
+fn revoke_body(body: &[u8]) -> Result<(RevokeBody, String), String> {
+    let request: RevokeBody = if body.is_empty() {
+        RevokeBody::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?
+    };
+    let by = request.by.clone().unwrap_or_else(|| "provider".to_owned());
+    if !REVOKERS.contains(&by.as_str()) {
+        return Err("by is provider, app_owner, subscriber or admin".to_owned());
+    }
+    Ok((request, by))
+}
+
+/// `POST /api/tokens/revoke`: every token of a client, a subject, or both.
+async fn revoke_by_owner(state: &GatewayState, body: &[u8], now: i64) -> Response<Vec<u8>> {
+    let (request, by) = match revoke_body(body) {
+        Ok(parsed) => parsed,
+        Err(why) => return bad_request(&why),
+    };
+    let filter = TokenFilter {
+        client_id: request.client,
+        subject: request.subject,
+        now,
+        ..TokenFilter::default()
+    };
+    if !filter.is_targeted() {
+        return bad_request(
+            "name a client, a subject, or both: revoking every token needs more than one empty request",
+        );
+    }
+    revoke(state, &filter, &by, request.reason).await
+}
+
+/// `POST /api/tokens/{id}/revoke`.
+async fn revoke_one(state: &GatewayState, id: &str, body: &[u8], now: i64) -> Response<Vec<u8>> {
+    let (request, by) = match revoke_body(body) {
+        Ok(parsed) => parsed,
+        Err(why) => return bad_request(&why),
+    };
+    match state.current().store.tokens().token(id).await {
+        Ok(Some(_)) => {
+            let filter = TokenFilter {
+                id: Some(id.to_owned()),
+                now,
+                ..TokenFilter::default()
+            };
+            revoke(state, &filter, &by, request.reason).await
+        }
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "no-such-token",
+            "no token has this id",
+        ),
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+/// `GET /api/clients`: each registered client with its token statistics.
+async fn clients_with_stats(store: &StateStore, now: i64) -> Response<Vec<u8>> {
+    match (
+        store.tokens().clients().await,
+        store.tokens().client_stats(now).await,
+    ) {
+        (Ok(clients), Ok(stats)) => {
+            let list: Vec<serde_json::Value> = clients
+                .iter()
+                .map(|client| {
+                    let client_stats = stats.iter().find(|s| s.client_id == client.id);
+                    serde_json::json!({"client": client, "stats": client_stats})
+                })
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({"clients": list}))
+        }
+        (Err(e), _) | (_, Err(e)) => store_unavailable(&e),
+    }
+}
+
+fn store_unavailable(error: &crate::store::StoreError) -> Response<Vec<u8>> {
+    log::error!("admin: {error}");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-unavailable",
+        "the state store is unavailable",
+    )
+}
+
 async fn revoke(
     state: &GatewayState,
     filter: &TokenFilter,
@@ -248,14 +258,14 @@ async fn revoke(
     reason: Option<String>,
 ) -> Response<Vec<u8>> {
     let rt = state.current();
-    let Some(ts) = rt.token_service.as_ref() else {
+    let Some(token_service) = rt.token_service.as_ref() else {
         return problem(
             StatusCode::NOT_FOUND,
             "no-token-service",
             "this policy has no token_service",
         );
     };
-    match ts.revoke(filter, by, reason).await {
+    match token_service.revoke(filter, by, reason).await {
         Ok(n) => {
             log::info!(
                 "admin: {n} token(s) revoked on behalf of the {by} (client {}, subject {})",

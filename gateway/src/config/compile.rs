@@ -145,9 +145,10 @@ pub(crate) fn compile(
         .then(|| oauth::open_state(&main.spec, &mut context))
         .flatten();
     let store = opened.unwrap_or_else(crate::store::StateStore::memory);
-    if let Some(ts) = main.spec.token_service.present() {
+    if let Some(token_service) = main.spec.token_service.present() {
         context.token_service_declared = true;
-        context.token_service = oauth::compile_token_service(ts, store.clone(), &mut context);
+        context.token_service =
+            oauth::compile_token_service(token_service, store.clone(), &mut context);
     }
     let admin_token = main
         .spec

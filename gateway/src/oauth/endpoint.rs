@@ -202,9 +202,13 @@ async fn detached<T: Send + 'static>(
 }
 
 /// Serves one endpoint. The request head is already known; the body is read here.
-pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) -> Result<Answer> {
+pub async fn serve(
+    token_service: &Arc<TokenService>,
+    session: &mut Session,
+    endpoint: Endpoint,
+) -> Result<Answer> {
     let method = session.req_header().method.clone();
-    let wrong_method = if ep.is_post() {
+    let wrong_method = if endpoint.is_post() {
         method != Method::POST
     } else {
         method != Method::GET && method != Method::HEAD
@@ -219,21 +223,26 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
         );
         a.headers.push((
             "allow",
-            if ep.is_post() { "POST" } else { "GET, HEAD" }.to_owned(),
+            if endpoint.is_post() {
+                "POST"
+            } else {
+                "GET, HEAD"
+            }
+            .to_owned(),
         ));
         a.reason = Some("method-not-allowed");
         return Ok(a);
     }
-    match ep {
+    match endpoint {
         Endpoint::Jwks => {
             let mut a = Answer::json(StatusCode::OK, &serde_json::Value::Null);
-            a.body.clone_from(&ts.keys.jwks_json);
+            a.body.clone_from(&token_service.keys.jwks_json);
             a.content_type = "application/jwk-set+json";
             return Ok(a);
         }
         Endpoint::Metadata => {
             let mut a = Answer::json(StatusCode::OK, &serde_json::Value::Null);
-            a.body.clone_from(&ts.metadata_json);
+            a.body.clone_from(&token_service.metadata_json);
             return Ok(a);
         }
         _ => {}
@@ -280,10 +289,10 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
         Err(e) => return Ok(Answer::error(&e, auth.is_some())),
     };
     let basic = creds.basic;
-    let result = match ep {
-        Endpoint::Token => token(ts, &form, &creds).await,
-        Endpoint::Introspect => introspect(ts, &form, &creds).await,
-        Endpoint::Revoke => revoke(ts, &form, &creds).await,
+    let result = match endpoint {
+        Endpoint::Token => token(token_service, &form, &creds).await,
+        Endpoint::Introspect => introspect(token_service, &form, &creds).await,
+        Endpoint::Revoke => revoke(token_service, &form, &creds).await,
         Endpoint::Jwks | Endpoint::Metadata => {
             Err(ErrorCode::ServerError.error("no such endpoint"))
         }
@@ -292,15 +301,16 @@ pub async fn serve(ts: &Arc<TokenService>, session: &mut Session, ep: Endpoint) 
 }
 
 fn authenticated<'t>(
-    ts: &'t TokenService,
+    token_service: &'t TokenService,
     c: &Credentials,
 ) -> Result<&'t super::Client, OAuthError> {
-    ts.authenticate(c.id.as_deref(), c.secret.as_deref())?
+    token_service
+        .authenticate(c.id.as_deref(), c.secret.as_deref())?
         .ok_or_else(|| ErrorCode::InvalidClient.error("client authentication is required"))
 }
 
 async fn token(
-    ts: &Arc<TokenService>,
+    token_service: &Arc<TokenService>,
     form: &Form,
     creds: &Credentials,
 ) -> Result<Answer, OAuthError> {
@@ -308,7 +318,7 @@ async fn token(
     let scope = form.get("scope");
     let grant = match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
-            let client = authenticated(ts, creds)?;
+            let client = authenticated(token_service, creds)?;
             if !client.may(GRANT_CLIENT_CREDENTIALS) {
                 return Err(ErrorCode::UnauthorizedClient
                     .error("this client may not use the client_credentials grant"));
@@ -328,7 +338,7 @@ async fn token(
             }
         }
         GRANT_REFRESH_TOKEN => {
-            let client = authenticated(ts, creds)?.clone();
+            let client = authenticated(token_service, creds)?.clone();
             if !client.may(GRANT_REFRESH_TOKEN) {
                 return Err(
                     ErrorCode::UnauthorizedClient.error("this client may not use refresh tokens")
@@ -336,7 +346,7 @@ async fn token(
             }
             let presented = form.require("refresh_token")?.to_owned();
             let scope = scope.map(str::to_owned);
-            let svc = ts.clone();
+            let svc = token_service.clone();
             let issued =
                 detached(async move { svc.refresh(&client, &presented, scope.as_deref()).await })
                     .await?;
@@ -344,9 +354,9 @@ async fn token(
         }
         GRANT_JWT_BEARER => {
             // Client authentication is optional for this grant; when it is sent it must hold.
-            ts.authenticate(creds.id.as_deref(), creds.secret.as_deref())?;
+            token_service.authenticate(creds.id.as_deref(), creds.secret.as_deref())?;
             let assertion = form.require("assertion")?;
-            ts.jwt_bearer(assertion, scope).await?
+            token_service.jwt_bearer(assertion, scope).await?
         }
         other => {
             return Err(ErrorCode::UnsupportedGrantType.error(format!(
@@ -355,7 +365,7 @@ async fn token(
             )))
         }
     };
-    let svc = ts.clone();
+    let svc = token_service.clone();
     let issued = detached(async move { svc.issue(&grant).await }).await?;
     Ok(issued_answer(&issued))
 }
@@ -368,13 +378,13 @@ fn issued_answer(issued: &super::Issued) -> Answer {
 }
 
 async fn introspect(
-    ts: &Arc<TokenService>,
+    token_service: &Arc<TokenService>,
     form: &Form,
     creds: &Credentials,
 ) -> Result<Answer, OAuthError> {
-    let client = authenticated(ts, creds)?.clone();
+    let client = authenticated(token_service, creds)?.clone();
     let token = form.require("token")?.to_owned();
-    let svc = ts.clone();
+    let svc = token_service.clone();
     let rec = detached(async move { Ok(svc.find_presented(&token).await?) }).await?;
     let now = now_secs();
     let inactive = || Answer::json(StatusCode::OK, &serde_json::json!({"active": false}));
@@ -402,8 +412,8 @@ async fn introspect(
             "token_type": token_type,
             "exp": rec.expires_at,
             "iat": rec.issued_at,
-            "iss": ts.issuer,
-            "aud": ts.audience,
+            "iss": token_service.issuer,
+            "aud": token_service.audience,
             "jti": rec.id,
             "grant_type": rec.grant_type,
         }),
@@ -411,13 +421,13 @@ async fn introspect(
 }
 
 async fn revoke(
-    ts: &Arc<TokenService>,
+    token_service: &Arc<TokenService>,
     form: &Form,
     creds: &Credentials,
 ) -> Result<Answer, OAuthError> {
-    let client = authenticated(ts, creds)?.clone();
+    let client = authenticated(token_service, creds)?.clone();
     let token = form.require("token")?.to_owned();
-    let svc = ts.clone();
+    let svc = token_service.clone();
     detached(async move {
         let Some(rec) = svc.find_presented(&token).await? else {
             // RFC 7009 §2.2: an unknown token is answered 200 all the same.

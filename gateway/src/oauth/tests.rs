@@ -64,8 +64,8 @@ fn service(access_ttl: i64) -> Arc<TokenService> {
     })
 }
 
-fn grant(ts: &TokenService, client: &str) -> Grant {
-    let c = &ts.clients[client];
+fn grant(token_service: &TokenService, client: &str) -> Grant {
+    let c = &token_service.clients[client];
     Grant {
         client_id: c.id.clone(),
         subject: c.id.clone(),
@@ -86,20 +86,26 @@ fn ip() -> IpAddr {
 
 #[test]
 fn client_secrets_are_checked() {
-    let ts = service(60);
-    assert!(ts
+    let token_service = service(60);
+    assert!(token_service
         .authenticate(Some("jwt-app"), Some("s3cret"))
         .expect("ok")
         .is_some());
     assert_eq!(
-        ts.authenticate(Some("jwt-app"), Some("wrong"))
+        token_service
+            .authenticate(Some("jwt-app"), Some("wrong"))
             .expect_err("refused")
             .error,
         "invalid_client"
     );
-    assert!(ts.authenticate(Some("nobody"), Some("s3cret")).is_err());
-    assert!(ts.authenticate(Some("jwt-app"), None).is_err());
-    assert!(ts.authenticate(None, None).expect("ok").is_none());
+    assert!(token_service
+        .authenticate(Some("nobody"), Some("s3cret"))
+        .is_err());
+    assert!(token_service.authenticate(Some("jwt-app"), None).is_err());
+    assert!(token_service
+        .authenticate(None, None)
+        .expect("ok")
+        .is_none());
 }
 
 #[test]
@@ -130,18 +136,21 @@ async fn check(r: &LocalResolver, token: &str) -> Result<Arc<ValidToken>, TokenE
 #[tokio::test]
 async fn issued_tokens_validate_until_revoked() {
     for client in ["jwt-app", "opaque-app"] {
-        let ts = service(60);
-        let issued = ts.issue(&grant(&ts, client)).await.expect("issue");
+        let token_service = service(60);
+        let issued = token_service
+            .issue(&grant(&token_service, client))
+            .await
+            .expect("issue");
         assert_eq!(looks_like_jwt(&issued.access_token), client == "jwt-app");
         let r = LocalResolver {
-            service: ts.clone(),
+            service: token_service.clone(),
         };
         let v = check(&r, &issued.access_token).await.expect("valid");
         assert_eq!(&*v.client_id, client);
         assert_eq!(&*v.scope, "a b");
         // Cached now; a revocation is seen on the very next call.
         assert!(check(&r, &issued.access_token).await.is_ok());
-        let n = ts
+        let n = token_service
             .revoke(
                 &TokenFilter {
                     id: Some(v.id.to_string()),
@@ -165,10 +174,13 @@ async fn issued_tokens_validate_until_revoked() {
 
 #[tokio::test]
 async fn jwts_signed_otherwise_are_refused() {
-    let ts = service(60);
-    let issued = ts.issue(&grant(&ts, "jwt-app")).await.expect("issue");
+    let token_service = service(60);
+    let issued = token_service
+        .issue(&grant(&token_service, "jwt-app"))
+        .await
+        .expect("issue");
     let r = LocalResolver {
-        service: ts.clone(),
+        service: token_service.clone(),
     };
     let mut parts: Vec<String> = issued.access_token.split('.').map(str::to_owned).collect();
     // Tampered payload: another scope.
@@ -206,40 +218,55 @@ async fn jwts_signed_otherwise_are_refused() {
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
-    let ts = service(60);
-    let client = ts.clients["opaque-app"].clone();
-    let first = ts.issue(&grant(&ts, "opaque-app")).await.expect("issue");
+    let token_service = service(60);
+    let client = token_service.clients["opaque-app"].clone();
+    let first = token_service
+        .issue(&grant(&token_service, "opaque-app"))
+        .await
+        .expect("issue");
     let r1 = first.refresh_token.clone().expect("refresh");
-    let second = ts.refresh(&client, &r1, Some("a")).await.expect("rotate");
+    let second = token_service
+        .refresh(&client, &r1, Some("a"))
+        .await
+        .expect("rotate");
     assert_eq!(second.scope, "a");
     let r2 = second.refresh_token.clone().expect("new refresh");
     assert_ne!(r1, r2);
     // Widening the scope on refresh is refused.
-    let e = ts
+    let e = token_service
         .refresh(&client, &r2, Some("a b"))
         .await
         .expect_err("wider");
     assert_eq!(e.error, "invalid_scope");
     // The refused attempt did not spend r2.
-    let third = ts.refresh(&client, &r2, None).await.expect("r2 still live");
+    let third = token_service
+        .refresh(&client, &r2, None)
+        .await
+        .expect("r2 still live");
     assert_eq!(third.scope, "a");
     // Replaying the dead r1 revokes the whole family, r2 and both access tokens included.
-    let e = ts.refresh(&client, &r1, None).await.expect_err("reuse");
+    let e = token_service
+        .refresh(&client, &r1, None)
+        .await
+        .expect_err("reuse");
     assert_eq!(e.error, "invalid_grant");
     let r = LocalResolver {
-        service: ts.clone(),
+        service: token_service.clone(),
     };
     assert!(check(&r, &first.access_token).await.is_err());
     assert!(check(&r, &second.access_token).await.is_err());
     assert!(check(&r, &third.access_token).await.is_err());
-    assert!(ts
+    assert!(token_service
         .refresh(&client, third.refresh_token.as_deref().expect("r3"), None)
         .await
         .is_err());
     // Another client cannot use the refresh token.
-    let other = ts.clients["jwt-app"].clone();
-    let fresh = ts.issue(&grant(&ts, "opaque-app")).await.expect("issue");
-    assert!(ts
+    let other = token_service.clients["jwt-app"].clone();
+    let fresh = token_service
+        .issue(&grant(&token_service, "opaque-app"))
+        .await
+        .expect("issue");
+    assert!(token_service
         .refresh(&other, fresh.refresh_token.as_deref().expect("r"), None)
         .await
         .is_err());
@@ -247,24 +274,27 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
 
 #[tokio::test]
 async fn a_replayed_assertion_id_is_refused() {
-    let ts = service(60);
-    let mut g = grant(&ts, "jwt-app");
+    let token_service = service(60);
+    let mut g = grant(&token_service, "jwt-app");
     g.once = Some(("jwt-bearer\niss\njti-1".into(), now_secs() + 60));
-    ts.issue(&g).await.expect("first");
+    token_service.issue(&g).await.expect("first");
     assert_eq!(
-        ts.issue(&g).await.expect_err("replay").error,
+        token_service.issue(&g).await.expect_err("replay").error,
         "invalid_grant"
     );
 }
 
 #[tokio::test]
 async fn a_token_not_prefetched_is_refused_without_a_store_read() {
-    let ts = service(60);
+    let token_service = service(60);
     let r = LocalResolver {
-        service: ts.clone(),
+        service: token_service.clone(),
     };
     for client in ["jwt-app", "opaque-app"] {
-        let issued = ts.issue(&grant(&ts, client)).await.expect("issue");
+        let issued = token_service
+            .issue(&grant(&token_service, client))
+            .await
+            .expect("issue");
         // The check alone never reads the store: unverified, the token is refused (fail
         // closed), and the refusal says validation could not be done, not that it is bad.
         assert_eq!(
@@ -340,19 +370,20 @@ async fn a_revocation_by_another_process_reaches_this_cache_through_the_epoch() 
 }
 
 /// The same service over another store (and a cache of its own).
-fn with_store(ts: Arc<TokenService>, store: StateStore) -> Arc<TokenService> {
-    let ts = Arc::try_unwrap(ts).expect("sole owner");
+fn with_store(token_service: Arc<TokenService>, store: StateStore) -> Arc<TokenService> {
+    let token_service = Arc::try_unwrap(token_service).expect("sole owner");
     Arc::new(TokenService {
         store,
         live: Arc::new(LiveTokens::default()),
-        ..ts
+        ..token_service
     })
 }
 
 #[test]
 fn the_jwks_lists_every_key_without_private_parts() {
-    let ts = service(60);
-    let doc: serde_json::Value = serde_json::from_slice(&ts.keys.jwks_json).expect("json");
+    let token_service = service(60);
+    let doc: serde_json::Value =
+        serde_json::from_slice(&token_service.keys.jwks_json).expect("json");
     let keys = doc["keys"].as_array().expect("keys");
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0]["kid"], "2026a");

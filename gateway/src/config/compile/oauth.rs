@@ -82,17 +82,96 @@ pub(super) fn compile_token_service(
     store: StateStore,
     context: &mut CompileContext<'_>,
 ) -> Option<Arc<TokenService>> {
-    let ts = &spec.value;
-    let issuer = ts.issuer.value.trim().to_owned();
+    let token_service = &spec.value;
+    let issuer = token_service.issuer.value.trim().to_owned();
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
         context.err(
-            ts.issuer.loc,
+            token_service.issuer.loc,
             "token_service.issuer",
             "the issuer must be an http(s) URL (RFC 8414), e.g. https://gateway.example.com",
         );
     }
+    let keys = signing_keys(spec, context);
+    let clients = clients(token_service, context);
+    let trusted = trusted_issuers(token_service, context);
+
+    let usage = token_service.usage.as_ref();
+    let secs = |d: Option<&crate::config::spec::DurationSpec>, default: u64| -> i64 {
+        i64::try_from(d.map_or(default, |d| d.0.as_secs())).unwrap_or(i64::MAX)
+    };
+    let flush = usage
+        .and_then(|u| u.flush_interval.as_ref())
+        .map_or(Duration::from_secs(1), |d| d.0);
+    if flush < Duration::from_millis(50) || flush > Duration::from_secs(3600) {
+        context.err(
+            spec.loc,
+            "token_service.usage.flush_interval",
+            "flush_interval must be between 50ms and 1h",
+        );
+    }
+    let access_ttl = secs(token_service.access_token_ttl.as_ref(), 3600);
+    if access_ttl < 1 {
+        context.err(
+            spec.loc,
+            "token_service.access_token_ttl",
+            "access_token_ttl must be at least 1s",
+        );
+    }
+
+    // The clients as the store keeps them (for the admin API), secrets as digests only.
+    if !context.carry.dry_run {
+        for c in clients.values() {
+            let rec = ClientRecord {
+                id: c.id.clone(),
+                secret_sha256: Some(c.secret_sha256),
+                grants: c.grants.clone(),
+                scopes: c.scopes.clone(),
+                token_format: c.token_format,
+            };
+            // Loading is synchronous (also on reload, on its blocking thread).
+            if let Err(e) = crate::store::wait(store.tokens().put_client(&rec)) {
+                context.err(spec.loc, "token_service.clients", e.to_string());
+                break;
+            }
+        }
+    }
+
+    let keys = keys?;
+    let metadata = TokenService::metadata(&issuer, !trusted.is_empty());
+    let base = issuer.trim_end_matches('/');
+    Some(Arc::new(TokenService {
+        token_endpoint: format!("{base}/oauth2/token"),
+        audience: token_service
+            .audience
+            .clone()
+            .unwrap_or_else(|| issuer.clone()),
+        issuer,
+        access_ttl,
+        refresh_ttl: secs(token_service.refresh_token_ttl.as_ref(), 30 * 24 * 3600),
+        keys,
+        clients,
+        trusted,
+        store,
+        live: context.carry.live.clone(),
+        usage: UsagePolicy {
+            max_distinct_ips: usage.and_then(|u| u.max_distinct_ips),
+            max_per_minute: usage.and_then(|u| u.max_requests_per_minute),
+            auto_revoke: usage.and_then(|u| u.auto_revoke).unwrap_or(false),
+            flush_interval: flush,
+            durable: usage.and_then(|u| u.durable).unwrap_or(false),
+        },
+        metadata_json: serde_json::to_vec_pretty(&metadata).unwrap_or_default(),
+    }))
+}
+
+/// The token service's signing keys (files read by gathering); `None` when one is unusable.
+fn signing_keys(
+    spec: &Spanned<TokenServiceSpec>,
+    context: &mut CompileContext<'_>,
+) -> Option<SigningKeys> {
+    let token_service = &spec.value;
     let mut keys = Vec::new();
-    for (i, k) in ts.signing_keys.iter().enumerate() {
+    for (i, k) in token_service.signing_keys.iter().enumerate() {
         let path = format!("token_service.signing_keys[{i}]");
         let alg = match k.value.algorithm.unwrap_or(SigningAlgorithmSpec::ES256) {
             SigningAlgorithmSpec::ES256 => Algorithm::ES256,
@@ -107,9 +186,9 @@ pub(super) fn compile_token_service(
             Err(e) => context.err(k.value.file.loc, &path, e),
         }
     }
-    let unreadable_keys = keys.len() < ts.signing_keys.len();
+    let unreadable_keys = keys.len() < token_service.signing_keys.len();
     // Reported once; the rest is still checked so every mistake shows.
-    let keys = match SigningKeys::new(keys) {
+    match SigningKeys::new(keys) {
         Ok(k) => Some(k),
         Err(e) => {
             if !unreadable_keys {
@@ -117,10 +196,16 @@ pub(super) fn compile_token_service(
             }
             None
         }
-    };
+    }
+}
 
+/// The registered clients, by id.
+fn clients(
+    token_service: &TokenServiceSpec,
+    context: &mut CompileContext<'_>,
+) -> HashMap<String, Client> {
     let mut clients = HashMap::new();
-    for (i, c) in ts.clients.iter().enumerate() {
+    for (i, c) in token_service.clients.iter().enumerate() {
         let Some(c) = c.get() else { continue };
         let path = format!("token_service.clients[{i}]");
         let spec_c = &c.value;
@@ -187,10 +272,17 @@ pub(super) fn compile_token_service(
             );
         }
     }
+    clients
+}
 
+/// The platforms trusted for the jwt-bearer grant.
+fn trusted_issuers(
+    token_service: &TokenServiceSpec,
+    context: &mut CompileContext<'_>,
+) -> Vec<TrustedIssuer> {
     let mut trusted = Vec::new();
     let mut seen = HashSet::new();
-    for (i, t) in ts.trusted_issuers.iter().enumerate() {
+    for (i, t) in token_service.trusted_issuers.iter().enumerate() {
         let Some(t) = t.get() else { continue };
         let path = format!("token_service.trusted_issuers[{i}]");
         let s = &t.value;
@@ -240,69 +332,5 @@ pub(super) fn compile_token_service(
                 .collect(),
         });
     }
-
-    let usage = ts.usage.as_ref();
-    let secs = |d: Option<&crate::config::spec::DurationSpec>, default: u64| -> i64 {
-        i64::try_from(d.map_or(default, |d| d.0.as_secs())).unwrap_or(i64::MAX)
-    };
-    let flush = usage
-        .and_then(|u| u.flush_interval.as_ref())
-        .map_or(Duration::from_secs(1), |d| d.0);
-    if flush < Duration::from_millis(50) || flush > Duration::from_secs(3600) {
-        context.err(
-            spec.loc,
-            "token_service.usage.flush_interval",
-            "flush_interval must be between 50ms and 1h",
-        );
-    }
-    let access_ttl = secs(ts.access_token_ttl.as_ref(), 3600);
-    if access_ttl < 1 {
-        context.err(
-            spec.loc,
-            "token_service.access_token_ttl",
-            "access_token_ttl must be at least 1s",
-        );
-    }
-
-    // The clients as the store keeps them (for the admin API), secrets as digests only.
-    if !context.carry.dry_run {
-        for c in clients.values() {
-            let rec = ClientRecord {
-                id: c.id.clone(),
-                secret_sha256: Some(c.secret_sha256),
-                grants: c.grants.clone(),
-                scopes: c.scopes.clone(),
-                token_format: c.token_format,
-            };
-            // Loading is synchronous (also on reload, on its blocking thread).
-            if let Err(e) = crate::store::wait(store.tokens().put_client(&rec)) {
-                context.err(spec.loc, "token_service.clients", e.to_string());
-                break;
-            }
-        }
-    }
-
-    let keys = keys?;
-    let metadata = TokenService::metadata(&issuer, !trusted.is_empty());
-    let base = issuer.trim_end_matches('/');
-    Some(Arc::new(TokenService {
-        token_endpoint: format!("{base}/oauth2/token"),
-        audience: ts.audience.clone().unwrap_or_else(|| issuer.clone()),
-        issuer,
-        access_ttl,
-        refresh_ttl: secs(ts.refresh_token_ttl.as_ref(), 30 * 24 * 3600),
-        keys,
-        clients,
-        trusted,
-        store,
-        live: context.carry.live.clone(),
-        usage: UsagePolicy {
-            max_distinct_ips: usage.and_then(|u| u.max_distinct_ips),
-            max_per_minute: usage.and_then(|u| u.max_requests_per_minute),
-            auto_revoke: usage.and_then(|u| u.auto_revoke).unwrap_or(false),
-            flush_interval: flush,
-            durable: usage.and_then(|u| u.durable).unwrap_or(false),
-        },
-        metadata_json: serde_json::to_vec_pretty(&metadata).unwrap_or_default(),
-    }))
+    trusted
 }
