@@ -5,6 +5,10 @@
 # through a 75-byte nginx backend, and prints the instruction count per request of each.
 #
 #   bash benches/callgrind-compare.sh [requests, default 2000]
+#
+# With BEFORE_BIN set to another build, also measures that build's pass-through and both
+# builds with the typical request pipeline (IP rule, API key, header edits), and prints
+# after/before for each: how a change moved the cost of a request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -68,3 +72,25 @@ CONF
 measure "minimal Pingora proxy" "$MIN" target/release/minimal-pingora-proxy "127.0.0.1:$MIN" "127.0.0.1:$BACKEND"
 measure "portcullis pass-through" "$GW" target/release/portcullis run -c "$WORK/pass.yaml"
 awk 'NR==1 {a=$(NF-1)} NR==2 {b=$(NF-1)} END {printf "ratio portcullis / minimal Pingora: %.2f\n", b/a}' "$WORK/rows"
+
+if [ -n "${BEFORE_BIN:-}" ]; then
+  sed "s/^services:/services:/" "$WORK/pass.yaml" > "$WORK/pipeline.yaml"
+  cat >> "$WORK/pipeline.yaml" <<CONF
+    request:
+      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]
+      - require_api_key:
+          keys:
+            - client: acme
+              sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873
+              attributes: {tier: gold}
+      - set_header: {name: X-Client-Id, value: "\${client.id}"}
+      - remove_header: [X-Api-Key]
+    response:
+      - remove_header: [Server]
+CONF
+  measure "before pass-through" "$GW" "$BEFORE_BIN" run -c "$WORK/pass.yaml"
+  measure "before pipeline" "$GW" "$BEFORE_BIN" run -c "$WORK/pipeline.yaml"
+  measure "after pipeline" "$GW" target/release/portcullis run -c "$WORK/pipeline.yaml"
+  awk 'NR==2 {pass=$(NF-1)} NR==3 {before_pass=$(NF-1)} NR==4 {before_pipe=$(NF-1)} NR==5 {pipe=$(NF-1)}
+       END {printf "after/before: pass-through %.3f, pipeline %.3f\n", pass/before_pass, pipe/before_pipe}' "$WORK/rows"
+fi
