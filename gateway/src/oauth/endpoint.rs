@@ -92,22 +92,18 @@ impl Answer {
     }
 
     fn error(e: &OAuthError, used_authorization: bool) -> Answer {
-        let code = ErrorCode::parse(e.error);
-        let status = code.map_or_else(
-            || StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
-            ErrorCode::status,
-        );
+        let code = e.code;
         let mut a = Answer {
-            status,
+            status: code.status(),
             body: e.body(),
             content_type: "application/json",
             headers: Vec::new(),
-            reason: Some(e.error),
+            reason: Some(code.as_str()),
         };
-        if let Some(challenge) = code.and_then(|c| c.challenge(used_authorization)) {
+        if let Some(challenge) = code.challenge(used_authorization) {
             a.headers.push(("www-authenticate", challenge.to_owned()));
         }
-        if code == Some(ErrorCode::TemporarilyUnavailable) {
+        if code == ErrorCode::TemporarilyUnavailable {
             a.headers.push(("retry-after", "5".to_owned()));
         }
         a

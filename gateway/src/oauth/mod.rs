@@ -31,6 +31,7 @@ use subtle::ConstantTimeEq;
 use crate::store::{
     now_secs, Revocation, StateStore, StoreError, TokenFilter, TokenFormat, TokenKind, TokenRecord,
 };
+use error::ErrorCode;
 use keys::SigningKeys;
 use live::LiveTokens;
 
@@ -41,24 +42,15 @@ pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 /// An error in the RFC 6749 §5.2 form (also used by introspection and revocation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
-    pub status: u16,
-    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
-    /// `unsupported_grant_type`, `invalid_scope`, `temporarily_unavailable`, `server_error`.
-    pub error: &'static str,
+    /// The `error` member; it decides the HTTP status too.
+    pub code: ErrorCode,
     pub description: Cow<'static, str>,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        let status = match error {
-            "invalid_client" => 401,
-            "temporarily_unavailable" => 503,
-            "server_error" => 500,
-            _ => 400,
-        };
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         OAuthError {
-            status,
-            error,
+            code,
             description: description.into(),
         }
     }
@@ -66,7 +58,7 @@ impl OAuthError {
     #[must_use]
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
-            "error": self.error,
+            "error": self.code.as_str(),
             "error_description": self.description,
         }))
         .unwrap_or_default()
@@ -77,7 +69,7 @@ impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         log::error!("token service: {e}");
         OAuthError::new(
-            "temporarily_unavailable",
+            ErrorCode::TemporarilyUnavailable,
             "the token store is unavailable; try again later",
         )
     }
@@ -193,8 +185,12 @@ pub struct TokenService {
 /// The system's random source failed.
 pub fn random_token(bytes: usize) -> Result<String, OAuthError> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf)
-        .map_err(|_| OAuthError::new("server_error", "the gateway could not draw random bytes"))?;
+    getrandom::fill(&mut buf).map_err(|_| {
+        OAuthError::new(
+            ErrorCode::ServerError,
+            "the gateway could not draw random bytes",
+        )
+    })?;
     Ok(URL_SAFE_NO_PAD.encode(buf))
 }
 
@@ -258,7 +254,7 @@ impl TokenService {
         };
         if !ok {
             return Err(OAuthError::new(
-                "invalid_client",
+                ErrorCode::InvalidClient,
                 "client authentication failed",
             ));
         }
@@ -282,7 +278,7 @@ impl TokenService {
         for s in requested.split(' ').filter(|s| !s.is_empty()) {
             if !allowed.iter().any(|a| a == s) {
                 return Err(OAuthError::new(
-                    "invalid_scope",
+                    ErrorCode::InvalidScope,
                     format!("scope \"{}\" is not granted to {whom}", printable(s)),
                 ));
             }
@@ -302,7 +298,7 @@ impl TokenService {
         if let Some((key, until)) = &g.once {
             if !self.store.once().use_once(key, *until, now).await? {
                 return Err(OAuthError::new(
-                    "invalid_grant",
+                    ErrorCode::InvalidGrant,
                     "this assertion has been used before (jti replay)",
                 ));
             }
@@ -355,7 +351,7 @@ impl TokenService {
                 };
                 let t = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|e| {
                     log::error!("token service: signing failed: {e}");
-                    OAuthError::new("server_error", "the token could not be signed")
+                    OAuthError::new(ErrorCode::ServerError, "the token could not be signed")
                 })?;
                 (t, jti)
             }
@@ -393,7 +389,7 @@ impl TokenService {
         let now = now_secs();
         let invalid = || {
             OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the refresh token is invalid, expired or revoked",
             )
         };
@@ -434,7 +430,7 @@ impl TokenService {
                 );
             }
             return Err(OAuthError::new(
-                "invalid_grant",
+                ErrorCode::InvalidGrant,
                 "the refresh token was already used; every token of this grant has been revoked",
             ));
         }

@@ -95,7 +95,8 @@ fn client_secrets_are_checked() {
         token_service
             .authenticate(Some("jwt-app"), Some("wrong"))
             .expect_err("refused")
-            .error,
+            .code
+            .as_str(),
         "invalid_client"
     );
     assert!(token_service
@@ -120,7 +121,7 @@ fn scopes_are_granted_only_when_allowed() {
         "b"
     );
     let e = TokenService::grant_scope(Some("a admin"), &allowed, "this client").expect_err("no");
-    assert_eq!(e.error, "invalid_scope");
+    assert_eq!(e.code, ErrorCode::InvalidScope);
     assert!(e.description.contains("\"admin\""));
 }
 
@@ -237,7 +238,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
         .refresh(&client, &r2, Some("a b"))
         .await
         .expect_err("wider");
-    assert_eq!(e.error, "invalid_scope");
+    assert_eq!(e.code, ErrorCode::InvalidScope);
     // The refused attempt did not spend r2.
     let third = token_service
         .refresh(&client, &r2, None)
@@ -249,7 +250,7 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
         .refresh(&client, &r1, None)
         .await
         .expect_err("reuse");
-    assert_eq!(e.error, "invalid_grant");
+    assert_eq!(e.code, ErrorCode::InvalidGrant);
     let r = LocalResolver {
         service: token_service.clone(),
     };
@@ -279,7 +280,12 @@ async fn a_replayed_assertion_id_is_refused() {
     g.once = Some(("jwt-bearer\niss\njti-1".into(), now_secs() + 60));
     token_service.issue(&g).await.expect("first");
     assert_eq!(
-        token_service.issue(&g).await.expect_err("replay").error,
+        token_service
+            .issue(&g)
+            .await
+            .expect_err("replay")
+            .code
+            .as_str(),
         "invalid_grant"
     );
 }
