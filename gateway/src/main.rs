@@ -153,8 +153,7 @@ fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
 /// `portcullis check`: the policy as `run` would load it, without opening its state store
 /// unless `connect` asks for a read-only look at it.
 fn check(config: &std::path::Path, connect: bool) -> ExitCode {
-    let carry = config::Carry::dry_run();
-    let rt = match config::load(config, &carry, 1) {
+    let rt = match config::load_dry_run(config) {
         Ok(rt) => rt,
         Err(invalid) => {
             eprintln!("{invalid}");
@@ -165,11 +164,7 @@ fn check(config: &std::path::Path, connect: bool) -> ExitCode {
     for warning in &rt.warnings {
         eprintln!("{warning} [warning]");
     }
-    let state_url = carry
-        .state_url
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let state_url = rt.state_url.clone();
     // A dry run never opens the store: say so, so a passing check is not read as "the
     // store works".
     if let Some(url) = state_url {
@@ -205,7 +200,7 @@ fn main() -> ExitCode {
             request,
             client_ip,
         } => {
-            let rt = match config::load(&config, &config::Carry::dry_run(), 1) {
+            let rt = match config::load_dry_run(&config) {
                 Ok(rt) => rt,
                 Err(invalid) => {
                     eprintln!("{invalid}");

@@ -173,6 +173,9 @@ pub struct Runtime {
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The state store (opened once, kept across reloads).
     pub store: crate::store::StateStore,
+    /// The state store the policy names (`None` when it keeps no state); on a dry run the
+    /// store above is an empty memory one instead.
+    pub state_url: Option<crate::store::StoreUrl>,
     /// Key sets published by others that steps and issuers rely on.
     pub key_sets: Vec<Arc<crate::oauth::remote::RemoteKeySet>>,
     /// Which forwarding headers the upstream gets.

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use portcullis::config::{self, Carry};
+use portcullis::config;
 use portcullis::runtime::Runtime;
 use portcullis_assertions::{process_body, Exchange, Verdict};
 
@@ -192,7 +192,7 @@ fn every_kind_acts_the_same_at_top_level_inside_all_and_inside_any() {
     for case in CASES {
         let load = |list: String| {
             let path = policy(dir.path(), case.side, &list);
-            config::load(&path, &Carry::dry_run(), 1)
+            config::load_dry_run(&path)
         };
         let top = load(case.step.to_owned()).unwrap_or_else(|e| panic!("{}: {e}", case.step));
         let mut wrapped = vec![
@@ -244,7 +244,7 @@ fn steps_with_body_or_upstream_phases_are_refused_inside_any_with_their_position
             case.side,
             &format!("any:\n          - {}", case.step),
         );
-        let refused = config::load(&path, &Carry::dry_run(), 1).expect_err("refused");
+        let refused = config::load_dry_run(&path).expect_err("refused");
         let first = &refused.0[0];
         assert_eq!(
             first.loc.map(|l| (l.line, l.col)),

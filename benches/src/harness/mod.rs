@@ -713,9 +713,7 @@ mod tests {
                 scenarios::portcullis_policy(s, 18080, 19901, 19090, &root()),
             )
             .expect("policy");
-            if let Err(e) =
-                portcullis::config::load(&path, &portcullis::config::Carry::dry_run(), 1)
-            {
+            if let Err(e) = portcullis::config::load_dry_run(&path) {
                 panic!("{}: {e}", s.name);
             }
         }

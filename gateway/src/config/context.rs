@@ -46,6 +46,10 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) registry: VarRegistry,
     pub(crate) key_sets: HashMap<String, Arc<KeySet>>,
     pub(crate) carry: &'a crate::config::Carry,
+    /// Serving, or `check`/`eval` (which open no state file and write nothing).
+    pub(crate) mode: crate::config::LoadMode,
+    /// The state store the policy names, once `state:` has been read.
+    pub(crate) state_url: Option<crate::store::StoreUrl>,
     /// How many `any` composites the step being compiled sits in.
     pub(crate) any_depth: usize,
     /// The token service, when the policy has one (for `require_bearer`).

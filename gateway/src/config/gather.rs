@@ -154,7 +154,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::config::{compile, parse_text, Carry};
+    use crate::config::{compile, parse_text, Carry, LoadMode};
 
     fn parsed(text: &str) -> Parsed<ConfigSpec> {
         let mut errors = Vec::new();
@@ -176,8 +176,16 @@ mod tests {
             Some(SocketAddr::from(([192, 0, 2, 1], 8080))),
         );
         let mut errors = Vec::new();
-        let runtime = compile::compile(&main, &[], &gathered, &Carry::dry_run(), 1, &mut errors)
-            .expect("built");
+        let runtime = compile::compile(
+            &main,
+            &[],
+            &gathered,
+            &Carry::default(),
+            LoadMode::DryRun,
+            1,
+            &mut errors,
+        )
+        .expect("built");
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             runtime.services[0].upstream.addr,
@@ -191,7 +199,15 @@ mod tests {
         let mut errors = Vec::new();
         let gathered = gather(&main, &[], Path::new("."), &mut errors);
         assert_eq!(gathered.address("backend.test", 8080), None);
-        let _ = compile::compile(&main, &[], &gathered, &Carry::dry_run(), 1, &mut errors);
+        let _ = compile::compile(
+            &main,
+            &[],
+            &gathered,
+            &Carry::default(),
+            LoadMode::DryRun,
+            1,
+            &mut errors,
+        );
         let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,

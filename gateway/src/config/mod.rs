@@ -142,26 +142,13 @@ pub struct Carry {
     pub replay: Arc<Mutex<HashMap<String, Arc<ReplayCache>>>>,
     /// The state store, opened by the first load.
     pub store: Arc<Mutex<Option<OpenStore>>>,
-    /// The state URL the last load named (also on a dry run), for `check --connect`.
-    pub state_url: Arc<Mutex<Option<StoreUrl>>>,
     /// Verified-token cache, revocation epoch and pending usage.
     pub live: Arc<LiveTokens>,
     /// Remote key sets by URL and format, so fetched keys survive a reload.
     pub key_sets: Arc<Mutex<KeySetsByUrl>>,
-    /// `check` and `eval`: open no state file (a memory store stands in).
-    pub dry_run: bool,
 }
 
 impl Carry {
-    /// For `check` and `eval`: nothing is opened or written.
-    #[must_use]
-    pub fn dry_run() -> Carry {
-        Carry {
-            dry_run: true,
-            ..Carry::default()
-        }
-    }
-
     /// The replay cache for a key set, created on first use.
     #[must_use]
     pub fn replay_cache(&self, key_set: &str, capacity: usize) -> Arc<ReplayCache> {
@@ -176,8 +163,39 @@ impl Carry {
     }
 }
 
-/// Loads, validates and compiles the policy at `path`.
+/// Whether a load may open the state store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// `run` and reloads: the store is opened (once, then carried).
+    Serve,
+    /// `check` and `eval`: no state file is opened or created; an empty memory store stands
+    /// in, and nothing is written.
+    DryRun,
+}
+
+/// Loads, validates and compiles the policy at `path` to serve it.
+///
+/// # Errors
+/// Every problem with the policy.
 pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, InvalidPolicy> {
+    load_as(path, carry, generation, LoadMode::Serve)
+}
+
+/// Loads the policy at `path` as `check` and `eval` do: [`LoadMode::DryRun`], with nothing
+/// carried from an earlier load.
+///
+/// # Errors
+/// Every problem with the policy.
+pub fn load_dry_run(path: &Path) -> Result<Runtime, InvalidPolicy> {
+    load_as(path, &Carry::default(), 1, LoadMode::DryRun)
+}
+
+fn load_as(
+    path: &Path,
+    carry: &Carry,
+    generation: u64,
+    mode: LoadMode,
+) -> Result<Runtime, InvalidPolicy> {
     let mut errors = Vec::new();
     let main: Option<Parsed<spec::ConfigSpec>> = read_file(path, None, &mut errors);
     let Some(main) = main else {
@@ -188,7 +206,15 @@ pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, Inva
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let includes = compile::read_includes(&main, &base, &mut errors);
     let gathered = gather::gather(&main, &includes, &base, &mut errors);
-    let runtime = compile::compile(&main, &includes, &gathered, carry, generation, &mut errors);
+    let runtime = compile::compile(
+        &main,
+        &includes,
+        &gathered,
+        carry,
+        mode,
+        generation,
+        &mut errors,
+    );
     // Report in reading order: by file, then position.
     errors.sort_by(|a, b| {
         let key = |d: &Diagnostic| (d.loc.map_or(0, |l| l.line), d.loc.map_or(0, |l| l.col));

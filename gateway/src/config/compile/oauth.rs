@@ -13,6 +13,7 @@ use crate::config::spec::{
 };
 use crate::config::steps::{DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH};
 use crate::config::yaml::Spanned;
+use crate::config::LoadMode;
 use crate::oauth::jwt_bearer::TrustedIssuer;
 use crate::oauth::keys::{SigningKey, SigningKeys};
 use crate::oauth::{
@@ -39,12 +40,8 @@ pub(super) fn open_state(
             return None;
         }
     };
-    *context
-        .carry
-        .state_url
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(url.clone());
-    if context.carry.dry_run {
+    context.state_url = Some(url.clone());
+    if context.mode == LoadMode::DryRun {
         return Some(StateStore::memory());
     }
     let mut slot = context
@@ -119,7 +116,7 @@ pub(super) fn compile_token_service(
     }
 
     // The clients as the store keeps them (for the admin API), secrets as digests only.
-    if !context.carry.dry_run {
+    if context.mode == LoadMode::Serve {
         for c in clients.values() {
             let rec = ClientRecord {
                 id: c.id.clone(),
