@@ -42,7 +42,14 @@ pub fn parse_request(raw: &[u8]) -> anyhow::Result<RawRequest> {
     };
     let method = req.method.ok_or_else(|| anyhow!("no method"))?;
     let target = req.path.ok_or_else(|| anyhow!("no request target"))?;
-    let mut builder = http::Request::builder().method(method).uri(target);
+    let version = match req.version {
+        Some(0) => http::Version::HTTP_10,
+        _ => http::Version::HTTP_11,
+    };
+    let mut builder = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .version(version);
     for h in req.headers.iter() {
         builder = builder.header(h.name, h.value);
     }
@@ -59,7 +66,7 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     let mut head = match pingora_head(&request.parts) {
         Ok(head) => head,
         Err(e) => {
-            let _ = writeln!(out, "verdict: DENY 400 bad-request: {e}");
+            let _ = writeln!(out, "verdict: DENY 400 malformed-request: {e}");
             return (out, false);
         }
     };
@@ -157,9 +164,13 @@ fn pingora_head(parts: &http::request::Parts) -> anyhow::Result<RequestHeader> {
         .uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
+    // Pingora answers an absolute-form target beside a Host header itself, and otherwise
+    // hands the gateway the path and query only.
+    if parts.uri.authority().is_some() && parts.headers.contains_key(http::header::HOST) {
+        bail!("an absolute-form target beside a Host header (the gateway answers 400 malformed-request)");
+    }
     let mut head = RequestHeader::build(parts.method.clone(), target.as_bytes(), None)
         .map_err(|e| anyhow!("{e}"))?;
-    head.set_uri(parts.uri.clone());
     head.set_version(parts.version);
     for (name, value) in &parts.headers {
         head.append_header(name.clone(), value.clone())

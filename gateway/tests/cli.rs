@@ -288,6 +288,18 @@ fn eval_applies_the_gateways_front_gates() {
             "GET /widgets/%2e%2e/admin HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\n\n",
             "verdict: DENY 400 ambiguous-path",
         ),
+        (
+            "GET http://evil.example/widgets/7 HTTP/1.1\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 400 invalid-host",
+        ),
+        (
+            "GET http://api.example.test/widgets/7 HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\n\n",
+            "verdict: DENY 400 malformed-request",
+        ),
+        (
+            "POST /widgets/7 HTTP/1.1\nHost: api.example.test\nX-Api-Key: demo-key-123\nContent-Length: +2\n\n{}",
+            "verdict: DENY 400 invalid-content-length",
+        ),
     ];
     for (index, (request, expected)) in cases.iter().enumerate() {
         let file = write(dir.path(), &format!("case{index}.http"), request);

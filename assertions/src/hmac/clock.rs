@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 
-use super::require::fail;
 use crate::verdict::Rejection;
 
 /// The time source, so tests can move it.
@@ -142,14 +141,14 @@ pub(crate) fn check_request_time(
     match expires {
         Some(expires) => {
             if time > now + skew {
-                return Err(fail(
+                return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "RequestTimeTooSkewed",
                     "the signed request is dated in the future",
                 ));
             }
             if now > time + expires {
-                return Err(fail(
+                return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "RequestExpired",
                     "the presigned request has expired",
@@ -159,7 +158,7 @@ pub(crate) fn check_request_time(
         }
         None => {
             if time.abs_diff(now) > skew {
-                return Err(fail(
+                return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "RequestTimeTooSkewed",
                     format!(

@@ -7,8 +7,9 @@
 //! clock-skew window, and refuses a signature already seen inside that window.
 //!
 //! Which file owns what:
-//! - `require.rs`: the step ([`RequireHmac`], [`Scheme`]) and the decision every scheme
-//!   shares (key lookup, constant-time comparison, time window, replay, variables).
+//! - `step.rs`: what the step holds ([`RequireHmac`], [`Scheme`]) and the decision every
+//!   scheme shares (key lookup, constant-time comparison, replay, the unsigned refusal);
+//!   `require.rs`: the step's run (scheme dispatch, time window, variables).
 //! - `verify_sigv4.rs`, `verify_sigv2.rs`: a request's SigV4 (header or presigned) and
 //!   SigV2 (header or query) signature, found and checked; `custom.rs` the same for
 //!   `template` schemes.
@@ -31,17 +32,18 @@ pub mod sigv4;
 mod clock;
 mod require;
 mod signing_key_cache;
+mod step;
 mod verify_sigv2;
 mod verify_sigv4;
 
 pub use clock::{parse_amz_date, parse_any_date, parse_http_date, Clock, FixedClock, SystemClock};
 pub use keys::{HmacKey, KeySet, SecretBytes};
 pub use replay::{ReplayCache, Seen};
-pub use require::{sha256_hex, RequireHmac, Scheme, EMPTY_SHA256};
 pub use signing_key_cache::SigningKeyCache;
+pub use step::{sha256_hex, RequireHmac, Scheme, EMPTY_SHA256};
 pub use verify_sigv2::percent_decode;
 
-pub(crate) use require::{fail, verify_with_key, Claim};
+pub(crate) use step::{fail, verify_with_key, Claim};
 
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,8 @@ use http::StatusCode;
 use sha2::Digest as _;
 
 use super::clock::parse_http_date;
-use super::require::{fail, verify_with_key, Claim, RequireHmac, Scheme, SchemeOutcome};
 use super::sigv2;
+use super::step::{fail, verify_with_key, Claim, RequireHmac, Scheme, SchemeOutcome};
 use crate::exchange::Exchange;
 use crate::head::RequestView;
 use crate::verdict::Rejection;

@@ -6,10 +6,8 @@
 use http::StatusCode;
 
 use super::clock::{check_request_time, parse_amz_date};
-use super::require::{
-    fail, sha256_hex, verify_with_key, Claim, RequireHmac, Scheme, SchemeOutcome,
-};
 use super::sigv4::{self, Credential, SigV4Error};
+use super::step::{fail, sha256_hex, verify_with_key, Claim, RequireHmac, Scheme, SchemeOutcome};
 use crate::exchange::Exchange;
 use crate::head::RequestView;
 use crate::verdict::Rejection;

@@ -130,6 +130,7 @@ pub(crate) fn compile(
         carry,
         mode,
         state_url: None,
+        warnings: Vec::new(),
         any_depth: 0,
         registry,
         token_service: None,
@@ -168,7 +169,8 @@ pub(crate) fn compile(
             .collect(),
     );
 
-    let (router, compiled, warnings) = compile_services(&services, metrics, &mut context);
+    let (router, compiled, mut warnings) = compile_services(&services, metrics, &mut context);
+    warnings.append(&mut context.warnings);
 
     let effective = effective_config(main, includes, generation);
     let forwarded_headers = forwarded_headers(main.spec.forwarded_headers);

@@ -48,6 +48,8 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) carry: &'a crate::config::Carry,
     /// Serving, or `check`/`eval` (which open no state file and write nothing).
     pub(crate) mode: crate::config::LoadMode,
+    /// What is worth saying but does not stop the load (printed by check, run and reload).
+    pub(crate) warnings: Vec<String>,
     /// The state store the policy names, once `state:` has been read.
     pub(crate) state_url: Option<crate::store::StoreUrl>,
     /// How many `any` composites the step being compiled sits in.

@@ -61,6 +61,9 @@ pub struct LiveTokens {
     cache: Vec<Mutex<HashMap<[u8; 32], Arc<CachedToken>>>>,
     refusals: Vec<Mutex<HashMap<[u8; 32], Refusal>>>,
     usage: Vec<Mutex<HashMap<Arc<str>, Pending>>>,
+    /// Held across a usage flush's drain and write (see `oauth/usage.rs`): a durable request
+    /// that finds nothing left to write waits until the write holding its use has ended.
+    pub(super) flushing: tokio::sync::Mutex<()>,
 }
 
 impl Default for LiveTokens {
@@ -71,6 +74,7 @@ impl Default for LiveTokens {
             cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
             refusals: (0..SHARDS).map(|_| Mutex::default()).collect(),
             usage: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            flushing: tokio::sync::Mutex::new(()),
         }
     }
 }

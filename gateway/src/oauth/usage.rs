@@ -20,6 +20,11 @@ impl LiveTokens {
         store: &StateStore,
         token_service: Option<&TokenService>,
     ) -> Result<usize, String> {
+        // One flush at a time, from drain to the end of the write. A request that counted its
+        // use while another flush was writing finds its use either written (that flush
+        // succeeded) or put back (it failed, and this flush tries again and reports it): so
+        // with `usage.durable` no request goes upstream before its own use is stored.
+        let _flushing = self.flushing.lock().await;
         let batch = self.drain();
         if batch.is_empty() {
             return Ok(0);

@@ -8,7 +8,8 @@
 //!   have the next hop delete it after the gateway wrote it. Naming a framing header
 //!   (`Content-Length`, `Transfer-Encoding`, `Host`) is refused.
 //! - `Content-Length` goes upstream as one value (`5, 5` and repeated identical headers are
-//!   folded; different values, or a length beside `Transfer-Encoding`, are refused).
+//!   folded; different values or anything but digits are refused; beside
+//!   `Transfer-Encoding` it is removed, as RFC 9112 §6.3 says).
 //! - HTTP/1.1 needs exactly one `Host` (RFC 9112 §3.2).
 //! - Methods: a service takes the standard methods unless it lists its own; `TRACE` is
 //!   never proxied (it echoes credentials back), `CONNECT` is refused by Pingora.
@@ -157,7 +158,7 @@ fn fold_content_length(req: &mut RequestHeader) -> Result<(), Rejection> {
         .get_all(CONTENT_LENGTH)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("x").split(','))
-        .map(|v| v.trim().parse::<u64>());
+        .map(|v| digits_only(v.trim()));
     let Some(first) = lengths.next() else {
         return Ok(());
     };
@@ -176,16 +177,26 @@ fn fold_content_length(req: &mut RequestHeader) -> Result<(), Rejection> {
         repeated = true;
     }
     if req.headers.contains_key(TRANSFER_ENCODING) {
-        return Err(bad_request(
-            "invalid-content-length",
-            "the request has both Content-Length and Transfer-Encoding",
-        ));
+        // RFC 9112 §6.3: Transfer-Encoding frames the body, and an intermediary removes the
+        // length (Pingora has, before the gateway sees the head; `eval` gets here). The
+        // connection closes after the answer.
+        req.remove_header(&CONTENT_LENGTH);
+        return Ok(());
     }
     if repeated {
         req.insert_header(CONTENT_LENGTH, first.to_string())
             .map_err(|_| invalid())?;
     }
     Ok(())
+}
+
+/// A length is decimal digits only (`+2` and `0x2` are not lengths, though Rust parses the
+/// first).
+fn digits_only(text: &str) -> Result<u64, ()> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(());
+    }
+    text.parse().map_err(|_| ())
 }
 
 fn drop_hop_by_hop(req: &mut RequestHeader) -> Result<(), Rejection> {
@@ -296,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn content_length_is_folded_or_refused() {
+    fn content_length_is_folded_dropped_or_refused() {
         let mut req = head(&[("host", "a"), ("content-length", "5, 5")]);
         admit_head(&mut req).expect("folded");
         assert_eq!(req.headers.get_all("content-length").iter().count(), 1);
@@ -308,10 +319,20 @@ mod tests {
         ]);
         admit_head(&mut req).expect("folded");
         assert_eq!(req.headers.get_all("content-length").iter().count(), 1);
+        // Beside Transfer-Encoding the length goes (RFC 9112 §6.3), as Pingora drops it.
+        let mut req = head(&[
+            ("host", "a"),
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        admit_head(&mut req).expect("framed by Transfer-Encoding");
+        assert!(!req.headers.contains_key("content-length"));
         for bad in [
             &[("content-length", "5, 6")][..],
             &[("content-length", "x")],
-            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            &[("content-length", "+5")],
+            &[("content-length", "0x5")],
+            &[("content-length", "")],
         ] {
             let mut lines = vec![("host", "a")];
             lines.extend_from_slice(bad);

@@ -1,7 +1,6 @@
 //! The upstream and response phases of a service's pipelines, shared by the proxy's hooks
 //! and the buffering forwarder.
 
-use http::header::{CONTENT_ENCODING, TRANSFER_ENCODING};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
@@ -46,18 +45,14 @@ pub fn apply_response_pipeline(
     );
     if let Verdict::Reject(r) = verdict {
         ctx.reason = Some(r.code);
-        // The upstream's head is rewritten into the refusal; its body never reaches the client.
+        // The refusal replaces the upstream's answer whole: none of its headers (cookies,
+        // redirects, internal names, ranges) reach the client, nor its body.
         let answer = crate::problem::render(&r);
-        resp.set_status(answer.status)?;
-        for name in [CONTENT_ENCODING, TRANSFER_ENCODING] {
-            resp.remove_header(&name);
-        }
-        for (name, _) in &answer.headers {
-            resp.remove_header(name);
-        }
+        let mut refusal = ResponseHeader::build(answer.status, Some(answer.headers.len()))?;
         for (name, value) in answer.headers {
-            resp.append_header(name, value)?;
+            refusal.append_header(name, value)?;
         }
+        *resp = refusal;
         ctx.replace_body = Some(answer.body);
         return Ok(());
     }

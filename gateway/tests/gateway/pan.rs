@@ -64,6 +64,11 @@ fn raw_backend() -> SocketAddr {
                     out.extend_from_slice(
                         format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{clean}", clean.len()).as_bytes(),
                     );
+                } else if path.starts_with("/accounts/leaky") {
+                    // An encoding the scanner cannot read, beside headers no refusal may carry.
+                    out.extend_from_slice(
+                        b"HTTP/1.1 206 Partial Content\r\ncontent-type: application/json\r\ncontent-encoding: br\r\nset-cookie: sid=upstream-secret\r\nlocation: http://internal.corp/x\r\ncontent-range: bytes 0-3/100\r\nx-internal-host: db7.corp\r\ncontent-length: 4\r\nconnection: close\r\n\r\nabcd",
+                    );
                 } else if path.starts_with("/accounts/binary") {
                     out.extend_from_slice(
                         format!("HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{DOC}", DOC.len()).as_bytes(),
@@ -98,6 +103,32 @@ fn card_numbers_leave_masked_whatever_the_framing_or_encoding() {
         .send()
         .expect("send");
     assert_eq!(resp.text().expect("body"), DOC);
+}
+
+/// A response-side refusal replaces the upstream's answer whole: none of its headers reach
+/// the client.
+#[test]
+fn a_response_side_refusal_carries_none_of_the_upstreams_headers() {
+    let gw = start();
+    let resp = client()
+        .get(gw.url("/accounts/leaky"))
+        .send()
+        .expect("send");
+    let headers = resp.headers().clone();
+    let (status, code, _) = crate::common::problem_code(resp);
+    assert_eq!((status, code.as_str()), (502, "unscannable-encoding"));
+    for name in [
+        "set-cookie",
+        "location",
+        "content-range",
+        "x-internal-host",
+        "content-encoding",
+    ] {
+        assert!(!headers.contains_key(name), "{name} leaked: {headers:?}");
+    }
+    assert_eq!(headers.get_all("content-type").iter().count(), 1);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["cache-control"], "no-store");
 }
 
 /// `mask_pan` inside `all` (nested too) is the same step as at the top of the list: every

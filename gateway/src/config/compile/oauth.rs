@@ -51,7 +51,9 @@ pub(super) fn open_state(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((open_url, store)) = slot.as_ref() {
         if *open_url != url {
-            log::warn!("state: {url} takes effect after a restart; {open_url} stays in use");
+            context.warnings.push(format!(
+                "state: {url} takes effect after a restart; {open_url} stays in use"
+            ));
         }
         return Some(store.clone());
     }

@@ -303,6 +303,13 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_not_reported_after_a_misspelt_option() {
+        let found = problems("      - require_hmac: {bogus: 1, scheme: aws-sigv2, keys: k}\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("unknown field \"bogus\""), "{found:?}");
+    }
+
+    #[test]
     fn a_scheme_is_required_and_must_be_known() {
         let missing = problems("      - require_hmac:\n          keys: k\n");
         assert_eq!(missing.len(), 1, "{missing:?}");

@@ -600,31 +600,29 @@ impl<'de> MapAccess<'de> for MapDe<'_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        while let Some((k, _)) = self.pairs.get(self.index) {
-            if Some(key_text(k)) != self.skip_key {
-                break;
-            }
-            self.index += 1;
-        }
-        let Some(mut key) = self.pairs.get(self.index).map(|(k, _)| k) else {
-            return Ok(None);
-        };
-        if let Some(fields) = self.fields {
-            while let NodeKind::Scalar { value, .. } = &key.kind {
-                if fields.contains(&value.as_str()) {
-                    break;
-                }
-                let path = Path::Key(self.path, key_text(key));
-                push_error(
-                    <Error as de::Error>::unknown_field(value, fields).attach(key.loc, &path),
-                );
+        // Past the keys that are not this value's: an internally tagged enum's tag (it named
+        // the variant already), and for structs the keys that name no field (reported).
+        let key = loop {
+            let Some((key, _)) = self.pairs.get(self.index) else {
+                return Ok(None);
+            };
+            if Some(key_text(key)) == self.skip_key {
                 self.index += 1;
-                match self.pairs.get(self.index) {
-                    Some((k, _)) => key = k,
-                    None => return Ok(None),
-                }
+                continue;
             }
-        }
+            match (self.fields, &key.kind) {
+                (Some(fields), NodeKind::Scalar { value, .. })
+                    if !fields.contains(&value.as_str()) =>
+                {
+                    let path = Path::Key(self.path, key_text(key));
+                    push_error(
+                        <Error as de::Error>::unknown_field(value, fields).attach(key.loc, &path),
+                    );
+                    self.index += 1;
+                }
+                _ => break key,
+            }
+        };
         let path = Path::Key(self.path, key_text(key));
         seed.deserialize(De::new(key, &path))
             .map(Some)
