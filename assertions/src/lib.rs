@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod bearer;
 pub mod composite;
 pub mod exchange;
+pub mod gcra;
 pub mod head;
 pub mod headers;
 pub mod hmac;
