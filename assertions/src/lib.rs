@@ -15,6 +15,7 @@ pub mod headers;
 pub mod hmac;
 pub mod ip;
 pub mod json_body;
+pub mod local_limiter;
 pub mod pan;
 pub mod pipeline;
 pub mod prefetch;
