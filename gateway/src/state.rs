@@ -63,20 +63,26 @@ impl GatewayState {
         &self.carry
     }
 
-    /// Writes pending token usage to the store, from synchronous code (at shutdown, when
-    /// the state is dropped). Async callers use [`LiveTokens::flush_usage`] themselves.
-    ///
-    /// [`LiveTokens::flush_usage`]: crate::oauth::live::LiveTokens::flush_usage
-    pub fn flush_usage(&self) -> usize {
+    /// Writes pending token usage to the store now (the upkeep's beat, the admin listing);
+    /// a refused batch is logged and kept for the next flush. Returns how many tokens' usage
+    /// was written.
+    pub async fn flush_usage_now(&self) -> usize {
         let runtime = self.current();
-        let live = &self.carry.live;
-        crate::store::wait(async {
-            Ok(live
-                .flush_usage(&runtime.store, runtime.token_service.as_deref())
-                .await)
+        let written = self
+            .carry
+            .live
+            .flush_usage(&runtime.store, runtime.token_service.as_deref())
+            .await;
+        written.unwrap_or_else(|error| {
+            log::error!("usage statistics: {error}; will retry");
+            0
         })
-        .and_then(|written| written.map_err(crate::store::StoreError::Unavailable))
-        .unwrap_or_else(|error| {
+    }
+
+    /// [`GatewayState::flush_usage_now`] from synchronous code (at shutdown, when the state
+    /// is dropped).
+    pub fn flush_usage(&self) -> usize {
+        crate::store::wait(async { Ok(self.flush_usage_now().await) }).unwrap_or_else(|error| {
             log::error!("usage statistics: {error}; will retry");
             0
         })

@@ -109,7 +109,7 @@ pub async fn route(
         ));
     }
     // The listing shows every use so far, including those not flushed yet.
-    crate::oauth::background::flush_usage(state).await;
+    state.flush_usage_now().await;
     let store = &rt.store;
     let now = now_secs();
     let params = query_params(query);

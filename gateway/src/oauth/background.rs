@@ -18,24 +18,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Records are kept this long after they expire (for statistics and audits).
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
-/// Writes pending usage now (see [`LiveTokens::flush_usage`]); a refused batch is logged
-/// and kept for the next flush. Returns how many tokens' usage was written.
-pub async fn flush_usage(state: &GatewayState) -> usize {
-    let runtime = state.current();
-    match state
-        .carry()
-        .live
-        .flush_usage(&runtime.store, runtime.token_service.as_deref())
-        .await
-    {
-        Ok(written) => written,
-        Err(e) => {
-            log::error!("usage statistics: {e}; will retry");
-            0
-        }
-    }
-}
-
 /// Looks at the store's revocation epoch; when another process revoked something, the
 /// verified-token cache is dropped.
 async fn watch_revocations(state: &GatewayState) {
@@ -70,11 +52,11 @@ impl BackgroundService for TokenUpkeep {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => {
-                    flush_usage(&self.state).await;
+                    self.state.flush_usage_now().await;
                     return;
                 }
             }
-            flush_usage(&self.state).await;
+            self.state.flush_usage_now().await;
             watch_revocations(&self.state).await;
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = std::time::Instant::now();
