@@ -43,23 +43,9 @@ policy() {
   printf 'listen: 127.0.0.1:%s\nworkers: 1\naccess_log: off\nadmin: {listen: 127.0.0.1:%s, token: admin}\nsecrets: {admin: {file: admin-token}}\n' "$listen" "$admin"
   case $name in
     pass) printf 'services:\n  - name: pass\n    upstream: http://127.0.0.1:%s\n' "$BACKEND" ;;
-    pipeline) cat <<CONF
-services:
-  - name: pipeline
-    upstream: http://127.0.0.1:$BACKEND
-    request:
-      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]
-      - require_api_key:
-          keys:
-            - client: acme
-              sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873
-              attributes: {tier: gold}
-      - set_header: {name: X-Client-Id, value: "\${client.id}"}
-      - remove_header: [X-Api-Key]
-    response:
-      - remove_header: [Server]
-CONF
-    ;;
+    pipeline)
+      printf 'services:\n  - name: pipeline\n    upstream: http://127.0.0.1:%s\n' "$BACKEND"
+      cat benches/typical-pipeline.yaml ;;
     bearer) cat <<CONF
 state: memory
 token_service:

@@ -73,18 +73,8 @@ secrets: {admin: {file: admin-token}}
 services:
   - name: pipeline
     upstream: http://127.0.0.1:$BACKEND
-    request:
-      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]
-      - require_api_key:
-          keys:
-            - client: acme
-              sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873
-              attributes: {tier: gold}
-      - set_header: {name: X-Client-Id, value: "\${client.id}"}
-      - remove_header: [X-Api-Key]
-    response:
-      - remove_header: [Server]
 CONF
+cat benches/typical-pipeline.yaml >> "$WORK/pipeline.yaml"
 
 echo -n bench-hmac-secret > "$WORK/hmac-secret"
 cat > "$WORK/hmac.yaml" <<CONF
