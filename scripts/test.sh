@@ -15,6 +15,9 @@ install_packages() {
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+# The Redis state store's tests start real servers (standalone and a 3-master Cluster);
+# the Debian package brings redis-cli too, which joins the Cluster.
+command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   install_packages "${missing[@]}"
