@@ -17,6 +17,7 @@ pub mod path;
 pub mod privileges;
 pub mod problem;
 pub mod proxy;
+pub mod redis;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -1,0 +1,490 @@
+//! [`RedisClient`]: one shared connection to a Redis server or Cluster, with a deadline on
+//! every call and a circuit breaker in front.
+//!
+//! **A runtime of its own.** The connection's driver tasks run on a small tokio runtime
+//! owned by the client (one thread), never on a caller's. Callers come from everywhere:
+//! Pingora's per-thread runtimes, the throw-away runtimes of `store::wait` (policy load,
+//! the CLI), tests. A multiplexed connection whose driver lived on a throw-away runtime
+//! would die with it; here it lives as long as the client. Each call is spawned onto that
+//! runtime and awaited through its join handle, which any runtime can await. A call whose
+//! caller went away still runs to its deadline, so the breaker always learns its outcome.
+//!
+//! **Deadlines.** Every call is bounded by the per-call timeout (default 50 ms), including
+//! the wait for a connection that is not up yet: no caller waits past it. Connecting runs
+//! apart from the calls (a connect may take longer than one call may wait: a TLS
+//! handshake across a data centre), retried with backoff until it succeeds; after that
+//! the crate's connection manager (standalone) or cluster client reconnects on its own.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{
+    Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, Value,
+};
+use tokio::sync::watch;
+
+use super::breaker::{Admission, BreakerStats, CircuitBreaker};
+use super::{RedisSettings, RedisUnavailable};
+
+/// The longest wait between two attempts to make the first connection.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(2);
+
+/// What the client has done, for the metrics. Counters only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Calls made (refused ones included).
+    pub calls: u64,
+    /// Calls that failed: an error, a timeout or the breaker.
+    pub failures: u64,
+    /// Calls that failed because they passed their deadline.
+    pub timeouts: u64,
+    pub breaker: BreakerStats,
+}
+
+/// A connection to one Redis deployment. Cheap to clone; clones share the connection.
+#[derive(Clone, Debug)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The redacted URL, for errors and logs.
+    target: String,
+    timeout: Duration,
+    breaker: CircuitBreaker,
+    connection: watch::Receiver<Option<Connection>>,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    timeouts: AtomicU64,
+    runtime: OwnRuntime,
+}
+
+/// The standalone connection manager or the cluster connection: both multiplex every
+/// call over their connections and reconnect by themselves.
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connection::Standalone(_) => "Standalone",
+            Connection::Cluster(_) => "Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Standalone(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The client's own runtime. Dropped with `shutdown_background`, because the last clone
+/// of a client may well be dropped inside another runtime, where a blocking shutdown
+/// panics.
+#[derive(Debug)]
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// How the client reaches the deployment, built once from the settings.
+enum Connector {
+    Standalone(Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl RedisClient {
+    /// Builds the client and starts connecting in the background; returns at once (use
+    /// [`RedisClient::ping`] to wait for the server).
+    ///
+    /// # Errors
+    /// The settings cannot make a client (an unreadable CA bundle), or no thread could
+    /// be started for its runtime.
+    pub fn connect(settings: &RedisSettings) -> Result<RedisClient, RedisUnavailable> {
+        let target = settings.url.to_string();
+        let invalid = |message: String| RedisUnavailable::Failed {
+            target: target.clone(),
+            message,
+        };
+        let connector = connector(settings).map_err(|error| invalid(error.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-redis")
+            .enable_all()
+            .build()
+            .map_err(|error| invalid(format!("cannot start the redis runtime: {error}")))?;
+        let (publish, connection) = watch::channel(None);
+        runtime.spawn(keep_connecting(connector, publish, target.clone()));
+        Ok(RedisClient {
+            inner: Arc::new(Inner {
+                target,
+                timeout: settings.timeout,
+                breaker: CircuitBreaker::new(settings.breaker, &settings.url.to_string()),
+                connection,
+                calls: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                timeouts: AtomicU64::new(0),
+                runtime: OwnRuntime(Some(runtime)),
+            }),
+        })
+    }
+
+    /// The URL it talks to, password redacted.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// The deadline of each call.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> RedisStats {
+        RedisStats {
+            calls: self.inner.calls.load(Ordering::Relaxed),
+            failures: self.inner.failures.load(Ordering::Relaxed),
+            timeouts: self.inner.timeouts.load(Ordering::Relaxed),
+            breaker: self.inner.breaker.stats(),
+        }
+    }
+
+    /// `PING`, under the call deadline.
+    ///
+    /// # Errors
+    /// Redis did not answer `PONG` in time.
+    pub async fn ping(&self) -> Result<(), RedisUnavailable> {
+        self.ping_within(self.inner.timeout).await
+    }
+
+    /// `PING` with a deadline of its own (a start-up check may wait longer than a call).
+    ///
+    /// # Errors
+    /// Redis did not answer `PONG` within `deadline`.
+    pub async fn ping_within(&self, deadline: Duration) -> Result<(), RedisUnavailable> {
+        let reply: String = self
+            .call_within(deadline, |mut connection| async move {
+                ::redis::cmd("PING").query_async(&mut connection).await
+            })
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(self.failed(format!("PING answered {reply:?}")))
+        }
+    }
+
+    /// Runs one command.
+    ///
+    /// # Errors
+    /// Redis is unreachable, too slow, the breaker is open, or Redis refused the command.
+    pub async fn query<T: FromRedisValue + Send + 'static>(
+        &self,
+        command: Cmd,
+    ) -> Result<T, RedisUnavailable> {
+        self.call(move |mut connection| async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// Runs a Lua script (`EVALSHA`, loading it on `NOSCRIPT`) with its keys and
+    /// arguments. In a Cluster every key must hash to one slot: give them one hash tag.
+    ///
+    /// # Errors
+    /// As [`RedisClient::query`]; a script error (`ERR ... user_script`) too.
+    pub async fn run_script<T: FromRedisValue + Send + 'static>(
+        &self,
+        script: &'static ::redis::Script,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> Result<T, RedisUnavailable> {
+        self.call(move |mut connection| async move {
+            let mut invocation = script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for arg in &args {
+                invocation.arg(arg.as_slice());
+            }
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
+    }
+
+    async fn call<T, F, Fut>(&self, work: F) -> Result<T, RedisUnavailable>
+    where
+        T: Send + 'static,
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        self.call_within(self.inner.timeout, work).await
+    }
+
+    /// Every call goes through here: the breaker, the deadline, the counters.
+    async fn call_within<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        work: F,
+    ) -> Result<T, RedisUnavailable>
+    where
+        T: Send + 'static,
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        let inner = &self.inner;
+        inner.calls.fetch_add(1, Ordering::Relaxed);
+        if inner.breaker.admit(Instant::now()) == Admission::Refused {
+            inner.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(RedisUnavailable::CircuitOpen {
+                target: inner.target.clone(),
+            });
+        }
+        let Some(handle) = inner.runtime.handle() else {
+            return Err(self.failed("the redis runtime has stopped".to_owned()));
+        };
+        let mut connection = inner.connection.clone();
+        let task = handle.spawn(tokio::time::timeout(deadline, async move {
+            let ready = connection
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| RedisError::from((ErrorKind::Client, "the connector stopped")))?
+                .clone();
+            match ready {
+                Some(connection) => work(connection).await,
+                None => Err(RedisError::from((ErrorKind::Client, "not connected"))),
+            }
+        }));
+        let outcome = match task.await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            // The crate's own response timeout (the same deadline) may fire first.
+            Ok(Ok(Err(error))) if error.is_timeout() => Err(Failure::Timeout),
+            Ok(Ok(Err(error))) => Err(Failure::Redis(error)),
+            Ok(Err(_elapsed)) => Err(Failure::Timeout),
+            Err(join) => Err(Failure::Task(join.to_string())),
+        };
+        let now = Instant::now();
+        match outcome {
+            Ok(value) => {
+                inner.breaker.record(None, now);
+                Ok(value)
+            }
+            Err(Failure::Redis(error)) if !is_outage(&error) => {
+                // Redis answered (a wrong type, a script error): it is up; this caller's
+                // request was wrong, so the breaker counts a success.
+                inner.breaker.record(None, now);
+                Err(self.failed(error.to_string()))
+            }
+            Err(failure) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                let error = match failure {
+                    Failure::Timeout => {
+                        inner.timeouts.fetch_add(1, Ordering::Relaxed);
+                        RedisUnavailable::Timeout {
+                            target: inner.target.clone(),
+                            timeout: deadline,
+                        }
+                    }
+                    Failure::Redis(error) => RedisUnavailable::Failed {
+                        target: inner.target.clone(),
+                        message: error.to_string(),
+                    },
+                    Failure::Task(message) => RedisUnavailable::Failed {
+                        target: inner.target.clone(),
+                        message,
+                    },
+                };
+                inner.breaker.record(Some(&error.to_string()), now);
+                Err(error)
+            }
+        }
+    }
+
+    fn failed(&self, message: String) -> RedisUnavailable {
+        RedisUnavailable::Failed {
+            target: self.inner.target.clone(),
+            message,
+        }
+    }
+}
+
+enum Failure {
+    Redis(RedisError),
+    Timeout,
+    Task(String),
+}
+
+/// Whether an error says Redis is unreachable or not serving (what the breaker counts),
+/// rather than that it refused this one request.
+fn is_outage(error: &RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        ErrorKind::Parse
+            | ErrorKind::UnexpectedReturnType
+            | ErrorKind::Server(
+                ServerErrorKind::ResponseError
+                    | ServerErrorKind::ExecAbort
+                    | ServerErrorKind::NoScript
+                    | ServerErrorKind::CrossSlot
+                    | ServerErrorKind::NoPerm
+            )
+    )
+}
+
+fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
+    let url = &settings.url;
+    let password = settings
+        .password
+        .as_ref()
+        .or(url.password.as_ref())
+        .map(|secret| secret.expose().to_owned());
+    let nodes = url
+        .nodes
+        .iter()
+        .map(|(host, port)| {
+            let addr = if url.tls {
+                ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port: *port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host.clone(), *port)
+            };
+            let mut redis = ::redis::RedisConnectionInfo::default().set_db(url.db);
+            if let Some(user) = &url.username {
+                redis = redis.set_username(user);
+            }
+            if let Some(password) = &password {
+                redis = redis.set_password(password);
+            }
+            Ok(addr.into_connection_info()?.set_redis_settings(redis))
+        })
+        .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
+    let certificates = settings.ca_pem.as_ref().map(|pem| TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.clone()),
+    });
+    // Reconnection is retried with backoff by the crate; every call is bounded by our own
+    // deadline, which these response timeouts only back up.
+    let connect_timeout = settings.connect_timeout;
+    if url.cluster {
+        let mut builder = ClusterClientBuilder::new(nodes)
+            .connection_timeout(connect_timeout)
+            .response_timeout(settings.timeout)
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(100);
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        Ok(Connector::Cluster(builder.build()?))
+    } else {
+        let Some(node) = nodes.into_iter().next() else {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no node",
+            )));
+        };
+        let client = match certificates {
+            Some(certificates) if url.tls => Client::build_with_tls(node, certificates)?,
+            _ => Client::open(node)?,
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(MAX_CONNECT_BACKOFF)
+            .set_number_of_retries(3);
+        Ok(Connector::Standalone(client, config))
+    }
+}
+
+/// Makes the first connection, retrying with backoff, and publishes it. Runs on the
+/// client's runtime; ends when it has published (the connection reconnects by itself from
+/// then on) or when the client is gone.
+async fn keep_connecting(
+    connector: Connector,
+    publish: watch::Sender<Option<Connection>>,
+    target: String,
+) {
+    let mut backoff = Duration::from_millis(20);
+    let mut attempts = 0u32;
+    loop {
+        let attempt = match &connector {
+            Connector::Standalone(client, config) => {
+                ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map(Connection::Standalone)
+            }
+            Connector::Cluster(client) => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        };
+        match attempt {
+            Ok(connection) => {
+                if attempts > 0 {
+                    log::info!("redis {target}: connected after {attempts} failed attempt(s)");
+                }
+                let _ = publish.send(Some(connection));
+                return;
+            }
+            Err(error) => {
+                attempts += 1;
+                if attempts == 1 {
+                    log::warn!("redis {target}: cannot connect yet ({error}); retrying");
+                }
+            }
+        }
+        if publish.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+    }
+}
