@@ -2,6 +2,7 @@
 //! builds each assertion once. Every problem is collected with its position.
 
 mod oauth;
+mod redis;
 mod service;
 mod settings;
 
@@ -145,9 +146,11 @@ pub(crate) fn compile(
     // Only a policy that keeps state opens a store (a file is not created for nothing). A
     // store that cannot be opened has been reported; a memory stand-in lets every other
     // mistake show.
-    let opened = (main.spec.token_service.present().is_some() || main.spec.state.is_some())
-        .then(|| oauth::open_state(&main.spec, &mut context))
-        .flatten();
+    let opened = (main.spec.token_service.present().is_some()
+        || main.spec.state.is_some()
+        || main.spec.redis.present().is_some())
+    .then(|| oauth::open_state(&main.spec, &mut context))
+    .flatten();
     let store = opened.unwrap_or_else(crate::store::StateStore::memory);
     if let Some(token_service) = main.spec.token_service.present() {
         context.token_service_declared = true;

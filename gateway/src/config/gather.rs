@@ -75,6 +75,14 @@ pub(crate) fn gather(
             gathered.read(base.join(ca_file), FileKind::Certificates);
         }
     }
+    if let Some(ca_file) = main
+        .spec
+        .redis
+        .present()
+        .and_then(|redis| redis.value.ca_file.as_ref())
+    {
+        gathered.read(base.join(&ca_file.value), FileKind::Certificates);
+    }
     if let Some(token_service) = main.spec.token_service.present() {
         for key in &token_service.value.signing_keys {
             gathered.read(base.join(&key.value.file.value), FileKind::Key);

@@ -62,10 +62,17 @@ pub struct ConfigSpec {
     #[serde(default)]
     pub keys: BTreeMap<String, Spanned<Vec<Spanned<HmacKeySpec>>>>,
     /// Where shared state (tokens, revocations, usage, replay markers) lives:
-    /// `sqlite://PATH` (relative to this file) or `memory`. Default `sqlite://portcullis.db`.
-    /// Takes effect at start.
+    /// `sqlite://PATH` (relative to this file), `memory`, or Redis, shared by a fleet of
+    /// gateways: `redis://HOST:PORT[/DB]`, `rediss://...` (TLS), or
+    /// `redis+cluster://HOST:PORT,HOST:PORT,...` (`rediss+cluster://` with TLS); its password
+    /// and other options go under `redis:`. Default `sqlite://portcullis.db`. Takes effect
+    /// at start.
     #[serde(default)]
     pub state: Option<Spanned<String>>,
+    /// Options for a Redis `state:` URL: the password (as a secret's name), deadlines, the
+    /// CA for TLS, the key prefix and the circuit breaker.
+    #[serde(default)]
+    pub redis: Lenient<Option<Spanned<RedisSpec>>>,
     /// The OAuth 2.0 token service: token, introspection and revocation endpoints, JWKS and
     /// metadata, served on the proxy listener.
     #[serde(default)]
@@ -76,6 +83,42 @@ pub struct ConfigSpec {
     /// The services this gateway fronts.
     #[serde(default)]
     pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
+}
+
+/// How the gateway talks to the Redis that `state:` names. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpec {
+    /// The name of a secret (under `secrets:`) holding the password (`AUTH`). Keep the
+    /// password out of the URL: the policy file then holds nothing secret.
+    #[serde(default)]
+    pub password_secret: Option<Spanned<String>>,
+    /// The ACL user to authenticate as, with the password. Default: Redis's default user.
+    #[serde(default)]
+    pub username: Option<Spanned<String>>,
+    /// The longest a request waits for one Redis call; past it the call fails and the
+    /// request follows its failure mode. Default `50ms`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<DurationSpec>>,
+    /// The longest one connection attempt may take (connecting is retried with backoff,
+    /// apart from requests). Default `1s`.
+    #[serde(default)]
+    pub connect_timeout: Option<Spanned<DurationSpec>>,
+    /// With `rediss://`: a PEM file of the CA certificates to trust (relative to this
+    /// file). Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// Prefix of every key the gateway writes, so several fleets can share one Redis.
+    /// Default `portcullis`.
+    #[serde(default)]
+    pub key_prefix: Option<Spanned<String>>,
+    /// After this many consecutive failed calls, calls fail at once (without the network)
+    /// for `breaker_cool_off`, then one probe call decides. Default `5`.
+    #[serde(default)]
+    pub breaker_failures: Option<Spanned<u32>>,
+    /// How long the breaker stays open before a probe. Default `1s`.
+    #[serde(default)]
+    pub breaker_cool_off: Option<Spanned<DurationSpec>>,
 }
 
 /// Forwarding headers set for the upstream.

@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 mod types;
 
@@ -275,10 +276,13 @@ pub fn wait<T: Send>(work: impl Future<Output = StoreResult<T>> + Send) -> Store
 pub enum StoreUrl {
     Memory,
     Sqlite(std::path::PathBuf),
+    /// A Redis server or Cluster, with the options of the policy's `redis:` block.
+    Redis(Box<redis::RedisStoreConfig>),
 }
 
 impl StoreUrl {
-    /// Parses `memory` or `sqlite://PATH` (relative paths are taken from `base`).
+    /// Parses `memory`, `sqlite://PATH` (relative paths are taken from `base`) or a Redis
+    /// URL (its options, from the policy's `redis:` block, are set on the result).
     ///
     /// # Errors
     /// A message naming the accepted forms.
@@ -293,38 +297,47 @@ impl StoreUrl {
             }
             return Ok(StoreUrl::Sqlite(base.join(path)));
         }
-        if s.starts_with("redis://") {
-            return Err("the redis state backend is not available in this build; use memory or sqlite://PATH".to_owned());
+        if crate::redis::RedisUrl::is_redis(s) {
+            let url = crate::redis::RedisUrl::parse(s)?;
+            return Ok(StoreUrl::Redis(Box::new(redis::RedisStoreConfig::new(url))));
         }
         Err(format!(
-            "\"{s}\" is not a state store: use memory or sqlite://PATH"
+            "\"{s}\" is not a state store: use memory, sqlite://PATH, redis://HOST:PORT, \
+             rediss://HOST:PORT or redis+cluster://HOST:PORT,HOST:PORT"
         ))
     }
 
-    /// Opens the store (creating a missing SQLite file and its schema).
+    /// Opens the store (creating a missing SQLite file and its schema; connecting to Redis
+    /// and waiting for its `PING`).
     ///
     /// # Errors
-    /// The file cannot be opened or its schema created.
+    /// The file cannot be opened or its schema created; Redis does not answer.
     pub fn open(&self) -> StoreResult<StateStore> {
         Ok(match self {
             StoreUrl::Memory => StateStore::memory(),
             StoreUrl::Sqlite(p) => {
                 StateStore::from_backend(Arc::new(sqlite::SqliteStore::open(p)?), &self.to_string())
             }
+            StoreUrl::Redis(config) => {
+                StateStore::from_backend(Arc::new(config.open()?), &self.to_string())
+            }
         })
     }
 
     /// `check --connect`: opens the store read-only, changing nothing, and says what it
-    /// found. A memory store has nothing to open.
+    /// found. A memory store has nothing to open; Redis is asked `PING` and read, never
+    /// written.
     ///
     /// # Errors
-    /// The file is missing, unreadable, not a database, or its tables are not ours.
+    /// The file is missing, unreadable, not a database, or its tables are not ours; Redis
+    /// does not answer.
     pub fn verify(&self) -> StoreResult<String> {
         match self {
             StoreUrl::Memory => Ok("memory: nothing to open (state is lost on exit)".to_owned()),
             StoreUrl::Sqlite(p) => {
                 sqlite::verify_read_only(p).map(|summary| format!("{self}: {summary}"))
             }
+            StoreUrl::Redis(config) => config.verify().map(|summary| format!("{self}: {summary}")),
         }
     }
 }
@@ -334,6 +347,7 @@ impl fmt::Display for StoreUrl {
         match self {
             StoreUrl::Memory => f.write_str("memory"),
             StoreUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+            StoreUrl::Redis(config) => write!(f, "{}", config.settings.url),
         }
     }
 }

@@ -33,13 +33,20 @@ pub(super) fn open_state(
         .state
         .as_ref()
         .map_or((DEFAULT_STATE, None), |s| (s.value.as_str(), Some(s.loc)));
-    let url = match StoreUrl::parse(text, &context.base) {
+    let mut url = match StoreUrl::parse(text, &context.base) {
         Ok(u) => u,
         Err(message) => {
             context.err(loc.unwrap_or_default(), "state", message);
             return None;
         }
     };
+    let errors_before = context.errors.len();
+    super::redis::apply_redis_options(spec, &mut url, context);
+    if context.errors.len() > errors_before {
+        // A store opened with options that are wrong (or meant for another store) would
+        // be the wrong store.
+        return None;
+    }
     context.state_url = Some(url.clone());
     if context.mode == LoadMode::DryRun {
         return Some(StateStore::memory());
