@@ -104,6 +104,8 @@ pub struct Exchange {
     body_sha256: Option<String>,
     /// The result of the I/O the step about to run asked for ([`crate::Assertion::awaits`]).
     awaited: Option<crate::Awaited>,
+    /// Headers steps add to the response the client gets (the RateLimit fields).
+    response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Exchange {
@@ -121,6 +123,7 @@ impl Exchange {
             depth: 0,
             body_sha256: None,
             awaited: None,
+            response_headers: Vec::new(),
         }
     }
 
@@ -189,6 +192,18 @@ impl Exchange {
     pub fn take_awaited<T: 'static>(&mut self) -> Option<T> {
         let result = self.awaited.take()?;
         result.downcast::<T>().ok().map(|boxed| *boxed)
+    }
+
+    /// Adds a header to the response the client gets, whatever answers it (the upstream or
+    /// a refusal by a later step).
+    pub fn add_response_header(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        self.response_headers.push((name, value));
+    }
+
+    /// The headers steps asked to add to the response.
+    #[must_use]
+    pub fn response_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.response_headers
     }
 
     /// Drops a result its step did not take, so it can never reach another step.
