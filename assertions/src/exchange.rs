@@ -102,6 +102,10 @@ pub struct Exchange {
     depth: usize,
     /// Hex SHA-256 of the request body, once a step has computed it (`${body.sha256}`).
     body_sha256: Option<String>,
+    /// The result of the I/O the step about to run asked for ([`crate::Assertion::awaits`]).
+    awaited: Option<crate::Awaited>,
+    /// Headers steps add to the response the client gets (the RateLimit fields).
+    response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Exchange {
@@ -118,6 +122,8 @@ impl Exchange {
             pending_notes: Vec::new(),
             depth: 0,
             body_sha256: None,
+            awaited: None,
+            response_headers: Vec::new(),
         }
     }
 
@@ -169,6 +175,40 @@ impl Exchange {
     #[must_use]
     pub fn body_sha256(&self) -> Option<&str> {
         self.body_sha256.as_deref()
+    }
+
+    /// Hands the result of a step's awaited I/O to that step, which runs next.
+    pub fn put_awaited(&mut self, result: crate::Awaited) {
+        self.awaited = Some(result);
+    }
+
+    /// Whether a result waits for the step about to run.
+    #[must_use]
+    pub fn holds_awaited(&self) -> bool {
+        self.awaited.is_some()
+    }
+
+    /// The result of this step's awaited I/O, when it is of the type the step expects.
+    pub fn take_awaited<T: 'static>(&mut self) -> Option<T> {
+        let result = self.awaited.take()?;
+        result.downcast::<T>().ok().map(|boxed| *boxed)
+    }
+
+    /// Adds a header to the response the client gets, whatever answers it (the upstream or
+    /// a refusal by a later step).
+    pub fn add_response_header(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        self.response_headers.push((name, value));
+    }
+
+    /// The headers steps asked to add to the response.
+    #[must_use]
+    pub fn response_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.response_headers
+    }
+
+    /// Drops a result its step did not take, so it can never reach another step.
+    pub fn discard_awaited(&mut self) {
+        self.awaited = None;
     }
 
     /// Steps recorded from now on are children of a composite.

@@ -56,6 +56,12 @@ impl Limit {
         self.burst
     }
 
+    /// Nanoseconds between two requests at the sustained rate.
+    #[must_use]
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
     /// Time the bucket takes to refill from empty.
     fn tolerance(&self) -> u64 {
         self.interval * self.burst
@@ -74,6 +80,17 @@ pub struct Decision {
     pub retry_after: Option<Duration>,
     /// When allowed: the theoretical arrival time to store for the key.
     pub new_tat: Option<u64>,
+}
+
+impl Decision {
+    /// A placeholder for fixed-size lists of decisions.
+    pub const NONE: Decision = Decision {
+        allowed: false,
+        remaining: 0,
+        reset_after: Duration::ZERO,
+        retry_after: None,
+        new_tat: None,
+    };
 }
 
 /// The decision for a request of `cost` at `now`, given the key's stored TAT (`None` for a

@@ -20,6 +20,7 @@ pub mod pan;
 pub mod pipeline;
 pub mod prefetch;
 pub mod query;
+pub mod rate_limit;
 pub mod template;
 pub mod verdict;
 
@@ -28,7 +29,7 @@ use std::fmt;
 pub use exchange::{Exchange, TraceStep, VarId, VarRegistry};
 pub use head::{RequestHead, RequestView, ResponseHead};
 pub use pipeline::Pipeline;
-pub use prefetch::PrefetchWork;
+pub use prefetch::{Awaited, AwaitedWork, PrefetchWork};
 pub use verdict::{Rejection, Verdict};
 
 /// What an assertion needs from the request before it can decide.
@@ -80,6 +81,12 @@ pub struct Phases {
     pub response: bool,
     /// [`Assertion::response_body`] processes the response body.
     pub response_body: bool,
+    /// [`Assertion::awaits`] asks the gateway for I/O at the step's own place in the
+    /// request pipeline (a shared store's round trip).
+    pub awaits_io: bool,
+    /// The step counts the request against a limit or quota: it must run exactly once per
+    /// request, so never inside a composite whose branches may run and then not count.
+    pub charges: bool,
 }
 
 impl Phases {
@@ -90,6 +97,8 @@ impl Phases {
         upstream_request: false,
         response: false,
         response_body: false,
+        awaits_io: false,
+        charges: false,
     };
     /// Either head, as the step's side decides (header edits).
     pub const HEADS: Phases = Phases {
@@ -98,6 +107,8 @@ impl Phases {
         upstream_request: false,
         response: true,
         response_body: false,
+        awaits_io: false,
+        charges: false,
     };
 
     /// Every phase either set takes part in.
@@ -109,6 +120,8 @@ impl Phases {
             upstream_request: self.upstream_request || other.upstream_request,
             response: self.response || other.response,
             response_body: self.response_body || other.response_body,
+            awaits_io: self.awaits_io || other.awaits_io,
+            charges: self.charges || other.charges,
         }
     }
 
@@ -122,6 +135,11 @@ impl Phases {
                 "edits the request that goes upstream",
             ),
             (self.response_body, "rewrites the response body"),
+            (
+                self.awaits_io,
+                "waits for a store at its own place in the pipeline",
+            ),
+            (self.charges, "counts the request against a limit"),
         ]
         .into_iter()
         .filter_map(|(present, what)| present.then_some(what))
@@ -183,6 +201,17 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         None
     }
 
+    /// I/O this step needs at its own place in the request pipeline, once every step
+    /// before it has passed: a shared counter's round trip, whose key comes from variables
+    /// earlier steps set and which a request they refuse must never reach. The pipeline
+    /// stops there ([`Progress::Await`]); the gateway awaits the work and resumes at this
+    /// step, whose [`Assertion::on_request`] then takes the result with
+    /// [`Exchange::take_awaited`]. Only steps that declare [`Phases::awaits_io`] have any,
+    /// and those never sit inside a composite.
+    fn awaits(&self, _req: &dyn RequestView, _x: &Exchange) -> Option<AwaitedWork> {
+        None
+    }
+
     /// Runs on the way in, before the upstream is contacted.
     fn on_request(&self, _req: &mut Request<'_>, _x: &mut Exchange) -> Verdict {
         Verdict::Continue
@@ -229,24 +258,66 @@ pub trait Assertion: Send + Sync + fmt::Debug {
     }
 }
 
-/// Runs a request-side sequence, recording each step in the exchange's trace when one is
-/// kept, and stops at the first rejection, noting which step refused in
-/// [`Exchange::denied_by`] and [`Exchange::denied_step`] (the index in `steps`).
+/// How far a request-side sequence got.
+#[must_use]
+pub enum Progress {
+    /// Every step ran, or one refused.
+    Done(Verdict),
+    /// The step at `step` needs this I/O first: await it, hand its result to
+    /// [`Exchange::put_awaited`] and resume with [`run_request_from`] at `step`.
+    Await { step: usize, work: AwaitedWork },
+}
+
+/// Runs a request-side sequence that never waits (composite branches): a step asking for
+/// I/O here is refused (the compiler and the composite constructors keep such steps out).
 pub fn run_request(
     steps: &[Box<dyn Assertion>],
     req: &mut Request<'_>,
     x: &mut Exchange,
 ) -> Verdict {
-    for (i, step) in steps.iter().enumerate() {
+    match run_request_from(steps, 0, req, x) {
+        Progress::Done(verdict) => verdict,
+        Progress::Await { step, .. } => {
+            let kind = steps.get(step).map_or("a step", |s| s.kind());
+            x.denied_by = Some(kind);
+            x.denied_step = Some(step);
+            Verdict::Reject(Rejection::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "step-cannot-wait-here",
+                format!("{kind} needs a store round trip where none can be awaited"),
+            ))
+        }
+    }
+}
+
+/// Runs a request-side sequence from step `start`, recording each step in the exchange's
+/// trace when one is kept, and stops at the first rejection, noting which step refused in
+/// [`Exchange::denied_by`] and [`Exchange::denied_step`] (the index in `steps`), or at the
+/// first step that needs I/O it has not been given yet.
+pub fn run_request_from(
+    steps: &[Box<dyn Assertion>],
+    start: usize,
+    req: &mut Request<'_>,
+    x: &mut Exchange,
+) -> Progress {
+    for (i, step) in steps.iter().enumerate().skip(start) {
+        // Resumed at this step with its result in hand: it must not ask again.
+        let resumed = i == start && x.holds_awaited();
+        if !resumed {
+            if let Some(work) = step.awaits(&*req.head, x) {
+                return Progress::Await { step: i, work };
+            }
+        }
         let verdict = step.on_request(req, x);
+        x.discard_awaited();
         x.record(step.kind(), &verdict);
         if let Verdict::Reject(rejection) = verdict {
             x.denied_by = Some(step.kind());
             x.denied_step = Some(i);
-            return Verdict::Reject(rejection);
+            return Progress::Done(Verdict::Reject(rejection));
         }
     }
-    Verdict::Continue
+    Progress::Done(Verdict::Continue)
 }
 
 /// The prefetch work of a sequence, joined into one future (`None` when no step has any).

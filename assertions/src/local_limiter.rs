@@ -8,11 +8,8 @@
 //! limited; the caller counts and answers that.
 //!
 //! Keys are stored as 64-bit hashes under a per-process random seed: no key text is kept,
-//! and a client cannot choose keys that collide.
-//!
-//! Not yet on the request path: before it is, `charge` should work without its four small
-//! vectors (a fixed capacity for the few limits a service has), so a request allocates
-//! nothing here.
+//! and a client cannot choose keys that collide. A decision allocates nothing: the few
+//! limits of one request ([`MAX_CHARGES`]) are decided in fixed arrays.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -23,26 +20,67 @@ use crate::gcra::{decide, Decision, Limit};
 
 const SHARDS: usize = 64;
 
+/// The most limits one request is counted against at once (a policy names a few).
+pub const MAX_CHARGES: usize = 8;
+
+/// A bucket, as the limiter knows it: the seeded hash of its name and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(u64);
+
 /// One limit a request is counted against.
 #[derive(Debug, Clone, Copy)]
-pub struct Charge<'a> {
+pub struct Charge {
     pub limit: Limit,
-    /// The bucket: the limit's name and the rendered key (`per-second/acme`).
-    pub key: &'a str,
+    /// The bucket ([`LocalLimiter::key`]).
+    pub key: KeyHash,
     pub cost: u64,
 }
 
+/// The decisions of one request's limits, in the order the charges were given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decisions {
+    items: [Decision; MAX_CHARGES],
+    len: usize,
+}
+
+impl Decisions {
+    const EMPTY: Decisions = Decisions {
+        items: [Decision::NONE; MAX_CHARGES],
+        len: 0,
+    };
+
+    /// Decisions from a list (a shared store's answer); at most [`MAX_CHARGES`] are kept.
+    #[must_use]
+    pub fn from_slice(decisions: &[Decision]) -> Decisions {
+        let mut out = Decisions::EMPTY;
+        for decision in decisions.iter().take(MAX_CHARGES) {
+            out.push(*decision);
+        }
+        out
+    }
+
+    fn push(&mut self, decision: Decision) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = decision;
+            self.len += 1;
+        }
+    }
+
+    #[must_use]
+    pub fn as_slice(&self) -> &[Decision] {
+        &self.items[..self.len]
+    }
+}
+
 /// What a request got from all its limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Every limit allowed it; each decision in the order the charges were given.
-    Allowed(Vec<Decision>),
+    /// Every limit allowed it.
+    Allowed(Decisions),
     /// The limit at `index` refused it; nothing was counted against any limit.
-    Refused {
-        index: usize,
-        decisions: Vec<Decision>,
-    },
-    /// A shard holds as many live keys as it may: nothing was counted.
+    Refused { index: usize, decisions: Decisions },
+    /// A shard holds as many live keys as it may (or more than [`MAX_CHARGES`] limits
+    /// were given): nothing was counted.
     Full,
 }
 
@@ -53,6 +91,8 @@ pub struct LocalLimiter {
     keys_per_shard: usize,
 }
 
+type ShardGuard<'m> = MutexGuard<'m, HashMap<u64, u64>>;
+
 impl LocalLimiter {
     /// A limiter holding at most about `max_keys` live keys.
     #[must_use]
@@ -62,6 +102,12 @@ impl LocalLimiter {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             keys_per_shard: max_keys.div_ceil(SHARDS).max(1),
         }
+    }
+
+    /// The bucket for a rendered key (which names its limit, so two limits never share one).
+    #[must_use]
+    pub fn key(&self, text: &str) -> KeyHash {
+        KeyHash(self.seed.hash_one(text))
     }
 
     /// Keys held now (live or not yet dropped).
@@ -78,60 +124,82 @@ impl LocalLimiter {
     /// Counts a request against every charge, or against none: all are decided first, and
     /// the arrival times are stored only when every limit allows it. Time `now` is in
     /// nanoseconds on the caller's monotonic scale.
-    pub fn charge(&self, charges: &[Charge<'_>], now: u64) -> Outcome {
-        let hashes: Vec<u64> = charges
-            .iter()
-            .map(|charge| self.seed.hash_one(charge.key))
-            .collect();
+    pub fn charge(&self, charges: &[Charge], now: u64) -> Outcome {
+        if charges.len() > MAX_CHARGES {
+            return Outcome::Full;
+        }
         // Locks taken in shard order, each once, so two requests never wait on each other.
-        let mut shard_indexes: Vec<usize> = hashes.iter().map(|hash| shard_of(*hash)).collect();
-        shard_indexes.sort_unstable();
-        shard_indexes.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<u64, u64>>)> = shard_indexes
-            .iter()
-            .map(|index| (*index, lock(&self.shards[*index])))
-            .collect();
-        let mut decisions = Vec::with_capacity(charges.len());
-        for (index, (charge, hash)) in charges.iter().zip(&hashes).enumerate() {
-            let map = shard_map(&mut guards, shard_of(*hash));
-            let decision = decide(charge.limit, map.get(hash).copied(), now, charge.cost);
+        let mut order = [usize::MAX; MAX_CHARGES];
+        for (slot, charge) in order.iter_mut().zip(charges) {
+            *slot = shard_of(charge.key);
+        }
+        let order = &mut order[..charges.len()];
+        order.sort_unstable();
+        let mut guards: [Option<(usize, ShardGuard<'_>)>; MAX_CHARGES] =
+            std::array::from_fn(|_| None);
+        let mut held = 0;
+        for index in order.iter() {
+            if held > 0 && matches!(&guards[held - 1], Some((last, _)) if last == index) {
+                continue;
+            }
+            guards[held] = Some((*index, lock(&self.shards[*index])));
+            held += 1;
+        }
+        let guards = &mut guards[..held];
+        let mut decisions = Decisions::EMPTY;
+        for (index, charge) in charges.iter().enumerate() {
+            let Some(map) = shard_map(guards, shard_of(charge.key)) else {
+                return Outcome::Full;
+            };
+            let decision = decide(
+                charge.limit,
+                map.get(&charge.key.0).copied(),
+                now,
+                charge.cost,
+            );
             decisions.push(decision);
             if !decision.allowed {
                 return Outcome::Refused { index, decisions };
             }
         }
         // Room first, so a full shard refuses before anything is stored.
-        for hash in &hashes {
-            let map = shard_map(&mut guards, shard_of(*hash));
-            if !map.contains_key(hash) && map.len() >= self.keys_per_shard {
+        for charge in charges {
+            let Some(map) = shard_map(guards, shard_of(charge.key)) else {
+                return Outcome::Full;
+            };
+            if !map.contains_key(&charge.key.0) && map.len() >= self.keys_per_shard {
                 map.retain(|_, tat| *tat > now);
                 if map.len() >= self.keys_per_shard {
                     return Outcome::Full;
                 }
             }
         }
-        for (hash, decision) in hashes.iter().zip(&decisions) {
-            if let Some(tat) = decision.new_tat {
-                shard_map(&mut guards, shard_of(*hash)).insert(*hash, tat);
+        for (charge, decision) in charges.iter().zip(decisions.as_slice()) {
+            if let (Some(tat), Some(map)) =
+                (decision.new_tat, shard_map(guards, shard_of(charge.key)))
+            {
+                map.insert(charge.key.0, tat);
             }
         }
         Outcome::Allowed(decisions)
     }
 }
 
-fn shard_of(hash: u64) -> usize {
-    (hash % SHARDS as u64) as usize
+fn shard_of(key: KeyHash) -> usize {
+    (key.0 % SHARDS as u64) as usize
 }
 
+/// The map of `shard`, whose lock `guards` holds (the charge loop locked every shard its
+/// keys fall in before deciding anything, so `None` never happens; it is answered as a full
+/// limiter, a refusal, rather than a panic).
 fn shard_map<'g, 'm>(
-    guards: &'g mut [(usize, MutexGuard<'m, HashMap<u64, u64>>)],
+    guards: &'g mut [Option<(usize, ShardGuard<'m>)>],
     shard: usize,
-) -> &'g mut HashMap<u64, u64> {
-    let position = guards
-        .iter()
-        .position(|(index, _)| *index == shard)
-        .unwrap_or_default();
-    &mut guards[position].1
+) -> Option<&'g mut HashMap<u64, u64>> {
+    guards.iter_mut().find_map(|held| match held {
+        Some((index, guard)) if *index == shard => Some(&mut **guard),
+        _ => None,
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,12 +228,12 @@ mod tests {
         let charges = [
             Charge {
                 limit: wide,
-                key: "wide/acme",
+                key: limiter.key("wide/acme"),
                 cost: 1,
             },
             Charge {
                 limit: narrow,
-                key: "narrow/acme",
+                key: limiter.key("narrow/acme"),
                 cost: 1,
             },
         ];
@@ -174,7 +242,8 @@ mod tests {
             Outcome::Refused { index, decisions } => {
                 assert_eq!(index, 1);
                 assert_eq!(
-                    decisions[0].remaining, 98,
+                    decisions.as_slice()[0].remaining,
+                    98,
                     "the wide limit was not charged again"
                 );
             }
@@ -183,11 +252,11 @@ mod tests {
         // The wide limit still holds 99 minus the one allowed request.
         let only_wide = [Charge {
             limit: wide,
-            key: "wide/acme",
+            key: limiter.key("wide/acme"),
             cost: 1,
         }];
         match limiter.charge(&only_wide, 0) {
-            Outcome::Allowed(decisions) => assert_eq!(decisions[0].remaining, 98),
+            Outcome::Allowed(decisions) => assert_eq!(decisions.as_slice()[0].remaining, 98),
             other => panic!("{other:?}"),
         }
     }
@@ -202,7 +271,7 @@ mod tests {
             limiter.charge(
                 &[Charge {
                     limit,
-                    key: &key,
+                    key: limiter.key(&key),
                     cost: 1,
                 }],
                 0,
@@ -216,7 +285,7 @@ mod tests {
             let outcome = limiter.charge(
                 &[Charge {
                     limit,
-                    key: &key,
+                    key: limiter.key(&key),
                     cost: 1,
                 }],
                 later,
@@ -242,7 +311,7 @@ mod tests {
                         let outcome = limiter.charge(
                             &[Charge {
                                 limit,
-                                key: "hot",
+                                key: limiter.key("hot"),
                                 cost: 1,
                             }],
                             0,
@@ -277,12 +346,12 @@ mod tests {
                 now += gap;
                 let name = format!("key{key}");
                 let expected = decide(limit, model.get(&key).copied(), now, cost);
-                let outcome = limiter.charge(&[Charge { limit, key: &name, cost }], now);
+                let outcome = limiter.charge(&[Charge { limit, key: limiter.key(&name), cost }], now);
                 if let Some(tat) = expected.new_tat {
                     model.insert(key, tat);
-                    prop_assert_eq!(outcome, Outcome::Allowed(vec![expected]));
+                    prop_assert_eq!(outcome, Outcome::Allowed(Decisions::from_slice(&[expected])));
                 } else {
-                    prop_assert_eq!(outcome, Outcome::Refused { index: 0, decisions: vec![expected] });
+                    prop_assert_eq!(outcome, Outcome::Refused { index: 0, decisions: Decisions::from_slice(&[expected]) });
                 }
             }
         }

@@ -10,8 +10,8 @@ use crate::head::{RequestHead, RequestView, ResponseHead};
 use crate::verdict::Verdict;
 use crate::PrefetchWork;
 use crate::{
-    needs_of, prefetch_all, response_bodies, run_request, run_response, run_upstream, Assertion,
-    BodyProcessor, Needs, Phases, Request,
+    needs_of, prefetch_all, response_bodies, run_request_from, run_response, run_upstream,
+    Assertion, BodyProcessor, Needs, Phases, Progress, Request,
 };
 
 /// The compiled steps of one side of a service.
@@ -65,9 +65,15 @@ impl Pipeline {
         prefetch_all(&self.steps, req)
     }
 
-    /// The request head (and body, when needed): stops at the first refusal.
-    pub fn run_request(&self, req: &mut Request<'_>, x: &mut Exchange) -> Verdict {
-        run_request(&self.steps, req, x)
+    /// The request head (and body, when needed) from step `start`: stops at the first
+    /// refusal, or at a step that needs I/O first (see [`Progress::Await`]).
+    pub fn run_request_from(
+        &self,
+        start: usize,
+        req: &mut Request<'_>,
+        x: &mut Exchange,
+    ) -> Progress {
+        run_request_from(&self.steps, start, req, x)
     }
 
     /// Rewrites a copy of the buffered request body (same length); `None` when no step

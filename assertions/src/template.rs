@@ -157,6 +157,24 @@ impl Template {
         out
     }
 
+    /// Appends the rendering to `out` (a buffer the caller reuses, so nothing is
+    /// allocated per request); false when some variable is unset or empty, so a caller
+    /// keying on it can tell "no client id" from a client id.
+    pub fn render_into(&self, req: &dyn RequestView, x: &Exchange, out: &mut String) -> bool {
+        let mut complete = true;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Var(source) => {
+                    let before = out.len();
+                    append_source(out, source, req, x);
+                    complete &= out.len() > before;
+                }
+            }
+        }
+        complete
+    }
+
     /// Renders as a header value; `None` when the rendered text cannot be one
     /// (a control character from a client-supplied variable).
     #[must_use]

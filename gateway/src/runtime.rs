@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use portcullis_assertions::ip::IpList;
 use portcullis_assertions::{
-    Exchange, Needs, Pipeline, Request, RequestHead, RequestView, ResponseHead, VarRegistry,
-    Verdict,
+    Exchange, Needs, Pipeline, Progress, Request, RequestHead, RequestView, ResponseHead,
+    VarRegistry, Verdict,
 };
 
 use crate::metrics::ServiceMetrics;
@@ -104,14 +104,28 @@ pub struct Service {
 }
 
 impl Service {
-    /// Runs the request pipeline; counts each top-level step's outcome.
-    pub fn run_request(
+    /// Runs the request pipeline; counts each top-level step's outcome. A step that needs
+    /// I/O at its place (a shared counter) stops the pipeline there: its work is awaited and
+    /// the pipeline resumes at that step.
+    pub async fn run_request<H: RequestHead + Send>(
         &self,
-        head: &mut dyn RequestHead,
+        head: &mut H,
         body: Option<&[u8]>,
         x: &mut Exchange,
     ) -> Verdict {
-        let verdict = self.request.run_request(&mut Request { head, body }, x);
+        let mut start = 0;
+        let verdict = loop {
+            let progress = self
+                .request
+                .run_request_from(start, &mut Request { head, body }, x);
+            match progress {
+                Progress::Done(verdict) => break verdict,
+                Progress::Await { step, work } => {
+                    x.put_awaited(work.await);
+                    start = step;
+                }
+            }
+        };
         self.metrics
             .count_steps(self.request.steps(), &verdict, x.denied_step, true);
         verdict

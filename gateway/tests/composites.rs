@@ -71,7 +71,13 @@ fn exchange(rt: &Runtime, request: &Sample) -> Outcome {
         }),
     };
     let offered = svc.needs.request_body.then_some(body.as_slice());
-    if let Some(outcome) = refused(svc.run_request(&mut parts, offered, &mut x)) {
+    // The real pipeline driver, which awaits a step's store round trip where it stands.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let verdict = runtime.block_on(svc.run_request(&mut parts, offered, &mut x));
+    if let Some(outcome) = refused(verdict) {
         return outcome;
     }
     let upstream_body = svc.rewrite_request_body(&body, &mut x).unwrap_or(body);

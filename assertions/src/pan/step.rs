@@ -131,6 +131,8 @@ impl Assertion for MaskPan {
                 upstream_request: true,
                 response: true,
                 response_body: true,
+                awaits_io: false,
+                charges: false,
             }
         }
     }

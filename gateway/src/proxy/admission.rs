@@ -115,7 +115,9 @@ pub async fn run_request_pipeline(
     if let Some(work) = service.request.prefetch(&PingoraRequestView(head)) {
         work.await;
     }
-    service.run_request(&mut PingoraRequest(head), body, exchange)
+    service
+        .run_request(&mut PingoraRequest(head), body, exchange)
+        .await
 }
 
 /// Hop-by-hop headers removed whether or not `Connection` names them (RFC 9110 §7.6.1).
