@@ -853,6 +853,87 @@ fn sign_makes_jwt_bearer_assertions_an_independent_library_verifies() {
     );
 }
 
+/// `check --connect` asks a Redis state store for `PING` with the password from the
+/// policy's secret, and reports one that does not answer; plain `check` connects nowhere.
+#[test]
+fn check_connect_pings_a_redis_state_store() {
+    let redis = portcullis::redis::test_servers::RedisServer::start_with_password("pw 1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "redis-password", "pw 1");
+    let policy = write(
+        dir.path(),
+        "fleet.yaml",
+        &format!(
+            "state: {}\nredis:\n  password_secret: redis\nsecrets:\n  redis: {{file: redis-password}}\nservices: []\n",
+            redis.url()
+        ),
+    );
+    let policy = policy.to_str().expect("utf8");
+    let out = run(&["check", "-c", policy, "--connect"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("answered PING"), "{stdout}");
+    assert!(!stdout.contains("pw 1"), "{stdout}");
+
+    let mut redis = redis;
+    redis.kill();
+    let out = run(&["check", "-c", policy]);
+    assert!(out.status.success(), "plain check connects nowhere");
+    let out = run(&["check", "-c", policy, "--connect"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("state {}", redis.url())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw 1"), "{stderr}");
+}
+
+/// The `redis:` block's mistakes, each at its line and column.
+#[test]
+fn check_reports_redis_option_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "redis.yaml",
+        "state: redis://user:inline@10.0.0.1:6379\nredis:\n  password_secret: nope\n  timeout: 0s\n  ca_file: ca.pem\n  key_prefix: \"a{b}\"\n  breaker_failures: 0\n  colour: red\nservices: []\n",
+    );
+    let out = run(&["check", "-c", file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = file.display();
+    for expected in [
+        format!("{f}:8:3: "),
+        format!("{f}:3:20: "),
+        format!("{f}:4:12: timeout must be between"),
+        format!("{f}:5:12: ca_file is for TLS"),
+        format!("{f}:6:15: key_prefix must be non-empty"),
+        format!("{f}:7:21: breaker_failures must be at least 1"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("inline"),
+        "the URL's password is never printed:\n{stderr}"
+    );
+
+    let other = write(
+        dir.path(),
+        "misplaced.yaml",
+        "state: memory\nredis:\n  timeout: 20ms\nservices: []\n",
+    );
+    let out = run(&["check", "-c", other.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("redis: sets up a Redis state store, but state: is memory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn check_reports_token_service_mistakes_with_positions() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -886,7 +967,7 @@ services:
     let stderr = text(&out.stderr);
     let f = file.display();
     for expected in [
-        format!("{f}:1:8: \"postgres://db\" is not a state store: use memory or sqlite://PATH (at state)"),
+        format!("{f}:1:8: \"postgres://db\" is not a state store: use memory, sqlite://PATH, redis://HOST:PORT"),
         format!("{f}:3:11: the issuer must be an http(s) URL (RFC 8414)"),
         format!("{f}:5:22: cannot read key file"),
         format!("{f}:7:7: give exactly one of `secret_sha256` and `secret`"),

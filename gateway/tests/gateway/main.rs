@@ -10,6 +10,7 @@ mod framing;
 mod hmac;
 mod oauth;
 mod pan;
+mod redis;
 mod routing;
 mod slow_clients;
 mod upstream;

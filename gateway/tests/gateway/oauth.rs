@@ -230,6 +230,18 @@ services:
     )
 }
 
+/// Starts the gateway with the token-service policy, its `state:` line replaced by
+/// `state_lines` (e.g. a Redis URL and its `redis:` block).
+pub fn start_with_state(
+    keys: &KeyServer,
+    backend: &Backend,
+    state_lines: &str,
+    extra: &str,
+) -> TestGateway {
+    let text = token_service(keys, extra).replace("state: \"{state}\"", state_lines);
+    TestGateway::start(&text, &backend.url())
+}
+
 /// Starts the gateway with the token-service policy; its state in `state`.
 pub fn start(keys: &KeyServer, backend: &Backend, state: &Path, extra: &str) -> TestGateway {
     let text =
@@ -310,14 +322,14 @@ pub fn call(gw: &TestGateway, path: &str, token: &str) -> reqwest::blocking::Res
         .expect("call")
 }
 
-fn challenge(resp: &reqwest::blocking::Response) -> String {
+pub fn challenge(resp: &reqwest::blocking::Response) -> String {
     resp.headers()
         .get("www-authenticate")
         .map(|v| v.to_str().expect("ascii").to_owned())
         .unwrap_or_default()
 }
 
-fn form_post(
+pub fn form_post(
     gw: &TestGateway,
     path: &str,
     form: &[(&str, &str)],

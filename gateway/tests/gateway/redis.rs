@@ -1,0 +1,91 @@
+//! A fleet of gateways on one Redis (`state: redis://...`, `redis+cluster://...`): a token
+//! issued through one gateway is accepted by another, and a revocation through one reaches
+//! the other. The password comes from a policy secret, never from the URL.
+
+use std::time::{Duration, Instant};
+
+use portcullis::redis::test_servers::{RedisCluster, RedisServer};
+
+use crate::common::Backend;
+use crate::oauth::KeyServer;
+use crate::oauth::{
+    call, challenge, client_credentials, form_post, start_with_state, BILLING_SECRET,
+};
+
+/// Issues a token through `issuing`, uses it through `serving`, revokes it through
+/// `issuing` and waits until `serving` refuses it too.
+fn tokens_and_revocations_are_shared(
+    issuing: &crate::common::TestGateway,
+    serving: &crate::common::TestGateway,
+) {
+    let token = client_credentials(issuing, "opaque-app", None)["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        call(serving, "/widgets/x", &token).status(),
+        200,
+        "an opaque token issued by another gateway is found in the shared store"
+    );
+    let owner = ("opaque-app", BILLING_SECRET);
+    assert_eq!(
+        form_post(issuing, "/oauth2/revoke", &[("token", &token)], owner).0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = call(serving, "/widgets/x", &token);
+        if resp.status() == 401 {
+            assert!(challenge(&resp).contains("revoked"), "{}", challenge(&resp));
+            return;
+        }
+        assert_eq!(resp.status(), 200);
+        assert!(
+            Instant::now() < deadline,
+            "the other gateway still accepts a token revoked through Redis"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn fixtures() -> (KeyServer, Backend) {
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    (keys, Backend::start())
+}
+
+#[test]
+fn a_fleet_on_one_redis_shares_tokens_and_revocations() {
+    let redis = RedisServer::start_with_password("fleet password");
+    let secrets = tempfile::tempdir().expect("dir");
+    let password_file = secrets.path().join("redis-password");
+    std::fs::write(&password_file, "fleet password").expect("write");
+    // The first line continues the test preamble's `secrets:`.
+    let state = format!(
+        "  redis_password: {{file: {}}}\nstate: \"{}\"\nredis:\n  password_secret: redis_password\n  timeout: 1s\n  key_prefix: fleet-a\n",
+        password_file.display(),
+        redis.url()
+    );
+    let (keys, backend) = fixtures();
+    let first = start_with_state(&keys, &backend, &state, "");
+    let second = start_with_state(&keys, &backend, &state, "");
+    tokens_and_revocations_are_shared(&first, &second);
+    assert_eq!(
+        redis
+            .command(&["EXISTS", "{fleet-a:tokens}:epoch"])
+            .expect("exists"),
+        ":1",
+        "the revocation epoch lives under the configured prefix"
+    );
+}
+
+#[test]
+fn a_fleet_on_a_redis_cluster_shares_tokens_and_revocations() {
+    let cluster = RedisCluster::start();
+    let state = format!("state: \"{}\"\nredis: {{timeout: 1s}}\n", cluster.url());
+    let (keys, backend) = fixtures();
+    let first = start_with_state(&keys, &backend, &state, "");
+    let second = start_with_state(&keys, &backend, &state, "");
+    tokens_and_revocations_are_shared(&second, &first);
+}
