@@ -188,6 +188,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds a collector that reads its values at scrape time (the Redis client's
+    /// counters). Called once per collector: they are carried across reloads, as these are.
+    pub fn register_collector(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(error) = self.registry.register(collector) {
+            log::warn!("metrics not exported: {error}");
+        }
+    }
+
     /// The text exposition format.
     #[must_use]
     pub fn render(&self) -> Vec<u8> {

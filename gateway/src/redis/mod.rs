@@ -5,11 +5,13 @@
 //! - [`client`]: [`RedisClient`], one multiplexed connection (or the Cluster client) on a
 //!   runtime of its own, every call under a deadline, behind a [`breaker`];
 //! - [`limiter`]: cluster-scope rate-limit decisions (GCRA in one Lua script);
+//! - [`metrics`]: the client's counters as Prometheus families;
 //! - `test_servers`: real `redis-server`s for tests and benches.
 
 pub mod breaker;
 pub mod client;
 pub mod limiter;
+pub mod metrics;
 #[doc(hidden)]
 pub mod test_servers;
 pub mod url;

@@ -172,6 +172,8 @@ pub struct StateStore {
     once: Arc<dyn OnceStore>,
     counters: Arc<dyn CounterStore>,
     identities: Arc<dyn IdentityStore>,
+    /// The Redis connection, when the backend is Redis (for its metrics).
+    redis: Option<crate::redis::RedisClient>,
 }
 
 impl fmt::Debug for StateStore {
@@ -193,7 +195,14 @@ impl StateStore {
             once: backend.clone(),
             counters: backend.clone(),
             identities: backend,
+            redis: None,
         }
+    }
+
+    /// The Redis connection behind this store, when it is a Redis store.
+    #[must_use]
+    pub fn redis_client(&self) -> Option<&crate::redis::RedisClient> {
+        self.redis.as_ref()
     }
 
     /// A fresh, empty memory store.
@@ -319,7 +328,12 @@ impl StoreUrl {
                 StateStore::from_backend(Arc::new(sqlite::SqliteStore::open(p)?), &self.to_string())
             }
             StoreUrl::Redis(config) => {
-                StateStore::from_backend(Arc::new(config.open()?), &self.to_string())
+                let store = config.open()?;
+                let client = store.client().clone();
+                StateStore {
+                    redis: Some(client),
+                    ..StateStore::from_backend(Arc::new(store), &self.to_string())
+                }
             }
         })
     }

@@ -78,6 +78,18 @@ fn a_fleet_on_one_redis_shares_tokens_and_revocations() {
         ":1",
         "the revocation epoch lives under the configured prefix"
     );
+    let metrics = crate::common::client()
+        .get(first.admin_url("/metrics"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains("portcullis_redis_calls_total")
+            && metrics.contains("portcullis_redis_breaker_open 0"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -66,6 +66,15 @@ pub(super) fn open_state(
     }
     match url.open() {
         Ok(store) => {
+            if let Some(client) = store.redis_client() {
+                match crate::redis::metrics::RedisCollector::new(client.clone()) {
+                    Ok(collector) => context
+                        .carry
+                        .metrics
+                        .register_collector(Box::new(collector)),
+                    Err(error) => log::warn!("redis metrics not exported: {error}"),
+                }
+            }
             *slot = Some((url, store.clone()));
             Some(store)
         }
