@@ -8,10 +8,10 @@
 //!   see the revocation, so they must live in one slot (a Cluster gives them failover,
 //!   not sharding). `{P:tokens}:tok:ID` (a hash per token), `:ips:ID` (its addresses),
 //!   `:ids` (every id by insertion), `:seq`, `:epoch`, `:clients`.
-//! - One-time markers and identities, written per request or per login, are spread over
-//!   [`BUCKETS`] buckets by a hash of their name, each bucket its own tag
-//!   (`{P:once:N}`, `{P:ident:N}`), so they spread over a Cluster's masters; an entry and
-//!   its bucket's expiry index (`:exp`, for the purge) move together.
+//! - One-time markers, counters and identities, written per request or per login, are
+//!   spread over [`BUCKETS`] buckets by a hash of their name, each bucket its own tag
+//!   (`{P:once:N}`, `{P:count:N}`, `{P:ident:N}`), so they spread over a Cluster's masters;
+//!   an entry and its bucket's expiry index (`:exp`, for the purge) move together.
 //!
 //! **Time.** Expiry is judged by the `now` the caller passes, against the expiry stored
 //! with each entry, as in the other backends; the TTL Redis keeps on a marker or identity
@@ -104,6 +104,7 @@ pub struct RedisStore {
 #[derive(Clone, Copy)]
 enum Bucketed {
     Once,
+    Counter,
     Identity,
 }
 
@@ -111,6 +112,7 @@ impl Bucketed {
     fn name(self) -> &'static str {
         match self {
             Bucketed::Once => "once",
+            Bucketed::Counter => "count",
             Bucketed::Identity => "ident",
         }
     }
@@ -444,18 +446,32 @@ impl OnceStore for RedisStore {
 impl CounterStore for RedisStore {
     async fn increment(
         &self,
-        _key: &str,
-        _by: u64,
-        _window_secs: i64,
-        _now: i64,
+        key: &str,
+        by: u64,
+        window_secs: i64,
+        now: i64,
     ) -> StoreResult<CounterWindow> {
-        Err(StoreError::Unavailable(
-            "counters are not implemented on redis yet".to_owned(),
-        ))
+        let (base, index) = self.bucket(Bucketed::Counter, key);
+        let resets_at = now.saturating_add(window_secs);
+        let (count, resets_at): (u64, i64) = self
+            .client
+            .run_script(
+                &scripts::INCREMENT,
+                vec![format!("{base}{key}"), index],
+                vec![
+                    arg(key),
+                    arg(by),
+                    arg(now),
+                    arg(resets_at),
+                    arg(ttl_ms(resets_at, now).max(1)),
+                ],
+            )
+            .await?;
+        Ok(CounterWindow { count, resets_at })
     }
 
-    async fn purge_expired_counters(&self, _before: i64) -> StoreResult<u64> {
-        Ok(0)
+    async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {
+        self.purge_buckets(Bucketed::Counter, before).await
     }
 }
 

@@ -229,3 +229,23 @@ return out
 ",
     )
 });
+
+/// Adds to a counter in its fixed window. KEYS: counter hash, its bucket's expiry index.
+/// ARGV: name, by, now, the end of a window started now, its TTL in ms. Returns
+/// `{count, resets_at}`. A window that ended at or before `now` (or none) starts afresh.
+/// The count grows with `HINCRBY` (exact 64-bit integers, not Lua numbers).
+pub(super) static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local resets_at = redis.call('HGET', KEYS[1], 'resets_at')
+if (not resets_at) or tonumber(resets_at) <= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 'count', ARGV[2], 'resets_at', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+else
+  redis.call('HINCRBY', KEYS[1], 'count', ARGV[2])
+end
+return redis.call('HMGET', KEYS[1], 'count', 'resets_at')
+",
+    )
+});

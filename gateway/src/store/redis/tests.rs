@@ -47,6 +47,7 @@ async fn every_suite(stores: &Prefixes) {
     conformance::tokens::run_all(&|| stores.state()).await;
     conformance::revocations::run_all(&|| stores.state()).await;
     conformance::once::run_all(&|| stores.fresh()).await;
+    conformance::counters::run_all(&|| stores.fresh()).await;
     conformance::identities::run_all(&|| stores.fresh()).await;
 }
 
@@ -69,6 +70,13 @@ async fn passes_the_once_suite() {
     let server = RedisServer::start();
     let stores = Prefixes::connect(&server.url()).await;
     conformance::once::run_all(&|| stores.fresh()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_counter_suite() {
+    let server = RedisServer::start();
+    let stores = Prefixes::connect(&server.url()).await;
+    conformance::counters::run_all(&|| stores.fresh()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
