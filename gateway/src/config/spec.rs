@@ -116,7 +116,7 @@ pub struct RedisSpec {
     /// for `breaker_cool_off`, then one probe call decides. Default `5`.
     #[serde(default)]
     pub breaker_failures: Option<Spanned<u32>>,
-    /// How long the breaker stays open before a probe. Default `1s`.
+    /// How long the breaker stays open before a probe (up to 5m). Default `1s`.
     #[serde(default)]
     pub breaker_cool_off: Option<Spanned<DurationSpec>>,
 }

@@ -101,3 +101,43 @@ fn a_fleet_on_a_redis_cluster_shares_tokens_and_revocations() {
     let second = start_with_state(&keys, &backend, &state, "");
     tokens_and_revocations_are_shared(&second, &first);
 }
+
+/// Redis goes away: a token the gateway has not verified yet cannot be looked up and is
+/// refused with 503 (fail closed), the breaker opens and further lookups fail at once;
+/// a token already in the verified-token cache keeps working.
+#[test]
+fn a_redis_outage_fails_closed_and_fast() {
+    let mut redis = RedisServer::start();
+    let state = format!(
+        "state: \"{}\"\nredis: {{timeout: 200ms, breaker_failures: 2, breaker_cool_off: 30s}}\n",
+        redis.url()
+    );
+    let (keys, backend) = fixtures();
+    let gw = start_with_state(&keys, &backend, &state, "");
+    let token = |gw| {
+        client_credentials(gw, "opaque-app", None)["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    };
+    let known = token(&gw);
+    let unseen = token(&gw);
+    assert_eq!(call(&gw, "/widgets/x", &known).status(), 200);
+    redis.kill();
+    for _ in 0..3 {
+        let resp = call(&gw, "/widgets/x", &unseen);
+        assert_eq!(resp.status(), 503, "never let through unverified");
+    }
+    let started = Instant::now();
+    assert_eq!(call(&gw, "/widgets/x", &unseen).status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(150),
+        "the open breaker answers without waiting: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        call(&gw, "/widgets/x", &known).status(),
+        200,
+        "a token verified before the outage is answered from the cache"
+    );
+}

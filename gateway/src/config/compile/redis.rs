@@ -8,8 +8,11 @@ use crate::config::spec::{ConfigSpec, DurationSpec};
 use crate::config::yaml::Spanned;
 use crate::store::StoreUrl;
 
-/// The longest a call deadline may be: a request must not hang on Redis for longer.
+/// The longest a call or connect deadline may be: a request must not hang on Redis for
+/// longer.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest the breaker may stay open between probes.
+const MAX_COOL_OFF: Duration = Duration::from_secs(300);
 
 /// Applies `redis:` to a Redis `url`; reports a `redis:` block beside a `state:` that is
 /// not Redis, and every bad option at its line.
@@ -52,7 +55,7 @@ pub(super) fn apply_redis_options(
     if let Some(timeout) = duration(
         block.timeout.as_ref(),
         "timeout",
-        Duration::from_millis(1),
+        (Duration::from_millis(1), MAX_TIMEOUT),
         context,
     ) {
         settings.timeout = timeout;
@@ -60,7 +63,7 @@ pub(super) fn apply_redis_options(
     if let Some(timeout) = duration(
         block.connect_timeout.as_ref(),
         "connect_timeout",
-        Duration::from_millis(1),
+        (Duration::from_millis(1), MAX_TIMEOUT),
         context,
     ) {
         settings.connect_timeout = timeout;
@@ -68,7 +71,7 @@ pub(super) fn apply_redis_options(
     if let Some(cool_off) = duration(
         block.breaker_cool_off.as_ref(),
         "breaker_cool_off",
-        Duration::from_millis(1),
+        (Duration::from_millis(1), MAX_COOL_OFF),
         context,
     ) {
         settings.breaker.cool_off = cool_off;
@@ -108,20 +111,20 @@ pub(super) fn apply_redis_options(
     }
 }
 
-/// A duration option, checked to lie between `min` and [`MAX_TIMEOUT`].
+/// A duration option, checked to lie within `(min, max)`.
 fn duration(
     value: Option<&Spanned<DurationSpec>>,
     name: &str,
-    min: Duration,
+    (min, max): (Duration, Duration),
     context: &mut CompileContext<'_>,
 ) -> Option<Duration> {
     let value = value?;
     let d = value.value.0;
-    if d < min || d > MAX_TIMEOUT {
+    if d < min || d > max {
         context.err(
             value.loc,
             &format!("redis.{name}"),
-            format!("{name} must be between {min:?} and {MAX_TIMEOUT:?}"),
+            format!("{name} must be between {min:?} and {max:?}"),
         );
     }
     Some(d)
