@@ -81,7 +81,9 @@ impl AdminApp {
             (&Method::GET, "/metrics") => sized(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.state.metrics.render(),
+                self.state
+                    .metrics
+                    .render_with_rate_limits(&self.state.current().rate_limits),
             ),
             (&Method::POST, "/api/reload") => {
                 match self.state.reload_off_runtime().await {

@@ -137,6 +137,8 @@ pub(crate) fn compile(
         token_service_declared: false,
         key_set_list: Vec::new(),
         service_name: String::new(),
+        shared_limiter: None,
+        rate_limits: Vec::new(),
     };
     let settings = compile_settings(&main.spec, &mut context);
     let client_limits = compile_client_limits(&main.spec, &mut context);
@@ -190,6 +192,7 @@ pub(crate) fn compile(
         trusted_proxies,
         admin_token,
         effective,
+        rate_limits: std::mem::take(&mut context.rate_limits),
     })
 }
 

@@ -62,6 +62,10 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) key_set_list: Vec<Arc<RemoteKeySet>>,
     /// The service being compiled (the default realm of `require_bearer`).
     pub(crate) service_name: String,
+    /// Where `scope: cluster` rate limits decide (the Redis state store), when there is one.
+    pub(crate) shared_limiter: Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>>,
+    /// Every rate_limit step's counters, for `/metrics`.
+    pub(crate) rate_limits: Vec<crate::runtime::RateLimitCounting>,
 }
 
 impl CompileContext<'_> {

@@ -59,6 +59,7 @@ mod headers;
 mod hmac_template;
 mod ip;
 mod mask_pan;
+mod rate_limit;
 mod require_api_key;
 mod require_bearer;
 mod require_hmac;
@@ -168,6 +169,8 @@ assertion_kinds! {
     "mask_pan" => MaskPan(mask_pan::MaskPanSpec),
     /// Require an OAuth 2.0 bearer token (RFC 6750) with the given scopes.
     "require_bearer" => RequireBearer(require_bearer::RequireBearerSpec),
+    /// Count requests per key against named rates (GCRA); over a limit: 429 with Retry-After and the RateLimit fields.
+    "rate_limit" => RateLimit(rate_limit::RateLimitSpec),
     /// Every step must pass, in order.
     "all" => All(composite::AllSpec),
     /// At least one step must pass; the failure lists every branch's reason.
