@@ -199,7 +199,7 @@ impl Metrics {
     /// The text exposition format, with each rate_limit step's counters (kept by the steps
     /// themselves as atomics, so counting costs the request path no label lookup).
     #[must_use]
-    pub fn render_with_rate_limits(&self, steps: &[crate::runtime::RateLimitCounting]) -> Vec<u8> {
+    pub fn render_with_rate_limits(&self, steps: &[RateLimitCounting]) -> Vec<u8> {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering;
         let mut out = self.render();
@@ -236,6 +236,15 @@ impl Metrics {
             .with_label_values(&["", &status.to_string()])
             .inc();
     }
+}
+
+/// One rate_limit step's counters, named for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RateLimitCounting {
+    pub service: String,
+    /// The step in the policy: `services[0].request[1]`.
+    pub step: String,
+    pub counters: Arc<portcullis_assertions::rate_limit::RateLimitCounters>,
 }
 
 /// A label value as the text format writes it (`\\`, `\"` and newlines escaped).

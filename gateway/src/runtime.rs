@@ -170,22 +170,13 @@ impl Service {
     }
 }
 
-/// One rate_limit step's counters, named for `/metrics`.
-#[derive(Debug, Clone)]
-pub struct RateLimitCounting {
-    pub service: String,
-    /// The step in the policy: `services[0].request[1]`.
-    pub step: String,
-    pub counters: Arc<portcullis_assertions::rate_limit::RateLimitCounters>,
-}
-
 /// Everything a request needs from the loaded policy.
 #[derive(Debug)]
 pub struct Runtime {
     /// Increases by one on every successful (re)load.
     pub generation: u64,
     /// Every rate_limit step's counters, for `/metrics`.
-    pub rate_limits: Vec<RateLimitCounting>,
+    pub rate_limits: Vec<crate::metrics::RateLimitCounting>,
     pub settings: Settings,
     pub router: Router,
     pub services: Vec<Service>,

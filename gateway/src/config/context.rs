@@ -65,7 +65,7 @@ pub(crate) struct CompileContext<'a> {
     /// Where `scope: cluster` rate limits decide (the Redis state store), when there is one.
     pub(crate) shared_limiter: Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>>,
     /// Every rate_limit step's counters, for `/metrics`.
-    pub(crate) rate_limits: Vec<crate::runtime::RateLimitCounting>,
+    pub(crate) rate_limits: Vec<crate::metrics::RateLimitCounting>,
 }
 
 impl CompileContext<'_> {

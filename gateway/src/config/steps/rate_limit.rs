@@ -273,7 +273,7 @@ impl CompileStep for RateLimitSpec {
         });
         match built {
             Ok(step) => {
-                context.rate_limits.push(crate::runtime::RateLimitCounting {
+                context.rate_limits.push(crate::metrics::RateLimitCounting {
                     service: context.service_name.clone(),
                     step: site.path.to_owned(),
                     counters: step.counters().clone(),
