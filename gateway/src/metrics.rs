@@ -244,7 +244,7 @@ pub struct RateLimitCounting {
     pub service: String,
     /// The step in the policy: `services[0].request[1]`.
     pub step: String,
-    pub counters: Arc<portcullis_assertions::rate_limit::RateLimitCounters>,
+    pub counters: std::sync::Arc<portcullis_assertions::rate_limit::RateLimitCounters>,
 }
 
 /// A label value as the text format writes it (`\\`, `\"` and newlines escaped).
