@@ -176,6 +176,7 @@ const CASES: &[Case] = &[
     Case { side: "request", step: "sign_hmac: {scheme: aws-sigv4, keys: partners, access_key: AKIDPARTNERONE, region: eu-west-1, service: orders}", in_any: false, samples: &[&JSON] },
     Case { side: "request", step: "mask_pan: {}", in_any: false, samples: &[&JSON] },
     Case { side: "request", step: "rate_limit: {key: \"${client.ip}\", rate: 100/min}", in_any: false, samples: &[&GET] },
+    Case { side: "request", step: "quota: {key: \"${client.ip}\", limit: 100, period: day}", in_any: false, samples: &[&GET] },
     Case { side: "response", step: "set_header: {name: X-Served-By, value: \"gw ${request.method}\"}", in_any: true, samples: &[&GET] },
     Case { side: "response", step: "remove_header: [Server]", in_any: true, samples: &[&GET] },
     Case { side: "response", step: "mask_pan: {}", in_any: false, samples: &[&GET] },

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::exchange::Exchange;
 use crate::gcra::Decision;
@@ -81,6 +81,20 @@ pub fn store_key(key: &str, service: &str, name: &str) -> String {
 #[must_use]
 pub fn key_prefix(key: &str) -> String {
     format!("quota/{}/", utf8_percent_encode(key, KEY_PART))
+}
+
+/// The service and quota name of a store key listed under [`key_prefix`]`(key)`.
+#[must_use]
+pub fn split_store_key(store_key: &str, key: &str) -> Option<(String, String)> {
+    let rest = store_key.strip_prefix(&key_prefix(key))?;
+    let (service, name) = rest.split_once('/')?;
+    let decode = |part: &str| {
+        percent_decode_str(part)
+            .decode_utf8()
+            .ok()
+            .map(|text| text.into_owned())
+    };
+    Some((decode(service)?, decode(name)?))
 }
 
 /// Everything a `quota` step is made of.

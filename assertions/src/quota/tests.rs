@@ -227,4 +227,10 @@ fn store_keys_escape_their_parts_so_one_clients_prefix_is_only_its_own() {
     assert_eq!(store_key("a/b", "api", "daily"), "quota/a%2Fb/api/daily");
     assert!(!store_key("acme/x", "api", "daily").starts_with(&key_prefix("acme")));
     assert!(store_key("acme", "api", "daily").starts_with(&key_prefix("acme")));
+    let written = store_key("a/b", "my api", "daily%");
+    assert_eq!(
+        split_store_key(&written, "a/b"),
+        Some(("my api".to_owned(), "daily%".to_owned()))
+    );
+    assert_eq!(split_store_key(&written, "a"), None);
 }

@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod quota_counter;
 pub mod sqlite;
 mod types;
 

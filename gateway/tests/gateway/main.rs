@@ -10,6 +10,7 @@ mod framing;
 mod hmac;
 mod oauth;
 mod pan;
+mod quota;
 mod rate_limit;
 mod routing;
 mod slow_clients;
