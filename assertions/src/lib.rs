@@ -20,6 +20,7 @@ pub mod pan;
 pub mod pipeline;
 pub mod prefetch;
 pub mod query;
+pub mod quota;
 pub mod rate_limit;
 pub mod template;
 pub mod verdict;

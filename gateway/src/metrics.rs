@@ -204,12 +204,62 @@ impl Metrics {
         out
     }
 
+    /// The text exposition format, with each rate_limit step's counters (kept by the steps
+    /// themselves as atomics, so counting costs the request path no label lookup).
+    #[must_use]
+    pub fn render_with_rate_limits(&self, steps: &[RateLimitCounting]) -> Vec<u8> {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering;
+        let mut out = self.render();
+        if steps.is_empty() {
+            return out;
+        }
+        let mut text = String::from(
+            "# HELP portcullis_rate_limit_events_total Rate-limit decisions other than allowed: refused (429), keys_full (503, the local limiter holds as many live keys as it may), store_unavailable (the shared store did not answer in time), decided_locally (of those, decided by the fail_open fallback).\n# TYPE portcullis_rate_limit_events_total counter\n",
+        );
+        for step in steps {
+            let counters = &step.counters;
+            for (event, value) in [
+                ("refused", &counters.refused),
+                ("keys_full", &counters.keys_full),
+                ("store_unavailable", &counters.store_unavailable),
+                ("decided_locally", &counters.decided_locally),
+            ] {
+                let _ = writeln!(
+                    text,
+                    "portcullis_rate_limit_events_total{{service=\"{}\",step=\"{}\",event=\"{event}\"}} {}",
+                    label_value(&step.service),
+                    label_value(&step.step),
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
     /// Counts a request that matched no service.
     pub fn unrouted(&self, status: u16) {
         self.requests
             .with_label_values(&["", &status.to_string()])
             .inc();
     }
+}
+
+/// One rate_limit step's counters, named for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RateLimitCounting {
+    pub service: String,
+    /// The step in the policy: `services[0].request[1]`.
+    pub step: String,
+    pub counters: std::sync::Arc<portcullis_assertions::rate_limit::RateLimitCounters>,
+}
+
+/// A label value as the text format writes it (`\\`, `\"` and newlines escaped).
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Default for Metrics {

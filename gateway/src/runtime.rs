@@ -170,11 +170,24 @@ impl Service {
     }
 }
 
+/// A quota a service counts, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuotaInfo {
+    pub service: String,
+    pub name: String,
+    pub limit: u64,
+    pub period: String,
+}
+
 /// Everything a request needs from the loaded policy.
 #[derive(Debug)]
 pub struct Runtime {
     /// Increases by one on every successful (re)load.
     pub generation: u64,
+    /// Every rate_limit step's counters, for `/metrics`.
+    pub rate_limits: Vec<crate::metrics::RateLimitCounting>,
+    /// Every quota step, for the admin API.
+    pub quotas: Vec<QuotaInfo>,
     pub settings: Settings,
     pub router: Router,
     pub services: Vec<Service>,

@@ -158,7 +158,7 @@ const UNSIGNED: Sample = Sample { method: "GET", path: "/x", headers: &[("author
 struct Case {
     side: &'static str,
     step: &'static str,
-    /// False for steps with body or upstream phases: `check` must refuse them in `any`.
+    /// False for steps with body, upstream or charging phases: `check` must refuse them in `any`.
     in_any: bool,
     samples: &'static [&'static Sample],
 }
@@ -175,6 +175,8 @@ const CASES: &[Case] = &[
     Case { side: "request", step: "require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: orders}", in_any: true, samples: &[&UNSIGNED, &GET] },
     Case { side: "request", step: "sign_hmac: {scheme: aws-sigv4, keys: partners, access_key: AKIDPARTNERONE, region: eu-west-1, service: orders}", in_any: false, samples: &[&JSON] },
     Case { side: "request", step: "mask_pan: {}", in_any: false, samples: &[&JSON] },
+    Case { side: "request", step: "rate_limit: {key: \"${client.ip}\", rate: 100/min}", in_any: false, samples: &[&GET] },
+    Case { side: "request", step: "quota: {key: \"${client.ip}\", limit: 100, period: day}", in_any: false, samples: &[&GET] },
     Case { side: "response", step: "set_header: {name: X-Served-By, value: \"gw ${request.method}\"}", in_any: true, samples: &[&GET] },
     Case { side: "response", step: "remove_header: [Server]", in_any: true, samples: &[&GET] },
     Case { side: "response", step: "mask_pan: {}", in_any: false, samples: &[&GET] },

@@ -16,6 +16,7 @@ use crate::state::GatewayState;
 pub use answers::{json, problem, refusal, sized};
 
 mod answers;
+mod quotas;
 mod tokens;
 
 /// Largest admin request body.
@@ -49,6 +50,9 @@ impl AdminApp {
         query: Option<&str>,
         body: &[u8],
     ) -> Response<Vec<u8>> {
+        if let Some(resp) = quotas::route(&self.state, method, path, query).await {
+            return resp;
+        }
         if let Some(resp) = tokens::route(&self.state, method, path, query, body).await {
             return resp;
         }
@@ -81,7 +85,9 @@ impl AdminApp {
             (&Method::GET, "/metrics") => sized(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.state.metrics.render(),
+                self.state
+                    .metrics
+                    .render_with_rate_limits(&self.state.current().rate_limits),
             ),
             (&Method::POST, "/api/reload") => {
                 match self.state.reload_off_runtime().await {

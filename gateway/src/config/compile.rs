@@ -138,6 +138,10 @@ pub(crate) fn compile(
         token_service_declared: false,
         key_set_list: Vec::new(),
         service_name: String::new(),
+        shared_limiter: None,
+        rate_limits: Vec::new(),
+        state_store: None,
+        quotas: Vec::new(),
     };
     let settings = compile_settings(&main.spec, &mut context);
     let client_limits = compile_client_limits(&main.spec, &mut context);
@@ -146,12 +150,17 @@ pub(crate) fn compile(
     // Only a policy that keeps state opens a store (a file is not created for nothing). A
     // store that cannot be opened has been reported; a memory stand-in lets every other
     // mistake show.
-    let opened = (main.spec.token_service.present().is_some()
+    let keeps_state = main.spec.token_service.present().is_some()
         || main.spec.state.is_some()
-        || main.spec.redis.present().is_some())
-    .then(|| oauth::open_state(&main.spec, &mut context))
-    .flatten();
+        || main.spec.redis.present().is_some()
+        || services
+            .iter()
+            .any(|(_, service)| super::steps::counts_in_store(&service.value.request));
+    let opened = keeps_state
+        .then(|| oauth::open_state(&main.spec, &mut context))
+        .flatten();
     let store = opened.unwrap_or_else(crate::store::StateStore::memory);
+    context.state_store = Some(store.clone());
     if let Some(token_service) = main.spec.token_service.present() {
         context.token_service_declared = true;
         context.token_service =
@@ -193,6 +202,8 @@ pub(crate) fn compile(
         trusted_proxies,
         admin_token,
         effective,
+        rate_limits: std::mem::take(&mut context.rate_limits),
+        quotas: std::mem::take(&mut context.quotas),
     })
 }
 

@@ -62,6 +62,14 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) key_set_list: Vec<Arc<RemoteKeySet>>,
     /// The service being compiled (the default realm of `require_bearer`).
     pub(crate) service_name: String,
+    /// Where `scope: cluster` rate limits decide (the Redis state store), when there is one.
+    pub(crate) shared_limiter: Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>>,
+    /// The state store, once opened (quotas count in it).
+    pub(crate) state_store: Option<crate::store::StateStore>,
+    /// Every quota step, for the admin API.
+    pub(crate) quotas: Vec<crate::runtime::QuotaInfo>,
+    /// Every rate_limit step's counters, for `/metrics`.
+    pub(crate) rate_limits: Vec<crate::metrics::RateLimitCounting>,
 }
 
 impl CompileContext<'_> {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use portcullis_assertions::hmac::ReplayCache;
+use portcullis_assertions::local_limiter::LocalLimiter;
 
 use crate::metrics::Metrics;
 use crate::oauth::live::LiveTokens;
@@ -146,6 +147,9 @@ pub struct Carry {
     pub live: Arc<LiveTokens>,
     /// Remote key sets by URL and format, so fetched keys survive a reload.
     pub key_sets: Arc<Mutex<KeySetsByUrl>>,
+    /// Each local rate_limit step's buckets, by service, step and size, so a reload does not
+    /// hand every client a full bucket.
+    pub rate_limiters: Arc<Mutex<HashMap<String, Arc<LocalLimiter>>>>,
 }
 
 impl Carry {
@@ -159,6 +163,20 @@ impl Carry {
         caches
             .entry(format!("{key_set}/{capacity}"))
             .or_insert_with(|| Arc::new(ReplayCache::new(capacity)))
+            .clone()
+    }
+
+    /// The buckets of the rate_limit step `bucket_prefix` (service and step), created on
+    /// first use; a step whose size changed starts afresh.
+    #[must_use]
+    pub fn rate_limiter(&self, bucket_prefix: &str, max_keys: usize) -> Arc<LocalLimiter> {
+        let mut limiters = self
+            .rate_limiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limiters
+            .entry(format!("{bucket_prefix}/{max_keys}"))
+            .or_insert_with(|| Arc::new(LocalLimiter::new(max_keys)))
             .clone()
     }
 }

@@ -167,6 +167,38 @@ validated_string!(
     |v| humantime::format_duration(*v)
 );
 
+validated_string!(
+    /// A rate: a count per period, `100/s`, `6000/min`, `1000/h`, `50000/day` or `10/5s`.
+    RateSpec((u64, Duration)), "a rate such as 100/s, 6000/min, 1000/h, 50000/day or 10/5s",
+    |s| parse_rate(&s).ok_or_else(|| format!("\"{s}\" is not a rate (e.g. 100/s, 6000/min, 1000/h, 10/5s)")),
+    |v| format!("{}/{}", v.0, humantime::format_duration(v.1))
+);
+
+/// `COUNT/PERIOD`, the period a unit name or a duration.
+fn parse_rate(text: &str) -> Option<(u64, Duration)> {
+    let (count, period) = text.split_once('/')?;
+    let count: u64 = count.trim().parse().ok().filter(|count| *count > 0)?;
+    let period = match period.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => humantime::parse_duration(other).ok()?,
+    };
+    (!period.is_zero()).then_some((count, period))
+}
+
+validated_string!(
+    /// A share of something, as a percentage: `50%`.
+    Percent(f64), "a percentage above 0 and at most 100, e.g. 50%",
+    |s| s.trim().strip_suffix('%')
+        .and_then(|number| number.trim().parse::<f64>().ok())
+        .filter(|share| *share > 0.0 && *share <= 100.0)
+        .map(|share| share / 100.0)
+        .ok_or_else(|| format!("\"{s}\" is not a percentage above 0 and at most 100 (e.g. 50%)")),
+    |v| format!("{}%", v * 100.0)
+);
+
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

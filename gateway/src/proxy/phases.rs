@@ -35,6 +35,20 @@ pub fn apply_response_pipeline(
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
+    run_response_steps(svc, req, resp, ctx)?;
+    // Headers request steps asked for (the RateLimit fields) go on whatever answers.
+    for (name, value) in ctx.exchange.response_headers() {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
+}
+
+fn run_response_steps(
+    svc: &Service,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
     if svc.response.is_empty() {
         return Ok(());
     }

@@ -33,7 +33,17 @@ pub(super) async fn refuse(
     if !body_read && !session.is_body_empty() {
         session.set_keepalive(None);
     }
-    respond(session, r).await?;
+    if ctx.exchange.response_headers().is_empty() {
+        respond(session, r).await?;
+    } else {
+        // A later step refused after an earlier one asked for headers on the answer (a
+        // rate limit's remaining quota): the refusal carries them too.
+        let mut with_headers = r.clone();
+        with_headers
+            .headers
+            .extend(ctx.exchange.response_headers().iter().cloned());
+        respond(session, &with_headers).await?;
+    }
     Ok(true)
 }
 

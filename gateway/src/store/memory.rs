@@ -9,9 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    ClientRecord, ClientStats, CounterStore, CounterWindow, IdentityEntry, IdentityStore,
-    OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult, TokenFilter,
-    TokenRecord, TokenStore, UsageDelta,
+    ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
+    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
+    TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
 };
 
 #[derive(Debug, Default)]
@@ -232,29 +232,73 @@ impl OnceStore for MemoryStore {
 
 #[async_trait]
 impl CounterStore for MemoryStore {
-    async fn increment(
+    async fn charge(
         &self,
         key: &str,
         by: u64,
-        window_secs: i64,
+        limit: u64,
+        window_end: i64,
         now: i64,
-    ) -> StoreResult<CounterWindow> {
+    ) -> StoreResult<CounterCharge> {
         let mut inner = self.lock();
-        let counter = inner
+        let running = inner
             .counters
-            .entry(key.to_owned())
-            .or_insert(CounterWindow {
+            .get(key)
+            .copied()
+            .filter(|counter| counter.resets_at > now)
+            .unwrap_or(CounterWindow {
                 count: 0,
-                resets_at: now,
+                resets_at: window_end,
             });
-        if counter.resets_at <= now {
-            *counter = CounterWindow {
-                count: 0,
-                resets_at: now.saturating_add(window_secs),
-            };
-        }
-        counter.count = counter.count.saturating_add(by);
-        Ok(*counter)
+        let Some(count) = running
+            .count
+            .checked_add(by)
+            .filter(|count| *count <= limit)
+        else {
+            return Ok(CounterCharge {
+                allowed: false,
+                window: running,
+            });
+        };
+        let window = CounterWindow {
+            count,
+            resets_at: running.resets_at,
+        };
+        inner.counters.insert(key.to_owned(), window);
+        Ok(CounterCharge {
+            allowed: true,
+            window,
+        })
+    }
+
+    async fn counter(&self, key: &str, now: i64) -> StoreResult<Option<CounterWindow>> {
+        Ok(self
+            .lock()
+            .counters
+            .get(key)
+            .copied()
+            .filter(|counter| counter.resets_at > now))
+    }
+
+    async fn counters(&self, prefix: &str, now: i64) -> StoreResult<Vec<(String, CounterWindow)>> {
+        let mut running: Vec<(String, CounterWindow)> = self
+            .lock()
+            .counters
+            .iter()
+            .filter(|(key, counter)| key.starts_with(prefix) && counter.resets_at > now)
+            .map(|(key, counter)| (key.clone(), *counter))
+            .collect();
+        running.sort_by(|a, b| a.0.cmp(&b.0));
+        running.truncate(MAX_LISTED_COUNTERS);
+        Ok(running)
+    }
+
+    async fn reset_counter(&self, key: &str, now: i64) -> StoreResult<bool> {
+        Ok(self
+            .lock()
+            .counters
+            .remove(key)
+            .is_some_and(|counter| counter.resets_at > now))
     }
 
     async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {

@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod quota_counter;
 pub mod redis;
 pub mod sqlite;
 mod types;
@@ -33,8 +34,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use types::{
-    ClientRecord, ClientStats, CounterWindow, IdentityEntry, Revocation, TokenFilter, TokenFormat,
-    TokenKind, TokenRecord, Usage, UsageDelta,
+    ClientRecord, ClientStats, CounterCharge, CounterWindow, IdentityEntry, Revocation,
+    TokenFilter, TokenFormat, TokenKind, TokenRecord, Usage, UsageDelta,
 };
 
 /// What went wrong inside a backend. Callers fail closed on it.
@@ -118,23 +119,39 @@ pub trait OnceStore: Send + Sync + fmt::Debug {
     async fn purge_expired_markers(&self, before: i64) -> StoreResult<u64>;
 }
 
-/// Counters in fixed windows, for rate limits and quotas.
+/// Counters in windows, for quotas: a count that may not pass a limit until the window ends.
 #[async_trait]
 pub trait CounterStore: Send + Sync + fmt::Debug {
-    /// Adds `by` to the counter `key` and returns its new count and window end. A counter
-    /// whose window ended at or before `now` (or a new one) starts a window of
-    /// `window_secs` at `now` with `by` as its count. Concurrent increments are never lost.
-    async fn increment(
+    /// Adds `by` to the counter `key` unless that would take it past `limit`; then nothing
+    /// changes and the charge is refused (a refused call consumes nothing). A counter whose
+    /// window ended at or before `now` (or a new one) starts afresh at zero, its window
+    /// ending at `window_end`. Concurrent charges are never lost and never pass the limit
+    /// together: the check and the addition are one atomic step in the store.
+    async fn charge(
         &self,
         key: &str,
         by: u64,
-        window_secs: i64,
+        limit: u64,
+        window_end: i64,
         now: i64,
-    ) -> StoreResult<CounterWindow>;
+    ) -> StoreResult<CounterCharge>;
+
+    /// The counter's running window at `now`, if it has one.
+    async fn counter(&self, key: &str, now: i64) -> StoreResult<Option<CounterWindow>>;
+
+    /// Every counter whose key starts with `prefix` and whose window runs at `now`, by key
+    /// (at most [`MAX_LISTED_COUNTERS`]).
+    async fn counters(&self, prefix: &str, now: i64) -> StoreResult<Vec<(String, CounterWindow)>>;
+
+    /// Ends the counter's window now: true when it had a running one.
+    async fn reset_counter(&self, key: &str, now: i64) -> StoreResult<bool>;
 
     /// Deletes counters whose window ended before `before`; returns how many went.
     async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64>;
 }
+
+/// The most counters one [`CounterStore::counters`] call lists.
+pub const MAX_LISTED_COUNTERS: usize = 1000;
 
 /// Identities by client address.
 #[async_trait]
@@ -397,13 +414,14 @@ mod tests {
         ] {
             let store = store.clone();
             let first = runtime.block_on(async move {
-                wait(store.counters().increment("inside", 1, 60, 0)).expect("inside")
+                wait(store.counters().charge("inside", 1, 10, 60, 0)).expect("inside")
             });
-            assert!(first.count >= 1);
+            assert!(first.window.count >= 1);
         }
         assert_eq!(
-            wait(store.counters().increment("inside", 0, 60, 1))
+            wait(store.counters().charge("inside", 0, 10, 60, 1))
                 .expect("read")
+                .window
                 .count,
             2,
             "both runtimes' increments landed in the same store"

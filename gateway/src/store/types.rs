@@ -212,12 +212,21 @@ pub struct ClientStats {
     pub flagged: u64,
 }
 
-/// A counter after an increment: its count in the current window and when that window ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A counter's count in its current window and when that window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CounterWindow {
     pub count: u64,
-    /// Unix seconds; from then on the next increment starts a new window at zero.
+    /// Unix seconds; from then on the next charge starts a new window at zero.
     pub resets_at: i64,
+}
+
+/// What a [`crate::store::CounterStore::charge`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CounterCharge {
+    /// False when the charge would have passed the limit (nothing was added).
+    pub allowed: bool,
+    /// The window after the charge (or as it stands, when refused).
+    pub window: CounterWindow,
 }
 
 /// Who is behind a client address, as an identity source (a VPN concentrator, a captive

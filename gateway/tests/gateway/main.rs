@@ -10,6 +10,8 @@ mod framing;
 mod hmac;
 mod oauth;
 mod pan;
+mod quota;
+mod rate_limit;
 mod redis;
 mod routing;
 mod slow_clients;

@@ -59,6 +59,8 @@ mod headers;
 mod hmac_template;
 mod ip;
 mod mask_pan;
+mod quota;
+mod rate_limit;
 mod require_api_key;
 mod require_bearer;
 mod require_hmac;
@@ -168,6 +170,10 @@ assertion_kinds! {
     "mask_pan" => MaskPan(mask_pan::MaskPanSpec),
     /// Require an OAuth 2.0 bearer token (RFC 6750) with the given scopes.
     "require_bearer" => RequireBearer(require_bearer::RequireBearerSpec),
+    /// Count requests per key against named rates (GCRA); over a limit: 429 with Retry-After and the RateLimit fields.
+    "rate_limit" => RateLimit(rate_limit::RateLimitSpec),
+    /// Calls per hour/day/week/month per key, counted in the state store; used up: 429 quota-exhausted.
+    "quota" => Quota(quota::QuotaSpec),
     /// Every step must pass, in order.
     "all" => All(composite::AllSpec),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -183,6 +189,20 @@ pub(crate) fn define_outputs(steps: &StepList, registry: &mut VarRegistry) {
     for step in steps.iter().filter_map(|step| step.0.as_ref()) {
         step.value.options().define_outputs(registry);
     }
+}
+
+/// Whether a list holds a step that counts in the state store (`quota`), anywhere in it: the
+/// store is then opened even if the policy has no `state:` or token service.
+pub(crate) fn counts_in_store(steps: &StepList) -> bool {
+    steps
+        .iter()
+        .filter_map(|step| step.0.as_ref())
+        .any(|step| match &step.value {
+            AssertionSpec::Quota(_) => true,
+            AssertionSpec::All(inner) => counts_in_store(&inner.0),
+            AssertionSpec::Any(inner) => counts_in_store(&inner.0),
+            _ => false,
+        })
 }
 
 /// Compiles a pipeline's list. An `all` outside any `any` is flattened into the list: the

@@ -29,9 +29,9 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 
 use super::{
-    ClientRecord, ClientStats, CounterStore, CounterWindow, IdentityEntry, IdentityStore,
-    OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult, TokenFilter,
-    TokenRecord, TokenStore, UsageDelta,
+    ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
+    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
+    TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
 };
 use crate::redis::{RedisClient, RedisSettings, RedisUnavailable, RedisUrl};
 
@@ -444,30 +444,89 @@ impl OnceStore for RedisStore {
 
 #[async_trait]
 impl CounterStore for RedisStore {
-    async fn increment(
+    async fn charge(
         &self,
         key: &str,
         by: u64,
-        window_secs: i64,
+        limit: u64,
+        window_end: i64,
         now: i64,
-    ) -> StoreResult<CounterWindow> {
+    ) -> StoreResult<CounterCharge> {
         let (base, index) = self.bucket(Bucketed::Counter, key);
-        let resets_at = now.saturating_add(window_secs);
-        let (count, resets_at): (u64, i64) = self
+        let (allowed, count, resets_at): (u8, u64, i64) = self
             .client
             .run_script(
-                &scripts::INCREMENT,
+                &scripts::CHARGE,
                 vec![format!("{base}{key}"), index],
                 vec![
                     arg(key),
                     arg(by),
+                    arg(limit),
+                    arg(window_end),
                     arg(now),
-                    arg(resets_at),
-                    arg(ttl_ms(resets_at, now).max(1)),
+                    arg(ttl_ms(window_end, now).max(1)),
                 ],
             )
             .await?;
-        Ok(CounterWindow { count, resets_at })
+        Ok(CounterCharge {
+            allowed: allowed == 1,
+            window: CounterWindow { count, resets_at },
+        })
+    }
+
+    async fn counter(&self, key: &str, now: i64) -> StoreResult<Option<CounterWindow>> {
+        let (base, _) = self.bucket(Bucketed::Counter, key);
+        let mut command = ::redis::cmd("HMGET");
+        command
+            .arg(format!("{base}{key}"))
+            .arg("count")
+            .arg("resets_at");
+        let (count, resets_at): (Option<u64>, Option<i64>) = self.client.query(command).await?;
+        Ok(count
+            .zip(resets_at)
+            .filter(|(_, resets_at)| *resets_at > now)
+            .map(|(count, resets_at)| CounterWindow { count, resets_at }))
+    }
+
+    async fn counters(&self, prefix: &str, now: i64) -> StoreResult<Vec<(String, CounterWindow)>> {
+        let mut running = Vec::new();
+        for n in 0..BUCKETS {
+            let (base, index) = self.bucket_keys(Bucketed::Counter, n);
+            let found: Vec<(String, u64, i64)> = self
+                .client
+                .run_script(
+                    &scripts::COUNTERS_IN_BUCKET,
+                    vec![index],
+                    vec![
+                        base.into_bytes(),
+                        arg(now),
+                        arg(prefix),
+                        arg(MAX_LISTED_COUNTERS),
+                    ],
+                )
+                .await?;
+            running.extend(
+                found
+                    .into_iter()
+                    .map(|(key, count, resets_at)| (key, CounterWindow { count, resets_at })),
+            );
+        }
+        running.sort_by(|a, b| a.0.cmp(&b.0));
+        running.truncate(MAX_LISTED_COUNTERS);
+        Ok(running)
+    }
+
+    async fn reset_counter(&self, key: &str, now: i64) -> StoreResult<bool> {
+        let (base, index) = self.bucket(Bucketed::Counter, key);
+        let reset: u8 = self
+            .client
+            .run_script(
+                &scripts::RESET_COUNTER,
+                vec![format!("{base}{key}"), index],
+                vec![arg(key), arg(now)],
+            )
+            .await?;
+        Ok(reset == 1)
     }
 
     async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {

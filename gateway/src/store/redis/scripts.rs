@@ -230,22 +230,65 @@ return out
     )
 });
 
-/// Adds to a counter in its fixed window. KEYS: counter hash, its bucket's expiry index.
-/// ARGV: name, by, now, the end of a window started now, its TTL in ms. Returns
-/// `{count, resets_at}`. A window that ended at or before `now` (or none) starts afresh.
-/// The count grows with `HINCRBY` (exact 64-bit integers, not Lua numbers).
-pub(super) static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+/// Charges a counter unless that passes its limit. KEYS: counter hash, its bucket's expiry
+/// index. ARGV: name, by, limit, window end (for a new window), now, TTL of a new window in
+/// ms. Returns `{allowed, count, resets_at}`. A window that ended at or before `now` (or
+/// none) starts afresh at zero; a refused charge changes nothing, and a first charge that
+/// is refused creates nothing. A running count grows with `HINCRBY` (exact integers).
+pub(super) static CHARGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local held = redis.call('HMGET', KEYS[1], 'count', 'resets_at')
+local running = held[2] and tonumber(held[2]) > tonumber(ARGV[5])
+local count, resets_at = '0', ARGV[4]
+if running then count, resets_at = held[1], held[2] end
+if tonumber(count) + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  return {0, count, resets_at}
+end
+if running then
+  redis.call('HINCRBY', KEYS[1], 'count', ARGV[2])
+  -- Read back as text: a Lua number would print large counts as 1.2e+14.
+  count = redis.call('HGET', KEYS[1], 'count')
+else
+  redis.call('HSET', KEYS[1], 'count', ARGV[2], 'resets_at', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+  count = ARGV[2]
+end
+return {1, count, resets_at}
+",
+    )
+});
+
+/// Ends a counter's window: deletes it and its index member. KEYS: counter hash, index.
+/// ARGV: name, now. 1 when it had a running window.
+pub(super) static RESET_COUNTER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local resets_at = redis.call('HGET', KEYS[1], 'resets_at')
-if (not resets_at) or tonumber(resets_at) <= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'count', ARGV[2], 'resets_at', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-else
-  redis.call('HINCRBY', KEYS[1], 'count', ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if resets_at and tonumber(resets_at) > tonumber(ARGV[2]) then return 1 end
+return 0
+",
+    )
+});
+
+/// The running counters of one bucket whose names start with a prefix (plain text, not a
+/// pattern). KEYS: the bucket's index. ARGV: key base, now, prefix, most to return.
+/// Returns `{{name, count, resets_at}, ...}`.
+pub(super) static COUNTERS_IN_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local out, prefix, most = {}, ARGV[3], tonumber(ARGV[4])
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')) do
+  if #out >= most then break end
+  if string.sub(name, 1, #prefix) == prefix then
+    local held = redis.call('HMGET', ARGV[1] .. name, 'count', 'resets_at')
+    if held[1] and held[2] then table.insert(out, {name, held[1], held[2]}) end
+  end
 end
-return redis.call('HMGET', KEYS[1], 'count', 'resets_at')
+return out
 ",
     )
 });

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::db::{lock, SqliteDb};
-use crate::store::{CounterWindow, IdentityEntry, StoreError, StoreResult};
+use crate::store::{
+    CounterCharge, CounterWindow, IdentityEntry, StoreError, StoreResult, MAX_LISTED_COUNTERS,
+};
 
 const IDENTITY_COLUMNS: &str =
     "ip, username, groups, interface, session_timeout_secs, idle_timeout_secs, expires_at";
@@ -62,30 +64,105 @@ impl SqliteDb {
         Ok(deleted as u64)
     }
 
-    /// One statement, so the read-modify-write is atomic even with several processes on
-    /// the file.
-    pub(super) fn increment(
+    /// One statement, so the check and the addition are atomic even with several processes
+    /// on the file: the upsert only writes when the new count stays within the limit, and
+    /// returns nothing when it would not (then the window as it stands is read).
+    pub(super) fn charge(
         &self,
         key: &str,
         by: u64,
-        window_secs: i64,
+        limit: u64,
+        window_end: i64,
         now: i64,
-    ) -> StoreResult<CounterWindow> {
-        let by = i64::try_from(by)
-            .map_err(|_| StoreError::Corrupt(format!("increment of {key} is too large")))?;
-        let (count, resets_at): (i64, i64) = lock(&self.writer).query_row(
-            "INSERT INTO counters (key, count, resets_at) VALUES (?1, ?2, ?3 + ?4)
-             ON CONFLICT(key) DO UPDATE SET
-                count = CASE WHEN resets_at <= ?3 THEN ?2 ELSE count + ?2 END,
-                resets_at = CASE WHEN resets_at <= ?3 THEN ?3 + ?4 ELSE resets_at END
-             RETURNING count, resets_at",
-            params![key, by, now, window_secs],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
-        Ok(CounterWindow {
-            count: count_from(count),
-            resets_at,
+    ) -> StoreResult<CounterCharge> {
+        let too_large = || StoreError::Corrupt(format!("a charge of {key} is too large"));
+        let by = i64::try_from(by).map_err(|_| too_large())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let writer = lock(&self.writer);
+        let charged: Option<(i64, i64)> = writer
+            .query_row(
+                "INSERT INTO counters (key, count, resets_at) SELECT ?1, ?2, ?4 WHERE ?2 <= ?3
+                 ON CONFLICT(key) DO UPDATE SET
+                    count = CASE WHEN resets_at <= ?5 THEN ?2 ELSE count + ?2 END,
+                    resets_at = CASE WHEN resets_at <= ?5 THEN ?4 ELSE resets_at END
+                 WHERE (CASE WHEN resets_at <= ?5 THEN 0 ELSE count END) + ?2 <= ?3
+                 RETURNING count, resets_at",
+                params![key, by, limit, window_end, now],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((count, resets_at)) = charged {
+            return Ok(CounterCharge {
+                allowed: true,
+                window: CounterWindow {
+                    count: count_from(count),
+                    resets_at,
+                },
+            });
+        }
+        let standing: Option<(i64, i64)> = writer
+            .query_row(
+                "SELECT count, resets_at FROM counters WHERE key = ?1 AND resets_at > ?2",
+                params![key, now],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let (count, resets_at) = standing.unwrap_or((0, window_end));
+        Ok(CounterCharge {
+            allowed: false,
+            window: CounterWindow {
+                count: count_from(count),
+                resets_at,
+            },
         })
+    }
+
+    pub(super) fn counter(&self, key: &str, now: i64) -> StoreResult<Option<CounterWindow>> {
+        Ok(self
+            .reader()
+            .query_row(
+                "SELECT count, resets_at FROM counters WHERE key = ?1 AND resets_at > ?2",
+                params![key, now],
+                |row| {
+                    Ok(CounterWindow {
+                        count: count_from(row.get(0)?),
+                        resets_at: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub(super) fn counters(
+        &self,
+        prefix: &str,
+        now: i64,
+    ) -> StoreResult<Vec<(String, CounterWindow)>> {
+        let reader = self.reader();
+        let mut statement = reader.prepare(
+            "SELECT key, count, resets_at FROM counters
+             WHERE substr(key, 1, length(?1)) = ?1 AND resets_at > ?2
+             ORDER BY key LIMIT ?3",
+        )?;
+        let rows =
+            statement.query_map(params![prefix, now, MAX_LISTED_COUNTERS as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    CounterWindow {
+                        count: count_from(row.get(1)?),
+                        resets_at: row.get(2)?,
+                    },
+                ))
+            })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(super) fn reset_counter(&self, key: &str, now: i64) -> StoreResult<bool> {
+        let deleted = lock(&self.writer).execute(
+            "DELETE FROM counters WHERE key = ?1 AND resets_at > ?2",
+            params![key, now],
+        )?;
+        Ok(deleted > 0)
     }
 
     pub(super) fn purge_expired_counters(&self, before: i64) -> StoreResult<u64> {

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{
-    ClientRecord, ClientStats, CounterStore, CounterWindow, IdentityEntry, IdentityStore,
-    OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult, TokenFilter,
-    TokenRecord, TokenStore, UsageDelta,
+    ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
+    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
+    TokenFilter, TokenRecord, TokenStore, UsageDelta,
 };
 use db::SqliteDb;
 
@@ -219,15 +219,32 @@ impl OnceStore for SqliteStore {
 
 #[async_trait]
 impl CounterStore for SqliteStore {
-    async fn increment(
+    async fn charge(
         &self,
         key: &str,
         by: u64,
-        window_secs: i64,
+        limit: u64,
+        window_end: i64,
         now: i64,
-    ) -> StoreResult<CounterWindow> {
+    ) -> StoreResult<CounterCharge> {
         let key = key.to_owned();
-        self.off_runtime(move |db| db.increment(&key, by, window_secs, now))
+        self.off_runtime(move |db| db.charge(&key, by, limit, window_end, now))
+            .await
+    }
+
+    async fn counter(&self, key: &str, now: i64) -> StoreResult<Option<CounterWindow>> {
+        let key = key.to_owned();
+        self.off_runtime(move |db| db.counter(&key, now)).await
+    }
+
+    async fn counters(&self, prefix: &str, now: i64) -> StoreResult<Vec<(String, CounterWindow)>> {
+        let prefix = prefix.to_owned();
+        self.off_runtime(move |db| db.counters(&prefix, now)).await
+    }
+
+    async fn reset_counter(&self, key: &str, now: i64) -> StoreResult<bool> {
+        let key = key.to_owned();
+        self.off_runtime(move |db| db.reset_counter(&key, now))
             .await
     }
 
