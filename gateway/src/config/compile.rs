@@ -161,6 +161,7 @@ pub(crate) fn compile(
         .flatten();
     let store = opened.unwrap_or_else(crate::store::StateStore::memory);
     context.state_store = Some(store.clone());
+    context.shared_limiter = shared_limiter(&store, &context);
     if let Some(token_service) = main.spec.token_service.present() {
         context.token_service_declared = true;
         context.token_service =
@@ -397,4 +398,23 @@ fn forwarded_headers(
             crate::runtime::ForwardedHeaders::default()
         }
     }
+}
+
+/// Where cluster-scope rate limits are decided: the Redis the state store talks to, or, for
+/// a dry run of a policy whose state is Redis, a stand-in in this process (as the dry run's
+/// memory store stands in for the real one). None without Redis.
+fn shared_limiter(
+    store: &crate::store::StateStore,
+    context: &CompileContext<'_>,
+) -> Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>> {
+    if let Some(client) = store.redis_client() {
+        return Some(Arc::new(crate::redis::limiter::RedisLimiter::new(
+            client.clone(),
+        )));
+    }
+    let names_redis = matches!(context.state_url, Some(crate::store::StoreUrl::Redis(_)));
+    (names_redis && context.mode == super::LoadMode::DryRun).then(|| {
+        Arc::new(crate::redis::limiter::StandInLimiter::default())
+            as Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>
+    })
 }

@@ -254,5 +254,48 @@ impl SharedLimiter for RedisLimiter {
     }
 }
 
+/// What `check` and `eval` use for a cluster-scope limit instead of Redis, as they use a
+/// memory store instead of the real one: the same decisions (all or nothing, `gcra::decide`)
+/// over arrival times held in this process, on this process's clock.
+#[derive(Debug, Default)]
+pub struct StandInLimiter {
+    arrivals: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl SharedLimiter for StandInLimiter {
+    fn charge(&self, charges: Vec<SharedCharge>) -> SharedDecision {
+        let started = *self.started.get_or_init(std::time::Instant::now);
+        let now = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut arrivals = self
+            .arrivals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut decisions: Vec<Decision> = charges
+            .iter()
+            .map(|c| {
+                portcullis_assertions::gcra::decide(
+                    c.limit,
+                    arrivals.get(&c.key).copied(),
+                    now,
+                    c.cost,
+                )
+            })
+            .collect();
+        if decisions.iter().all(|d| d.allowed) {
+            for (charge, decision) in charges.iter().zip(&decisions) {
+                if let Some(tat) = decision.new_tat {
+                    arrivals.insert(charge.key.clone(), tat);
+                }
+            }
+        } else {
+            for decision in &mut decisions {
+                decision.new_tat = None;
+            }
+        }
+        Box::pin(std::future::ready(Ok(decisions)))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -141,3 +141,41 @@ fn a_redis_outage_fails_closed_and_fast() {
         "a token verified before the outage is answered from the cache"
     );
 }
+
+/// `scope: cluster` rate limits on one Redis: two gateways draw from one bucket, and a
+/// dry run (`check`, `eval`) of the same policy loads without Redis.
+#[test]
+fn cluster_scope_rate_limits_are_shared_by_the_fleet() {
+    let redis = RedisServer::start();
+    let backend = Backend::start();
+    let policy = format!(
+        "state: \"{}\"\nservices:\n  - name: api\n    match: {{path: /api}}\n    upstream: \"{{backend}}\"\n    request:\n      - rate_limit: {{key: \"${{client.ip}}\", rate: 3/m, burst: 3, scope: cluster}}\n",
+        redis.url()
+    );
+    let first = crate::common::TestGateway::start(&policy, &backend.url());
+    let second = crate::common::TestGateway::start(&policy, &backend.url());
+    let get = |gw: &crate::common::TestGateway| {
+        crate::common::client()
+            .get(gw.url("/api/x"))
+            .send()
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    let statuses = [
+        get(&first),
+        get(&second),
+        get(&first),
+        get(&second),
+        get(&first),
+    ];
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "one bucket of 3 for the fleet"
+    );
+    assert!(
+        portcullis::config::load_dry_run(&first.config).is_ok(),
+        "check and eval load a cluster-scope policy without touching Redis"
+    );
+}
