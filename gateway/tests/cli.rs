@@ -889,6 +889,33 @@ fn check_connect_pings_a_redis_state_store() {
     assert!(!stderr.contains("pw 1"), "{stderr}");
 }
 
+/// `rediss://` with `redis.ca_file`: the CA named in the policy is the one trusted.
+#[test]
+fn check_connect_reaches_a_tls_redis_through_its_ca_file() {
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls");
+    let redis = portcullis::redis::test_servers::RedisServer::start_tls(
+        &tls.join("server.pem"),
+        &tls.join("server.key"),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "tls.yaml",
+        &format!(
+            "state: rediss://localhost:{}\nredis:\n  ca_file: {}\n  connect_timeout: 5s\nservices: []\n",
+            redis.port(),
+            tls.join("ca.pem").display()
+        ),
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8"), "--connect"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("answered PING"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// The `redis:` block's mistakes, each at its line and column.
 #[test]
 fn check_reports_redis_option_mistakes_with_positions() {

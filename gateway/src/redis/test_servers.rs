@@ -50,6 +50,38 @@ impl RedisServer {
         RedisServer::spawn(Some(password.to_owned()), Vec::new())
     }
 
+    /// A standalone server that speaks only TLS on its port, with the certificate and key
+    /// given (PEM files); clients are not asked for certificates.
+    ///
+    /// # Panics
+    /// As [`RedisServer::start`].
+    #[must_use]
+    pub fn start_tls(certificate: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            dir: fresh_dir(),
+            password: None,
+            extra: vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                certificate.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn tls(&self) -> bool {
+        self.extra.iter().any(|arg| arg == "--tls-port")
+    }
+
     fn spawn(password: Option<String>, extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
@@ -126,8 +158,14 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let mut command = Command::new("redis-server");
+        // A TLS server listens with TLS on its port and nowhere in plain text.
+        let plain_port = if self.tls() {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
         command
-            .args(["--port", &self.port.to_string()])
+            .args(["--port", &plain_port])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
@@ -150,7 +188,13 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if self.command(&["PING"]).is_ok_and(|reply| reply == "+PONG") {
+            let up = if self.tls() {
+                // This helper speaks no TLS: an accepted connection is the sign of life.
+                TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)).is_ok()
+            } else {
+                self.command(&["PING"]).is_ok_and(|reply| reply == "+PONG")
+            };
+            if up {
                 return;
             }
             assert!(

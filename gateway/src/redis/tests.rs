@@ -160,3 +160,31 @@ fn a_client_for_an_absent_server_builds_and_then_times_out() {
         "{error}"
     );
 }
+
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/tls")
+        .join(name)
+}
+
+#[tokio::test]
+async fn rediss_trusts_the_ca_it_is_given_and_no_other() {
+    let server = RedisServer::start_tls(&tls_fixture("server.pem"), &tls_fixture("server.key"));
+    let ca = std::fs::read(tls_fixture("ca.pem")).expect("ca");
+    for host in ["127.0.0.1", "localhost"] {
+        let mut trusted = settings(&format!("rediss://{host}:{}", server.port()));
+        trusted.ca_pem = Some(ca.clone());
+        let client = RedisClient::connect(&trusted).expect("client");
+        client
+            .ping_within(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|error| panic!("{host}: {error}"));
+    }
+    // The system's roots do not know the test CA.
+    let client = RedisClient::connect(&settings(&format!("rediss://127.0.0.1:{}", server.port())))
+        .expect("client");
+    assert!(client
+        .ping_within(Duration::from_millis(500))
+        .await
+        .is_err());
+}
