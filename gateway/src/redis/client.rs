@@ -243,7 +243,24 @@ impl RedisClient {
         keys: Vec<String>,
         args: Vec<Vec<u8>>,
     ) -> Result<T, RedisUnavailable> {
-        self.call(move |mut connection| async move {
+        self.run_script_within(self.inner.timeout, script, keys, args)
+            .await
+    }
+
+    /// [`RedisClient::run_script`] with a deadline of its own: for the few scripts that
+    /// walk a whole key space (listing, revoking by filter, purging), which run off the
+    /// request path and may take longer than one request may wait.
+    ///
+    /// # Errors
+    /// As [`RedisClient::run_script`].
+    pub async fn run_script_within<T: FromRedisValue + Send + 'static>(
+        &self,
+        deadline: Duration,
+        script: &'static ::redis::Script,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> Result<T, RedisUnavailable> {
+        self.call_within(deadline, move |mut connection| async move {
             let mut invocation = script.prepare_invoke();
             for key in &keys {
                 invocation.key(key);

@@ -25,6 +25,7 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -37,6 +38,10 @@ use crate::redis::{RedisClient, RedisSettings, RedisUnavailable, RedisUrl};
 
 /// Buckets one-time markers and identities are spread over (each its own hash tag).
 pub const BUCKETS: u64 = 16;
+
+/// The least deadline of a script that walks a whole key space (listing, revoking by
+/// filter, purging): off the request path, it may take longer than a request may wait.
+const BULK_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The key prefix unless the policy sets `redis.key_prefix`.
 pub const DEFAULT_PREFIX: &str = "portcullis";
@@ -141,6 +146,10 @@ impl RedisStore {
         &self.client
     }
 
+    fn bulk_deadline(&self) -> Duration {
+        self.client.timeout().max(BULK_DEADLINE)
+    }
+
     fn token_key(&self, id: &str) -> String {
         format!("{}:tok:{id}", self.tokens)
     }
@@ -170,7 +179,8 @@ impl RedisStore {
             let (base, index) = self.bucket_keys(kind, n);
             gone += self
                 .client
-                .run_script::<u64>(
+                .run_script_within::<u64>(
+                    self.bulk_deadline(),
                     &scripts::PURGE_BUCKET,
                     vec![index],
                     vec![base.into_bytes(), before.to_string().into_bytes()],
@@ -183,7 +193,8 @@ impl RedisStore {
     async fn all_tokens(&self) -> StoreResult<Vec<(TokenRecord, u64)>> {
         let hashes: Vec<HashMap<String, String>> = self
             .client
-            .run_script(
+            .run_script_within(
+                self.bulk_deadline(),
                 &scripts::ALL_TOKENS,
                 vec![self.tokens_key("ids")],
                 vec![self.tokens.clone().into_bytes()],
@@ -357,7 +368,8 @@ impl TokenStore for RedisStore {
     async fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64> {
         Ok(self
             .client
-            .run_script(
+            .run_script_within(
+                self.bulk_deadline(),
                 &scripts::PURGE_TOKENS,
                 vec![self.tokens_key("ids")],
                 vec![self.tokens.clone().into_bytes(), arg(before)],
@@ -399,7 +411,8 @@ impl RevocationStore for RedisStore {
         }
         let (epoch, mut ids): (u64, Vec<String>) = self
             .client
-            .run_script(
+            .run_script_within(
+                self.bulk_deadline(),
                 &scripts::REVOKE,
                 vec![self.tokens_key("ids"), self.tokens_key("epoch")],
                 args,
@@ -494,7 +507,8 @@ impl CounterStore for RedisStore {
             let (base, index) = self.bucket_keys(Bucketed::Counter, n);
             let found: Vec<(String, u64, i64)> = self
                 .client
-                .run_script(
+                .run_script_within(
+                    self.bulk_deadline(),
                     &scripts::COUNTERS_IN_BUCKET,
                     vec![index],
                     vec![
@@ -590,7 +604,8 @@ impl IdentityStore for RedisStore {
             let (base, index) = self.bucket_keys(Bucketed::Identity, n);
             let values: Vec<String> = self
                 .client
-                .run_script(
+                .run_script_within(
+                    self.bulk_deadline(),
                     &scripts::LIVE_IN_BUCKET,
                     vec![index],
                     vec![base.into_bytes(), arg(now)],
