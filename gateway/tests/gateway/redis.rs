@@ -179,3 +179,34 @@ fn cluster_scope_rate_limits_are_shared_by_the_fleet() {
         "check and eval load a cluster-scope policy without touching Redis"
     );
 }
+
+/// A quota counted in Redis: two gateways share one month's allowance of 2, and the
+/// admin API of either shows the count.
+#[test]
+fn a_quota_in_redis_is_the_fleets() {
+    let cluster = RedisCluster::start();
+    let backend = Backend::start();
+    let policy = format!(
+        "state: \"{}\"\nservices:\n  - name: api\n    match: {{path: /}}\n    upstream: \"{{backend}}\"\n    request:\n      - quota: {{key: \"${{client.ip}}\", limit: 2, period: month}}\n",
+        cluster.url()
+    );
+    let first = crate::common::TestGateway::start(&policy, &backend.url());
+    let second = crate::common::TestGateway::start(&policy, &backend.url());
+    let get = |gw: &crate::common::TestGateway| {
+        crate::common::client()
+            .get(gw.url("/x"))
+            .send()
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!([get(&first), get(&second), get(&first)], [200, 200, 429]);
+    let listed: serde_json::Value = crate::common::client()
+        .get(second.admin_url("/api/quotas?key=127.0.0.1"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .expect("admin")
+        .json()
+        .expect("json");
+    assert_eq!(listed["quotas"][0]["used"], 2, "{listed}");
+}
