@@ -210,3 +210,32 @@ fn a_quota_in_redis_is_the_fleets() {
         .expect("json");
     assert_eq!(listed["quotas"][0]["used"], 2, "{listed}");
 }
+
+/// A reload keeps the Redis connection it started with; changed `redis:` options are
+/// named as waiting for a restart.
+#[test]
+fn a_reload_keeps_the_redis_it_opened() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("p.yaml");
+    let policy = |timeout: &str| {
+        format!(
+            "state: {}\nredis: {{timeout: {timeout}}}\nservices: []\n",
+            redis.url()
+        )
+    };
+    std::fs::write(&path, policy("100ms")).expect("write");
+    let carry = portcullis::config::Carry::default();
+    let first = portcullis::config::load(&path, &carry, 1).expect("loads");
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    std::fs::write(&path, policy("200ms")).expect("write");
+    let second = portcullis::config::load(&path, &carry, 2).expect("reloads");
+    assert!(
+        second
+            .warnings
+            .iter()
+            .any(|w| w.contains("redis: changed options take effect after a restart")),
+        "{:?}",
+        second.warnings
+    );
+}

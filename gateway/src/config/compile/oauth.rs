@@ -58,9 +58,14 @@ pub(super) fn open_state(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some((open_url, store)) = slot.as_ref() {
         if *open_url != url {
-            context.warnings.push(format!(
-                "state: {url} takes effect after a restart; {open_url} stays in use"
-            ));
+            // The same URL shown twice would say nothing: what changed is under `redis:`.
+            context
+                .warnings
+                .push(if open_url.to_string() == url.to_string() {
+                    "redis: changed options take effect after a restart".to_owned()
+                } else {
+                    format!("state: {url} takes effect after a restart; {open_url} stays in use")
+                });
         }
         return Some(store.clone());
     }
