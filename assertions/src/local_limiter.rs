@@ -121,6 +121,19 @@ impl LocalLimiter {
         self.len() == 0
     }
 
+    /// What `charge` would decide for one bucket now, storing nothing (a lockout check
+    /// before the attempt it would count).
+    #[must_use]
+    pub fn peek(&self, charge: &Charge, now: u64) -> Decision {
+        let shard = lock(&self.shards[shard_of(charge.key)]);
+        decide(
+            charge.limit,
+            shard.get(&charge.key.0).copied(),
+            now,
+            charge.cost,
+        )
+    }
+
     /// Counts a request against every charge, or against none: all are decided first, and
     /// the arrival times are stored only when every limit allows it. Time `now` is in
     /// nanoseconds on the caller's monotonic scale.
