@@ -50,6 +50,18 @@ impl Limit {
         Ok(Limit { interval, burst })
     }
 
+    /// `count` per minute in bursts of `count`: always a valid limit (built without the
+    /// checks of [`Limit::new`], which it cannot fail).
+    #[must_use]
+    pub fn per_minute(count: u64) -> Limit {
+        const MINUTE: u64 = 60_000_000_000;
+        let count = count.clamp(1, MINUTE);
+        Limit {
+            interval: MINUTE / count,
+            burst: count,
+        }
+    }
+
     /// Requests the bucket holds when full.
     #[must_use]
     pub fn burst(&self) -> u64 {

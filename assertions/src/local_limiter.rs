@@ -13,12 +13,37 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::gcra::{decide, Decision, Limit};
 
 const SHARDS: usize = 64;
+
+/// A shard's buckets: arrival times by key hash. The keys are already seeded 64-bit hashes,
+/// so the map uses them as they are instead of hashing them again.
+type Buckets = HashMap<u64, u64, BuildHasherDefault<KeyIsHash>>;
+
+/// A hasher for keys that are hashes already: passes the `u64` through.
+#[derive(Debug, Default)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the key type is u64); fold anything else in anyway.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
 
 /// The most limits one request is counted against at once (a policy names a few).
 pub const MAX_CHARGES: usize = 8;
@@ -87,11 +112,11 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct LocalLimiter {
     seed: RandomState,
-    shards: Vec<Mutex<HashMap<u64, u64>>>,
+    shards: Vec<Mutex<Buckets>>,
     keys_per_shard: usize,
 }
 
-type ShardGuard<'m> = MutexGuard<'m, HashMap<u64, u64>>;
+type ShardGuard<'m> = MutexGuard<'m, Buckets>;
 
 impl LocalLimiter {
     /// A limiter holding at most about `max_keys` live keys.
@@ -119,6 +144,19 @@ impl LocalLimiter {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// What `charge` would decide for one bucket now, storing nothing (a lockout check
+    /// before the attempt it would count).
+    #[must_use]
+    pub fn peek(&self, charge: &Charge, now: u64) -> Decision {
+        let shard = lock(&self.shards[shard_of(charge.key)]);
+        decide(
+            charge.limit,
+            shard.get(&charge.key.0).copied(),
+            now,
+            charge.cost,
+        )
     }
 
     /// Counts a request against every charge, or against none: all are decided first, and
@@ -185,8 +223,10 @@ impl LocalLimiter {
     }
 }
 
+/// The shard of a key: bits from the middle of the hash, so neither the low bits the map
+/// indexes by nor the top bits it tags entries with are the same for every key of a shard.
 fn shard_of(key: KeyHash) -> usize {
-    (key.0 % SHARDS as u64) as usize
+    ((key.0 >> 32) % SHARDS as u64) as usize
 }
 
 /// The map of `shard`, whose lock `guards` holds (the charge loop locked every shard its
@@ -195,7 +235,7 @@ fn shard_of(key: KeyHash) -> usize {
 fn shard_map<'g, 'm>(
     guards: &'g mut [Option<(usize, ShardGuard<'m>)>],
     shard: usize,
-) -> Option<&'g mut HashMap<u64, u64>> {
+) -> Option<&'g mut Buckets> {
     guards.iter_mut().find_map(|held| match held {
         Some((index, guard)) if *index == shard => Some(&mut **guard),
         _ => None,

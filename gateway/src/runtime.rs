@@ -252,6 +252,10 @@ pub struct ClientLimits {
     pub max_connections: usize,
     /// Open client connections from one address (trusted proxies are not counted).
     pub max_connections_per_ip: usize,
+    /// Failed authentications at the gateway's own endpoints, per client address.
+    pub failed_auth_per_ip: portcullis_assertions::gcra::Limit,
+    /// Failed client authentications at the token endpoint, per client id.
+    pub failed_auth_per_client: portcullis_assertions::gcra::Limit,
 }
 
 impl Default for ClientLimits {
@@ -264,9 +268,21 @@ impl Default for ClientLimits {
             max_header_bytes: 64 * 1024,
             max_connections: default_max_connections(),
             max_connections_per_ip: 256,
+            failed_auth_per_ip: portcullis_assertions::gcra::Limit::per_minute(
+                DEFAULT_FAILED_AUTH_PER_IP,
+            ),
+            failed_auth_per_client: portcullis_assertions::gcra::Limit::per_minute(
+                DEFAULT_FAILED_AUTH_PER_CLIENT,
+            ),
         }
     }
 }
+
+/// Failed authentications an address may make per minute by default (all at once, then one
+/// every 3 s): enough for a person mistyping, far too few to guess a secret.
+pub const DEFAULT_FAILED_AUTH_PER_IP: u64 = 20;
+/// Failed authentications per client id per minute by default.
+pub const DEFAULT_FAILED_AUTH_PER_CLIENT: u64 = 10;
 
 /// Half the process's file-descriptor limit (each client connection may need an upstream
 /// one too), between 64 and 10,000.

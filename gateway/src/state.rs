@@ -24,6 +24,8 @@ pub struct GatewayState {
     /// The settings the server was started with (listeners, workers, log target).
     started: Settings,
     reload_lock: Mutex<()>,
+    /// Failed authentications at the gateway's own endpoints, kept across reloads.
+    pub auth_failures: crate::auth_failures::AuthFailures,
 }
 
 impl Drop for GatewayState {
@@ -54,6 +56,7 @@ impl GatewayState {
             metrics,
             log,
             reload_lock: Mutex::new(()),
+            auth_failures: crate::auth_failures::AuthFailures::default(),
         }))
     }
 

@@ -151,7 +151,29 @@ impl ServeHttp for AdminApp {
                 "no admin token is configured",
             );
         };
+        // Brute-force protection: an address that sent too many wrong tokens waits, whatever
+        // it sends now. The admin listener sees its peers directly (no forwarding headers).
+        let gate = crate::auth_failures::Gate {
+            failures: &self.state.auth_failures,
+            limits: &rt.client_limits,
+            ip: session
+                .client_addr()
+                .and_then(|addr| addr.as_inet())
+                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |addr| addr.ip()),
+        };
+        if let Some(wait) = gate.locked(None) {
+            let seconds = crate::auth_failures::retry_after_secs(wait);
+            let mut resp = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-authentications",
+                format!("too many wrong admin tokens from this address; retry in {seconds} s"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            return resp;
+        }
         if !token_matches(presented.as_deref(), token.expose()) {
+            gate.failed(None);
             let mut resp = problem(
                 StatusCode::UNAUTHORIZED,
                 "admin-unauthorized",

@@ -157,6 +157,12 @@ pub struct ClientLimitsSpec {
     /// Client connections open at once from one address, trusted proxies apart (`429` past it). Default `256`.
     #[serde(default)]
     pub max_connections_per_ip: Option<usize>,
+    /// Failed authentications one client address may make at the token endpoint and the admin API before it must wait (`429`), as a rate: `20/min` (the default) allows 20 at once, then one every 3 s.
+    #[serde(default)]
+    pub failed_auth_per_ip: Option<RateSpec>,
+    /// Failed authentications for one client id at the token endpoint, from anywhere, before that id must wait (`429`). Default `10/min`.
+    #[serde(default)]
+    pub failed_auth_per_client: Option<RateSpec>,
 }
 
 /// A file pulled in by `include:`: more services and secrets.

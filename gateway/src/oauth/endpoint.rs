@@ -21,6 +21,7 @@ use super::{
     Grant, OAuthError, TokenService, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER,
     GRANT_REFRESH_TOKEN,
 };
+use crate::auth_failures::{retry_after_secs, Gate};
 use crate::store::{now_secs, TokenFilter, TokenKind};
 
 /// Largest form accepted.
@@ -202,6 +203,7 @@ pub async fn serve(
     token_service: &Arc<TokenService>,
     session: &mut Session,
     endpoint: Endpoint,
+    gate: Gate<'_>,
 ) -> Result<Answer> {
     let method = session.req_header().method.clone();
     let wrong_method = if endpoint.is_post() {
@@ -285,6 +287,11 @@ pub async fn serve(
         Err(e) => return Ok(Answer::error(&e, auth.is_some())),
     };
     let basic = creds.basic;
+    // Brute-force protection: an address or client id that failed too often waits, whatever
+    // it sends now (its credentials are not even checked).
+    if let Some(wait) = gate.locked(creds.id.as_deref()) {
+        return Ok(locked_out(wait));
+    }
     let result = match endpoint {
         Endpoint::Token => token(token_service, &form, &creds).await,
         Endpoint::Introspect => introspect(token_service, &form, &creds).await,
@@ -293,7 +300,27 @@ pub async fn serve(
             Err(ErrorCode::ServerError.error("no such endpoint"))
         }
     };
+    if let Err(error) = &result {
+        if error.code == ErrorCode::InvalidClient {
+            gate.failed(creds.id.as_deref());
+        }
+    }
     Ok(result.unwrap_or_else(|e| Answer::error(&e, basic)))
+}
+
+/// `429` in the token endpoint's own error format, with `Retry-After`.
+fn locked_out(wait: std::time::Duration) -> Answer {
+    let seconds = retry_after_secs(wait);
+    let mut answer = Answer::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({
+            "error": ErrorCode::InvalidClient.as_str(),
+            "error_description": format!("too many failed client authentications from this address or for this client; retry in {seconds} s"),
+        }),
+    );
+    answer.headers.push(("retry-after", seconds.to_string()));
+    answer.reason = Some("too-many-failed-authentications");
+    answer
 }
 
 fn authenticated<'t>(

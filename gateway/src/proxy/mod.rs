@@ -314,11 +314,18 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: Endpoint,
     ) -> Result<bool> {
-        let runtime = ctx.runtime.clone();
-        let Some(token_service) = runtime.as_ref().and_then(|r| r.token_service.as_ref()) else {
+        let Some(runtime) = ctx.runtime.clone() else {
             return Ok(false);
         };
-        let answer = oauth::endpoint::serve(token_service, session, endpoint).await?;
+        let Some(token_service) = runtime.token_service.as_ref() else {
+            return Ok(false);
+        };
+        let gate = crate::auth_failures::Gate {
+            failures: &self.state.auth_failures,
+            limits: &runtime.client_limits,
+            ip: ctx.exchange.client_ip,
+        };
+        let answer = oauth::endpoint::serve(token_service, session, endpoint, gate).await?;
         self.state
             .metrics
             .token_answer(endpoint.name(), answer.reason.unwrap_or("ok"));

@@ -36,9 +36,10 @@ pub fn apply_response_pipeline(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     run_response_steps(svc, req, resp, ctx)?;
-    // Headers request steps asked for (the RateLimit fields) go on whatever answers.
+    // Headers request steps asked for (the RateLimit fields) go on whatever answers, added
+    // beside any the upstream sent (a field list may span several lines, RFC 9651 §3.1).
     for (name, value) in ctx.exchange.response_headers() {
-        resp.insert_header(name.clone(), value.clone())?;
+        resp.append_header(name.clone(), value.clone())?;
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod assertions;
 mod bodies;
+mod brute_force;
 mod framing;
 mod hmac;
 mod oauth;

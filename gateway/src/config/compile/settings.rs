@@ -179,6 +179,26 @@ pub(super) fn compile_client_limits(
             *slot = n;
         }
     }
+    for (value, slot, name) in [
+        (
+            &given.failed_auth_per_ip,
+            &mut limits.failed_auth_per_ip,
+            "failed_auth_per_ip",
+        ),
+        (
+            &given.failed_auth_per_client,
+            &mut limits.failed_auth_per_client,
+            "failed_auth_per_client",
+        ),
+    ] {
+        if let Some(rate) = value {
+            let (count, period) = rate.0;
+            match portcullis_assertions::gcra::Limit::new(count, period, count) {
+                Ok(limit) => *slot = limit,
+                Err(invalid) => context.err(loc, &format!("client_limits.{name}"), invalid.0),
+            }
+        }
+    }
     limits
 }
 

@@ -1,0 +1,172 @@
+//! Brute-force protection for the gateway's own credentials: failed client authentications
+//! at the token endpoint and failed admin tokens are counted per client address and per
+//! client id (GCRA buckets, `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
+//! Once a bucket is empty, every attempt from that address or for that id is answered `429`
+//! with `Retry-After` before its credentials are even looked at, so guessing runs at the
+//! refill rate whatever the attacker sends. Successful attempts count nothing.
+//!
+//! The buckets live in the gateway state, not the policy, so a reload does not unlock anyone.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use portcullis_assertions::gcra::Limit;
+use portcullis_assertions::local_limiter::{Charge, LocalLimiter};
+use portcullis_assertions::rate_limit::{MonotonicClock, ProcessClock};
+
+use crate::runtime::ClientLimits;
+
+/// Addresses and ids tracked at most (idle ones are dropped first).
+const MAX_TRACKED: usize = 100_000;
+
+/// The failed-authentication buckets of this process.
+#[derive(Debug)]
+pub struct AuthFailures {
+    limiter: LocalLimiter,
+    clock: ProcessClock,
+}
+
+impl Default for AuthFailures {
+    fn default() -> Self {
+        AuthFailures {
+            limiter: LocalLimiter::new(MAX_TRACKED),
+            clock: ProcessClock,
+        }
+    }
+}
+
+/// Who is trying: the client's address and, at the token endpoint, the client id it names.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub ip: IpAddr,
+    pub client_id: Option<&'a str>,
+}
+
+impl AuthFailures {
+    fn buckets(&self, limits: &ClientLimits, attempt: &Attempt<'_>) -> [Option<Charge>; 2] {
+        let charge = |limit: Limit, text: &str| Charge {
+            limit,
+            key: self.limiter.key(text),
+            cost: 1,
+        };
+        [
+            Some(charge(
+                limits.failed_auth_per_ip,
+                &format!("ip\0{}", attempt.ip),
+            )),
+            attempt
+                .client_id
+                .map(|id| charge(limits.failed_auth_per_client, &format!("client\0{id}"))),
+        ]
+    }
+
+    /// How long the attempt must wait, when its address or client id has used up its
+    /// failures; `None` when it may try.
+    #[must_use]
+    pub fn locked(&self, limits: &ClientLimits, attempt: &Attempt<'_>) -> Option<Duration> {
+        let now = self.clock.now_nanos();
+        self.buckets(limits, attempt)
+            .iter()
+            .flatten()
+            .filter_map(|bucket| {
+                let decision = self.limiter.peek(bucket, now);
+                (!decision.allowed).then(|| decision.retry_after.unwrap_or(decision.reset_after))
+            })
+            .max()
+    }
+
+    /// Counts a failed attempt against its address and its client id.
+    pub fn failed(&self, limits: &ClientLimits, attempt: &Attempt<'_>) {
+        let now = self.clock.now_nanos();
+        for bucket in self.buckets(limits, attempt).iter().flatten() {
+            // Each bucket on its own: an address already locked still counts against the id.
+            let _ = self.limiter.charge(std::slice::from_ref(bucket), now);
+        }
+    }
+}
+
+/// What an endpoint needs to apply the protection: the buckets, the policy's limits and who
+/// is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Gate<'a> {
+    pub failures: &'a AuthFailures,
+    pub limits: &'a ClientLimits,
+    pub ip: IpAddr,
+}
+
+impl Gate<'_> {
+    /// The wait for an attempt naming `client_id` (if it must wait).
+    #[must_use]
+    pub fn locked(&self, client_id: Option<&str>) -> Option<Duration> {
+        self.failures.locked(
+            self.limits,
+            &Attempt {
+                ip: self.ip,
+                client_id,
+            },
+        )
+    }
+
+    /// Counts a failed attempt naming `client_id`.
+    pub fn failed(&self, client_id: Option<&str>) {
+        self.failures.failed(
+            self.limits,
+            &Attempt {
+                ip: self.ip,
+                client_id,
+            },
+        );
+    }
+}
+
+/// Whole seconds for `Retry-After`, at least 1.
+#[must_use]
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    portcullis_assertions::rate_limit::headers::whole_seconds(wait).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_the_address_and_the_id_but_successes_count_nothing() {
+        let failures = AuthFailures::default();
+        let limits = ClientLimits {
+            failed_auth_per_ip: Limit::per_minute(3),
+            failed_auth_per_client: Limit::per_minute(2),
+            ..ClientLimits::default()
+        };
+        let from = |ip: &str, id: Option<&'static str>| Attempt {
+            ip: ip.parse().expect("ip"),
+            client_id: id,
+        };
+        let attacker = from("203.0.113.9", Some("victim"));
+        assert_eq!(failures.locked(&limits, &attacker), None);
+        failures.failed(&limits, &attacker);
+        failures.failed(&limits, &attacker);
+        // The id has used its two failures: locked from any address.
+        let wait = failures
+            .locked(&limits, &from("198.51.100.1", Some("victim")))
+            .expect("id locked");
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after_secs(wait), wait.as_secs() + 1);
+        // The address has one failure left for another id, then it is locked too.
+        assert_eq!(
+            failures.locked(&limits, &from("203.0.113.9", Some("other"))),
+            None
+        );
+        failures.failed(&limits, &from("203.0.113.9", Some("other")));
+        assert!(failures
+            .locked(&limits, &from("203.0.113.9", None))
+            .is_some());
+        // Other addresses and ids are untouched.
+        assert_eq!(
+            failures.locked(&limits, &from("198.51.100.1", Some("other"))),
+            None
+        );
+    }
+}
