@@ -188,3 +188,39 @@ async fn rediss_trusts_the_ca_it_is_given_and_no_other() {
         .await
         .is_err());
 }
+
+/// A Cluster master dies (its slots stop answering, the rest keep working) and comes back
+/// on its port: the client finds it again without being rebuilt.
+#[tokio::test]
+async fn a_cluster_master_that_dies_and_returns_is_used_again() {
+    let mut cluster = RedisCluster::start();
+    let mut tolerant = settings(&cluster.url());
+    tolerant.timeout = Duration::from_millis(300);
+    tolerant.breaker = BreakerSettings {
+        failures: 1_000,
+        cool_off: Duration::from_millis(100),
+    };
+    let client = RedisClient::connect(&tolerant).expect("client");
+    client
+        .ping_within(Duration::from_secs(10))
+        .await
+        .expect("ping");
+    let write_all = |client: RedisClient| async move {
+        let mut failed = 0;
+        for i in 0..30 {
+            let (set, _) = set_get(&format!("key-{i}"));
+            failed += usize::from(client.query::<()>(set).await.is_err());
+        }
+        failed
+    };
+    assert_eq!(write_all(client.clone()).await, 0);
+    cluster.nodes()[0].kill();
+    let failed = write_all(client.clone()).await;
+    assert!((1..30).contains(&failed), "{failed} of 30 writes failed");
+    cluster.nodes()[0].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while write_all(client.clone()).await > 0 {
+        assert!(Instant::now() < deadline, "the master never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
