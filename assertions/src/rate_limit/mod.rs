@@ -496,14 +496,14 @@ impl Assertion for RateLimit {
     }
 }
 
-/// The store key of a bucket: the whole bucket name inside one hash tag, so every limit of
+/// The store key of a bucket (the store adds its own key prefix): the whole bucket name inside one hash tag, so every limit of
 /// a step (which counts one key) lands on one Cluster node. Hex keeps the tag free of the
 /// `{`/`}` a client-supplied key could hold.
 fn cluster_key(bucket: &str) -> String {
     let (scope, key) = bucket.rsplit_once('\0').unwrap_or(("", bucket));
     let (prefix, rule) = scope.split_once('\0').unwrap_or((scope, ""));
     format!(
-        "portcullis:rl:{{{}}}:{rule}",
+        "rl:{{{}}}:{rule}",
         hex::encode(format!("{prefix}\0{key}"))
     )
 }

@@ -407,9 +407,10 @@ fn shared_limiter(
     store: &crate::store::StateStore,
     context: &CompileContext<'_>,
 ) -> Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>> {
-    if let Some(client) = store.redis_client() {
-        return Some(Arc::new(crate::redis::limiter::RedisLimiter::new(
+    if let (Some(client), Some(prefix)) = (store.redis_client(), store.redis_key_prefix()) {
+        return Some(Arc::new(crate::redis::limiter::RedisLimiter::with_prefix(
             client.clone(),
+            prefix,
         )));
     }
     let names_redis = matches!(context.state_url, Some(crate::store::StoreUrl::Redis(_)));

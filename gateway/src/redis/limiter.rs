@@ -46,6 +46,9 @@ pub struct ClusterCharge<'a> {
 #[derive(Debug, Clone)]
 pub struct RedisLimiter {
     client: RedisClient,
+    /// Put before every key the step names (the policy's `redis.key_prefix`), so two fleets
+    /// on one Redis with different prefixes keep their buckets apart. Empty: keys as named.
+    key_prefix: std::sync::Arc<str>,
 }
 
 /// KEYS: the buckets. ARGV: now seconds, now nanoseconds ('' and '': the server's TIME),
@@ -119,7 +122,19 @@ return out
 impl RedisLimiter {
     #[must_use]
     pub fn new(client: RedisClient) -> RedisLimiter {
-        RedisLimiter { client }
+        RedisLimiter {
+            client,
+            key_prefix: std::sync::Arc::from(""),
+        }
+    }
+
+    /// A limiter whose keys start with `prefix:` (the state store's key prefix).
+    #[must_use]
+    pub fn with_prefix(client: RedisClient, prefix: &str) -> RedisLimiter {
+        RedisLimiter {
+            client,
+            key_prefix: std::sync::Arc::from(format!("{prefix}:")),
+        }
     }
 
     /// Decides every charge at the server's time, storing the new arrival times only
@@ -238,10 +253,15 @@ impl SharedLimiter for RedisLimiter {
     fn charge(&self, charges: Vec<SharedCharge>) -> SharedDecision {
         let limiter = self.clone();
         Box::pin(async move {
+            let keys: Vec<String> = charges
+                .iter()
+                .map(|c| format!("{}{}", limiter.key_prefix, c.key))
+                .collect();
             let borrowed: Vec<ClusterCharge<'_>> = charges
                 .iter()
-                .map(|c| ClusterCharge {
-                    key: &c.key,
+                .zip(&keys)
+                .map(|(c, key)| ClusterCharge {
+                    key,
                     limit: c.limit,
                     cost: c.cost,
                 })

@@ -189,8 +189,9 @@ pub struct StateStore {
     once: Arc<dyn OnceStore>,
     counters: Arc<dyn CounterStore>,
     identities: Arc<dyn IdentityStore>,
-    /// The Redis connection, when the backend is Redis (for its metrics).
-    redis: Option<crate::redis::RedisClient>,
+    /// The Redis connection, when the backend is Redis (for its metrics), and the key prefix
+    /// the policy gave its keys (cluster rate limits use it too).
+    redis: Option<(crate::redis::RedisClient, Arc<str>)>,
 }
 
 impl fmt::Debug for StateStore {
@@ -219,7 +220,13 @@ impl StateStore {
     /// The Redis connection behind this store, when it is a Redis store.
     #[must_use]
     pub fn redis_client(&self) -> Option<&crate::redis::RedisClient> {
-        self.redis.as_ref()
+        self.redis.as_ref().map(|(client, _)| client)
+    }
+
+    /// The prefix of every key this store writes in Redis, when it is a Redis store.
+    #[must_use]
+    pub fn redis_key_prefix(&self) -> Option<&str> {
+        self.redis.as_ref().map(|(_, prefix)| &**prefix)
     }
 
     /// A fresh, empty memory store.
@@ -348,7 +355,7 @@ impl StoreUrl {
                 let store = config.open()?;
                 let client = store.client().clone();
                 StateStore {
-                    redis: Some(client),
+                    redis: Some((client, Arc::from(config.key_prefix.as_str()))),
                     ..StateStore::from_backend(Arc::new(store), &self.to_string())
                 }
             }
