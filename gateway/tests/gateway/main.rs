@@ -7,6 +7,7 @@ mod admin;
 mod assertions;
 mod bodies;
 mod brute_force;
+mod fleet_limits;
 mod framing;
 mod hmac;
 mod oauth;
