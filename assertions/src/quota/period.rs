@@ -164,6 +164,45 @@ mod tests {
     }
 
     #[test]
+    fn a_window_always_ends_after_now_even_across_a_half_hour_daylight_saving_change() {
+        // Lord Howe Island moves its clocks by 30 minutes: on 5 April 2026 at 02:00 (+11) it
+        // goes back to 01:30 (+10:30), so 01:30 to 02:00 happens twice. In the second pass
+        // the hour "01:00" only exists at +11, an hour that ended at 15:00 UTC; a window
+        // ending there, before now, would start afresh on every call.
+        let lord_howe = Reset::Calendar(time_zone("Australia/Lord_Howe").expect("zone"));
+        let second_pass = at("2026-04-04T15:15:00Z"); // 01:45 at +10:30
+        let end = window_end(Period::Hour, &lord_howe, second_pass);
+        assert!(
+            end > second_pass,
+            "the window ended {} s ago",
+            second_pass - end
+        );
+        // Every minute of the days around each change, in zones with odd changes.
+        for zone in [
+            "Australia/Lord_Howe",
+            "Europe/Paris",
+            "America/Santiago",
+            "Asia/Tehran",
+        ] {
+            let reset = Reset::Calendar(time_zone(zone).expect("zone"));
+            for start in [
+                at("2026-04-03T00:00:00Z"),
+                at("2026-10-02T00:00:00Z"),
+                at("2026-03-27T00:00:00Z"),
+                at("2026-10-23T00:00:00Z"),
+            ] {
+                for minute in 0..(4 * 24 * 60) {
+                    let now = start + minute * 60;
+                    for period in [Period::Hour, Period::Day, Period::Week, Period::Month] {
+                        let end = window_end(period, &reset, now);
+                        assert!(end > now, "{zone} {period:?} at {now}: ends at {end}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn rolling_windows_last_one_nominal_period_from_the_first_call() {
         let now = at("2026-12-02T14:35:10Z");
         assert_eq!(window_end(Period::Day, &Reset::Rolling, now), now + 86_400);
