@@ -77,7 +77,19 @@ fn calendar_end(period: Period, zone: &TimeZone, now: i64) -> Option<i64> {
                 .subsec_nanosecond(0)
                 .build()
                 .ok()?;
-            hour_start.checked_add(1.hour()).ok()?
+            let end = hour_start.checked_add(1.hour()).ok()?;
+            if end.timestamp().as_second() > now {
+                end
+            } else {
+                // The hour shown now started at another offset and already ended: after a
+                // half-hour change back (Lord Howe), 01:45 at +10:30 is read in the hour
+                // 01:00 that only exists at +11. The hour ends at the next whole hour of
+                // the wall clock at the offset in force now.
+                let offset = i64::from(here.offset().seconds());
+                let local = now.checked_add(offset)?;
+                let end = local - local.rem_euclid(3600) + 3600 - offset;
+                return Some(end);
+            }
         }
         Period::Day => start_of_day.tomorrow().ok()?.start_of_day().ok()?,
         Period::Week => {
@@ -94,7 +106,8 @@ fn calendar_end(period: Period, zone: &TimeZone, now: i64) -> Option<i64> {
             first.to_zoned(zone.clone()).ok()?.start_of_day().ok()?
         }
     };
-    Some(next.timestamp().as_second())
+    // A window always ends after now (else every call would open a fresh one).
+    Some(next.timestamp().as_second()).filter(|end| *end > now)
 }
 
 #[cfg(test)]
@@ -177,6 +190,7 @@ mod tests {
             "the window ended {} s ago",
             second_pass - end
         );
+        assert_eq!(end, at("2026-04-04T15:30:00Z"), "02:00 at +10:30");
         // Every minute of the days around each change, in zones with odd changes.
         for zone in [
             "Australia/Lord_Howe",
