@@ -169,4 +169,36 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn an_ipv6_guesser_cannot_take_a_fresh_bucket_for_each_address_of_its_prefix() {
+        let failures = AuthFailures::default();
+        let limits = ClientLimits {
+            failed_auth_per_ip: Limit::per_minute(3),
+            failed_auth_per_client: Limit::per_minute(1000),
+            ..ClientLimits::default()
+        };
+        // One host holds a whole /64: 2^64 addresses, each a fresh bucket if counted alone.
+        for n in 1..=3u16 {
+            let attempt = Attempt {
+                ip: std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 7, 0, 0, 0, n)),
+                client_id: None,
+            };
+            failures.failed(&limits, &attempt);
+        }
+        let next = Attempt {
+            ip: "2001:db8:7:7::9".parse().expect("ip"),
+            client_id: Some("billing-app"),
+        };
+        assert!(
+            failures.locked(&limits, &next).is_some(),
+            "a fourth address of the same /64 is still the same guesser"
+        );
+        // Another /64 is another client.
+        let other = Attempt {
+            ip: "2001:db8:7:8::1".parse().expect("ip"),
+            client_id: None,
+        };
+        assert_eq!(failures.locked(&limits, &other), None);
+    }
 }
