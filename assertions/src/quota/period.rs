@@ -77,7 +77,19 @@ fn calendar_end(period: Period, zone: &TimeZone, now: i64) -> Option<i64> {
                 .subsec_nanosecond(0)
                 .build()
                 .ok()?;
-            hour_start.checked_add(1.hour()).ok()?
+            let end = hour_start.checked_add(1.hour()).ok()?;
+            if end.timestamp().as_second() > now {
+                end
+            } else {
+                // The hour shown now started at another offset and already ended: after a
+                // half-hour change back (Lord Howe), 01:45 at +10:30 is read in the hour
+                // 01:00 that only exists at +11. The hour ends at the next whole hour of
+                // the wall clock at the offset in force now.
+                let offset = i64::from(here.offset().seconds());
+                let local = now.checked_add(offset)?;
+                let end = local - local.rem_euclid(3600) + 3600 - offset;
+                return Some(end);
+            }
         }
         Period::Day => start_of_day.tomorrow().ok()?.start_of_day().ok()?,
         Period::Week => {
@@ -94,7 +106,8 @@ fn calendar_end(period: Period, zone: &TimeZone, now: i64) -> Option<i64> {
             first.to_zoned(zone.clone()).ok()?.start_of_day().ok()?
         }
     };
-    Some(next.timestamp().as_second())
+    // A window always ends after now (else every call would open a fresh one).
+    Some(next.timestamp().as_second()).filter(|end| *end > now)
 }
 
 #[cfg(test)]
@@ -161,6 +174,46 @@ mod tests {
             window_end(Period::Month, &paris(), now),
             at("2026-12-31T23:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_window_always_ends_after_now_even_across_a_half_hour_daylight_saving_change() {
+        // Lord Howe Island moves its clocks by 30 minutes: on 5 April 2026 at 02:00 (+11) it
+        // goes back to 01:30 (+10:30), so 01:30 to 02:00 happens twice. In the second pass
+        // the hour "01:00" only exists at +11, an hour that ended at 15:00 UTC; a window
+        // ending there, before now, would start afresh on every call.
+        let lord_howe = Reset::Calendar(time_zone("Australia/Lord_Howe").expect("zone"));
+        let second_pass = at("2026-04-04T15:15:00Z"); // 01:45 at +10:30
+        let end = window_end(Period::Hour, &lord_howe, second_pass);
+        assert!(
+            end > second_pass,
+            "the window ended {} s ago",
+            second_pass - end
+        );
+        assert_eq!(end, at("2026-04-04T15:30:00Z"), "02:00 at +10:30");
+        // Every minute of the days around each change, in zones with odd changes.
+        for zone in [
+            "Australia/Lord_Howe",
+            "Europe/Paris",
+            "America/Santiago",
+            "Asia/Tehran",
+        ] {
+            let reset = Reset::Calendar(time_zone(zone).expect("zone"));
+            for start in [
+                at("2026-04-03T00:00:00Z"),
+                at("2026-10-02T00:00:00Z"),
+                at("2026-03-27T00:00:00Z"),
+                at("2026-10-23T00:00:00Z"),
+            ] {
+                for minute in 0..(4 * 24 * 60) {
+                    let now = start + minute * 60;
+                    for period in [Period::Hour, Period::Day, Period::Week, Period::Month] {
+                        let end = window_end(period, &reset, now);
+                        assert!(end > now, "{zone} {period:?} at {now}: ends at {end}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

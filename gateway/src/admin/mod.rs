@@ -156,6 +156,7 @@ impl ServeHttp for AdminApp {
         let gate = crate::auth_failures::Gate {
             failures: &self.state.auth_failures,
             limits: &rt.client_limits,
+            surface: crate::auth_failures::Surface::Admin,
             ip: session
                 .client_addr()
                 .and_then(|addr| addr.as_inet())

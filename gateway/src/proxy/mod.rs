@@ -323,6 +323,7 @@ impl Gateway {
         let gate = crate::auth_failures::Gate {
             failures: &self.state.auth_failures,
             limits: &runtime.client_limits,
+            surface: crate::auth_failures::Surface::TokenEndpoint,
             ip: ctx.exchange.client_ip,
         };
         let answer = oauth::endpoint::serve(token_service, session, endpoint, gate).await?;

@@ -36,9 +36,14 @@ pub fn apply_response_pipeline(
     ctx: &mut RequestCtx,
 ) -> Result<()> {
     run_response_steps(svc, req, resp, ctx)?;
-    // Headers request steps asked for (the RateLimit fields) go on whatever answers, added
-    // beside any the upstream sent (a field list may span several lines, RFC 9651 §3.1).
-    for (name, value) in ctx.exchange.response_headers() {
+    // Headers request steps asked for (the RateLimit fields) go on whatever answers, in
+    // place of the upstream's own of those names; several steps' fields of one name are all
+    // sent (two rate_limit steps' RateLimit items make one list on the wire).
+    let added = ctx.exchange.response_headers();
+    for (name, _) in added {
+        resp.remove_header(name);
+    }
+    for (name, value) in added {
         resp.append_header(name.clone(), value.clone())?;
     }
     Ok(())

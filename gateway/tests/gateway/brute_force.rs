@@ -114,3 +114,27 @@ fn wrong_admin_tokens_lock_the_address_out() {
         "urn:portcullis:problem:too-many-failed-authentications"
     );
 }
+
+#[test]
+fn failures_at_the_token_endpoint_do_not_lock_the_same_address_out_of_the_admin_api() {
+    // Both listeners see the same address when one proxy, load balancer or NAT fronts them
+    // (here 127.0.0.1, the trusted proxy, sending no X-Forwarded-For): anyone on the public
+    // side could otherwise keep the operators out of the admin API by guessing secrets.
+    let (_keys, _backend, _dir, gw) =
+        gateway("{failed_auth_per_ip: 3/min, failed_auth_per_client: 100/min}");
+    for n in 0..3 {
+        let wrong = client()
+            .post(gw.url("/oauth2/token"))
+            .basic_auth(format!("client-{n}"), Some("guess"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .expect("token endpoint");
+        assert_eq!(wrong.status(), 401);
+    }
+    let admin = client()
+        .get(gw.admin_url("/api/config"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("admin");
+    assert_eq!(admin.status(), 200, "the admin API counts its own failures");
+}

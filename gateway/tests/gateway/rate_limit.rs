@@ -248,3 +248,32 @@ fn demo_admin_token() -> String {
         .trim()
         .to_owned()
 }
+
+#[test]
+fn every_limit_a_client_is_counted_against_shows_in_the_ratelimit_fields() {
+    // Two steps, each asking for the fields on allowed answers: a client must see both
+    // budgets, not whichever step ran last.
+    let backend = Backend::start();
+    let gw = TestGateway::start(
+        "services:\n  - name: api\n    match: {path: /}\n    upstream: {backend}\n    request:\n      - rate_limit: {key: \"${client.ip}\", limits: [{name: per-address, rate: 10/min}], headers_on_allowed: true}\n      - rate_limit: {key: \"${client.ip}/${request.method}\", limits: [{name: per-method, rate: 100/min}], headers_on_allowed: true}\n",
+        &backend.url(),
+    );
+    let response = get(&gw, "/x", None);
+    assert_eq!(response.status(), 200);
+    let joined = |name: &str| {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let policy = joined("ratelimit-policy");
+    let left = joined("ratelimit");
+    for name in ["per-address", "per-method"] {
+        assert!(policy.contains(&format!("\"{name}\"")), "{policy}");
+        assert!(left.contains(&format!("\"{name}\"")), "{left}");
+    }
+    assert!(left.contains("\"per-address\";r=9;"), "{left}");
+}
