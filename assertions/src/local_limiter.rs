@@ -159,6 +159,15 @@ impl LocalLimiter {
         )
     }
 
+    /// Whether the bucket is held and not yet full again at `now` (a key never seen, or one
+    /// whose bucket refilled, is not).
+    #[must_use]
+    pub fn tracks(&self, key: KeyHash, now: u64) -> bool {
+        lock(&self.shards[shard_of(key)])
+            .get(&key.0)
+            .is_some_and(|tat| *tat > now)
+    }
+
     /// Counts a request against every charge, or against none: all are decided first, and
     /// the arrival times are stored only when every limit allows it. Time `now` is in
     /// nanoseconds on the caller's monotonic scale.

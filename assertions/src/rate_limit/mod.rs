@@ -48,8 +48,8 @@ pub struct LimitRule {
 #[derive(Debug, Clone)]
 pub enum Cost {
     Fixed(u64),
-    /// The length of the request body (the step then needs the body buffered, so a chunked
-    /// upload cannot hide its size).
+    /// The length of the request body, at least 1 (the step then needs the body buffered, so
+    /// a chunked upload cannot hide its size).
     BodyBytes,
     /// A number from a variable; unset or empty costs 1, anything but digits is refused.
     Template(Template),
@@ -198,7 +198,8 @@ impl RateLimit {
     ) -> Result<u64, Rejection> {
         match &self.cost {
             Cost::Fixed(cost) => Ok(*cost),
-            Cost::BodyBytes => Ok(body.map_or(0, |body| body.len() as u64)),
+            // At least 1: an empty body is still a request (else empty POSTs would be free).
+            Cost::BodyBytes => Ok(body.map_or(1, |body| (body.len() as u64).max(1))),
             Cost::Template(template) => with_buffer(|buffer| {
                 template.render_into(req, x, buffer);
                 let text = buffer.trim();
@@ -502,10 +503,7 @@ impl Assertion for RateLimit {
 fn cluster_key(bucket: &str) -> String {
     let (scope, key) = bucket.rsplit_once('\0').unwrap_or(("", bucket));
     let (prefix, rule) = scope.split_once('\0').unwrap_or((scope, ""));
-    format!(
-        "rl:{{{}}}:{rule}",
-        hex::encode(format!("{prefix}\0{key}"))
-    )
+    format!("rl:{{{}}}:{rule}", hex::encode(format!("{prefix}\0{key}")))
 }
 
 thread_local! {

@@ -101,7 +101,10 @@ fn fleet_admits_one_buckets_worth(state: &str) {
     let allowed = allowed.load(Ordering::Relaxed) as f64;
     let sent = sent.load(Ordering::Relaxed) as f64;
     let expected = 100.0 * elapsed + 20.0;
-    assert!(sent > expected * 1.5, "the load ({sent}) must exceed the limit");
+    assert!(
+        sent > expected * 1.5,
+        "the load ({sent}) must exceed the limit"
+    );
     let error = (allowed - expected).abs() / expected;
     assert!(
         error <= 0.02,
@@ -177,7 +180,10 @@ fn with_redis_killed_each_gateway_answers_its_failure_mode_at_once_and_recovers(
         if timed(&closed.url()).0 == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "Redis is back but the gateway still refuses");
+        assert!(
+            Instant::now() < deadline,
+            "Redis is back but the gateway still refuses"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // Decided in Redis again: the two gateways draw from one bucket of 10 (both keys are
