@@ -25,7 +25,7 @@ use report::{Report, Row};
 use scenarios::{Credential, Scenario, NOT_BUILT, SCENARIOS};
 
 /// Command-line options.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "bench",
     about = "Portcullis against nginx and HAProxy (and Praxis when on PATH), per assertion, in one run"
@@ -61,6 +61,9 @@ pub struct Options {
     /// Measure nothing: write the Markdown and SVG of a saved JSON report again (beside it).
     #[arg(long, value_name = "REPORT.json")]
     pub replot: Option<PathBuf>,
+    /// The port of the Redis the run starts for `rate-limit-redis` (set by the run itself).
+    #[arg(skip)]
+    pub redis_port: u16,
 }
 
 /// What one measured run is.
@@ -84,6 +87,7 @@ fn ensure_tools() -> Result<(), String> {
         ("haproxy", "haproxy"),
         ("taskset", "util-linux"),
         ("curl", "curl"),
+        ("redis-server", "redis-server"),
     ]
     .into_iter()
     .filter(|(p, _)| !on_path(p))
@@ -309,7 +313,7 @@ fn start_system(
             let policy = work.join(format!("{}.yaml", s.name));
             std::fs::write(
                 &policy,
-                scenarios::portcullis_policy(s, port, free_port(), backend, root),
+                scenarios::portcullis_policy(s, port, free_port(), backend, opts.redis_port, root),
             )
             .map_err(|e| e.to_string())?;
             let bin = root.join("target/release/portcullis");
@@ -518,6 +522,33 @@ fn run(opts: &Options) -> Result<(), String> {
         "/",
         200,
     )?;
+    // A Redis beside the backend (on the load CPU) when a scenario keeps its state there.
+    let mut opts = opts.clone();
+    let _redis = if chosen.iter().any(|s| s.name == "rate-limit-redis") {
+        opts.redis_port = free_port();
+        let redis = Proc::start(
+            "redis",
+            opts.load_cpu,
+            "redis-server",
+            &[
+                "--port",
+                &opts.redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            &work.join("redis.log"),
+        )
+        .map_err(|e| e.to_string())?;
+        wait_for_redis(opts.redis_port)?;
+        Some(redis)
+    } else {
+        None
+    };
+    let opts = &opts;
 
     let mut plans = vec![Plan {
         system: "backend-direct",
@@ -688,6 +719,18 @@ fn write_report(report: &Report, md: &str, out: &Path, started: &str) -> Result<
     Ok(())
 }
 
+/// Waits until Redis takes connections.
+fn wait_for_redis(port: u16) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err("redis-server did not start".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Removes the work folder at the end.
 struct RemoveOnDrop(PathBuf);
 
@@ -710,7 +753,7 @@ mod tests {
             let path = dir.path().join(format!("{}.yaml", s.name));
             std::fs::write(
                 &path,
-                scenarios::portcullis_policy(s, 18080, 19901, 19090, &root()),
+                scenarios::portcullis_policy(s, 18080, 19901, 19090, 16379, &root()),
             )
             .expect("policy");
             if let Err(e) = portcullis::config::load_dry_run(&path) {

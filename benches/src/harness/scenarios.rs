@@ -40,6 +40,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "pass-through-16k", about: "no assertion, 16 KiB JSON answer", path: "/16k", credential: Credential::None, baseline: "pass-through-16k", target: None },
     Scenario { name: "mask-pan-16k", about: "mask_pan on a 16 KiB JSON answer", path: "/16k", credential: Credential::None, baseline: "pass-through-16k", target: Some(1.4) },
     Scenario { name: "rate-limit-local", about: "rate_limit, 2 limits on ${client.ip} (never reached: the decision's cost)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.05) },
+    Scenario { name: "rate-limit-redis", about: "rate_limit, 2 limits on ${client.ip}, scope: cluster (one Redis round trip per request, never reached)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.25) },
     Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
 ];
 
@@ -66,10 +67,16 @@ pub fn portcullis_policy(
     listen: u16,
     admin: u16,
     backend: u16,
+    redis: u16,
     root: &Path,
 ) -> String {
+    let state = if s.name == "rate-limit-redis" {
+        format!("redis://127.0.0.1:{redis}")
+    } else {
+        "memory".to_owned()
+    };
     let mut out = format!(
-        "listen: 127.0.0.1:{listen}\nworkers: 1\naccess_log: off\nstate: memory\n\
+        "listen: 127.0.0.1:{listen}\nworkers: 1\naccess_log: off\nstate: {state}\n\
          admin: {{listen: 127.0.0.1:{admin}, token: admin}}\n\
          secrets:\n  admin: {{file: admin-token}}\n  hmac: {{file: hmac-secret}}\n"
     );
@@ -107,6 +114,7 @@ pub fn portcullis_policy(
         "bearer-jwt" | "bearer-opaque" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
         "mask-pan-16k" => "    response:\n      - mask_pan: {}\n".to_owned(),
         "rate-limit-local" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
+        "rate-limit-redis" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          scope: cluster\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
         "full-pipeline" => "    request:\n      - deny_ip: [192.0.2.0/24, 198.51.100.0/24]\n      - require_bearer: {scopes: [widgets.read]}\n      - set_header: {name: X-Client-Id, value: \"${client.id}\"}\n      - set_header: {name: X-Token-Scope, value: \"${token.scope}\"}\n      - remove_header: [Authorization]\n    response:\n      - remove_header: [Server]\n      - set_header: {name: X-Served-By, value: portcullis}\n      - mask_pan: {}\n".to_owned(),
         _ => String::new(),
     };
@@ -186,14 +194,14 @@ mod tests {
     fn every_scenario_has_a_known_baseline_and_a_policy() {
         for s in SCENARIOS {
             assert!(SCENARIOS.iter().any(|b| b.name == s.baseline), "{}", s.name);
-            let p = portcullis_policy(s, 1, 2, 3, Path::new("/repo"));
+            let p = portcullis_policy(s, 1, 2, 3, 4, Path::new("/repo"));
             assert!(p.contains(&format!("name: {}", s.name)));
         }
         let full = SCENARIOS
             .iter()
             .find(|s| s.name == "full-pipeline")
             .expect("full");
-        assert!(portcullis_policy(full, 1, 2, 3, Path::new("/r")).contains("mask_pan"));
+        assert!(portcullis_policy(full, 1, 2, 3, 4, Path::new("/r")).contains("mask_pan"));
         assert!(json_16k().len() > 15_000 && json_16k().len() < 17_000);
     }
 }
