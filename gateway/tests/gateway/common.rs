@@ -17,6 +17,15 @@ use portcullis::state::GatewayState;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// The admin token the shipped policies read (`fixtures/demo-admin-token`).
+pub fn demo_admin_token() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-admin-token");
+    std::fs::read_to_string(path)
+        .expect("token")
+        .trim()
+        .to_owned()
+}
+
 /// What reached the backend.
 #[derive(Debug, Clone)]
 pub struct Seen {

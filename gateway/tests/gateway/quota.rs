@@ -2,7 +2,7 @@
 //! view and reset, a restart on the same SQLite file, and a rate-limit refusal that uses none
 //! of the quota.
 
-use crate::common::{client, problem_code, Backend, TestGateway};
+use crate::common::{client, demo_admin_token, problem_code, Backend, TestGateway};
 
 const ACME: &str = "demo-key-123";
 
@@ -12,15 +12,6 @@ fn report(gw: &TestGateway) -> reqwest::blocking::Response {
         .header("x-api-key", ACME)
         .send()
         .expect("request")
-}
-
-fn admin_token() -> String {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-admin-token");
-    std::fs::read_to_string(path)
-        .expect("token")
-        .trim()
-        .to_owned()
 }
 
 #[test]
@@ -72,7 +63,7 @@ fn a_days_reports_then_429_and_the_admin_api_shows_and_resets_the_count() {
     let admin = |method: reqwest::Method, path: &str| {
         client()
             .request(method, gw.admin_url(path))
-            .bearer_auth(admin_token())
+            .bearer_auth(demo_admin_token())
             .send()
             .expect("admin")
     };
@@ -140,7 +131,7 @@ fn a_call_refused_by_the_rate_limit_uses_none_of_the_quota() {
     assert!((5..=8).contains(&passed), "{passed}");
     let listed: serde_json::Value = client()
         .get(gw.admin_url("/api/quotas?key=acme-mobile"))
-        .bearer_auth(admin_token())
+        .bearer_auth(demo_admin_token())
         .send()
         .expect("admin")
         .json()

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{client, problem_code, Backend, TestGateway};
+use crate::common::{client, demo_admin_token, problem_code, Backend, TestGateway};
 
 const ACME: &str = "demo-key-123";
 const PARTNER: &str = "partner-key-456";
@@ -237,16 +237,6 @@ fn concurrent_clients_get_rate_times_time_plus_burst_within_two_percent() {
         "admitted {allowed} over {elapsed:.3} s, expected {expected:.0} (±2%): off by {:.2}%",
         error * 100.0
     );
-}
-
-/// The admin token the shipped policies read.
-fn demo_admin_token() -> String {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-admin-token");
-    std::fs::read_to_string(path)
-        .expect("token")
-        .trim()
-        .to_owned()
 }
 
 #[test]
