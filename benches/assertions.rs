@@ -178,7 +178,7 @@ fn sigv4(c: &mut Criterion) {
         },
         keys: Arc::new(keys),
         max_skew: std::time::Duration::from_secs(300),
-        replay: None,
+        replay: portcullis_assertions::hmac::Replay::Off,
         allow_unsigned_payload: false,
         clock: Arc::new(FixedClock::at(NOW)),
         client_id: registry.define("client.id"),

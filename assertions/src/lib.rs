@@ -16,6 +16,7 @@ pub mod hmac;
 pub mod ip;
 pub mod json_body;
 pub mod local_limiter;
+pub mod once;
 pub mod pan;
 pub mod pipeline;
 pub mod prefetch;
@@ -208,8 +209,10 @@ pub trait Assertion: Send + Sync + fmt::Debug {
     /// stops there ([`Progress::Await`]); the gateway awaits the work and resumes at this
     /// step, whose [`Assertion::on_request`] then takes the result with
     /// [`Exchange::take_awaited`]. Only steps that declare [`Phases::awaits_io`] have any,
-    /// and those never sit inside a composite.
-    fn awaits(&self, _req: &dyn RequestView, _x: &Exchange) -> Option<AwaitedWork> {
+    /// and those never sit inside a composite. The request's body is in view when the
+    /// pipeline declared [`Needs::BODY`]; the exchange is mutable so the step may note
+    /// what it decided before the round trip (a verified signature, in the trace).
+    fn awaits(&self, _req: &Request<'_>, _x: &mut Exchange) -> Option<AwaitedWork> {
         None
     }
 
@@ -305,7 +308,7 @@ pub fn run_request_from(
         // Resumed at this step with its result in hand: it must not ask again.
         let resumed = i == start && x.holds_awaited();
         if !resumed {
-            if let Some(work) = step.awaits(&*req.head, x) {
+            if let Some(work) = step.awaits(req, x) {
                 return Progress::Await { step: i, work };
             }
         }

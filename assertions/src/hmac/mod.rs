@@ -40,7 +40,7 @@ pub use clock::{parse_amz_date, parse_any_date, parse_http_date, Clock, FixedClo
 pub use keys::{HmacKey, KeySet, SecretBytes};
 pub use replay::{ReplayCache, Seen};
 pub use signing_key_cache::SigningKeyCache;
-pub use step::{sha256_hex, RequireHmac, Scheme, EMPTY_SHA256};
+pub use step::{sha256_hex, Replay, RequireHmac, Scheme, SharedReplay, EMPTY_SHA256};
 pub use verify_sigv2::percent_decode;
 
 pub(crate) use step::{fail, verify_with_key, Claim};

@@ -15,6 +15,7 @@ use super::keys::{HmacKey, KeySet};
 use super::replay::{ReplayCache, Seen};
 use super::signing_key_cache::SigningKeyCache;
 use crate::exchange::VarId;
+use crate::once::SharedOnce;
 use crate::verdict::Rejection;
 
 /// The scheme-specific part of a `require_hmac` step.
@@ -51,6 +52,40 @@ impl Scheme {
     }
 }
 
+/// Where a `require_hmac` step remembers the signatures it accepted.
+#[derive(Debug)]
+pub enum Replay {
+    /// No replay protection.
+    Off,
+    /// In this process: a signature replayed to another gateway of a fleet passes there.
+    Local(Arc<ReplayCache>),
+    /// In the state store every gateway shares: a signature used on one node is refused on
+    /// all. One store round trip per accepted request.
+    Shared(SharedReplay),
+}
+
+/// Replay markers in the shared state store.
+#[derive(Debug)]
+pub struct SharedReplay {
+    pub markers: Arc<dyn SharedOnce>,
+    /// Keeps the markers of different key sets apart (the key set's name).
+    pub namespace: String,
+    /// When the store cannot answer in time: `None` refuses the request (503
+    /// `state-store-unavailable`); a cache lets this process decide alone meanwhile.
+    pub fallback: Option<Arc<ReplayCache>>,
+}
+
+impl SharedReplay {
+    /// The marker of a signature: its SHA-256 (one length whatever the scheme), by key set.
+    pub(crate) fn marker(&self, signature: &[u8]) -> String {
+        format!(
+            "hmac:{}:{}",
+            self.namespace,
+            hex::encode(Sha256::digest(signature))
+        )
+    }
+}
+
 /// The compiled `require_hmac` step.
 #[derive(Debug)]
 pub struct RequireHmac {
@@ -58,8 +93,8 @@ pub struct RequireHmac {
     pub keys: Arc<KeySet>,
     /// Largest accepted distance between the request's time and ours.
     pub max_skew: Duration,
-    /// `None` turns replay protection off.
-    pub replay: Option<Arc<ReplayCache>>,
+    /// Where accepted signatures are remembered, so each is used once.
+    pub replay: Replay,
     /// SigV4 `UNSIGNED-PAYLOAD` accepted.
     pub allow_unsigned_payload: bool,
     pub clock: Arc<dyn Clock>,
@@ -108,33 +143,44 @@ impl RequireHmac {
             HeaderValue::from_static(self.scheme.challenge()),
         )
     }
+}
 
-    /// Refuses a signature already seen inside its window (`until`), when replay
-    /// protection is on.
-    pub(super) fn check_replay(
-        &self,
-        claim: &Claim,
-        now: u64,
-        until: u64,
-    ) -> Result<(), Rejection> {
-        let Some(replay) = &self.replay else {
-            return Ok(());
-        };
-        let id: [u8; 32] = Sha256::digest(&claim.signature).into();
-        match replay.check_and_insert(id, now, until) {
-            Seen::New => Ok(()),
-            Seen::Replayed => Err(fail(
-                StatusCode::FORBIDDEN,
-                "ReplayedRequest",
-                "this signature was already used; sign every request afresh",
-            )),
-            Seen::Full => Err(fail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ReplayCacheFull",
-                "the gateway cannot check for replays right now; retry shortly",
-            )),
-        }
+/// Refuses a signature `cache` has seen inside its window (`until`), and remembers it.
+pub(super) fn check_replay_locally(
+    cache: &ReplayCache,
+    claim: &Claim,
+    now: u64,
+    until: u64,
+) -> Result<(), Rejection> {
+    let id: [u8; 32] = Sha256::digest(&claim.signature).into();
+    match cache.check_and_insert(id, now, until) {
+        Seen::New => Ok(()),
+        Seen::Replayed => Err(replayed()),
+        Seen::Full => Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ReplayCacheFull",
+            "the gateway cannot check for replays right now; retry shortly",
+        )),
     }
+}
+
+pub(super) fn replayed() -> Rejection {
+    fail(
+        StatusCode::FORBIDDEN,
+        "ReplayedRequest",
+        "this signature was already used; sign every request afresh",
+    )
+}
+
+/// The shared store could not say whether a signature was used before, and the step fails
+/// closed.
+pub(super) fn store_unavailable() -> Rejection {
+    fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "state-store-unavailable",
+        "the gateway cannot check for replayed signatures right now; retry shortly",
+    )
+    .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// Looks the key up and checks `compute(secret)` against the claimed signature for every

@@ -36,7 +36,7 @@ fn step(scheme: Scheme, clock: Arc<FixedClock>) -> (RequireHmac, VarRegistry) {
         scheme,
         keys,
         max_skew: Duration::from_secs(300),
-        replay: Some(Arc::new(ReplayCache::new(1000))),
+        replay: Replay::Local(Arc::new(ReplayCache::new(1000))),
         allow_unsigned_payload: false,
         clock,
         client_id: reg.define("client.id"),
@@ -363,4 +363,134 @@ fn presigned_sigv4_urls_verify_and_expire() {
     clock.set(NOW + 61);
     let (step, reg) = super::verify_tests::step(sigv4_scheme(), clock);
     assert_eq!(code(check(&step, &reg, &mut signed, b"")), "RequestExpired");
+}
+
+/// A stand-in for the fleet's shared markers: answers at once, can be taken down.
+#[derive(Debug, Default)]
+struct MarkerBook {
+    seen: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    down: std::sync::atomic::AtomicBool,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::once::SharedOnce for MarkerBook {
+    fn use_once(&self, key: String, expires_at: u64, now: u64) -> crate::once::OnceDecision {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let answer = if self.down.load(Ordering::Relaxed) {
+            Err(crate::rate_limit::SharedUnavailable)
+        } else {
+            let mut seen = self.seen.lock().expect("lock");
+            match seen.get(&key) {
+                Some(&until) if until > now => Ok(false),
+                _ => {
+                    seen.insert(key, expires_at);
+                    Ok(true)
+                }
+            }
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+fn shared_step(book: &Arc<MarkerBook>, fail_open: bool) -> (RequireHmac, VarRegistry) {
+    let (mut step, reg) = step(sigv4_scheme(), Arc::new(FixedClock::at(NOW)));
+    step.replay = Replay::Shared(SharedReplay {
+        markers: book.clone(),
+        namespace: "partners".into(),
+        fallback: fail_open.then(|| Arc::new(ReplayCache::new(100))),
+    });
+    (step, reg)
+}
+
+/// Runs the step as the gateway does: its awaited work first, then `on_request`.
+fn check_shared(
+    step: &RequireHmac,
+    reg: &VarRegistry,
+    parts: &mut http::request::Parts,
+    body: &[u8],
+) -> Result<Exchange, Rejection> {
+    let mut x = Exchange::new(reg.len(), [127, 0, 0, 1].into(), [127, 0, 0, 1].into());
+    let mut request = Request {
+        head: parts,
+        body: Some(body),
+    };
+    let mut work = step.awaits(&request, &mut x).expect("shared replay awaits");
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    let std::task::Poll::Ready(answer) = work.as_mut().poll(&mut context) else {
+        panic!("the stand-in answers at once");
+    };
+    x.put_awaited(answer);
+    match step.on_request(&mut request, &mut x) {
+        Verdict::Continue => Ok(x),
+        Verdict::Reject(r) => Err(r),
+    }
+}
+
+#[test]
+fn a_signature_used_on_one_gateway_is_refused_on_another_sharing_the_markers() {
+    let book = Arc::new(MarkerBook::default());
+    let (first_node, reg) = shared_step(&book, false);
+    let (second_node, _) = shared_step(&book, false);
+    let body = br#"{"qty":2}"#;
+    let mut parts = signed_v4(b"new-secret", NOW, body);
+    let mut replay = parts.clone();
+    let x = check_shared(&first_node, &reg, &mut parts, body).expect("first use passes");
+    assert_eq!(
+        x.get(reg.lookup("client.id").expect("id")),
+        Some("partner-one")
+    );
+    assert_eq!(
+        code(check_shared(&second_node, &reg, &mut replay, body)),
+        "ReplayedRequest"
+    );
+    let marker = book.seen.lock().expect("lock").keys().next().cloned();
+    assert!(
+        marker.is_some_and(|m| m.starts_with("hmac:partners:") && m.len() == 14 + 64),
+        "markers are namespaced SHA-256 digests"
+    );
+}
+
+#[test]
+fn a_forged_or_stale_signature_never_writes_a_marker() {
+    use std::sync::atomic::Ordering;
+    let book = Arc::new(MarkerBook::default());
+    let (step, reg) = shared_step(&book, false);
+    let body = br#"{"qty":2}"#;
+    let mut forged = signed_v4(b"wrong-secret", NOW, body);
+    assert_eq!(
+        code(check_shared(&step, &reg, &mut forged, body)),
+        "SignatureDoesNotMatch"
+    );
+    let mut stale = signed_v4(b"new-secret", NOW - 3600, body);
+    assert_ne!(code(check_shared(&step, &reg, &mut stale, body)), "ok");
+    let mut unsigned = request("GET", "/orders");
+    assert_eq!(
+        code(check_shared(&step, &reg, &mut unsigned, b"")),
+        "MissingAuthenticationToken"
+    );
+    assert_eq!(book.calls.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn a_store_that_cannot_answer_fails_closed_unless_the_policy_says_fail_open() {
+    use std::sync::atomic::Ordering;
+    let body = br#"{"qty":2}"#;
+    let book = Arc::new(MarkerBook::default());
+    book.down.store(true, Ordering::Relaxed);
+    let (closed, reg) = shared_step(&book, false);
+    let mut parts = signed_v4(b"new-secret", NOW, body);
+    let refusal = check_shared(&closed, &reg, &mut parts, body).expect_err("fails closed");
+    assert_eq!(refusal.code, "state-store-unavailable");
+    assert_eq!(refusal.status, http::StatusCode::SERVICE_UNAVAILABLE);
+
+    // Fail open: this process's own cache decides, so a replay here is still refused.
+    let (open, reg) = shared_step(&book, true);
+    let mut parts = signed_v4(b"new-secret", NOW, body);
+    let mut replay = parts.clone();
+    assert_eq!(code(check_shared(&open, &reg, &mut parts, body)), "ok");
+    assert_eq!(
+        code(check_shared(&open, &reg, &mut replay, body)),
+        "ReplayedRequest"
+    );
 }

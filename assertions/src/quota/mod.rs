@@ -288,9 +288,9 @@ impl Assertion for Quota {
         }
     }
 
-    fn awaits(&self, req: &dyn RequestView, x: &Exchange) -> Option<AwaitedWork> {
+    fn awaits(&self, req: &Request<'_>, x: &mut Exchange) -> Option<AwaitedWork> {
         // An unset key is refused by on_request, without a round trip.
-        let key = self.key(req, x).ok()?;
+        let key = self.key(&*req.head, x).ok()?;
         let now = i64::try_from(self.parts.clock.now()).unwrap_or(i64::MAX);
         let window_end = period::window_end(self.parts.period, &self.parts.reset, now);
         let charge = self.parts.counter.charge(

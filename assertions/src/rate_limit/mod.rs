@@ -439,14 +439,12 @@ impl Assertion for RateLimit {
         }
     }
 
-    fn awaits(&self, req: &dyn RequestView, x: &Exchange) -> Option<AwaitedWork> {
+    fn awaits(&self, request: &Request<'_>, x: &mut Exchange) -> Option<AwaitedWork> {
         let Scope::Cluster { store, .. } = &self.scope else {
             return None;
         };
-        // The body is not in view here; a body-sized cost is read again in on_request, and
-        // the store is charged with what the headers say (the compiler refuses body_bytes in
-        // cluster scope, so this is the template or fixed cost).
-        let cost = self.cost(req, None, x).ok()?;
+        let req: &dyn RequestView = &*request.head;
+        let cost = self.cost(req, request.body, x).ok()?;
         let mut charges = Vec::with_capacity(self.rules.len());
         let rendered = with_buffer(|buffer| {
             self.each_bucket(req, x, buffer, |index, bucket| {

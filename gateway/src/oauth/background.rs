@@ -1,7 +1,6 @@
 //! Background work for the token machinery: writing usage to the store in batches (and
-//! flagging, optionally revoking, tokens whose usage looks unusual), watching the store's
-//! revocation epoch (revocations made by another process sharing the store), purging
-//! expired records, and refreshing remote key sets before they expire.
+//! flagging, optionally revoking, tokens whose usage looks unusual), purging expired
+//! records, and refreshing remote key sets before they expire.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,22 +17,8 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Records are kept this long after they expire (for statistics and audits).
 const KEEP_EXPIRED_SECS: i64 = 7 * 24 * 3600;
 
-/// Looks at the store's revocation epoch; when another process revoked something, the
-/// verified-token cache is dropped.
-async fn watch_revocations(state: &GatewayState) {
-    let store = state.current().store.clone();
-    match store.revocations().revocation_epoch().await {
-        Ok(epoch) => {
-            if state.carry().live.observe_store_epoch(epoch) {
-                log::debug!("state store: revocation epoch {epoch}; verified tokens dropped");
-            }
-        }
-        Err(error) => log::error!("state store: cannot read the revocation epoch: {error}"),
-    }
-}
-
-/// Flushes usage on its interval and once more at shutdown; watches the revocation epoch
-/// on the same beat; purges old records hourly.
+/// Flushes usage on its interval and once more at shutdown; purges old records hourly.
+/// (The revocation epoch is watched by `revocation_watch.rs`.)
 pub struct TokenUpkeep {
     pub state: Arc<GatewayState>,
 }
@@ -57,7 +42,6 @@ impl BackgroundService for TokenUpkeep {
                 }
             }
             self.state.flush_usage_now().await;
-            watch_revocations(&self.state).await;
             if last_purge.elapsed() >= PURGE_EVERY {
                 last_purge = std::time::Instant::now();
                 let store = self.state.current().store.clone();

@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use portcullis_assertions::bearer::ValidToken;
@@ -27,6 +27,9 @@ const SHARD_CAPACITY: usize = 8192;
 /// How long a refusal read from the store is remembered. A revoked, expired or unknown
 /// token never becomes valid, so this only bounds how long the entry takes memory.
 const REFUSAL_SECS: i64 = 300;
+/// Tokens whose usage may wait unwritten, per shard (so 16 × this in all): bounds the
+/// memory a long store outage can take.
+const PENDING_TOKENS_PER_SHARD: usize = 8192;
 /// Distinct addresses remembered per token between two flushes.
 const IPS_PER_BATCH: usize = 32;
 
@@ -58,6 +61,14 @@ pub struct LiveTokens {
     epoch: AtomicU64,
     /// The store's revocation epoch when last looked at.
     store_epoch: AtomicU64,
+    /// Until when (seconds since the epoch) cached validations may be trusted without a
+    /// fresh look at the store's epoch: the watcher moves it forward each time it reads the
+    /// epoch. When the store stops answering, cached tokens stop being trusted once it
+    /// passes, and requests go to the store (which fails closed) rather than honour a token
+    /// another gateway may have revoked meanwhile.
+    trusted_until: AtomicI64,
+    /// Uses dropped because the buffer of unwritten usage was full (the store was down).
+    usage_dropped: AtomicU64,
     cache: Vec<Mutex<HashMap<[u8; 32], Arc<CachedToken>>>>,
     refusals: Vec<Mutex<HashMap<[u8; 32], Refusal>>>,
     usage: Vec<Mutex<HashMap<Arc<str>, Pending>>>,
@@ -71,6 +82,8 @@ impl Default for LiveTokens {
         LiveTokens {
             epoch: AtomicU64::new(1),
             store_epoch: AtomicU64::new(0),
+            trusted_until: AtomicI64::new(i64::MAX),
+            usage_dropped: AtomicU64::new(0),
             cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
             refusals: (0..SHARDS).map(|_| Mutex::default()).collect(),
             usage: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -141,10 +154,25 @@ impl LiveTokens {
             .map(|r| r.why.clone())
     }
 
-    /// The cached validation of the token with this digest, if it is still good at `now`
-    /// and no revocation happened since.
+    /// Cached validations may be trusted until `until` (seconds since the epoch), unless a
+    /// later look at the store's epoch moves it on.
+    pub fn trust_until(&self, until: i64) {
+        self.trusted_until.store(until, Ordering::Release);
+    }
+
+    /// The store's epoch could not be read: cached validations are trusted until `until`
+    /// at the latest.
+    pub fn trust_at_most_until(&self, until: i64) {
+        self.trusted_until.fetch_min(until, Ordering::AcqRel);
+    }
+
+    /// The cached validation of the token with this digest, if it is still good at `now`,
+    /// no revocation happened since, and the store's epoch was looked at recently enough.
     #[must_use]
     pub fn cached(&self, digest: &[u8; 32], now: i64) -> Option<Arc<ValidToken>> {
+        if now > self.trusted_until.load(Ordering::Acquire) {
+            return None;
+        }
         let epoch = self.epoch();
         let shard = lock(&self.cache[shard_of(digest)]);
         let hit = shard.get(digest)?;
@@ -172,9 +200,15 @@ impl LiveTokens {
         lock(&self.usage[usize::from(last) % SHARDS])
     }
 
-    /// Counts one use of a token.
+    /// Counts one use of a token. While the store cannot take usage, the counts wait here:
+    /// at most [`PENDING_TOKENS_PER_SHARD`] tokens per shard; a use of another token past
+    /// that is dropped and counted ([`LiveTokens::usage_dropped`]).
     pub fn used(&self, id: &Arc<str>, ip: IpAddr, now: i64) {
         let mut shard = self.usage_shard(id);
+        if shard.len() >= PENDING_TOKENS_PER_SHARD && !shard.contains_key(id) {
+            self.usage_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let p = shard.entry(id.clone()).or_insert_with(|| Pending {
             first: now,
             ..Pending::default()
@@ -206,11 +240,28 @@ impl LiveTokens {
         out
     }
 
-    /// Puts a batch back after the store refused it, so a later flush writes it.
+    /// Uses dropped so far because the buffer was full.
+    #[must_use]
+    pub fn usage_dropped(&self) -> u64 {
+        self.usage_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Tokens whose usage waits to be written.
+    #[must_use]
+    pub fn usage_buffered(&self) -> usize {
+        self.usage.iter().map(|shard| lock(shard).len()).sum()
+    }
+
+    /// Puts a batch back after the store refused it, so a later flush writes it (within the
+    /// buffer's bound; what does not fit is dropped and counted).
     pub fn restore(&self, batch: Vec<UsageDelta>) {
         for d in batch {
             let id: Arc<str> = Arc::from(d.token_id.as_str());
             let mut shard = self.usage_shard(&id);
+            if shard.len() >= PENDING_TOKENS_PER_SHARD && !shard.contains_key(&id) {
+                self.usage_dropped.fetch_add(d.count, Ordering::Relaxed);
+                continue;
+            }
             let p = shard.entry(id).or_insert_with(|| Pending {
                 first: d.first_used_at,
                 ..Pending::default()
@@ -268,6 +319,45 @@ mod tests {
         assert!(live.cached(&d, 50).is_some());
         assert!(live.observe_store_epoch(5), "another process revoked");
         assert!(live.cached(&d, 50).is_none());
+    }
+
+    #[test]
+    fn cached_tokens_are_not_trusted_once_the_epoch_has_not_been_read_for_too_long() {
+        let live = LiveTokens::default();
+        let d = [4u8; 32];
+        live.remember(d, token(100), live.epoch());
+        live.trust_until(40);
+        assert!(live.cached(&d, 40).is_some());
+        assert!(live.cached(&d, 41).is_none(), "the store went quiet");
+        live.trust_until(60);
+        assert!(live.cached(&d, 41).is_some(), "the epoch was read again");
+    }
+
+    #[test]
+    fn usage_waiting_for_the_store_is_bounded_and_what_is_dropped_is_counted() {
+        let live = LiveTokens::default();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let ids: Vec<Arc<str>> = (0..SHARDS * PENDING_TOKENS_PER_SHARD + 50)
+            .map(|n| Arc::from(format!("token-{n:08}").as_str()))
+            .collect();
+        for id in &ids {
+            live.used(id, ip, 1);
+        }
+        assert!(live.usage_buffered() <= SHARDS * PENDING_TOKENS_PER_SHARD);
+        let dropped = live.usage_dropped();
+        assert_eq!(
+            live.usage_buffered() as u64 + dropped,
+            ids.len() as u64,
+            "every use is either buffered or counted as dropped"
+        );
+        assert!(dropped >= 50);
+        // A token already buffered keeps counting.
+        let first = ids
+            .iter()
+            .find(|id| live.usage_shard(id).contains_key(*id))
+            .expect("one");
+        live.used(first, ip, 2);
+        assert_eq!(live.usage_dropped(), dropped);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod live;
 pub mod remote;
 pub mod resolver;
+pub mod revocation_watch;
 pub mod usage;
 
 use std::borrow::Cow;

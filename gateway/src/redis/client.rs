@@ -64,6 +64,17 @@ struct Inner {
     failures: AtomicU64,
     timeouts: AtomicU64,
     runtime: OwnRuntime,
+    /// For [`RedisClient::subscribe`]: one client per node the URL names.
+    subscribers: Subscribers,
+}
+
+/// Plain clients hold the password: never shown by `Debug`.
+struct Subscribers(Vec<Client>);
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} node(s)", self.0.len())
+    }
 }
 
 /// The standalone connection manager or the cluster connection: both multiplex every
@@ -150,7 +161,8 @@ impl RedisClient {
             target: target.clone(),
             message,
         };
-        let connector = connector(settings).map_err(|error| invalid(error.to_string()))?;
+        let (connector, subscribers) =
+            connector(settings).map_err(|error| invalid(error.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("portcullis-redis")
@@ -169,6 +181,7 @@ impl RedisClient {
                 failures: AtomicU64::new(0),
                 timeouts: AtomicU64::new(0),
                 runtime: OwnRuntime(Some(runtime)),
+                subscribers: Subscribers(subscribers),
             }),
         })
     }
@@ -361,6 +374,21 @@ impl RedisClient {
         }
     }
 
+    /// Follows a pub/sub channel on a connection of its own (see `pubsub.rs`), on the
+    /// client's runtime, for as long as the returned receiver is held.
+    #[must_use]
+    pub fn subscribe(&self, channel: String) -> Option<watch::Receiver<super::pubsub::Heard>> {
+        let handle = self.inner.runtime.handle()?;
+        let (publish, heard) = watch::channel(super::pubsub::Heard::default());
+        handle.spawn(super::pubsub::follow(
+            self.inner.subscribers.0.clone(),
+            channel,
+            publish,
+            self.inner.target.clone(),
+        ));
+        Some(heard)
+    }
+
     fn failed(&self, message: String) -> RedisUnavailable {
         RedisUnavailable::Failed {
             target: self.inner.target.clone(),
@@ -392,7 +420,9 @@ fn is_outage(error: &RedisError) -> bool {
     )
 }
 
-fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
+/// The connector for calls, and one plain client per node for pub/sub subscriptions (a
+/// subscription holds a connection of its own; in a Cluster any node relays every message).
+fn connector(settings: &RedisSettings) -> RedisResult<(Connector, Vec<Client>)> {
     let url = &settings.url;
     let password = settings
         .password
@@ -430,6 +460,15 @@ fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
     // Reconnection is retried with backoff by the crate; every call is bounded by our own
     // deadline, which these response timeouts only back up.
     let connect_timeout = settings.connect_timeout;
+    let mut subscribers = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        subscribers.push(match &certificates {
+            Some(certificates) if url.tls => {
+                Client::build_with_tls(node.clone(), certificates.clone())?
+            }
+            _ => Client::open(node.clone())?,
+        });
+    }
     if url.cluster {
         let mut builder = ClusterClientBuilder::new(nodes)
             .connection_timeout(connect_timeout)
@@ -440,7 +479,7 @@ fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
         if let Some(certificates) = certificates {
             builder = builder.certs(certificates);
         }
-        Ok(Connector::Cluster(builder.build()?))
+        Ok((Connector::Cluster(builder.build()?), subscribers))
     } else {
         let Some(node) = nodes.into_iter().next() else {
             return Err(RedisError::from((
@@ -458,7 +497,7 @@ fn connector(settings: &RedisSettings) -> RedisResult<Connector> {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(MAX_CONNECT_BACKOFF)
             .set_number_of_retries(3);
-        Ok(Connector::Standalone(client, config))
+        Ok((Connector::Standalone(client, config), subscribers))
     }
 }
 

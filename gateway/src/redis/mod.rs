@@ -6,12 +6,14 @@
 //!   runtime of its own, every call under a deadline, behind a [`breaker`];
 //! - [`limiter`]: cluster-scope rate-limit decisions (GCRA in one Lua script);
 //! - [`metrics`]: the client's counters as Prometheus families;
+//! - [`pubsub`]: following a channel (revocation notices between gateways);
 //! - `test_servers`: real `redis-server`s for tests and benches.
 
 pub mod breaker;
 pub mod client;
 pub mod limiter;
 pub mod metrics;
+pub mod pubsub;
 #[doc(hidden)]
 pub mod test_servers;
 pub mod url;

@@ -21,6 +21,7 @@
 #[cfg(test)]
 pub mod conformance;
 pub mod memory;
+pub mod once_markers;
 pub mod quota_counter;
 pub mod redis;
 pub mod sqlite;
@@ -227,6 +228,15 @@ impl StateStore {
     #[must_use]
     pub fn redis_key_prefix(&self) -> Option<&str> {
         self.redis.as_ref().map(|(_, prefix)| &**prefix)
+    }
+
+    /// The Redis pub/sub channel revocations are announced on, when this is a Redis store
+    /// (with the client to follow it through).
+    #[must_use]
+    pub fn revocation_channel(&self) -> Option<(&crate::redis::RedisClient, String)> {
+        self.redis
+            .as_ref()
+            .map(|(client, prefix)| (client, redis::revocation_channel(prefix)))
     }
 
     /// A fresh, empty memory store.

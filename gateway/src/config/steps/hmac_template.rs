@@ -67,6 +67,16 @@ macro_rules! hmac_scheme_options {
             /// Most signatures remembered at once per key set; past it new requests get 503. Default 100000.
             #[serde(default)]
             pub replay_capacity: Option<usize>,
+            /// Where used signatures are remembered: `local` (this process) or `cluster` (the
+            /// state store, so a signature used on one gateway is refused on every other).
+            /// Default `cluster` when `state:` is Redis, else `local`.
+            #[serde(default)]
+            pub replay_scope: Option<ScopeSpec>,
+            /// Cluster scope, when the store does not answer within its timeout: `fail_closed`
+            /// (default, 503 `state-store-unavailable`) or `fail_open` (this process's own
+            /// replay cache decides meanwhile).
+            #[serde(default)]
+            pub replay_on_store_failure: Option<StoreFailureSpec>,
         } [$($rest)*]);
     };
 }

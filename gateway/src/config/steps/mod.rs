@@ -381,7 +381,7 @@ mod tests {
         .expect("json");
         assert_eq!(
             shown,
-            serde_json::json!([{ "require_hmac": { "scheme": "aws-sigv2", "keys": "k", "allow_query": false, "max_skew": null, "replay_protection": null, "replay_capacity": null } }])
+            serde_json::json!([{ "require_hmac": { "scheme": "aws-sigv2", "keys": "k", "allow_query": false, "max_skew": null, "replay_protection": null, "replay_capacity": null, "replay_scope": null, "replay_on_store_failure": null } }])
         );
     }
 }

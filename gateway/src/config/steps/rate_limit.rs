@@ -241,7 +241,7 @@ impl CompileStep for RateLimitSpec {
             );
         }
         let cost = self.compile_cost(site, context)?;
-        let scope = self.compile_scope(site, &rules, &cost, context)?;
+        let scope = self.compile_scope(site, &rules, context)?;
         let max_keys = self.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
         if max_keys == 0 {
             context.err(
@@ -293,7 +293,6 @@ impl RateLimitSpec {
         &self,
         site: &StepSite<'_>,
         rules: &[LimitRule],
-        cost: &Cost,
         context: &mut CompileContext<'_>,
     ) -> Option<Scope> {
         let cluster = self.scope == Some(ScopeSpec::Cluster);
@@ -306,13 +305,6 @@ impl RateLimitSpec {
                 );
             }
             return Some(Scope::Local);
-        }
-        if matches!(cost, Cost::BodyBytes) {
-            context.err(
-                site.loc,
-                &site.option_path("cost"),
-                "`cost: body_bytes` is counted in this process only: the cluster round trip happens before the body is read",
-            );
         }
         let Some(store) = context.shared_limiter.clone() else {
             context.err(

@@ -5,15 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_assertions::hmac::{RequireHmac, Scheme, SystemClock};
+use portcullis_assertions::hmac::{Replay, RequireHmac, Scheme, SharedReplay, SystemClock};
 use portcullis_assertions::{Assertion, VarRegistry};
 
+use super::rate_limit::{ScopeSpec, StoreFailureSpec};
 use super::{CompileStep, StepSite};
 use crate::config::context::CompileContext;
 use crate::config::values::{
     DurationSpec, HeaderNameSpec, HmacAlgorithmSpec, SignatureEncodingSpec,
 };
 use crate::config::yaml::Spanned;
+use crate::store::once_markers::StoreOnceMarkers;
+use crate::store::StoreUrl;
 
 /// Largest request-time difference accepted when the policy says nothing.
 const DEFAULT_MAX_SKEW: Duration = Duration::from_secs(300);
@@ -79,6 +82,8 @@ struct SharedOptions<'s> {
     max_skew: Option<&'s DurationSpec>,
     replay_protection: Option<bool>,
     replay_capacity: Option<usize>,
+    replay_scope: Option<ScopeSpec>,
+    replay_on_store_failure: Option<StoreFailureSpec>,
 }
 
 impl RequireHmacSpec {
@@ -88,6 +93,8 @@ impl RequireHmacSpec {
             max_skew,
             replay_protection,
             replay_capacity,
+            replay_scope,
+            replay_on_store_failure,
             ..
         })
         | RequireHmacSpec::AwsSigv2(Sigv2VerifySpec {
@@ -95,6 +102,8 @@ impl RequireHmacSpec {
             max_skew,
             replay_protection,
             replay_capacity,
+            replay_scope,
+            replay_on_store_failure,
             ..
         })
         | RequireHmacSpec::Template(TemplateVerifySpec {
@@ -102,6 +111,8 @@ impl RequireHmacSpec {
             max_skew,
             replay_protection,
             replay_capacity,
+            replay_scope,
+            replay_on_store_failure,
             ..
         })) = self;
         SharedOptions {
@@ -109,6 +120,8 @@ impl RequireHmacSpec {
             max_skew: max_skew.as_ref(),
             replay_protection: *replay_protection,
             replay_capacity: *replay_capacity,
+            replay_scope: *replay_scope,
+            replay_on_store_failure: *replay_on_store_failure,
         }
     }
 
@@ -152,11 +165,7 @@ impl CompileStep for RequireHmacSpec {
         if max_skew > MAX_SKEW_LIMIT {
             context.err(site.loc, site.path, "max_skew may be at most 7 days");
         }
-        let replay = shared.replay_protection.unwrap_or(true).then(|| {
-            context
-                .carry
-                .replay_cache(&shared.keys.value, capacity.max(1))
-        });
+        let replay = compile_replay(&shared, capacity.max(1), site, context)?;
         let allow_unsigned_payload = match self {
             RequireHmacSpec::AwsSigv4(options) => options.allow_unsigned_payload.unwrap_or(false),
             _ => false,
@@ -173,4 +182,54 @@ impl CompileStep for RequireHmacSpec {
             sigv4_keys: Default::default(),
         }))
     }
+}
+
+/// Where the step remembers signatures: this process's cache (kept across reloads), or the
+/// state store's one-time markers (`replay_scope: cluster`).
+fn compile_replay(
+    shared: &SharedOptions<'_>,
+    capacity: usize,
+    site: &StepSite<'_>,
+    context: &mut CompileContext<'_>,
+) -> Option<Replay> {
+    let protected = shared.replay_protection.unwrap_or(true);
+    let names_redis = matches!(context.state_url, Some(StoreUrl::Redis(_)));
+    let scope = shared.replay_scope.unwrap_or(if names_redis {
+        ScopeSpec::Cluster
+    } else {
+        ScopeSpec::Local
+    });
+    let carry = context.carry;
+    let local = || carry.replay_cache(&shared.keys.value, capacity);
+    if !protected || scope == ScopeSpec::Local {
+        if shared.replay_on_store_failure.is_some() {
+            context.err(
+                site.loc,
+                &site.option_path("replay_on_store_failure"),
+                "`replay_on_store_failure` applies to `replay_scope: cluster` only",
+            );
+        }
+        return Some(if protected {
+            Replay::Local(local())
+        } else {
+            Replay::Off
+        });
+    }
+    let store = match (&context.state_url, &context.state_store) {
+        (Some(_), Some(store)) => store.clone(),
+        _ => {
+            context.err(
+                site.loc,
+                &site.option_path("replay_scope"),
+                "`replay_scope: cluster` keeps signatures in the state store: set `state: redis://HOST:PORT` (or `sqlite://FILE` for the processes of one host)",
+            );
+            return None;
+        }
+    };
+    let fallback = (shared.replay_on_store_failure == Some(StoreFailureSpec::FailOpen)).then(local);
+    Some(Replay::Shared(SharedReplay {
+        markers: Arc::new(StoreOnceMarkers::new(store.once().clone())),
+        namespace: shared.keys.value.clone(),
+        fallback,
+    }))
 }

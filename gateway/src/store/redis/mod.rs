@@ -43,6 +43,14 @@ pub const BUCKETS: u64 = 16;
 /// filter, purging): off the request path, it may take longer than a request may wait.
 const BULK_DEADLINE: Duration = Duration::from_secs(2);
 
+/// The pub/sub channel on which a revocation announces the epoch it moved the store to.
+/// Channels are global to a Redis deployment (not per database): the prefix keeps two
+/// deployments sharing one Redis apart.
+#[must_use]
+pub fn revocation_channel(prefix: &str) -> String {
+    format!("{prefix}:revocations")
+}
+
 /// The key prefix unless the policy sets `redis.key_prefix`.
 pub const DEFAULT_PREFIX: &str = "portcullis";
 
@@ -419,6 +427,15 @@ impl RevocationStore for RedisStore {
             )
             .await?;
         ids.sort();
+        // Every gateway following the channel drops its verified tokens now; one that misses
+        // the message sees the epoch move on its next poll.
+        let announce = ::redis::cmd("PUBLISH")
+            .arg(revocation_channel(&self.prefix))
+            .arg(epoch)
+            .clone();
+        if let Err(error) = self.client.query::<i64>(announce).await {
+            log::warn!("revocation epoch {epoch} not announced ({error}); other gateways will see it when they poll");
+        }
         Ok(Revoked { ids, epoch })
     }
 
