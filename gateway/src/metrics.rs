@@ -238,6 +238,15 @@ impl Metrics {
         out
     }
 
+    /// The token usage waiting to be written to the state store, and what was dropped
+    /// because too much waited (the store was down for long).
+    #[must_use]
+    pub fn render_usage_buffer(buffered: usize, dropped: u64) -> String {
+        format!(
+            "# HELP portcullis_usage_buffered_tokens Tokens whose usage waits to be written to the state store.\n# TYPE portcullis_usage_buffered_tokens gauge\nportcullis_usage_buffered_tokens {buffered}\n# HELP portcullis_usage_dropped_total Token uses not counted because the buffer of unwritten usage was full.\n# TYPE portcullis_usage_dropped_total counter\nportcullis_usage_dropped_total {dropped}\n"
+        )
+    }
+
     /// Counts a request that matched no service.
     pub fn unrouted(&self, status: u16) {
         self.requests

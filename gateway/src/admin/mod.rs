@@ -66,7 +66,19 @@ impl AdminApp {
                     .filter(|k| !k.is_ready())
                     .map(|k| serde_json::json!({"url": k.url, "error": k.last_error()}))
                     .collect();
-                let ready = waiting.is_empty();
+                // The store answers within its call timeout (Redis: 50 ms by default).
+                let store_error = rt.store.revocations().revocation_epoch().await.err();
+                let breaker_open = rt
+                    .store
+                    .redis_client()
+                    .is_some_and(|client| client.stats().breaker.open > 0);
+                let store = serde_json::json!({
+                    "url": rt.store.describe(),
+                    "status": if store_error.is_none() { "ok" } else { "unavailable" },
+                    "error": store_error.map(|error| error.to_string()),
+                    "circuit_breaker": if breaker_open { "open" } else { "closed" },
+                });
+                let ready = waiting.is_empty() && store["status"] == "ok";
                 json(
                     if ready {
                         StatusCode::OK
@@ -78,17 +90,26 @@ impl AdminApp {
                         "generation": rt.generation,
                         "services": rt.services.len(),
                         "state": rt.store.describe(),
+                        "state_store": store,
                         "key_sets_unavailable": waiting,
                     }),
                 )
             }
-            (&Method::GET, "/metrics") => sized(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.state
+            (&Method::GET, "/metrics") => {
+                let live = &self.state.carry().live;
+                let mut text = self
+                    .state
                     .metrics
-                    .render_with_rate_limits(&self.state.current().rate_limits),
-            ),
+                    .render_with_rate_limits(&self.state.current().rate_limits);
+                text.extend_from_slice(
+                    crate::metrics::Metrics::render_usage_buffer(
+                        live.usage_buffered(),
+                        live.usage_dropped(),
+                    )
+                    .as_bytes(),
+                );
+                sized(StatusCode::OK, "text/plain; version=0.0.4", text)
+            }
             (&Method::POST, "/api/reload") => {
                 match self.state.reload_off_runtime().await {
                     Ok((rt, warnings)) => {

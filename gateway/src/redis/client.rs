@@ -66,6 +66,8 @@ struct Inner {
     runtime: OwnRuntime,
     /// For [`RedisClient::subscribe`]: one client per node the URL names.
     subscribers: Subscribers,
+    /// How long answered calls took (refused and failed ones are counted apart).
+    latency: prometheus::Histogram,
 }
 
 /// Plain clients hold the password: never shown by `Debug`.
@@ -169,6 +171,8 @@ impl RedisClient {
             .enable_all()
             .build()
             .map_err(|error| invalid(format!("cannot start the redis runtime: {error}")))?;
+        let latency =
+            latency_histogram().map_err(|error| invalid(format!("latency histogram: {error}")))?;
         let (publish, connection) = watch::channel(None);
         runtime.spawn(keep_connecting(connector, publish, target.clone()));
         Ok(RedisClient {
@@ -182,6 +186,7 @@ impl RedisClient {
                 timeouts: AtomicU64::new(0),
                 runtime: OwnRuntime(Some(runtime)),
                 subscribers: Subscribers(subscribers),
+                latency,
             }),
         })
     }
@@ -206,6 +211,12 @@ impl RedisClient {
             timeouts: self.inner.timeouts.load(Ordering::Relaxed),
             breaker: self.inner.breaker.stats(),
         }
+    }
+
+    /// The latency of answered calls, for the metrics.
+    #[must_use]
+    pub fn latency(&self) -> &prometheus::Histogram {
+        &self.inner.latency
     }
 
     /// `PING`, under the call deadline.
@@ -329,6 +340,7 @@ impl RedisClient {
                 None => Err(RedisError::from((ErrorKind::Client, "not connected"))),
             }
         }));
+        let started = Instant::now();
         let outcome = match task.await {
             Ok(Ok(Ok(value))) => Ok(value),
             // The crate's own response timeout (the same deadline) may fire first.
@@ -338,6 +350,11 @@ impl RedisClient {
             Err(join) => Err(Failure::Task(join.to_string())),
         };
         let now = Instant::now();
+        if !matches!(outcome, Err(Failure::Timeout | Failure::Task(_))) {
+            inner
+                .latency
+                .observe(now.duration_since(started).as_secs_f64());
+        }
         match outcome {
             Ok(value) => {
                 inner.breaker.record(None, now);
@@ -395,6 +412,19 @@ impl RedisClient {
             message,
         }
     }
+}
+
+/// Buckets from a loopback round trip (~0.1 ms) to the longest deadline a policy sets.
+fn latency_histogram() -> prometheus::Result<prometheus::Histogram> {
+    prometheus::Histogram::with_opts(
+        prometheus::HistogramOpts::new(
+            "portcullis_redis_call_seconds",
+            "Time Redis took to answer calls (calls that passed their deadline are counted by portcullis_redis_timeouts_total).",
+        )
+        .buckets(vec![
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        ]),
+    )
 }
 
 enum Failure {

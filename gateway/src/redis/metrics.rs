@@ -78,6 +78,7 @@ impl Collector for RedisCollector {
             self.breaker_opened.desc(),
             self.breaker_refused.desc(),
             self.breaker_open.desc(),
+            self.client.latency().desc(),
         ]
         .concat()
     }
@@ -102,6 +103,7 @@ impl Collector for RedisCollector {
             self.breaker_opened.collect(),
             self.breaker_refused.collect(),
             self.breaker_open.collect(),
+            self.client.latency().collect(),
         ]
         .concat()
     }
@@ -141,6 +143,7 @@ mod tests {
             "portcullis_redis_calls_total 1",
             "portcullis_redis_failures_total 1",
             "portcullis_redis_breaker_open 0",
+            "portcullis_redis_call_seconds_count 0",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }

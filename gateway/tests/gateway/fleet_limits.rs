@@ -4,77 +4,39 @@
 //! failure mode at once (never a wait of seconds), and the limits are shared again once
 //! Redis is back.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::redis::test_servers::{RedisCluster, RedisServer};
 
-use crate::common::{client, free_port, wait_for_port, Backend};
+use crate::common::{client, Backend};
+use crate::fleet_process::GatewayProcess;
 
-/// A `portcullis run` process, killed on drop.
-struct GatewayProcess {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
+/// A gateway process whose only service counts against `step`.
+fn start_gateway(dir: &Path, name: &str, state: &str, backend: &str, step: &str) -> GatewayProcess {
+    GatewayProcess::start(
+        dir,
+        name,
+        &format!(
+            "state: \"{state}\"\nredis: {{timeout: 50ms, breaker_cool_off: 1s}}\nservices:\n  - name: api\n    match: {{path: /}}\n    upstream: \"{backend}\"\n    request:\n      - {step}\n"
+        ),
+    )
 }
 
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl GatewayProcess {
-    fn start(dir: &Path, name: &str, state: &str, backend: &str, step: &str) -> GatewayProcess {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        std::fs::write(dir.join("admin-token"), "fleet-admin-token").expect("token");
-        let policy = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &policy,
-            format!(
-                "listen: {addr}\nworkers: 1\naccess_log: off\nadmin: {{listen: {admin}, token: admin}}\nsecrets: {{admin: {{file: admin-token}}}}\nstate: \"{state}\"\nredis: {{timeout: 50ms, breaker_cool_off: 1s}}\nservices:\n  - name: api\n    match: {{path: /}}\n    upstream: \"{backend}\"\n    request:\n      - {step}\n"
-            ),
-        )
-        .expect("policy");
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c", policy.to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn portcullis");
-        wait_for_port(addr);
-        GatewayProcess { child, addr, admin }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/x", self.addr)
-    }
-
-    /// Decisions this gateway's rate limit could not have from Redis, so far.
-    fn store_unavailable(&self) -> u64 {
-        let metrics = client()
-            .get(format!("http://{}/metrics", self.admin))
-            .bearer_auth("fleet-admin-token")
-            .send()
-            .expect("metrics")
-            .text()
-            .expect("text");
-        metrics
-            .lines()
-            .find(|line| {
-                line.starts_with("portcullis_rate_limit_events_total")
-                    && line.contains("event=\"store_unavailable\"")
-            })
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0)
-    }
+/// Decisions this gateway's rate limit could not have from Redis, so far.
+fn store_unavailable(gateway: &GatewayProcess) -> u64 {
+    gateway
+        .metrics()
+        .lines()
+        .find(|line| {
+            line.starts_with("portcullis_rate_limit_events_total")
+                && line.contains("event=\"store_unavailable\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
 }
 
 /// 100 requests a second with bursts of 20, one bucket for the whole fleet.
@@ -87,8 +49,8 @@ fn fleet_admits_one_buckets_worth(state: &str) {
     let backend = Backend::start();
     let dir = tempfile::tempdir().expect("dir");
     let fleet = [
-        GatewayProcess::start(dir.path(), "a", state, &backend.url(), SHARED_LIMIT),
-        GatewayProcess::start(dir.path(), "b", state, &backend.url(), SHARED_LIMIT),
+        start_gateway(dir.path(), "a", state, &backend.url(), SHARED_LIMIT),
+        start_gateway(dir.path(), "b", state, &backend.url(), SHARED_LIMIT),
     ];
     let allowed = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -158,14 +120,14 @@ fn with_redis_killed_each_gateway_answers_its_failure_mode_at_once_and_recovers(
     let mut redis = RedisServer::start();
     let backend = Backend::start();
     let dir = tempfile::tempdir().expect("dir");
-    let closed = GatewayProcess::start(
+    let closed = start_gateway(
         dir.path(),
         "closed",
         &redis.url(),
         &backend.url(),
         "rate_limit: {key: \"${request.method}\", rate: 10/s, burst: 10, scope: cluster}",
     );
-    let open = GatewayProcess::start(
+    let open = start_gateway(
         dir.path(),
         "open",
         &redis.url(),
@@ -210,9 +172,9 @@ fn with_redis_killed_each_gateway_answers_its_failure_mode_at_once_and_recovers(
     // The fail_open gateway is back on Redis once a request no longer counts as unavailable
     // (its breaker retries after its cool-off of 1 s).
     loop {
-        let before = open.store_unavailable();
+        let before = store_unavailable(&open);
         timed(&open.url());
-        if open.store_unavailable() == before {
+        if store_unavailable(&open) == before {
             break;
         }
         assert!(

@@ -18,14 +18,14 @@ const PREVIOUS_SECRET: &str = "partner-one-secret-2026-10";
 const BILLING_SECRET: &str = "billing-api-secret-for-the-gateway";
 
 /// Who signs, and for which service.
-struct SdkKey<'a> {
-    key: &'a str,
-    secret: &'a str,
-    service: &'a str,
+pub struct SdkKey<'a> {
+    pub key: &'a str,
+    pub secret: &'a str,
+    pub service: &'a str,
 }
 
 /// Signs with the SDK; returns the headers to add (header form) or the signed URL (query form).
-fn sdk_sign(
+pub fn sdk_sign(
     k: &SdkKey<'_>,
     method: &str,
     url: &str,

@@ -26,7 +26,7 @@ use crate::common::{client, problem_code, Backend, TestGateway, ADMIN_TOKEN};
 
 pub const ISSUER: &str = "https://gateway.test";
 pub const TOKEN_ENDPOINT: &str = "https://gateway.test/oauth2/token";
-const CLOUD: &str = "https://cloud.example/";
+pub const CLOUD: &str = "https://cloud.example/";
 const GOOGLE_LIKE: &str = "https://accounts.google-like.example";
 pub const BILLING_SECRET: &str = "billing-app-secret-0f3c9a";
 
@@ -112,18 +112,18 @@ pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/oauth")
 }
 
-fn pem(name: &str) -> String {
+pub fn pem(name: &str) -> String {
     std::fs::read_to_string(fixtures().join(name)).expect("fixture")
 }
 
-fn rsa_key(name: &str, kid: &str) -> RS256KeyPair {
+pub fn rsa_key(name: &str, kid: &str) -> RS256KeyPair {
     RS256KeyPair::from_pem(&pem(name))
         .expect("rsa key")
         .with_key_id(kid)
 }
 
 /// The JWK of an RSA key, built from its components.
-fn rsa_jwk(key: &RS256KeyPair, kid: &str) -> serde_json::Value {
+pub fn rsa_jwk(key: &RS256KeyPair, kid: &str) -> serde_json::Value {
     let c = key.public_key().to_components();
     serde_json::json!({
         "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
@@ -139,7 +139,7 @@ fn ec_jwk(key: &ES256KeyPair, kid: &str) -> serde_json::Value {
     })
 }
 
-fn jwks(keys: &[serde_json::Value]) -> String {
+pub fn jwks(keys: &[serde_json::Value]) -> String {
     serde_json::json!({ "keys": keys }).to_string()
 }
 
@@ -153,7 +153,7 @@ fn unique() -> String {
 }
 
 /// Claims of a jwt-bearer assertion from `iss` for role account `sub`.
-fn assertion_claims(iss: &str, sub: &str) -> JWTClaims<NoCustomClaims> {
+pub fn assertion_claims(iss: &str, sub: &str) -> JWTClaims<NoCustomClaims> {
     Claims::create(Duration::from_mins(5))
         .with_issuer(iss)
         .with_subject(sub)
