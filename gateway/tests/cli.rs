@@ -873,6 +873,10 @@ fn check_connect_pings_a_redis_state_store() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("answered PING"), "{stdout}");
+    assert!(
+        stdout.contains("(standalone mode)") && stdout.contains("Redis "),
+        "the version and mode are reported: {stdout}"
+    );
     assert!(!stdout.contains("pw 1"), "{stdout}");
 
     let mut redis = redis;

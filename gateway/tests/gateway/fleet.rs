@@ -337,3 +337,97 @@ fn with_redis_stopped_replay_checks_and_cached_tokens_fail_closed_then_recover()
     }
     assert_eq!(health(&a).1["state_store"]["status"], "ok");
 }
+
+/// The shipped `policies/fleet-redis.yaml`, on two gateways and one password-protected
+/// Redis: a token from one works on the other and its revocation reaches it; a presigned
+/// partner URL used on one is a replay on the other; the partner's quota counts both.
+#[test]
+fn the_shipped_fleet_policy_shares_tokens_replays_and_quotas() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let password =
+        std::fs::read_to_string(repo.join("fixtures/fleet/redis-password")).expect("password");
+    let redis = RedisServer::start_with_password(password.trim());
+    let backend = Backend::start();
+    let start = || {
+        crate::common::TestGateway::from_policy_with(
+            "fleet-redis.yaml",
+            &backend.url(),
+            &[("redis://127.0.0.1:6379/0", redis.url())],
+        )
+    };
+    let (first, second) = (start(), start());
+    let secret =
+        std::fs::read_to_string(repo.join("fixtures/oauth/reporting-app.secret")).expect("secret");
+    let issued: serde_json::Value = client()
+        .post(first.url("/oauth2/token"))
+        .basic_auth("reporting-app", Some(secret.trim()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .expect("token")
+        .json()
+        .expect("json");
+    let token = issued["access_token"].as_str().expect("token");
+    let customers = |gw: &crate::common::TestGateway| {
+        client()
+            .get(gw.url("/customers/42"))
+            .bearer_auth(token)
+            .send()
+            .expect("call")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(customers(&second), 200, "issued by the other gateway");
+    let revoked = client()
+        .post(second.url("/oauth2/revoke"))
+        .basic_auth("reporting-app", Some(secret.trim()))
+        .form(&[("token", token)])
+        .send()
+        .expect("revoke")
+        .status();
+    assert_eq!(revoked, 200);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while customers(&first) != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the revocation did not reach the first gateway"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let partner_secret =
+        std::fs::read_to_string(repo.join("fixtures/hmac/partner-one-current.secret"))
+            .expect("secret");
+    let url = first.url("/partner/orders/9");
+    let host = first.addr.to_string();
+    let key = SdkKey {
+        key: "AKIDPARTNERONE",
+        secret: partner_secret.trim(),
+        service: "orders",
+    };
+    let (_, signed) = sdk_sign(
+        &key,
+        "GET",
+        &url,
+        &[("host", host.as_str())],
+        b"",
+        SystemTime::now(),
+        true,
+    );
+    assert_eq!(timed_get(&signed, &host).0, 200);
+    let on_second = signed.replace(&host, &second.addr.to_string());
+    let (status, body, _) = timed_get(&on_second, &host);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("ReplayedRequest"), "{body}");
+
+    let quota: serde_json::Value = client()
+        .get(second.admin_url("/api/quotas?key=partner-one"))
+        .bearer_auth(crate::common::demo_admin_token())
+        .send()
+        .expect("quotas")
+        .json()
+        .expect("json");
+    assert!(
+        quota.to_string().contains("\"used\":1"),
+        "the request through the first gateway is counted on the second: {quota}"
+    );
+}

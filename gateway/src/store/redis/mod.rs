@@ -98,8 +98,19 @@ impl RedisStoreConfig {
         let mut count = ::redis::cmd("ZCARD");
         count.arg(store.tokens_key("ids"));
         let tokens: u64 = super::wait(async { Ok(store.client.query(count).await?) })?;
+        let mut info = ::redis::cmd("INFO");
+        info.arg("server");
+        let info: String = super::wait(async { Ok(store.client.query(info).await?) })?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map_or("unknown", str::trim)
+                .to_owned()
+        };
         Ok(format!(
-            "answered PING; {tokens} token record(s) under key prefix \"{}\"",
+            "answered PING; Redis {} ({} mode); {tokens} token record(s) under key prefix \"{}\"",
+            field("redis_version"),
+            field("redis_mode"),
             self.key_prefix
         ))
     }
