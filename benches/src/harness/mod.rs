@@ -187,7 +187,8 @@ fn selected(opts: &Options) -> Result<Vec<&'static Scenario>, String> {
 /// The headers a scenario's requests carry, made against the running gateway.
 fn credentials(s: &Scenario, port: u16, root: &Path) -> Result<Vec<String>, String> {
     match s.credential {
-        Credential::None => Ok(vec!["X-Bench: 1".to_owned()]),
+        // Made per request by the scenario's own wrk script (see `unique_sigv4_script`).
+        Credential::None | Credential::SigV4Unique => Ok(vec!["X-Bench: 1".to_owned()]),
         Credential::ApiKey => Ok(vec![format!("X-Api-Key: {}", scenarios::API_KEY)]),
         Credential::SigV4 => {
             let out = Command::new(root.join("target/release/portcullis"))
@@ -333,7 +334,7 @@ fn start_system(
         .find(|s| s.name == plan.scenario && plan.system == "portcullis");
     let (path, status) = match probe.map(|s| s.credential) {
         Some(Credential::Jwt | Credential::Opaque) => ("/.well-known/jwks.json", 200),
-        Some(Credential::ApiKey | Credential::SigV4) => ("/", 401),
+        Some(Credential::ApiKey | Credential::SigV4 | Credential::SigV4Unique) => ("/", 401),
         _ => ("/", 200),
     };
     wait_for(
@@ -372,6 +373,21 @@ fn run_one(
         None => vec!["X-Bench: 1".to_owned()],
     };
     let url = format!("http://127.0.0.1:{port}{}", plan.path);
+    let unique_script;
+    let script = match SCENARIOS
+        .iter()
+        .find(|s| s.name == plan.scenario && plan.system == "portcullis")
+    {
+        Some(s) if s.credential == Credential::SigV4Unique => {
+            // Enough fresh signatures for the warm-up and the run at up to 80k requests/s.
+            let count = usize::try_from((opts.warmup + opts.duration) * 80_000).unwrap_or(0);
+            unique_script = work.join(format!("{}.lua", plan.scenario));
+            std::fs::write(&unique_script, wrk::unique_sigv4_script(port, count)?)
+                .map_err(|e| e.to_string())?;
+            unique_script.as_path()
+        }
+        _ => script,
+    };
     if opts.warmup > 0 {
         wrk::run(
             opts.load_cpu,
@@ -524,7 +540,7 @@ fn run(opts: &Options) -> Result<(), String> {
     )?;
     // A Redis beside the backend (on the load CPU) when a scenario keeps its state there.
     let mut opts = opts.clone();
-    let _redis = if chosen.iter().any(|s| s.name == "rate-limit-redis") {
+    let _redis = if chosen.iter().any(|s| scenarios::uses_redis(s)) {
         opts.redis_port = free_port();
         let redis = Proc::start(
             "redis",

@@ -26,6 +26,9 @@ pub enum Credential {
     None,
     ApiKey,
     SigV4,
+    /// A fresh SigV4 signature on every request (a unique query per request, signed before
+    /// the run), so a replay check passes each one.
+    SigV4Unique,
     Jwt,
     Opaque,
 }
@@ -41,6 +44,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "mask-pan-16k", about: "mask_pan on a 16 KiB JSON answer", path: "/16k", credential: Credential::None, baseline: "pass-through-16k", target: Some(1.4) },
     Scenario { name: "rate-limit-local", about: "rate_limit, 2 limits on ${client.ip} (never reached: the decision's cost)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.05) },
     Scenario { name: "rate-limit-redis", about: "rate_limit, 2 limits on ${client.ip}, scope: cluster (one Redis round trip per request, never reached)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.25) },
+    Scenario { name: "bearer-opaque-redis", about: "require_bearer, opaque token, state in Redis (verified-token cache; the revocation channel followed)", path: "/", credential: Credential::Opaque, baseline: "pass-through", target: Some(1.10) },
+    Scenario { name: "hmac-sigv4-replay-redis", about: "require_hmac aws-sigv4, a fresh signature per request, replay markers in Redis (one SET NX per request)", path: "/", credential: Credential::SigV4Unique, baseline: "pass-through", target: Some(1.25) },
     Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
 ];
 
@@ -60,6 +65,12 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
+/// Whether a scenario keeps its state in the Redis the run starts.
+#[must_use]
+pub fn uses_redis(s: &Scenario) -> bool {
+    s.name.ends_with("-redis")
+}
+
 /// The Portcullis policy of a scenario.
 #[must_use]
 pub fn portcullis_policy(
@@ -70,7 +81,7 @@ pub fn portcullis_policy(
     redis: u16,
     root: &Path,
 ) -> String {
-    let state = if s.name == "rate-limit-redis" {
+    let state = if uses_redis(s) {
         format!("redis://127.0.0.1:{redis}")
     } else {
         "memory".to_owned()
@@ -87,7 +98,7 @@ pub fn portcullis_policy(
             root.join("fixtures/oauth/gateway-es256-2026a.pem").display()
         ));
     }
-    if s.credential == Credential::SigV4 {
+    if matches!(s.credential, Credential::SigV4 | Credential::SigV4Unique) {
         out.push_str(
             "keys:\n  partners: [{access_key: AKIDBENCH, client: bench, secrets: [hmac]}]\n",
         );
@@ -111,7 +122,8 @@ pub fn portcullis_policy(
             format!("    request:\n{keys}      - remove_header: [X-Api-Key]\n")
         }
         "hmac-sigv4" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}\n".to_owned(),
-        "bearer-jwt" | "bearer-opaque" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
+        "hmac-sigv4-replay-redis" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_scope: cluster, max_skew: 15m}\n".to_owned(),
+        "bearer-jwt" | "bearer-opaque" | "bearer-opaque-redis" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
         "mask-pan-16k" => "    response:\n      - mask_pan: {}\n".to_owned(),
         "rate-limit-local" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
         "rate-limit-redis" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          scope: cluster\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),

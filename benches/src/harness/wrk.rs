@@ -15,6 +15,62 @@ pub const DONE_SCRIPT: &str = r#"done = function(summary, latency, requests)
 end
 "#;
 
+/// A wrk script sending `count` GETs to `/?n=N`, each signed afresh with AWS SigV4 (the
+/// scenarios' key, signed now), then the [`DONE_SCRIPT`] hook. The signatures are made here,
+/// before the run, so wrk only picks the next one; they travel as one long string because
+/// LuaJIT limits the constants of one function. Past `count`, requests repeat (and are
+/// refused as replays: counted as non-2xx).
+///
+/// # Errors
+/// A request could not be signed.
+pub fn unique_sigv4_script(port: u16, count: usize) -> Result<String, String> {
+    use portcullis_assertions::hmac::sign::{sign_sigv4, SigV4Params};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let params = SigV4Params {
+        access_key: "AKIDBENCH",
+        secret: super::scenarios::HMAC_SECRET.as_bytes(),
+        region: "eu-west-1",
+        service: "bench",
+        content_sha256_header: false,
+        normalize_path: true,
+    };
+    let mut signatures = String::with_capacity(count * 64);
+    let (mut prefix, mut date) = (String::new(), String::new());
+    for n in 0..count.max(1) {
+        let (mut parts, ()) = http::Request::get(format!("http://127.0.0.1:{port}/?n={n}"))
+            .header("host", format!("127.0.0.1:{port}"))
+            .body(())
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        sign_sigv4(&mut parts, b"", &params, now)?;
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the signer set no {name}"))
+        };
+        let authorization = header("authorization")?;
+        let (head, signature) = authorization
+            .rsplit_once("Signature=")
+            .ok_or("no signature")?;
+        if n == 0 {
+            prefix = format!("{head}Signature=");
+            date = header("x-amz-date")?;
+        }
+        signatures.push_str(signature);
+    }
+    Ok(format!(
+        "local signatures = [[{signatures}]]\nlocal count = {count}\nlocal n = 0\n\
+         request = function()\n  local i = n % count\n  n = n + 1\n  \
+         return wrk.format(\"GET\", \"/?n=\" .. i, {{[\"Authorization\"] = \"{prefix}\" .. \
+         string.sub(signatures, i * 64 + 1, i * 64 + 64), [\"X-Amz-Date\"] = \"{date}\"}})\nend\n{DONE_SCRIPT}"
+    ))
+}
+
 /// One load run.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measured {
