@@ -373,20 +373,28 @@ fn run_one(
         None => vec!["X-Bench: 1".to_owned()],
     };
     let url = format!("http://127.0.0.1:{port}{}", plan.path);
-    let unique_script;
-    let script = match SCENARIOS
+    // A fresh signature per request: the warm-up and the measured run each get their own.
+    let unique = SCENARIOS
         .iter()
         .find(|s| s.name == plan.scenario && plan.system == "portcullis")
-    {
-        Some(s) if s.credential == Credential::SigV4Unique => {
-            // Enough fresh signatures for the warm-up and the run at up to 80k requests/s.
-            let count = usize::try_from((opts.warmup + opts.duration) * 80_000).unwrap_or(0);
-            unique_script = work.join(format!("{}.lua", plan.scenario));
-            std::fs::write(&unique_script, wrk::unique_sigv4_script(port, count)?)
-                .map_err(|e| e.to_string())?;
-            unique_script.as_path()
-        }
-        _ => script,
+        .is_some_and(|s| s.credential == Credential::SigV4Unique);
+    let per_second = 80_000usize;
+    let fresh_script = |first: usize, seconds: u64, name: &str| -> Result<PathBuf, String> {
+        let path = work.join(format!("{}-{name}.lua", plan.scenario));
+        let count = per_second * usize::try_from(seconds).unwrap_or(1);
+        std::fs::write(&path, wrk::unique_sigv4_script(port, first, count)?)
+            .map_err(|e| e.to_string())?;
+        Ok(path)
+    };
+    let warmup_script = if unique {
+        fresh_script(0, opts.warmup, "warmup")?
+    } else {
+        script.to_path_buf()
+    };
+    let measured_script = if unique {
+        fresh_script(per_second * 1000, opts.duration, "run")?
+    } else {
+        script.to_path_buf()
     };
     if opts.warmup > 0 {
         wrk::run(
@@ -395,7 +403,7 @@ fn run_one(
             opts.warmup,
             &url,
             &headers,
-            script,
+            &warmup_script,
         )?;
     }
     let pid = proc.as_ref().map(Proc::pid);
@@ -406,7 +414,7 @@ fn run_one(
         opts.duration,
         &url,
         &headers,
-        script,
+        &measured_script,
     )?;
     let cpu = pid.zip(before).map(|(p, b)| cpu_seconds(p) - b);
     let rss = pid.map(peak_rss_kib);

@@ -15,15 +15,17 @@ pub const DONE_SCRIPT: &str = r#"done = function(summary, latency, requests)
 end
 "#;
 
-/// A wrk script sending `count` GETs to `/?n=N`, each signed afresh with AWS SigV4 (the
-/// scenarios' key, signed now), then the [`DONE_SCRIPT`] hook. The signatures are made here,
+/// A wrk script sending `count` GETs to `/?n=N` (`N` from `first`), each signed afresh
+/// with AWS SigV4 (the scenarios' key, signed now), then the [`DONE_SCRIPT`] hook. The
+/// warm-up and the measured run get scripts with different `first`, so the measured run
+/// replays nothing the warm-up sent. The signatures are made here,
 /// before the run, so wrk only picks the next one; they travel as one long string because
 /// LuaJIT limits the constants of one function. Past `count`, requests repeat (and are
 /// refused as replays: counted as non-2xx).
 ///
 /// # Errors
 /// A request could not be signed.
-pub fn unique_sigv4_script(port: u16, count: usize) -> Result<String, String> {
+pub fn unique_sigv4_script(port: u16, first: usize, count: usize) -> Result<String, String> {
     use portcullis_assertions::hmac::sign::{sign_sigv4, SigV4Params};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -38,7 +40,8 @@ pub fn unique_sigv4_script(port: u16, count: usize) -> Result<String, String> {
     };
     let mut signatures = String::with_capacity(count * 64);
     let (mut prefix, mut date) = (String::new(), String::new());
-    for n in 0..count.max(1) {
+    let count = count.max(1);
+    for n in first..first + count {
         let (mut parts, ()) = http::Request::get(format!("http://127.0.0.1:{port}/?n={n}"))
             .header("host", format!("127.0.0.1:{port}"))
             .body(())
@@ -57,7 +60,7 @@ pub fn unique_sigv4_script(port: u16, count: usize) -> Result<String, String> {
         let (head, signature) = authorization
             .rsplit_once("Signature=")
             .ok_or("no signature")?;
-        if n == 0 {
+        if n == first {
             prefix = format!("{head}Signature=");
             date = header("x-amz-date")?;
         }
@@ -66,7 +69,7 @@ pub fn unique_sigv4_script(port: u16, count: usize) -> Result<String, String> {
     Ok(format!(
         "local signatures = [[{signatures}]]\nlocal count = {count}\nlocal n = 0\n\
          request = function()\n  local i = n % count\n  n = n + 1\n  \
-         return wrk.format(\"GET\", \"/?n=\" .. i, {{[\"Authorization\"] = \"{prefix}\" .. \
+         return wrk.format(\"GET\", \"/?n=\" .. ({first} + i), {{[\"Authorization\"] = \"{prefix}\" .. \
          string.sub(signatures, i * 64 + 1, i * 64 + 64), [\"X-Amz-Date\"] = \"{date}\"}})\nend\n{DONE_SCRIPT}"
     ))
 }

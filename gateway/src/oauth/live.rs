@@ -12,7 +12,7 @@
 //! once more at shutdown).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +69,13 @@ pub struct LiveTokens {
     trusted_until: AtomicI64,
     /// Uses dropped because the buffer of unwritten usage was full (the store was down).
     usage_dropped: AtomicU64,
+    /// Tokens of the batch a flush is writing right now (not in the shards meanwhile).
+    pub(super) usage_in_flight: AtomicU64,
+    /// Batches the store did not confirm, oldest first, each retried as it was.
+    unsent: Mutex<VecDeque<UnsentBatch>>,
+    /// Names this process's batches (random), and counts them.
+    instance: String,
+    batch_sequence: AtomicU64,
     cache: Vec<Mutex<HashMap<[u8; 32], Arc<CachedToken>>>>,
     refusals: Vec<Mutex<HashMap<[u8; 32], Refusal>>>,
     usage: Vec<Mutex<HashMap<Arc<str>, Pending>>>,
@@ -84,12 +91,36 @@ impl Default for LiveTokens {
             store_epoch: AtomicU64::new(0),
             trusted_until: AtomicI64::new(i64::MAX),
             usage_dropped: AtomicU64::new(0),
+            usage_in_flight: AtomicU64::new(0),
+            unsent: Mutex::default(),
+            instance: instance_id(),
+            batch_sequence: AtomicU64::new(0),
             cache: (0..SHARDS).map(|_| Mutex::default()).collect(),
             refusals: (0..SHARDS).map(|_| Mutex::default()).collect(),
             usage: (0..SHARDS).map(|_| Mutex::default()).collect(),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
+}
+
+/// A batch of usage the store has not confirmed yet.
+#[derive(Debug)]
+pub struct UnsentBatch {
+    pub id: String,
+    pub deltas: Vec<UsageDelta>,
+}
+
+/// A random name for this process's usage batches (the clock, should randomness fail: ids
+/// then still differ between processes started at different times).
+fn instance_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    hex::encode(bytes)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -246,38 +277,41 @@ impl LiveTokens {
         self.usage_dropped.load(Ordering::Relaxed)
     }
 
-    /// Tokens whose usage waits to be written.
+    /// Token entries whose usage waits to be written: counted since the last flush, in
+    /// batches the store has not confirmed, and in the batch being written.
     #[must_use]
     pub fn usage_buffered(&self) -> usize {
-        self.usage.iter().map(|shard| lock(shard).len()).sum()
+        let in_flight = usize::try_from(self.usage_in_flight.load(Ordering::Relaxed)).unwrap_or(0);
+        let unsent: usize = lock(&self.unsent).iter().map(|b| b.deltas.len()).sum();
+        let counted: usize = self.usage.iter().map(|shard| lock(shard).len()).sum();
+        in_flight + unsent + counted
     }
 
-    /// Puts a batch back after the store refused it, so a later flush writes it (within the
-    /// buffer's bound; what does not fit is dropped and counted).
-    pub fn restore(&self, batch: Vec<UsageDelta>) {
-        for d in batch {
-            let id: Arc<str> = Arc::from(d.token_id.as_str());
-            let mut shard = self.usage_shard(&id);
-            if shard.len() >= PENDING_TOKENS_PER_SHARD && !shard.contains_key(&id) {
-                self.usage_dropped.fetch_add(d.count, Ordering::Relaxed);
-                continue;
-            }
-            let p = shard.entry(id).or_insert_with(|| Pending {
-                first: d.first_used_at,
-                ..Pending::default()
-            });
-            p.count += d.count;
-            p.first = p.first.min(d.first_used_at);
-            if d.last_used_at >= p.last {
-                p.last = d.last_used_at;
-                p.last_ip = Some(d.last_ip);
-            }
-            for ip in d.ips {
-                if p.ips.len() < IPS_PER_BATCH && !p.ips.contains(&ip) {
-                    p.ips.push(ip);
-                }
-            }
+    /// Names a batch of drained usage (unique to this process and this batch).
+    pub(super) fn new_batch(&self, deltas: Vec<UsageDelta>) -> UnsentBatch {
+        let sequence = self.batch_sequence.fetch_add(1, Ordering::Relaxed);
+        UnsentBatch {
+            id: format!("{}-{sequence}", self.instance),
+            deltas,
         }
+    }
+
+    /// The oldest batch the store has not confirmed, if any.
+    pub(super) fn take_unsent(&self) -> Option<UnsentBatch> {
+        lock(&self.unsent).pop_front()
+    }
+
+    /// Keeps a batch the store did not confirm, first in line for the next flush. Past the
+    /// bound (the store has been down long) it is dropped, and its uses counted as such.
+    pub(super) fn keep_unsent(&self, batch: UnsentBatch) {
+        let mut unsent = lock(&self.unsent);
+        let held: usize = unsent.iter().map(|b| b.deltas.len()).sum();
+        if held + batch.deltas.len() > SHARDS * PENDING_TOKENS_PER_SHARD {
+            let uses: u64 = batch.deltas.iter().map(|d| d.count).sum();
+            self.usage_dropped.fetch_add(uses, Ordering::Relaxed);
+            return;
+        }
+        unsent.push_front(batch);
     }
 }
 
@@ -395,7 +429,14 @@ mod tests {
         assert_eq!(batch[0].last_ip, a);
         assert_eq!(batch[0].ips, vec![a, b]);
         assert!(live.drain().is_empty());
-        live.restore(batch);
-        assert_eq!(live.drain()[0].count, 3);
+        // A batch the store did not confirm is kept whole, with its id, for the next flush.
+        let batch = live.new_batch(batch);
+        let id = batch.id.clone();
+        live.keep_unsent(batch);
+        assert_eq!(live.usage_buffered(), 1);
+        let again = live.take_unsent().expect("kept");
+        assert_eq!((again.id, again.deltas[0].count), (id, 3));
+        assert!(live.take_unsent().is_none());
+        assert_ne!(live.new_batch(Vec::new()).id, live.new_batch(Vec::new()).id);
     }
 }

@@ -3,11 +3,32 @@
 //! interval, at shutdown, or before each request with `usage.durable`) and flags, or when the
 //! policy says so revokes, tokens whose use looks unusual.
 
-use super::live::LiveTokens;
+use std::sync::atomic::Ordering;
+
+use super::live::{LiveTokens, UnsentBatch};
 use super::TokenService;
-use crate::store::{now_secs, StateStore, TokenFilter};
+use crate::store::{now_secs, StateStore, TokenFilter, UsageDelta};
 
 impl LiveTokens {
+    /// Writes one batch; on failure keeps it (first in line) for the next flush.
+    async fn write_batch(
+        &self,
+        store: &StateStore,
+        batch: UnsentBatch,
+    ) -> Result<Vec<UsageDelta>, String> {
+        self.usage_in_flight
+            .store(batch.deltas.len() as u64, Ordering::Relaxed);
+        let recorded = store.tokens().record_usage(&batch.id, &batch.deltas).await;
+        self.usage_in_flight.store(0, Ordering::Relaxed);
+        match recorded {
+            Ok(()) => Ok(batch.deltas),
+            Err(error) => {
+                self.keep_unsent(batch);
+                Err(error.to_string())
+            }
+        }
+    }
+
     /// Writes the usage counted since the last flush; flags and (when the policy says so)
     /// revokes tokens past the usage thresholds. Returns how many tokens' usage was written.
     /// A batch covers at most one flush interval, so rates are judged over it (an early flush
@@ -25,15 +46,18 @@ impl LiveTokens {
         // succeeded) or put back (it failed, and this flush tries again and reports it): so
         // with `usage.durable` no request goes upstream before its own use is stored.
         let _flushing = self.flushing.lock().await;
+        // First what earlier flushes could not confirm, as it was (same batch id: if the
+        // store did apply it and only the answer was lost, it is not counted twice).
+        let mut written = 0;
+        while let Some(unsent) = self.take_unsent() {
+            written += self.write_batch(store, unsent).await?.len();
+        }
         let batch = self.drain();
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(written);
         }
-        let written = batch.len();
-        if let Err(e) = store.tokens().record_usage(&batch).await {
-            self.restore(batch);
-            return Err(e.to_string());
-        }
+        let batch = self.write_batch(store, self.new_batch(batch)).await?;
+        written += batch.len();
         let Some(token_service) = token_service else {
             return Ok(written);
         };

@@ -112,8 +112,16 @@ impl TokenStore for MemoryStore {
         }
     }
 
-    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+    async fn record_usage(&self, batch_id: &str, batch: &[UsageDelta]) -> StoreResult<()> {
         let mut inner = self.lock();
+        let marker = super::usage_batch_marker(batch_id);
+        let now = super::now_secs();
+        if inner.once.get(&marker).is_some_and(|&until| until > now) {
+            return Ok(());
+        }
+        inner
+            .once
+            .insert(marker, now + super::USAGE_BATCH_MEMORY_SECS);
         for d in batch {
             let distinct = {
                 let set = inner.ips.entry(d.token_id.clone()).or_default();

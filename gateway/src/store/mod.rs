@@ -74,8 +74,11 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// revoked): true when this call did it. Two concurrent exchanges: exactly one wins.
     async fn mark_rotated(&self, id: &str, at: i64) -> StoreResult<bool>;
 
-    /// Adds a batch of usage.
-    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()>;
+    /// Adds a batch of usage, once: a batch whose id was recorded before (in the last
+    /// [`USAGE_BATCH_MEMORY_SECS`]) changes nothing. A write whose answer was lost (a
+    /// timeout while the store did apply it) is retried with the same id, so it never
+    /// counts twice.
+    async fn record_usage(&self, batch_id: &str, batch: &[UsageDelta]) -> StoreResult<()>;
 
     /// Sets the flag of a token (the first reason stays).
     async fn flag(&self, id: &str, reason: &str) -> StoreResult<()>;
@@ -149,6 +152,15 @@ pub trait CounterStore: Send + Sync + fmt::Debug {
 
     /// Deletes counters whose window ended before `before`; returns how many went.
     async fn purge_expired_counters(&self, before: i64) -> StoreResult<u64>;
+}
+
+/// How long a usage batch's id is remembered, so a retried batch is not counted twice.
+pub const USAGE_BATCH_MEMORY_SECS: i64 = 24 * 3600;
+
+/// The one-time marker that says a usage batch was recorded.
+#[must_use]
+pub fn usage_batch_marker(batch_id: &str) -> String {
+    format!("usage-batch:{batch_id}")
 }
 
 /// The most counters one [`CounterStore::counters`] call lists.

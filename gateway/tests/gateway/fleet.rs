@@ -431,3 +431,66 @@ fn the_shipped_fleet_policy_shares_tokens_replays_and_quotas() {
         "the request through the first gateway is counted on the second: {quota}"
     );
 }
+
+/// A number on a line of the `/metrics` text.
+fn metric(gateway: &GatewayProcess, name: &str) -> u64 {
+    gateway
+        .metrics()
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Redis freezes (connections open, nothing answers): usage counted meanwhile waits in
+/// memory (a metric shows it) and is written once Redis answers again; nothing is lost.
+#[test]
+fn usage_counted_while_redis_is_frozen_is_written_when_it_answers_again() {
+    let redis = RedisServer::start();
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    let backend = Backend::start();
+    let (_dir, [a, _b]) = start_pair(&keys, &backend, &redis.url());
+    let token = issue(&a);
+    let introspected: serde_json::Value = client()
+        .post(a.url_of("/oauth2/introspect"))
+        .basic_auth("resource-server", Some(BILLING_SECRET))
+        .form(&[("token", token.as_str())])
+        .send()
+        .expect("introspect")
+        .json()
+        .expect("json");
+    let id = introspected["jti"].as_str().expect("jti").to_owned();
+    assert_eq!(call(&a, &token), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while usage_count(&a, &id) != 1 {
+        assert!(Instant::now() < deadline, "the first use is never written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    redis.pause();
+    // The token is in the verified cache, trusted for a while without the store.
+    for _ in 0..4 {
+        assert_eq!(call(&a, &token), 200);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        metric(&a, "portcullis_usage_buffered_tokens"),
+        1,
+        "the uses wait in memory while Redis does not answer"
+    );
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while usage_count(&a, &id) != 5 {
+        assert!(
+            Instant::now() < deadline,
+            "usage buffered during the outage is not written: {}",
+            usage_count(&a, &id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(metric(&a, "portcullis_usage_buffered_tokens"), 0);
+    assert_eq!(metric(&a, "portcullis_usage_dropped_total"), 0);
+}

@@ -187,36 +187,58 @@ async fn usage_accumulates(store: &StateStore) {
         .expect("insert");
     store
         .tokens()
-        .record_usage(&[UsageDelta {
-            token_id: "u1".into(),
-            count: 3,
-            first_used_at: NOW + 10,
-            last_used_at: NOW + 12,
-            last_ip: ip("10.0.0.2"),
-            ips: vec![ip("10.0.0.1"), ip("10.0.0.2")],
-        }])
+        .record_usage(
+            "batch-1",
+            &[UsageDelta {
+                token_id: "u1".into(),
+                count: 3,
+                first_used_at: NOW + 10,
+                last_used_at: NOW + 12,
+                last_ip: ip("10.0.0.2"),
+                ips: vec![ip("10.0.0.1"), ip("10.0.0.2")],
+            }],
+        )
         .await
         .expect("usage");
     store
         .tokens()
-        .record_usage(&[
-            UsageDelta {
+        .record_usage(
+            "batch-2",
+            &[
+                UsageDelta {
+                    token_id: "u1".into(),
+                    count: 2,
+                    first_used_at: NOW + 20,
+                    last_used_at: NOW + 25,
+                    last_ip: ip("2001:db8::1"),
+                    ips: vec![ip("10.0.0.2"), ip("2001:db8::1")],
+                },
+                UsageDelta {
+                    token_id: "unknown".into(),
+                    count: 1,
+                    first_used_at: NOW,
+                    last_used_at: NOW,
+                    last_ip: ip("10.0.0.9"),
+                    ips: vec![ip("10.0.0.9")],
+                },
+            ],
+        )
+        .await
+        .expect("usage");
+    // A retry of the first batch (its answer was lost) changes nothing.
+    store
+        .tokens()
+        .record_usage(
+            "batch-1",
+            &[UsageDelta {
                 token_id: "u1".into(),
-                count: 2,
-                first_used_at: NOW + 20,
-                last_used_at: NOW + 25,
-                last_ip: ip("2001:db8::1"),
-                ips: vec![ip("10.0.0.2"), ip("2001:db8::1")],
-            },
-            UsageDelta {
-                token_id: "unknown".into(),
-                count: 1,
-                first_used_at: NOW,
-                last_used_at: NOW,
-                last_ip: ip("10.0.0.9"),
-                ips: vec![ip("10.0.0.9")],
-            },
-        ])
+                count: 100,
+                first_used_at: NOW + 10,
+                last_used_at: NOW + 12,
+                last_ip: ip("10.0.0.2"),
+                ips: vec![ip("10.0.0.7")],
+            }],
+        )
         .await
         .expect("usage");
     let u = store
@@ -226,7 +248,7 @@ async fn usage_accumulates(store: &StateStore) {
         .expect("get")
         .expect("there")
         .usage;
-    assert_eq!(u.count, 5);
+    assert_eq!(u.count, 5, "a batch id counts once");
     assert_eq!(u.first_used_at, Some(NOW + 10));
     assert_eq!(u.last_used_at, Some(NOW + 25));
     assert_eq!(u.last_ip.as_deref(), Some("2001:db8::1"));
@@ -284,14 +306,17 @@ async fn stats_and_flags(store: &StateStore) {
     }
     store
         .tokens()
-        .record_usage(&[UsageDelta {
-            token_id: "s1".into(),
-            count: 4,
-            first_used_at: NOW + 1,
-            last_used_at: NOW + 9,
-            last_ip: ip("10.1.1.1"),
-            ips: vec![ip("10.1.1.1")],
-        }])
+        .record_usage(
+            "batch-3",
+            &[UsageDelta {
+                token_id: "s1".into(),
+                count: 4,
+                first_used_at: NOW + 1,
+                last_used_at: NOW + 9,
+                last_ip: ip("10.1.1.1"),
+                ips: vec![ip("10.1.1.1")],
+            }],
+        )
         .await
         .expect("usage");
     store
@@ -380,14 +405,17 @@ pub async fn seed_for_reopen(store: &StateStore) {
         .expect("revoke");
     store
         .tokens()
-        .record_usage(&[UsageDelta {
-            token_id: "keep-1".into(),
-            count: 7,
-            first_used_at: NOW + 1,
-            last_used_at: NOW + 2,
-            last_ip: ip("10.9.9.9"),
-            ips: vec![ip("10.9.9.9")],
-        }])
+        .record_usage(
+            "batch-4",
+            &[UsageDelta {
+                token_id: "keep-1".into(),
+                count: 7,
+                first_used_at: NOW + 1,
+                last_used_at: NOW + 2,
+                last_ip: ip("10.9.9.9"),
+                ips: vec![ip("10.9.9.9")],
+            }],
+        )
         .await
         .expect("usage");
     assert!(store

@@ -332,11 +332,15 @@ impl TokenStore for RedisStore {
         Ok(rotated == 1)
     }
 
-    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+    async fn record_usage(&self, batch_id: &str, batch: &[UsageDelta]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut args = vec![self.tokens.clone().into_bytes()];
+        let mut args = vec![
+            self.tokens.clone().into_bytes(),
+            arg(super::usage_batch_marker(batch_id)),
+            arg(super::USAGE_BATCH_MEMORY_SECS),
+        ];
         for d in batch {
             args.extend([
                 arg(&d.token_id),

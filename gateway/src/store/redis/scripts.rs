@@ -52,14 +52,18 @@ return 1
     )
 });
 
-/// Adds a usage batch. KEYS: id index (routes the script to the tokens' slot). ARGV:
-/// tokens base, then per token: id, count, first, last, last ip, n, n addresses. Unknown
-/// tokens are skipped.
+/// Adds a usage batch once. KEYS: id index (routes the script to the tokens' slot). ARGV:
+/// tokens base, the batch's marker and how long it lives (a marker already set: the batch
+/// was applied, nothing changes), then per token: id, count, first, last, last ip, n, n
+/// addresses. Unknown tokens are skipped.
 pub(super) static RECORD_USAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local base = ARGV[1]
-local i = 2
+if not redis.call('SET', base .. ':' .. ARGV[2], '1', 'NX', 'EX', ARGV[3]) then
+  return 0
+end
+local i = 4
 while i <= #ARGV do
   local id, first, last, n = ARGV[i], tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 5])
   local tok = base .. ':tok:' .. id

@@ -405,12 +405,27 @@ impl SqliteDb {
         Ok(n == 1)
     }
 
-    pub(super) fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+    pub(super) fn record_usage(&self, batch_id: &str, batch: &[UsageDelta]) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
+        // The batch's marker and its counts commit together: a batch seen before is skipped.
+        let now = crate::store::now_secs();
+        let first_time = tx.execute(
+            "INSERT INTO once (key, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE once.expires_at <= ?3",
+            params![
+                crate::store::usage_batch_marker(batch_id),
+                now + crate::store::USAGE_BATCH_MEMORY_SECS,
+                now
+            ],
+        )? == 1;
+        if !first_time {
+            return Ok(());
+        }
         {
             let mut ip_stmt = tx
                 .prepare_cached("INSERT OR IGNORE INTO token_ips (token_id, ip) VALUES (?1, ?2)")?;

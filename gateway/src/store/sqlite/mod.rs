@@ -171,9 +171,11 @@ impl TokenStore for SqliteStore {
         self.off_runtime(move |db| db.mark_rotated(&id, at)).await
     }
 
-    async fn record_usage(&self, batch: &[UsageDelta]) -> StoreResult<()> {
+    async fn record_usage(&self, batch_id: &str, batch: &[UsageDelta]) -> StoreResult<()> {
+        let batch_id = batch_id.to_owned();
         let batch = batch.to_vec();
-        self.off_runtime(move |db| db.record_usage(&batch)).await
+        self.off_runtime(move |db| db.record_usage(&batch_id, &batch))
+            .await
     }
 
     async fn flag(&self, id: &str, reason: &str) -> StoreResult<()> {
