@@ -1,0 +1,48 @@
+//! SAML 2.0 bearer assertions: decoding, XML-DSig verification, reading and validating,
+//! and signing — pure functions for `require_saml`, the `/saml/token` issuer and the
+//! RFC 7522 grant, with no I/O.
+//!
+//! The path of a token: [`token`] (strict base64, allow-listed inflation under a cap) →
+//! [`xml`] (a small owned tree; DTDs, foreign entities and PIs refused; limits) →
+//! [`assertion::locate`] (exactly one assertion, signatures only where they protect it)
+//! → [`dsig`] (one enveloped signature, `#ID` reference, keys only from the caller) with
+//! [`c14n`] → [`assertion::read`] → [`VerifiedAssertion::validate`] (issuer, times,
+//! audience, bearer confirmation). [`Verifier`] runs the whole path; [`sign`] produces
+//! what it accepts.
+//!
+//! Which file owns what:
+//! - `token.rs`: header credentials to XML bytes; `xml.rs`: the parser and tree;
+//!   `c14n.rs`: exclusive and inclusive canonicalisation; `dsig.rs`: the signature
+//!   profile and its verification, unique IDs; `keys.rs`: trusted certificates.
+//! - `assertion.rs`: the wrapping defence and reading; `validate.rs`: expectations;
+//!   `verifier.rs`: the whole path; `error.rs`: [`SamlError`] and its stable codes.
+//! - `sign.rs`: signed assertions for the issuer and `portcullis sign saml`.
+//! - `tests.rs`: public vectors (python3-saml, pysaml2), xmlsec1 interop, wrapping
+//!   variants; `fuzz_tests.rs`: mutated tokens never panic.
+
+pub mod assertion;
+pub mod c14n;
+pub mod dsig;
+pub mod error;
+pub mod keys;
+pub mod sign;
+pub mod token;
+pub mod validate;
+pub mod verifier;
+pub mod xml;
+
+pub use assertion::{
+    Conditions, SamlAttribute, SignedParts, Subject, SubjectConfirmation, VerifiedAssertion,
+};
+pub use error::SamlError;
+pub use keys::{KeyError, PublicKey, TrustedKey};
+pub use sign::{AssertionSpec, SamlSigningKey, SignError};
+pub use token::{AllowedEncodings, Encoding};
+pub use validate::{Expectations, ValidationError};
+pub use verifier::{Verifier, VerifyOptions};
+pub use xml::XmlLimits;
+
+#[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
+mod tests;
