@@ -97,8 +97,8 @@ impl VerifiedAssertion {
         let mut first_failure = None;
         for c in self.confirmations.iter().filter(|c| c.method == BEARER) {
             let verdict = match (c.not_before, c.not_on_or_after) {
-                (_, None) => Err(ValidationError::BearerWithoutExpiry),
                 (Some(nb), _) if late < nb => Err(ValidationError::BearerNotYetValid),
+                (_, None) => Err(ValidationError::BearerWithoutExpiry),
                 (_, Some(noa)) if early >= noa => Err(ValidationError::BearerExpired),
                 _ => match exp.recipient {
                     Some(r) if c.recipient.as_deref() != Some(r) => {
