@@ -235,15 +235,18 @@ pub fn read(
     if e.attr("Version") != Some("2.0") {
         return Err(AssertionError::Version);
     }
-    let id = e.attr("ID").ok_or(AssertionError::Missing("ID"))?.to_string();
+    let id = e
+        .attr("ID")
+        .ok_or(AssertionError::Missing("ID"))?
+        .to_string();
     let issue_instant = time(e.attr("IssueInstant"), "IssueInstant")?
         .ok_or(AssertionError::Missing("IssueInstant"))?;
-    let issuer = one(doc, at, SAML_NS, "Issuer", "Issuer")?
-        .ok_or(AssertionError::Missing("Issuer"))?;
+    let issuer =
+        one(doc, at, SAML_NS, "Issuer", "Issuer")?.ok_or(AssertionError::Missing("Issuer"))?;
     let issuer = text(doc, issuer, "Issuer")?;
 
-    let subject_el = one(doc, at, SAML_NS, "Subject", "Subject")?
-        .ok_or(AssertionError::Missing("Subject"))?;
+    let subject_el =
+        one(doc, at, SAML_NS, "Subject", "Subject")?.ok_or(AssertionError::Missing("Subject"))?;
     let subject = read_subject(doc, subject_el)?;
     let mut confirmations = Vec::new();
     for sc in doc.children_named(subject_el, SAML_NS, "SubjectConfirmation") {
@@ -263,8 +266,7 @@ pub fn read(
         if session_index.is_none() {
             session_index = s.attr("SessionIndex").map(str::to_string);
             authn_instant = time(s.attr("AuthnInstant"), "AuthnInstant")?;
-            session_not_on_or_after =
-                time(s.attr("SessionNotOnOrAfter"), "SessionNotOnOrAfter")?;
+            session_not_on_or_after = time(s.attr("SessionNotOnOrAfter"), "SessionNotOnOrAfter")?;
         }
     }
 
@@ -317,8 +319,8 @@ pub fn read(
 }
 
 fn read_subject(doc: &Document, subject: NodeId) -> Result<Subject, AssertionError> {
-    let name_id = one(doc, subject, SAML_NS, "NameID", "NameID")?
-        .ok_or(AssertionError::Missing("NameID"))?;
+    let name_id =
+        one(doc, subject, SAML_NS, "NameID", "NameID")?.ok_or(AssertionError::Missing("NameID"))?;
     let e = doc.element(name_id).ok_or(AssertionError::NotSaml)?;
     let value = text(doc, name_id, "NameID")?;
     if value.trim().is_empty() {

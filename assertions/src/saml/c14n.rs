@@ -69,9 +69,8 @@ impl C14nMethod {
 
     fn with_comments(&self) -> bool {
         match self {
-            C14nMethod::Exclusive { with_comments, .. } | C14nMethod::Inclusive { with_comments } => {
-                *with_comments
-            }
+            C14nMethod::Exclusive { with_comments, .. }
+            | C14nMethod::Inclusive { with_comments } => *with_comments,
         }
     }
 

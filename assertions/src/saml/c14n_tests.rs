@@ -6,8 +6,8 @@ use crate::saml::xml::{parse, XmlLimits};
 use proptest::prelude::*;
 
 fn c14n(xml: &str, apex: NodeId, method: &C14nMethod) -> String {
-    let doc = parse(xml.as_bytes(), &XmlLimits::default()).unwrap();
-    String::from_utf8(canonicalize(&doc, apex, None, method)).unwrap()
+    let doc = parse(xml.as_bytes(), &XmlLimits::default()).expect("valid test input");
+    String::from_utf8(canonicalize(&doc, apex, None, method)).expect("valid test input")
 }
 
 fn inclusive() -> C14nMethod {
@@ -71,9 +71,12 @@ fn escaping_rules() {
 
 #[test]
 fn comments_are_kept_only_with_comments_and_the_excluded_subtree_is_left_out() {
-    let xml = "<r xmlns:ds=\"urn:ds\"><a>x<!--c-->y</a><ds:Signature><ds:V>1</ds:V></ds:Signature></r>";
-    let doc = parse(xml.as_bytes(), &XmlLimits::default()).unwrap();
-    let sig = doc.elements().find(|&e| doc.element(e).unwrap().name.local == "Signature");
+    let xml =
+        "<r xmlns:ds=\"urn:ds\"><a>x<!--c-->y</a><ds:Signature><ds:V>1</ds:V></ds:Signature></r>";
+    let doc = parse(xml.as_bytes(), &XmlLimits::default()).expect("valid test input");
+    let sig = doc
+        .elements()
+        .find(|&e| doc.element(e).expect("valid test input").name.local == "Signature");
     let with = C14nMethod::Exclusive {
         with_comments: true,
         inclusive_prefixes: vec![],
@@ -95,7 +98,7 @@ fn comments_are_kept_only_with_comments_and_the_excluded_subtree_is_left_out() {
 /// A small random element tree written as XML text, using a few prefixes, attributes,
 /// text with characters C14N escapes, comments and CDATA.
 fn arb_document() -> impl Strategy<Value = String> {
-    let text = proptest::string::string_regex("[a-z &<>\"'\r\n\t]{0,8}").unwrap();
+    let text = proptest::string::string_regex("[a-z &<>\"'\r\n\t]{0,8}").expect("valid test input");
     let leaf = text.prop_map(|t| escape_for_source(&t));
     let tree = leaf.prop_recursive(4, 32, 4, |inner| {
         (
@@ -107,8 +110,12 @@ fn arb_document() -> impl Strategy<Value = String> {
             any::<bool>(),
         )
             .prop_map(|(elem_prefix, declare, attrs, children, comment, cdata)| {
-                const NS: [(&str, &str); 4] =
-                    [("", "urn:d"), ("a", "urn:a"), ("b", "urn:b"), ("c", "urn:a")];
+                const NS: [(&str, &str); 4] = [
+                    ("", "urn:d"),
+                    ("a", "urn:a"),
+                    ("b", "urn:b"),
+                    ("c", "urn:a"),
+                ];
                 let (ep, _) = NS[elem_prefix];
                 let name = if ep.is_empty() {
                     "e".to_string()
@@ -177,11 +184,11 @@ proptest! {
         } else {
             C14nMethod::Inclusive { with_comments: comments }
         };
-        let doc = parse(xml.as_bytes(), &XmlLimits::default()).unwrap();
+        let doc = parse(xml.as_bytes(), &XmlLimits::default()).expect("valid test input");
         for apex in doc.elements().take(6).collect::<Vec<_>>() {
             let once = canonicalize(&doc, apex, None, &method);
             prop_assert_eq!(&once, &canonicalize(&doc, apex, None, &method));
-            let reparsed = parse(&once, &XmlLimits::default()).unwrap();
+            let reparsed = parse(&once, &XmlLimits::default()).expect("valid test input");
             let twice = canonicalize(&reparsed, reparsed.root(), None, &method);
             prop_assert_eq!(String::from_utf8_lossy(&once), String::from_utf8_lossy(&twice));
         }

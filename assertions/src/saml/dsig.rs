@@ -163,7 +163,11 @@ impl SignatureAlg {
                 )
                 .is_ok(),
             (SignatureAlg::RsaSha1, PublicKey::Rsa(k)) => k
-                .verify(Pkcs1v15Sign::new::<Sha1>(), &Sha1::digest(message), signature)
+                .verify(
+                    Pkcs1v15Sign::new::<Sha1>(),
+                    &Sha1::digest(message),
+                    signature,
+                )
                 .is_ok(),
             (SignatureAlg::EcdsaSha256, PublicKey::EcdsaP256(k)) => {
                 use p256::ecdsa::signature::Verifier;
@@ -214,10 +218,11 @@ pub fn verify_enveloped(
     }
 
     let signed_info = canonicalize(doc, parts.signed_info, None, &parts.signed_info_c14n);
-    if keys
-        .iter()
-        .any(|k| parts.signature_alg.verify(&k.key, &signed_info, &parts.signature_value))
-    {
+    if keys.iter().any(|k| {
+        parts
+            .signature_alg
+            .verify(&k.key, &signed_info, &parts.signature_value)
+    }) {
         Ok(target)
     } else {
         Err(DsigError::SignatureInvalid)
@@ -240,7 +245,9 @@ impl SignatureParts {
     fn read(doc: &Document, signature: NodeId, opts: DsigOptions) -> Result<Self, DsigError> {
         let children: Vec<NodeId> = doc.child_elements(signature).collect();
         let [signed_info, signature_value, rest @ ..] = children.as_slice() else {
-            return Err(DsigError::Malformed("Signature lacks SignedInfo or SignatureValue"));
+            return Err(DsigError::Malformed(
+                "Signature lacks SignedInfo or SignatureValue",
+            ));
         };
         expect(doc, *signed_info, "SignedInfo")?;
         expect(doc, *signature_value, "SignatureValue")?;
@@ -312,8 +319,7 @@ fn read_transforms(doc: &Document, transforms: NodeId) -> Result<C14nMethod, Dsi
     let list: Vec<NodeId> = doc.child_elements(transforms).collect();
     let (first, rest) = list.split_first().ok_or(DsigError::UnsupportedTransforms)?;
     expect(doc, *first, "Transform")?;
-    if algorithm(doc, *first)? != ENVELOPED_SIGNATURE
-        || doc.child_elements(*first).next().is_some()
+    if algorithm(doc, *first)? != ENVELOPED_SIGNATURE || doc.child_elements(*first).next().is_some()
     {
         return Err(DsigError::UnsupportedTransforms);
     }
@@ -338,11 +344,11 @@ fn read_transforms(doc: &Document, transforms: NodeId) -> Result<C14nMethod, Dsi
 fn prefix_list(doc: &Document, method: NodeId) -> Result<Vec<String>, DsigError> {
     let mut prefixes = Vec::new();
     for child in doc.child_elements(method) {
-        let e = doc
-            .element(child)
-            .ok_or(DsigError::Malformed("bad node"))?;
+        let e = doc.element(child).ok_or(DsigError::Malformed("bad node"))?;
         if !e.name.is(EXC_C14N_NS, "InclusiveNamespaces") {
-            return Err(DsigError::Malformed("unexpected parameter of a C14N method"));
+            return Err(DsigError::Malformed(
+                "unexpected parameter of a C14N method",
+            ));
         }
         for p in e.attr("PrefixList").unwrap_or("").split_ascii_whitespace() {
             prefixes.push(if p == "#default" {

@@ -43,9 +43,9 @@ impl SamlError {
                 | XmlError::TooDeep(_)
                 | XmlError::TooManyAttributes(_)
                 | XmlError::TooManyNodes(_) => "saml-xml-limits",
-                XmlError::Doctype | XmlError::UnknownEntity(_) | XmlError::ProcessingInstruction => {
-                    "saml-xml-forbidden"
-                }
+                XmlError::Doctype
+                | XmlError::UnknownEntity(_)
+                | XmlError::ProcessingInstruction => "saml-xml-forbidden",
                 _ => "saml-xml-malformed",
             },
             SamlError::Signature(e) => match e {

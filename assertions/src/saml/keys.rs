@@ -83,7 +83,10 @@ impl TrustedKey {
             if block.label != "CERTIFICATE" {
                 continue;
             }
-            keys.push(Self::from_certificate_der_with(&block.contents, min_rsa_bits)?);
+            keys.push(Self::from_certificate_der_with(
+                &block.contents,
+                min_rsa_bits,
+            )?);
         }
         if keys.is_empty() {
             return Err(KeyError::Pem("no CERTIFICATE block".into()));

@@ -17,7 +17,8 @@
 //! - `assertion.rs`: the wrapping defence and reading; `validate.rs`: expectations;
 //!   `verifier.rs`: the whole path; `error.rs`: [`SamlError`] and its stable codes.
 //! - `sign.rs`: signed assertions for the issuer and `portcullis sign saml`.
-//! - `tests.rs`: public vectors (python3-saml, pysaml2); `interop_tests.rs`: xmlsec1
+//! - `tests.rs`: public vectors (python3-saml, pysaml2); `validate_tests.rs`: the
+//!   python3-saml responses with one SAML-level defect each; `interop_tests.rs`: xmlsec1
 //!   outputs, sign/verify round trips, tampering and wrapping variants;
 //!   `fuzz_tests.rs`: mutated tokens never panic and stay within limits.
 
@@ -49,3 +50,5 @@ mod fuzz_tests;
 mod interop_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validate_tests;

@@ -230,7 +230,10 @@ fn assertion_xml(spec: &AssertionSpec, id: &str) -> Result<(String, String), Sig
     head.push_str(SAML_NS);
     head.push_str("\" ID=\"");
     escape_attr(&mut head, id);
-    let _ = write!(head, "\" Version=\"2.0\" IssueInstant=\"{issued}\"><saml:Issuer>");
+    let _ = write!(
+        head,
+        "\" Version=\"2.0\" IssueInstant=\"{issued}\"><saml:Issuer>"
+    );
     escape_text(&mut head, &spec.issuer);
     head.push_str("</saml:Issuer>");
 

@@ -131,14 +131,14 @@ mod tests {
 
     fn deflate(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(b).unwrap();
-        e.finish().unwrap()
+        e.write_all(b).expect("valid test input");
+        e.finish().expect("valid test input")
     }
 
     fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(b).unwrap();
-        e.finish().unwrap()
+        e.write_all(b).expect("valid test input");
+        e.finish().expect("valid test input")
     }
 
     const XML: &[u8] = b"<saml:Assertion/>";
@@ -191,18 +191,22 @@ mod tests {
     fn base64_is_strict() {
         let good = b64(XML);
         for bad in [
-            good.trim_end_matches('='),           // padding missing
-            &format!("{good} "),                  // whitespace
+            good.trim_end_matches('='), // padding missing
+            &format!("{good} "),        // whitespace
             &format!(" {good}"),
-            &good.replace('+', "-"),              // URL-safe alphabet
-            "PHNhbWw+\nPC9zYW1sPg==",             // line break
-            "PHNhbWw+PC9zYW1sPh==",               // non-canonical trailing bits
+            &good.replace('+', "-"),  // URL-safe alphabet
+            "PHNhbWw+\nPC9zYW1sPg==", // line break
+            "PHNhbWw+PC9zYW1sPh==",   // non-canonical trailing bits
             "%3Csaml",
         ] {
             if bad == good {
                 continue;
             }
-            assert_eq!(decode_token(bad, ALL, 1024), Err(TokenError::Base64), "{bad}");
+            assert_eq!(
+                decode_token(bad, ALL, 1024),
+                Err(TokenError::Base64),
+                "{bad}"
+            );
         }
         assert_eq!(decode_token("", ALL, 1024), Err(TokenError::Empty));
         assert!(matches!(
@@ -217,9 +221,9 @@ mod tests {
         let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..16 {
-            e.write_all(&zeros).unwrap();
+            e.write_all(&zeros).expect("valid test input");
         }
-        let bomb = e.finish().unwrap();
+        let bomb = e.finish().expect("valid test input");
         assert!(bomb.len() < 32 * 1024, "{}", bomb.len());
         let cap = 64 * 1024;
         let token = b64(&bomb);
@@ -231,10 +235,11 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         for _ in 0..16 {
-            g.write_all(&zeros).unwrap();
+            g.write_all(&zeros).expect("valid test input");
         }
         assert_eq!(
-            decode_token(&b64(&g.finish().unwrap()), ALL, 2 * cap).map(|(v, _)| v.len()),
+            decode_token(&b64(&g.finish().expect("valid test input")), ALL, 2 * cap)
+                .map(|(v, _)| v.len()),
             Err(TokenError::InflatedTooLarge(2 * cap))
         );
         // Exactly at the cap is fine.

@@ -59,7 +59,7 @@ impl VerifiedAssertion {
         let late = exp.now.checked_add(skew).unwrap_or(Timestamp::MAX);
         let early = exp.now.checked_sub(skew).unwrap_or(Timestamp::MIN);
 
-        if !exp.issuers.iter().any(|i| *i == self.issuer) {
+        if !exp.issuers.contains(&self.issuer) {
             return Err(ValidationError::WrongIssuer);
         }
         if let Some(ri) = &self.response_issuer {
