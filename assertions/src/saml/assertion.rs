@@ -284,7 +284,12 @@ pub fn read(
             }
             let mut values = Vec::new();
             for v in doc.children_named(a, SAML_NS, "AttributeValue") {
-                values.push(text(doc, v, "AttributeValue")?);
+                // Element content (a NameID inside, as eduPersonTargetedID) reads as its
+                // text, not as a refusal of the whole assertion.
+                values.push(
+                    doc.text_content(v)
+                        .unwrap_or_else(|| doc.descendant_text(v)),
+                );
             }
             attributes.push(SamlAttribute {
                 name: name.to_string(),

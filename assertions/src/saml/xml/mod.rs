@@ -255,6 +255,23 @@ impl Document {
         Some(out)
     }
 
+    /// The text of every text node under `id`, in document order (comments skipped):
+    /// the value of an element with element content, e.g. an `AttributeValue` holding a
+    /// `NameID` (Shibboleth's eduPersonTargetedID).
+    #[must_use]
+    pub fn descendant_text(&self, id: NodeId) -> String {
+        let mut out = String::new();
+        let mut stack: Vec<NodeId> = self.nodes[id].children.iter().rev().copied().collect();
+        while let Some(n) = stack.pop() {
+            match &self.nodes[n].kind {
+                NodeKind::Text(t) => out.push_str(t),
+                NodeKind::Comment(_) => {}
+                NodeKind::Element(_) => stack.extend(self.nodes[n].children.iter().rev()),
+            }
+        }
+        out
+    }
+
     /// The namespaces in scope at element `id`: (prefix, URI), nearest declaration wins,
     /// undeclarations (`xmlns=""`) dropped, sorted by prefix. The `xml` prefix is implicit
     /// and not listed.

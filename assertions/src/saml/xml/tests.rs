@@ -97,3 +97,10 @@ fn limits_are_enforced() {
         Err(XmlError::DuplicateAttribute("q:x".into()))
     );
 }
+
+#[test]
+fn descendant_text_skips_comments_and_walks_elements_in_order() {
+    let d = p("<r>a<x>b<!--c--><y>d</y></x>e</r>").expect("valid test input");
+    assert_eq!(d.descendant_text(0), "abde");
+    assert_eq!(d.text_content(0), None);
+}
