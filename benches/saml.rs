@@ -30,9 +30,9 @@ fn fixture(name: &str) -> String {
     .expect("fixture")
 }
 
-/// An assertion of about 4 KiB: subject, audience, session, a dozen attributes.
+/// An assertion of about 4 KiB: subject, audience, session, eight attributes.
 fn typical_spec() -> AssertionSpec {
-    let attributes = (0..12)
+    let attributes = (0..8)
         .map(|i| {
             (
                 format!("urn:oid:1.3.6.1.4.1.5923.1.1.1.{i}"),

@@ -22,7 +22,8 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn verifier(cert: &str) -> Verifier {
-    Verifier::new(pem_keys(cert), VerifyOptions::default()).expect("valid test input")
+    let pem = String::from_utf8(read(cert)).expect("PEM text");
+    Verifier::from_certificates_pem(&pem, VerifyOptions::default()).expect("usable certificate")
 }
 
 fn rsa_verifier() -> Verifier {
@@ -47,6 +48,8 @@ fn xmlsec1_signed_assertions_verify() {
         ("xmlsec1/signed-rsa.xml", "xmlsec1/rsa2048.cert.pem"),
         // ECDSA P-256, r||s, with an InclusiveNamespaces PrefixList="xs" transform.
         ("xmlsec1/signed-p256.xml", "xmlsec1/p256.cert.pem"),
+        // SignedInfo under inclusive Canonical XML 1.0.
+        ("xmlsec1/signed-inclusive.xml", "xmlsec1/rsa2048.cert.pem"),
     ] {
         let a = verifier(cert)
             .verify_xml(&read(file))
@@ -304,6 +307,16 @@ fn tampering_and_wrapping_variants_are_refused() {
     let same_id = unsigned.replace("bob@example.com", "admin@example.com");
     let dup = resp(&format!("{}{}", same_id, good));
     assert_eq!(e(&dup).code(), "saml-duplicate-id");
+    // An ID repeated on another ID-like attribute (`Id`) anywhere in the document.
+    let id_twice = good.replacen(
+        "</saml:Subject>",
+        "<saml:SubjectExtra Id=\"_good\"/></saml:Subject>",
+        1,
+    );
+    assert_eq!(
+        e(&id_twice),
+        SamlError::Signature(DsigError::DuplicateId("_good".into()))
+    );
     // The good signature copied into the evil assertion: its reference names an ID that
     // is not in the document.
     let moved = evil.replacen("</saml:Issuer>", &format!("</saml:Issuer>{signature}"), 1);

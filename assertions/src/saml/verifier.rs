@@ -52,6 +52,15 @@ impl Verifier {
         Ok(Verifier { keys, options })
     }
 
+    /// A verifier trusting the certificates of a PEM bundle (RSA keys of 2048 bits or
+    /// more, or P-256), e.g. an IdP's current and next signing certificates.
+    ///
+    /// # Errors
+    /// [`KeyError`] when the bundle holds no usable certificate.
+    pub fn from_certificates_pem(pem: &str, options: VerifyOptions) -> Result<Self, KeyError> {
+        Self::new(TrustedKey::from_certificates_pem(pem, 2048)?, options)
+    }
+
     /// The options in force.
     #[must_use]
     pub fn options(&self) -> &VerifyOptions {

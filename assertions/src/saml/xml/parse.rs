@@ -58,9 +58,7 @@ impl<'l> Builder<'l> {
         config.expand_empty_elements = false;
         config.trim_text(false);
         loop {
-            let event = reader
-                .read_event()
-                .map_err(|e| XmlError::Malformed(e.to_string()))?;
+            let event = reader.read_event().map_err(|e| malformed(&e))?;
             let first = !self.seen_anything;
             self.seen_anything = true;
             match event {
@@ -69,7 +67,7 @@ impl<'l> Builder<'l> {
                         return Err(XmlError::Malformed("misplaced XML declaration".into()));
                     }
                     if let Some(enc) = d.encoding() {
-                        let enc = enc.map_err(|e| XmlError::Malformed(e.to_string()))?;
+                        let enc = enc.map_err(|e| malformed(&e))?;
                         if !enc.eq_ignore_ascii_case("utf-8") {
                             return Err(XmlError::UnsupportedEncoding(enc.into_owned()));
                         }
@@ -87,7 +85,7 @@ impl<'l> Builder<'l> {
                         Ok(Some(c)) => c,
                         Ok(None) => predefined_entity(&r)
                             .ok_or_else(|| XmlError::UnknownEntity(truncate(&r, 32)))?,
-                        Err(e) => return Err(XmlError::Malformed(e.to_string())),
+                        Err(e) => return Err(malformed(&e)),
                     };
                     check_char(resolved)?;
                     let mut buf = [0u8; 4];
@@ -168,7 +166,7 @@ impl<'l> Builder<'l> {
         let mut raw_attrs: Vec<(String, String)> = Vec::new();
         let mut count = 0usize;
         for attr in s.attributes().with_checks(true) {
-            let attr: QAttribute<'_> = attr.map_err(|e| XmlError::Malformed(e.to_string()))?;
+            let attr: QAttribute<'_> = attr.map_err(|e| malformed(&e))?;
             count += 1;
             if count > self.limits.max_attributes {
                 return Err(XmlError::TooManyAttributes(self.limits.max_attributes));
@@ -283,6 +281,11 @@ impl<'l> Builder<'l> {
         }
         Ok(())
     }
+}
+
+/// A parser error as a bounded message (an error may quote a name of any length).
+fn malformed(e: &dyn std::fmt::Display) -> XmlError {
+    XmlError::Malformed(truncate(&e.to_string(), 160))
 }
 
 fn predefined_entity(name: &str) -> Option<char> {
