@@ -66,6 +66,10 @@ impl<'l> Builder<'l> {
                     if !first {
                         return Err(XmlError::Malformed("misplaced XML declaration".into()));
                     }
+                    // XML 1.1 normalises line ends differently (NEL, LS): only 1.0.
+                    if d.version().map_err(|e| malformed(&e))?.as_ref() != "1.0" {
+                        return Err(XmlError::Malformed("only XML 1.0 is accepted".into()));
+                    }
                     if let Some(enc) = d.encoding() {
                         let enc = enc.map_err(|e| malformed(&e))?;
                         if !enc.eq_ignore_ascii_case("utf-8") {

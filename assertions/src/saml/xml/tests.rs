@@ -48,6 +48,14 @@ fn dtd_entities_and_processing_instructions_are_refused() {
         Err(XmlError::UnsupportedEncoding("ISO-8859-1".into()))
     );
     assert!(matches!(p("<r>&#0;</r>"), Err(XmlError::Malformed(_))));
+    assert_eq!(
+        p("<?xml version=\"1.1\"?><r/>"),
+        Err(XmlError::Malformed("only XML 1.0 is accepted".into()))
+    );
+    assert!(matches!(
+        p(" <?xml version=\"1.0\"?><r/>"),
+        Err(XmlError::Malformed(_))
+    ));
 }
 
 #[test]
