@@ -78,6 +78,23 @@ fn xmlsec1_signed_assertions_verify() {
     }
 }
 
+/// ADFS style: no prefixes, default namespaces for both the assertion and the signature,
+/// fractional seconds in the times.
+#[test]
+fn xmlsec1_signed_default_namespace_assertion_verifies() {
+    let a = rsa_verifier()
+        .verify_xml(&read("xmlsec1/signed-default-ns.xml"))
+        .expect("verifies");
+    assert_eq!(a.subject.name_id, "CORP\\alice");
+    assert_eq!(a.issue_instant, ts("2026-12-01T10:00:00.123Z"));
+    assert_eq!(
+        a.attribute("http://schemas.xmlsoap.org/claims/Group"),
+        Some(&["Domain Users".to_string()][..])
+    );
+    let issuers = [ISSUER.to_string()];
+    assert_eq!(a.validate(&expectations(&issuers)), Ok(()));
+}
+
 #[test]
 fn a_comment_inside_the_name_id_does_not_cut_the_subject() {
     // xmlsec1 signed it with the comment in place; comments are outside a #ID digest.
