@@ -10,6 +10,31 @@
 //! audience, bearer confirmation). [`Verifier`] runs the whole path; [`sign`] produces
 //! what it accepts.
 //!
+//! For the gateway, compiled once per policy load, then per request:
+//!
+//! ```no_run
+//! use portcullis_assertions::saml::{Expectations, Verifier, VerifyOptions};
+//! # fn demo(idp_certs_pem: &str, credentials: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::from_certificates_pem(idp_certs_pem, VerifyOptions::default())?;
+//! let issuers = vec!["https://idp.example.com/metadata".to_string()];
+//! match verifier.verify_token(credentials) {
+//!     Ok(assertion) => {
+//!         assertion.validate(&Expectations {
+//!             issuers: &issuers,
+//!             audience: "https://gateway.example.com",
+//!             recipient: None,
+//!             now: jiff::Timestamp::now(),
+//!             skew: std::time::Duration::from_secs(60),
+//!             require_audience: true,
+//!         })?;
+//!         // assertion.subject.name_id, .attributes, .session_index; .id and
+//!         // .not_on_or_after() for a OneTimeUse / replay marker.
+//!     }
+//!     Err(e) => eprintln!("401 {}: {e}", e.code()), // e.g. "saml-signature-invalid"
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Which file owns what:
 //! - `token.rs`: header credentials to XML bytes; `xml.rs`: the parser and tree;
 //!   `c14n.rs`: exclusive and inclusive canonicalisation; `dsig.rs`: the signature
