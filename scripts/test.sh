@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. On a fresh Debian/Ubuntu machine it first installs what
 # the build needs (cmake: Pingora builds zlib-ng with it). Tests start their own servers on
-# ephemeral 127.0.0.1 ports; nothing else needs to be running.
+# ephemeral 127.0.0.1 ports; nothing else needs to be running. xmlsec1 is installed too and
+# PORTCULLIS_XMLSEC1=1 set, so the SAML interop test runs xmlsec1 --verify on our signatures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,11 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 # The Redis state store's tests start real servers (standalone and a 3-master Cluster);
 # the Debian package brings redis-cli too, which joins the Cluster.
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || missing+=(redis-server)
+# The SAML interop test has xmlsec1 (libxmlsec1) verify the assertions our signer makes.
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   install_packages "${missing[@]}"
 fi
 
-cargo test --workspace --all-targets "$@"
+PORTCULLIS_XMLSEC1=1 cargo test --workspace --all-targets "$@"

@@ -23,6 +23,7 @@ pub mod prefetch;
 pub mod query;
 pub mod quota;
 pub mod rate_limit;
+pub mod saml;
 pub mod template;
 pub mod verdict;
 
