@@ -2,7 +2,9 @@
 //! GCRA script over one key and over a request's two limits) beside its floors: a `PING`
 //! through our client (the round trip plus its runtime hop, deadline and breaker) and a bare
 //! `PING` on the redis crate's own multiplexed connection (the round trip alone); and a
-//! one-time marker through the Redis state store. Starts its own `redis-server`.
+//! one-time marker through the Redis state store. And the state store's round trips on
+//! Redis beside the same calls on SQLite (a token record read, a one-time marker written):
+//! what a fleet pays per store call against one host's file. Starts its own `redis-server`.
 //!
 //! `cargo bench -p portcullis-benches --bench redis`
 
@@ -15,7 +17,10 @@ use portcullis::redis::limiter::{ClusterCharge, RedisLimiter};
 use portcullis::redis::test_servers::RedisServer;
 use portcullis::redis::{RedisClient, RedisSettings, RedisUrl};
 use portcullis::store::redis::RedisStore;
-use portcullis::store::OnceStore;
+use portcullis::store::sqlite::SqliteStore;
+use portcullis::store::{
+    OnceStore, TokenFormat, TokenKind, TokenRecord, TokenStore, Usage,
+};
 use portcullis_assertions::gcra::Limit;
 
 fn bench(c: &mut Criterion) {
@@ -94,7 +99,70 @@ fn bench(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    // The same calls on both backends: a token record read (what require_bearer's prefetch
+    // does for a token not yet cached) and a one-time marker written (a replay check).
+    let redis_store = Arc::new(RedisStore::new(client.clone(), "bench-store").expect("store"));
+    let folder = tempfile::tempdir().expect("dir");
+    let sqlite_store =
+        Arc::new(SqliteStore::open(&folder.path().join("bench.db")).expect("sqlite"));
+    let backends: [(&str, Arc<dyn TokenStore>, Arc<dyn OnceStore>); 2] = [
+        ("redis", redis_store.clone(), redis_store),
+        ("sqlite", sqlite_store.clone(), sqlite_store),
+    ];
+    let mut group = c.benchmark_group("state store round trip");
+    for (name, tokens, once) in backends {
+        runtime
+            .block_on(tokens.insert_token(&record("bench-token")))
+            .expect("insert");
+        group.bench_function(format!("{name}: read a token record"), |b| {
+            b.iter(|| {
+                black_box(
+                    runtime
+                        .block_on(tokens.token("bench-token"))
+                        .expect("read"),
+                )
+            });
+        });
+        let mut n = 0u64;
+        group.bench_function(format!("{name}: write a one-time marker"), |b| {
+            b.iter(|| {
+                n += 1;
+                let key = format!("sig-{n}");
+                black_box(
+                    runtime
+                        .block_on(once.use_once(&key, 4_000_000_000, 1_800_000_000))
+                        .expect("once"),
+                )
+            });
+        });
+    }
+    group.finish();
     drop(server);
+}
+
+/// An access token record valid for a long while.
+fn record(id: &str) -> TokenRecord {
+    TokenRecord {
+        id: id.to_owned(),
+        kind: TokenKind::Access,
+        format: TokenFormat::Opaque,
+        client_id: "bench".to_owned(),
+        subject: "bench".to_owned(),
+        scope: "widgets.read".to_owned(),
+        grant_type: "client_credentials".to_owned(),
+        refresh_id: None,
+        family_id: None,
+        source: None,
+        issued_at: 1_800_000_000,
+        expires_at: 4_000_000_000,
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        rotated_at: None,
+        usage: Usage::default(),
+        flagged: None,
+    }
 }
 
 criterion_group!(benches, bench);
