@@ -42,6 +42,8 @@
 //! - `assertion.rs`: the wrapping defence and reading; `validate.rs`: expectations;
 //!   `verifier.rs`: the whole path; `error.rs`: [`SamlError`] and its stable codes.
 //! - `sign.rs`: signed assertions for the issuer and `portcullis sign saml`.
+//! - `step.rs`: the `require_saml` step (header, verified-assertion cache, one-time use,
+//!   variables).
 //! - `tests.rs`: public vectors (python3-saml, pysaml2); `validate_tests.rs`: the
 //!   python3-saml responses with one SAML-level defect each; `interop_tests.rs`: xmlsec1
 //!   outputs, sign/verify round trips, tampering and wrapping variants;
@@ -53,6 +55,7 @@ pub mod dsig;
 pub mod error;
 pub mod keys;
 pub mod sign;
+pub mod step;
 pub mod token;
 pub mod validate;
 pub mod verifier;
@@ -64,6 +67,7 @@ pub use assertion::{
 pub use error::SamlError;
 pub use keys::{KeyError, PublicKey, TrustedKey};
 pub use sign::{AssertionSpec, SamlSigningKey, SignError};
+pub use step::{OneTime, RequireSaml, SamlOutputs, VerifiedCache};
 pub use token::{AllowedEncodings, Encoding};
 pub use validate::{Expectations, ValidationError};
 pub use verifier::{Verifier, VerifyOptions};
@@ -73,6 +77,8 @@ pub use xml::XmlLimits;
 mod fuzz_tests;
 #[cfg(test)]
 mod interop_tests;
+#[cfg(test)]
+mod step_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
