@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
     let folder = tempfile::tempdir().expect("dir");
     let sqlite_store =
         Arc::new(SqliteStore::open(&folder.path().join("bench.db")).expect("sqlite"));
-    let backends: [(&str, Arc<dyn TokenStore>, Arc<dyn OnceStore>); 2] = [
+    let backends: [StoreUnderTest; 2] = [
         ("redis", redis_store.clone(), redis_store),
         ("sqlite", sqlite_store.clone(), sqlite_store),
     ];
@@ -132,6 +132,9 @@ fn bench(c: &mut Criterion) {
     group.finish();
     drop(server);
 }
+
+/// A backend's name and its token and marker stores.
+type StoreUnderTest = (&'static str, Arc<dyn TokenStore>, Arc<dyn OnceStore>);
 
 /// An access token record valid for a long while.
 fn record(id: &str) -> TokenRecord {

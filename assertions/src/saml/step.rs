@@ -283,11 +283,14 @@ impl Assertion for RequireSaml {
 
 const SHARDS: usize = 16;
 
+/// One shard of the cache: token digest → (until when, the verified assertion).
+type CacheShard = HashMap<[u8; 32], (u64, Arc<VerifiedAssertion>)>;
+
 /// Verified assertions by token digest, each until its `NotOnOrAfter` (plus skew). Bounded:
 /// a full shard drops its expired entries, then everything (the cheapest fair eviction).
 #[derive(Debug)]
 pub struct VerifiedCache {
-    shards: Vec<Mutex<HashMap<[u8; 32], (u64, Arc<VerifiedAssertion>)>>>,
+    shards: Vec<Mutex<CacheShard>>,
     per_shard: usize,
 }
 
@@ -301,10 +304,7 @@ impl VerifiedCache {
         }
     }
 
-    fn shard(
-        &self,
-        digest: &[u8; 32],
-    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (u64, Arc<VerifiedAssertion>)>> {
+    fn shard(&self, digest: &[u8; 32]) -> std::sync::MutexGuard<'_, CacheShard> {
         self.shards[usize::from(digest[0]) % SHARDS]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

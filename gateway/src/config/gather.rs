@@ -54,6 +54,11 @@ pub(crate) fn gather(
         )
         .filter_map(|service| service.0.as_ref());
     for service in services {
+        let mut files = Vec::new();
+        super::steps::named_files(&service.value.request, &mut files);
+        for file in files {
+            gathered.read(base.join(file), FileKind::Certificates);
+        }
         let Some(upstream) = service.value.upstream.0.as_ref() else {
             continue;
         };

@@ -64,6 +64,7 @@ mod rate_limit;
 mod require_api_key;
 mod require_bearer;
 mod require_hmac;
+mod require_saml;
 mod sign_hmac;
 mod validate_json;
 
@@ -164,6 +165,8 @@ assertion_kinds! {
     "validate_json" => ValidateJson(validate_json::ValidateJsonSpec),
     /// The request must carry a valid HMAC signature (AWS SigV4, SigV2, or a custom template).
     "require_hmac" => RequireHmac(require_hmac::RequireHmacSpec),
+    /// Require a signed SAML 2.0 assertion (`Authorization: SAML <base64(deflate(xml))>`) from a trusted issuer.
+    "require_saml" => RequireSaml(require_saml::RequireSamlSpec),
     /// Sign the request going upstream with a key of a key set.
     "sign_hmac" => SignHmac(sign_hmac::SignHmacSpec),
     /// Mask card numbers (PANs) in response bodies.
@@ -203,6 +206,19 @@ pub(crate) fn counts_in_store(steps: &StepList) -> bool {
             AssertionSpec::Any(inner) => counts_in_store(&inner.0),
             _ => false,
         })
+}
+
+/// The files the steps of `steps` read (certificate bundles), anywhere in the list: the
+/// gatherer reads them before anything is compiled.
+pub(crate) fn named_files<'s>(steps: &'s StepList, out: &mut Vec<&'s str>) {
+    for step in steps.iter().filter_map(|step| step.0.as_ref()) {
+        match &step.value {
+            AssertionSpec::RequireSaml(options) => out.push(options.certificates_file()),
+            AssertionSpec::All(inner) => named_files(&inner.0, out),
+            AssertionSpec::Any(inner) => named_files(&inner.0, out),
+            _ => {}
+        }
+    }
 }
 
 /// Compiles a pipeline's list. An `all` outside any `any` is flattened into the list: the
