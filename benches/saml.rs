@@ -1,7 +1,9 @@
 //! SAML bearer assertions: the whole `Verifier::verify_token` path (base64, inflate,
 //! parse, exclusive C14N, SHA-256, RSA-2048 or P-256 verification, reading) on a typical
 //! ~4 KiB signed assertion, its parts, and beside it the floor: one bare RSA-2048
-//! PKCS#1 v1.5 SHA-256 verification with the same crate.
+//! PKCS#1 v1.5 SHA-256 verification with the same crate. And the `require_saml` step on a
+//! token it verified before (a cache hit: the token's SHA-256, the time and audience checks,
+//! the variables) — what a client re-sending its token costs.
 //!
 //! `cargo bench -p portcullis-benches --bench saml`
 
@@ -150,6 +152,67 @@ fn saml(c: &mut Criterion) {
             });
         },
     );
+    group.finish();
+    step_cache_hit(c, &rsa_token);
+}
+
+/// The `require_saml` step on a token already in its verified-assertion cache.
+fn step_cache_hit(c: &mut Criterion, token: &str) {
+    use portcullis_assertions::hmac::FixedClock;
+    use portcullis_assertions::saml::{OneTime, RequireSaml, SamlOutputs, VerifiedCache};
+    use portcullis_assertions::{Assertion, Exchange, Request, VarRegistry, Verdict};
+    use std::sync::Arc;
+
+    let mut registry = VarRegistry::new();
+    let outputs = SamlOutputs {
+        subject: registry.define("saml.subject"),
+        issuer: registry.define("saml.issuer"),
+        session_index: registry.define("saml.session_index"),
+        client_id: registry.define("client.id"),
+        attributes: Vec::new(),
+    };
+    let step = RequireSaml {
+        header: http::header::AUTHORIZATION,
+        scheme: "SAML".into(),
+        verifier: Verifier::from_certificates_pem(
+            &fixture("rsa2048.cert.pem"),
+            VerifyOptions::default(),
+        )
+        .expect("verifier"),
+        issuers: vec!["https://idp.example.com/metadata".into()],
+        audience: "https://gateway.example.com".into(),
+        recipient: None,
+        skew: Duration::from_secs(30),
+        one_time: OneTime::Off,
+        markers: None,
+        required_attributes: Vec::new(),
+        outputs,
+        cache: VerifiedCache::new(1000),
+        // 2026-12-01T10:01:00Z, inside the typical assertion's five minutes.
+        clock: Arc::new(FixedClock::at(1_764_583_260)),
+    };
+    let (mut parts, ()) = http::Request::get("/api")
+        .header("authorization", format!("SAML {token}"))
+        .body(())
+        .expect("request")
+        .into_parts();
+    let mut run = || {
+        let mut x = Exchange::new(registry.len(), [127, 0, 0, 1].into(), [127, 0, 0, 1].into());
+        let verdict = step.on_request(
+            &mut Request {
+                head: &mut parts,
+                body: None,
+            },
+            &mut x,
+        );
+        assert!(matches!(verdict, Verdict::Continue), "the token passes");
+        black_box(x)
+    };
+    run();
+    let mut group = c.benchmark_group("saml");
+    group.bench_function("require_saml step, cache hit (~4 KiB token)", |b| {
+        b.iter(&mut run);
+    });
     group.finish();
 }
 

@@ -173,6 +173,8 @@ const CASES: &[Case] = &[
     Case { side: "request", step: "validate_json: {}", in_any: true, samples: &[&JSON, &BAD_JSON] },
     Case { side: "request", step: "require_bearer: {scopes: [a]}", in_any: true, samples: &[&BEARER, &GET] },
     Case { side: "request", step: "require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: orders}", in_any: true, samples: &[&UNSIGNED, &GET] },
+    Case { side: "request", step: "require_saml: {certificates: {fixtures}/saml/xmlsec1/p256.cert.pem, issuers: [i], audience: a, one_time_use: off}", in_any: true, samples: &[&BEARER, &GET] },
+    Case { side: "request", step: "require_saml: {certificates: {fixtures}/saml/xmlsec1/p256.cert.pem, issuers: [i], audience: a}", in_any: false, samples: &[&GET] },
     Case { side: "request", step: "sign_hmac: {scheme: aws-sigv4, keys: partners, access_key: AKIDPARTNERONE, region: eu-west-1, service: orders}", in_any: false, samples: &[&JSON] },
     Case { side: "request", step: "mask_pan: {}", in_any: false, samples: &[&JSON] },
     Case { side: "request", step: "rate_limit: {key: \"${client.ip}\", rate: 100/min}", in_any: false, samples: &[&GET] },
@@ -189,6 +191,7 @@ fn policy(dir: &Path, side: &str, list: &str) -> PathBuf {
         "listen: 127.0.0.1:8080\nstate: memory\nsecrets:\n  partner: {{file: {f}/hmac/partner-one-current.secret}}\nkeys:\n  partners:\n    - {{access_key: AKIDPARTNERONE, client: partner-one, secrets: [partner]}}\ntoken_service:\n  issuer: https://gw.test\n  signing_keys: [{{kid: k, file: {f}/oauth/gateway-es256-2026b.pem}}]\n  clients: []\nservices:\n  - name: s\n    upstream: http://127.0.0.1:9\n    {side}:\n      - {list}\n",
         f = fixtures.display()
     );
+    let text = text.replace("{fixtures}", &fixtures.display().to_string());
     let path = dir.join("policy.yaml");
     std::fs::write(&path, text).expect("write");
     path

@@ -190,6 +190,10 @@ fn credentials(s: &Scenario, port: u16, root: &Path) -> Result<Vec<String>, Stri
         // Made per request by the scenario's own wrk script (see `unique_sigv4_script`).
         Credential::None | Credential::SigV4Unique => Ok(vec!["X-Bench: 1".to_owned()]),
         Credential::ApiKey => Ok(vec![format!("X-Api-Key: {}", scenarios::API_KEY)]),
+        Credential::Saml => Ok(vec![format!(
+            "Authorization: {}",
+            scenarios::saml_authorization(root)?
+        )]),
         Credential::SigV4 => {
             let out = Command::new(root.join("target/release/portcullis"))
                 .env("BENCH_HMAC_SECRET", scenarios::HMAC_SECRET)
@@ -334,7 +338,9 @@ fn start_system(
         .find(|s| s.name == plan.scenario && plan.system == "portcullis");
     let (path, status) = match probe.map(|s| s.credential) {
         Some(Credential::Jwt | Credential::Opaque) => ("/.well-known/jwks.json", 200),
-        Some(Credential::ApiKey | Credential::SigV4 | Credential::SigV4Unique) => ("/", 401),
+        Some(
+            Credential::ApiKey | Credential::SigV4 | Credential::SigV4Unique | Credential::Saml,
+        ) => ("/", 401),
         _ => ("/", 200),
     };
     wait_for(

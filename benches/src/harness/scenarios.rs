@@ -29,6 +29,8 @@ pub enum Credential {
     /// A fresh SigV4 signature on every request (a unique query per request, signed before
     /// the run), so a replay check passes each one.
     SigV4Unique,
+    /// `Authorization: SAML` with a signed P-256 assertion, deflated (signed before the run).
+    Saml,
     Jwt,
     Opaque,
 }
@@ -46,16 +48,57 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "rate-limit-redis", about: "rate_limit, 2 limits on ${client.ip}, scope: cluster (one Redis round trip per request, never reached)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.25) },
     Scenario { name: "bearer-opaque-redis", about: "require_bearer, opaque token, state in Redis (verified-token cache; the revocation channel followed)", path: "/", credential: Credential::Opaque, baseline: "pass-through", target: Some(1.10) },
     Scenario { name: "hmac-sigv4-replay-redis", about: "require_hmac aws-sigv4, a fresh signature per request, replay markers in Redis (one SET NX per request)", path: "/", credential: Credential::SigV4Unique, baseline: "pass-through", target: Some(1.25) },
+    Scenario { name: "saml", about: "require_saml, a P-256-signed assertion deflated in the header (verified-assertion cache)", path: "/", credential: Credential::Saml, baseline: "pass-through", target: Some(1.15) },
     Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
 ];
 
 /// Scenarios the benchmark issue names whose assertions this build does not have yet.
-pub const NOT_BUILT: &[(&str, &str)] = &[("saml", "no SAML assertion in this build")];
+pub const NOT_BUILT: &[(&str, &str)] = &[];
 
 /// The secret behind the API key and the SigV4 key the scenarios use.
 pub const API_KEY: &str = "bench-key-0001";
 pub const HMAC_SECRET: &str = "bench-hmac-secret";
 pub const CLIENT_SECRET: &str = "bench-client-secret";
+/// Who issues the saml scenario's assertion, and for whom.
+pub const SAML_ISSUER: &str = "https://idp.bench";
+pub const SAML_AUDIENCE: &str = "https://gateway.bench";
+
+/// The saml scenario's `Authorization` value: an assertion signed with the fixture P-256 key,
+/// valid for an hour from now, deflated and base64-encoded.
+///
+/// # Errors
+/// The fixture key cannot be read, or signing failed.
+pub fn saml_authorization(root: &Path) -> Result<String, String> {
+    use base64::Engine as _;
+    use portcullis_assertions::saml::{sign::sign_assertion, AssertionSpec, SamlSigningKey};
+    use std::io::Write as _;
+    let pem = std::fs::read_to_string(root.join("fixtures/saml/xmlsec1/p256.key.pem"))
+        .map_err(|e| format!("saml key: {e}"))?;
+    let key = SamlSigningKey::from_pem(&pem).map_err(|e| e.to_string())?;
+    let spec = AssertionSpec {
+        issuer: SAML_ISSUER.into(),
+        subject: "bench@example.com".into(),
+        name_id_format: None,
+        audience: SAML_AUDIENCE.into(),
+        recipient: None,
+        session_index: Some("_bench".into()),
+        attributes: vec![("groups".into(), vec!["bench".into(), "load".into()])],
+        issued_at: jiff::Timestamp::now(),
+        valid_for: std::time::Duration::from_secs(3600),
+        one_time_use: false,
+    };
+    let xml = sign_assertion(&spec, &key, None).map_err(|e| e.to_string())?;
+    let mut deflater =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflater
+        .write_all(xml.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let deflated = deflater.finish().map_err(|e| e.to_string())?;
+    Ok(format!(
+        "SAML {}",
+        base64::engine::general_purpose::STANDARD.encode(deflated)
+    ))
+}
 
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest as _;
@@ -123,6 +166,10 @@ pub fn portcullis_policy(
         }
         "hmac-sigv4" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}\n".to_owned(),
         "hmac-sigv4-replay-redis" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_scope: cluster, max_skew: 15m}\n".to_owned(),
+        "saml" => format!(
+            "    request:\n      - require_saml: {{certificates: {}, issuers: [\"{SAML_ISSUER}\"], audience: \"{SAML_AUDIENCE}\"}}\n",
+            root.join("fixtures/saml/xmlsec1/p256.cert.pem").display()
+        ),
         "bearer-jwt" | "bearer-opaque" | "bearer-opaque-redis" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
         "mask-pan-16k" => "    response:\n      - mask_pan: {}\n".to_owned(),
         "rate-limit-local" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
