@@ -189,7 +189,7 @@ fn step_cache_hit(c: &mut Criterion, token: &str) {
         outputs,
         cache: VerifiedCache::new(1000),
         // 2026-12-01T10:01:00Z, inside the typical assertion's five minutes.
-        clock: Arc::new(FixedClock::at(1_764_583_260)),
+        clock: Arc::new(FixedClock::at(1_796_119_260)),
     };
     let (mut parts, ()) = http::Request::get("/api")
         .header("authorization", format!("SAML {token}"))

@@ -20,7 +20,7 @@ use crate::{Assertion, Request};
 
 const ISSUER: &str = "https://idp.example.com/metadata";
 const AUDIENCE: &str = "https://gateway.example.com";
-/// 2026-12-01T10:01:00Z: a minute after the test assertions are issued.
+/// 2025-12-01T10:01:00Z: a minute after the test assertions are issued.
 const NOW: u64 = 1_764_583_260;
 
 fn token(spec: &AssertionSpec) -> String {
