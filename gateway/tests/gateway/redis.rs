@@ -239,3 +239,29 @@ fn a_reload_keeps_the_redis_it_opened() {
         second.warnings
     );
 }
+
+/// A cluster-scope limit may count body bytes: the body is read before the round trip, so
+/// the fleet's bucket is charged what the request carries.
+#[test]
+fn cluster_scope_rate_limits_count_body_bytes() {
+    let redis = RedisServer::start();
+    let backend = Backend::start();
+    let policy = format!(
+        "state: \"{}\"\nservices:\n  - name: uploads\n    match: {{path: /uploads}}\n    upstream: \"{{backend}}\"\n    request:\n      - rate_limit: {{key: \"uploads\", rate: 100/h, burst: 100, cost: body_bytes, scope: cluster}}\n",
+        redis.url()
+    );
+    let first = crate::common::TestGateway::start(&policy, &backend.url());
+    let second = crate::common::TestGateway::start(&policy, &backend.url());
+    let post = |gw: &crate::common::TestGateway, bytes: usize| {
+        crate::common::client()
+            .post(gw.url("/uploads/x"))
+            .body(vec![b'x'; bytes])
+            .send()
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post(&first, 60), 200);
+    assert_eq!(post(&second, 60), 429, "60 + 60 bytes pass the fleet's 100");
+    assert_eq!(post(&second, 40), 200, "what is left fits");
+}
