@@ -1,13 +1,16 @@
 //! [`RedisClient`]: one shared connection to a Redis server or Cluster, with a deadline on
 //! every call and a circuit breaker in front.
 //!
-//! **A runtime of its own.** The connection's driver tasks run on a small tokio runtime
-//! owned by the client (one thread), never on a caller's. Callers come from everywhere:
+//! **A runtime of its own.** The shared connection's driver tasks run on a small tokio
+//! runtime owned by the client (one thread), never on a caller's. Callers come from everywhere:
 //! Pingora's per-thread runtimes, the throw-away runtimes of `store::wait` (policy load,
 //! the CLI), tests. A multiplexed connection whose driver lived on a throw-away runtime
 //! would die with it; here it lives as long as the client. Each call is spawned onto that
 //! runtime and awaited through its join handle, which any runtime can await. A call whose
 //! caller went away still runs to its deadline, so the breaker always learns its outcome.
+//!
+//! **And one per serving runtime** (`local.rs`): once Pingora's runtime has its own
+//! connection, a request's call runs on it inline, without the hand-off.
 //!
 //! **Deadlines.** Every call is bounded by the per-call timeout (default 50 ms), including
 //! the wait for a connection that is not up yet: no caller waits past it. Connecting runs
@@ -68,6 +71,8 @@ struct Inner {
     subscribers: Subscribers,
     /// How long answered calls took (refused and failed ones are counted apart).
     latency: prometheus::Histogram,
+    /// The serving runtimes' own connections.
+    local: super::local::LocalConnections,
 }
 
 /// Plain clients hold the password: never shown by `Debug`.
@@ -80,11 +85,13 @@ impl std::fmt::Debug for Subscribers {
 }
 
 /// The standalone connection manager or the cluster connection: both multiplex every
-/// call over their connections and reconnect by themselves.
+/// call over their connections and reconnect by themselves. Or a serving runtime's own
+/// multiplexed connection (`local.rs`), which is dropped and made again on an outage.
 #[derive(Clone)]
-enum Connection {
+pub(super) enum Connection {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Local(super::local::Standalone),
 }
 
 impl std::fmt::Debug for Connection {
@@ -92,6 +99,7 @@ impl std::fmt::Debug for Connection {
         f.write_str(match self {
             Connection::Standalone(_) => "Standalone",
             Connection::Cluster(_) => "Cluster",
+            Connection::Local(_) => "Local",
         })
     }
 }
@@ -101,6 +109,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
+            Connection::Local(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -113,6 +122,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Local(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -120,6 +130,7 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Standalone(c) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
+            Connection::Local(c) => c.get_db(),
         }
     }
 }
@@ -165,6 +176,15 @@ impl RedisClient {
         };
         let (connector, subscribers) =
             connector(settings).map_err(|error| invalid(error.to_string()))?;
+        let local_connector = match &connector {
+            Connector::Standalone(client, _) => super::local::LocalConnector::Standalone(
+                client.clone(),
+                ::redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(settings.connect_timeout))
+                    .set_response_timeout(Some(settings.timeout)),
+            ),
+            Connector::Cluster(client) => super::local::LocalConnector::Cluster(client.clone()),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("portcullis-redis")
@@ -173,6 +193,7 @@ impl RedisClient {
             .map_err(|error| invalid(format!("cannot start the redis runtime: {error}")))?;
         let latency =
             latency_histogram().map_err(|error| invalid(format!("latency histogram: {error}")))?;
+        let own_runtime = Some(runtime.handle().id());
         let (publish, connection) = watch::channel(None);
         runtime.spawn(keep_connecting(connector, publish, target.clone()));
         Ok(RedisClient {
@@ -187,6 +208,7 @@ impl RedisClient {
                 runtime: OwnRuntime(Some(runtime)),
                 subscribers: Subscribers(subscribers),
                 latency,
+                local: super::local::LocalConnections::new(local_connector, own_runtime),
             }),
         })
     }
@@ -325,29 +347,45 @@ impl RedisClient {
                 target: inner.target.clone(),
             });
         }
-        let Some(handle) = inner.runtime.handle() else {
-            return Err(self.failed("the redis runtime has stopped".to_owned()));
-        };
-        let mut connection = inner.connection.clone();
-        let task = handle.spawn(tokio::time::timeout(deadline, async move {
-            let ready = connection
-                .wait_for(Option::is_some)
-                .await
-                .map_err(|_| RedisError::from((ErrorKind::Client, "the connector stopped")))?
-                .clone();
-            match ready {
-                Some(connection) => work(connection).await,
-                None => Err(RedisError::from((ErrorKind::Client, "not connected"))),
-            }
-        }));
         let started = Instant::now();
-        let outcome = match task.await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            // The crate's own response timeout (the same deadline) may fire first.
-            Ok(Ok(Err(error))) if error.is_timeout() => Err(Failure::Timeout),
-            Ok(Ok(Err(error))) => Err(Failure::Redis(error)),
-            Ok(Err(_elapsed)) => Err(Failure::Timeout),
-            Err(join) => Err(Failure::Task(join.to_string())),
+        let outcome = if let Some(connection) = inner.local.for_current_runtime() {
+            // On the caller's own runtime: no hand-off to the client's thread.
+            let outcome = match tokio::time::timeout(deadline, work(connection)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) if error.is_timeout() => Err(Failure::Timeout),
+                Ok(Err(error)) => Err(Failure::Redis(error)),
+                Err(_elapsed) => Err(Failure::Timeout),
+            };
+            if matches!(&outcome, Err(Failure::Redis(error)) if is_outage(error))
+                || matches!(outcome, Err(Failure::Timeout))
+            {
+                inner.local.forget_current();
+            }
+            outcome
+        } else {
+            let Some(handle) = inner.runtime.handle() else {
+                return Err(self.failed("the redis runtime has stopped".to_owned()));
+            };
+            let mut connection = inner.connection.clone();
+            let task = handle.spawn(tokio::time::timeout(deadline, async move {
+                let ready = connection
+                    .wait_for(Option::is_some)
+                    .await
+                    .map_err(|_| RedisError::from((ErrorKind::Client, "the connector stopped")))?
+                    .clone();
+                match ready {
+                    Some(connection) => work(connection).await,
+                    None => Err(RedisError::from((ErrorKind::Client, "not connected"))),
+                }
+            }));
+            match task.await {
+                Ok(Ok(Ok(value))) => Ok(value),
+                // The crate's own response timeout (the same deadline) may fire first.
+                Ok(Ok(Err(error))) if error.is_timeout() => Err(Failure::Timeout),
+                Ok(Ok(Err(error))) => Err(Failure::Redis(error)),
+                Ok(Err(_elapsed)) => Err(Failure::Timeout),
+                Err(join) => Err(Failure::Task(join.to_string())),
+            }
         };
         let now = Instant::now();
         if !matches!(outcome, Err(Failure::Timeout | Failure::Task(_))) {
@@ -531,9 +569,28 @@ fn connector(settings: &RedisSettings) -> RedisResult<(Connector, Vec<Client>)> 
     }
 }
 
-/// Makes the first connection, retrying with backoff, and publishes it. Runs on the
-/// client's runtime; ends when it has published (the connection reconnects by itself from
-/// then on) or when the client is gone.
+/// How often the shared connection is checked while the serving runtimes use their own.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sends a `PING` on the shared connection every [`KEEP_ALIVE_EVERY`] until the client is
+/// gone. Requests mostly go through the serving runtimes' own connections, so without this
+/// the shared one would learn of a Redis restart only from the next caller's failed call
+/// (the connection manager reconnects when a call fails).
+async fn keep_alive(mut connection: Connection, publish: &watch::Sender<Option<Connection>>) {
+    while !publish.is_closed() {
+        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        let ping = ::redis::cmd("PING");
+        let _ = tokio::time::timeout(
+            KEEP_ALIVE_EVERY,
+            ping.query_async::<String>(&mut connection),
+        )
+        .await;
+    }
+}
+
+/// Makes the first connection, retrying with backoff, and publishes it, then keeps it alive.
+/// Runs on the client's runtime until the client is gone (the connection reconnects by
+/// itself once made).
 async fn keep_connecting(
     connector: Connector,
     publish: watch::Sender<Option<Connection>>,
@@ -557,7 +614,8 @@ async fn keep_connecting(
                 if attempts > 0 {
                     log::info!("redis {target}: connected after {attempts} failed attempt(s)");
                 }
-                let _ = publish.send(Some(connection));
+                let _ = publish.send(Some(connection.clone()));
+                keep_alive(connection, &publish).await;
                 return;
             }
             Err(error) => {

@@ -12,6 +12,7 @@
 pub mod breaker;
 pub mod client;
 pub mod limiter;
+mod local;
 pub mod metrics;
 pub mod pubsub;
 #[doc(hidden)]
