@@ -47,6 +47,10 @@ pub struct RedisStats {
     pub failures: u64,
     /// Calls that failed because they passed their deadline.
     pub timeouts: u64,
+    /// Connections made by serving runtimes (first ones and reconnections after an outage).
+    pub connects: u64,
+    /// Pub/sub subscriptions made (first ones and re-subscriptions after a drop).
+    pub subscriptions: u64,
     pub breaker: BreakerStats,
 }
 
@@ -73,6 +77,8 @@ struct Inner {
     latency: prometheus::Histogram,
     /// The serving runtimes' own connections.
     local: super::local::LocalConnections,
+    /// Pub/sub subscriptions made.
+    subscriptions: Arc<AtomicU64>,
 }
 
 /// Plain clients hold the password: never shown by `Debug`.
@@ -209,6 +215,7 @@ impl RedisClient {
                 subscribers: Subscribers(subscribers),
                 latency,
                 local: super::local::LocalConnections::new(local_connector, own_runtime),
+                subscriptions: Arc::default(),
             }),
         })
     }
@@ -231,6 +238,8 @@ impl RedisClient {
             calls: self.inner.calls.load(Ordering::Relaxed),
             failures: self.inner.failures.load(Ordering::Relaxed),
             timeouts: self.inner.timeouts.load(Ordering::Relaxed),
+            connects: self.inner.local.connects(),
+            subscriptions: self.inner.subscriptions.load(Ordering::Relaxed),
             breaker: self.inner.breaker.stats(),
         }
     }
@@ -440,6 +449,7 @@ impl RedisClient {
             channel,
             publish,
             self.inner.target.clone(),
+            Arc::clone(&self.inner.subscriptions),
         ));
         Some(heard)
     }

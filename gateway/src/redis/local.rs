@@ -11,6 +11,7 @@
 //! dropped and made again. At most [`MAX_RUNTIMES`] runtimes are tracked.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,8 @@ pub(super) struct LocalConnections {
     /// The client's own runtime, which uses the shared connection.
     own: Option<Id>,
     slots: Arc<Mutex<HashMap<Id, Slot>>>,
+    /// Connections made so far.
+    connects: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LocalConnections {
@@ -60,7 +63,13 @@ impl LocalConnections {
             connector,
             own,
             slots: Arc::default(),
+            connects: Arc::default(),
         }
+    }
+
+    /// Connections made so far (first ones and reconnections).
+    pub(super) fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Slot>> {
@@ -90,6 +99,7 @@ impl LocalConnections {
         drop(slots);
         let connector = self.connector.clone();
         let slots = Arc::clone(&self.slots);
+        let connects = Arc::clone(&self.connects);
         handle.spawn(async move {
             let made = match connector {
                 LocalConnector::Standalone(client, config) => client
@@ -101,7 +111,10 @@ impl LocalConnections {
                 }
             };
             let slot = match made {
-                Ok(connection) => Slot::Ready(connection),
+                Ok(connection) => {
+                    connects.fetch_add(1, Ordering::Relaxed);
+                    Slot::Ready(connection)
+                }
                 Err(_) => Slot::Failed(Instant::now()),
             };
             slots

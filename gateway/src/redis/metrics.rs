@@ -19,6 +19,8 @@ pub struct RedisCollector {
     breaker_opened: IntCounter,
     breaker_refused: IntCounter,
     breaker_open: IntGauge,
+    connects: IntCounter,
+    subscriptions: IntCounter,
     /// Two scrapes at once must not both add the same growth.
     scraping: Mutex<()>,
 }
@@ -55,6 +57,14 @@ impl RedisCollector {
                 "portcullis_redis_breaker_refused_total",
                 "Calls failed at once by the open circuit breaker, without a network call.",
             )?,
+            connects: counter(
+                "portcullis_redis_connects_total",
+                "Connections to Redis made by the serving runtimes: first ones and reconnections after an outage.",
+            )?,
+            subscriptions: counter(
+                "portcullis_redis_subscriptions_total",
+                "Pub/sub subscriptions to the revocation channel made: the first one and re-subscriptions after a drop.",
+            )?,
             breaker_open: IntGauge::with_opts(Opts::new(
                 "portcullis_redis_breaker_open",
                 "1 while the Redis circuit breaker is open, else 0.",
@@ -78,6 +88,8 @@ impl Collector for RedisCollector {
             self.breaker_opened.desc(),
             self.breaker_refused.desc(),
             self.breaker_open.desc(),
+            self.connects.desc(),
+            self.subscriptions.desc(),
             self.client.latency().desc(),
         ]
         .concat()
@@ -94,6 +106,8 @@ impl Collector for RedisCollector {
         catch_up(&self.timeouts, stats.timeouts);
         catch_up(&self.breaker_opened, stats.breaker.opened);
         catch_up(&self.breaker_refused, stats.breaker.refused);
+        catch_up(&self.connects, stats.connects);
+        catch_up(&self.subscriptions, stats.subscriptions);
         self.breaker_open
             .set(i64::try_from(stats.breaker.open).unwrap_or(1));
         [
@@ -103,6 +117,8 @@ impl Collector for RedisCollector {
             self.breaker_opened.collect(),
             self.breaker_refused.collect(),
             self.breaker_open.collect(),
+            self.connects.collect(),
+            self.subscriptions.collect(),
             self.client.latency().collect(),
         ]
         .concat()

@@ -39,6 +39,7 @@ pub(super) async fn follow(
     channel: String,
     heard: watch::Sender<Heard>,
     target: String,
+    made: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut backoff = Duration::from_millis(20);
     let mut failures = 0u32;
@@ -56,6 +57,7 @@ pub(super) async fn follow(
                 failures = 0;
                 backoff = Duration::from_millis(20);
                 heard.send_modify(|heard| heard.subscriptions += 1);
+                made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 listen(subscription, &heard).await;
                 log::warn!(
                     "redis {target}: the subscription to \"{channel}\" dropped; re-subscribing"
