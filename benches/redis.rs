@@ -18,9 +18,7 @@ use portcullis::redis::test_servers::RedisServer;
 use portcullis::redis::{RedisClient, RedisSettings, RedisUrl};
 use portcullis::store::redis::RedisStore;
 use portcullis::store::sqlite::SqliteStore;
-use portcullis::store::{
-    OnceStore, TokenFormat, TokenKind, TokenRecord, TokenStore, Usage,
-};
+use portcullis::store::{OnceStore, TokenFormat, TokenKind, TokenRecord, TokenStore, Usage};
 use portcullis_assertions::gcra::Limit;
 
 fn bench(c: &mut Criterion) {
@@ -116,13 +114,7 @@ fn bench(c: &mut Criterion) {
             .block_on(tokens.insert_token(&record("bench-token")))
             .expect("insert");
         group.bench_function(format!("{name}: read a token record"), |b| {
-            b.iter(|| {
-                black_box(
-                    runtime
-                        .block_on(tokens.token("bench-token"))
-                        .expect("read"),
-                )
-            });
+            b.iter(|| black_box(runtime.block_on(tokens.token("bench-token")).expect("read")));
         });
         let mut n = 0u64;
         group.bench_function(format!("{name}: write a one-time marker"), |b| {

@@ -1,6 +1,6 @@
 //! Brute-force protection for the gateway's own credentials: failed client authentications
-//! at the token endpoint and failed admin tokens are counted per client address and per
-//! client id (GCRA buckets, `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
+//! at the token endpoint, failed admin tokens and failed users at the SAML issuer are
+//! counted per client address and per client id (or user name) (GCRA buckets, `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
 //! Once a bucket is empty, every attempt from that address or for that id is answered `429`
 //! with `Retry-After` before its credentials are even looked at, so guessing runs at the
 //! refill rate whatever the attacker sends. Successful attempts count nothing.
@@ -51,6 +51,8 @@ pub enum Surface {
     TokenEndpoint,
     /// The admin API's bearer token.
     Admin,
+    /// The SAML issuer's HTTP Basic users (`/saml/token`); the id is the user name.
+    SamlIssuer,
 }
 
 impl Surface {
@@ -58,6 +60,7 @@ impl Surface {
         match self {
             Surface::TokenEndpoint => "token",
             Surface::Admin => "admin",
+            Surface::SamlIssuer => "saml",
         }
     }
 }
@@ -96,9 +99,13 @@ impl AuthFailures {
                     address_bucket(attempt.ip)
                 ),
             )),
-            attempt
-                .client_id
-                .map(|id| charge(limits.failed_auth_per_client, &format!("client\0{id}"))),
+            // Ids of different surfaces are different things (a client id, a user name).
+            attempt.client_id.map(|id| {
+                charge(
+                    limits.failed_auth_per_client,
+                    &format!("client\0{}\0{id}", attempt.surface.name()),
+                )
+            }),
         ]
     }
 

@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod redis;
 pub mod router;
 pub mod runtime;
+pub mod saml_issuer;
 pub mod server;
 pub mod sign_cli;
 pub mod sign_jwt;

@@ -32,6 +32,8 @@ use crate::runtime::{Runtime, Service};
 pub enum Admitted {
     /// One of the token service's own endpoints, answered by the gateway itself.
     TokenEndpoint(Endpoint),
+    /// The SAML issuer's endpoint, answered by the gateway itself.
+    SamlIssuer,
     /// A service route.
     Service(RouteDecision),
 }
@@ -61,12 +63,22 @@ pub fn admit_request(
 }
 
 fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, Rejection> {
-    if runtime.token_service.is_some() {
-        let endpoint = crate::path::canonicalize(head.uri.path())
-            .ok()
-            .and_then(|canonical| Endpoint::for_path(&canonical.routing));
-        if let Some(endpoint) = endpoint {
-            return Ok(Admitted::TokenEndpoint(endpoint));
+    if runtime.token_service.is_some() || runtime.saml_issuer.is_some() {
+        if let Ok(canonical) = crate::path::canonicalize(head.uri.path()) {
+            if runtime
+                .saml_issuer
+                .as_ref()
+                .is_some_and(|issuer| issuer.path == canonical.routing)
+            {
+                return Ok(Admitted::SamlIssuer);
+            }
+            let endpoint = runtime
+                .token_service
+                .as_ref()
+                .and_then(|_| Endpoint::for_path(&canonical.routing));
+            if let Some(endpoint) = endpoint {
+                return Ok(Admitted::TokenEndpoint(endpoint));
+            }
         }
     }
     let decision = route_request(runtime, request_host(head), head.uri.path())?;

@@ -18,5 +18,6 @@ mod quota;
 mod rate_limit;
 mod redis;
 mod routing;
+mod saml_issuer;
 mod slow_clients;
 mod upstream;
