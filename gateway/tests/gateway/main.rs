@@ -18,6 +18,7 @@ mod quota;
 mod rate_limit;
 mod redis;
 mod routing;
+mod saml_bearer;
 mod saml_issuer;
 mod slow_clients;
 mod upstream;
