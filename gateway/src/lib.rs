@@ -25,6 +25,7 @@ pub mod saml_issuer;
 pub mod server;
 pub mod sign_cli;
 pub mod sign_jwt;
+pub mod sign_saml;
 pub mod state;
 pub mod store;
 

@@ -25,7 +25,7 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::yaml::{Location, Spanned};
+use crate::config::yaml::{Lenient, Location, Spanned};
 
 /// Most users one file may list.
 pub const MAX_USERS: usize = 10_000;
@@ -44,7 +44,8 @@ pub const MAX_LANES: u32 = 8;
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UsersFileSpec {
-    pub users: Vec<Spanned<UserSpec>>,
+    /// Each user on its own: one that does not parse is reported, the others still checked.
+    pub users: Vec<Lenient<Spanned<UserSpec>>>,
 }
 
 /// One user.
@@ -184,12 +185,17 @@ impl Users {
         let mut costs: HashMap<(u32, u32, u32), usize> = HashMap::new();
         if spec.users.len() > MAX_USERS {
             errors.push(UserFileError {
-                loc: spec.users[MAX_USERS].loc,
+                loc: spec.users[MAX_USERS]
+                    .get()
+                    .map(|u| u.loc)
+                    .unwrap_or_default(),
                 path: format!("users[{MAX_USERS}]"),
                 message: format!("more than {MAX_USERS} users"),
             });
         }
         for (i, u) in spec.users.iter().take(MAX_USERS).enumerate() {
+            // One that did not parse was reported by the parser.
+            let Some(u) = u.get() else { continue };
             let path = format!("users[{i}]");
             let mut err = |loc: Location, what: &str, message: String| {
                 errors.push(UserFileError {
