@@ -104,7 +104,9 @@ fn bench(c: &mut Criterion) {
     let folder = tempfile::tempdir().expect("dir");
     let sqlite_store =
         Arc::new(SqliteStore::open(&folder.path().join("bench.db")).expect("sqlite"));
-    let backends: [(&str, Arc<dyn TokenStore>, Arc<dyn OnceStore>); 2] = [
+    /// A backend's name and the two purposes measured.
+    type Backend = (&'static str, Arc<dyn TokenStore>, Arc<dyn OnceStore>);
+    let backends: [Backend; 2] = [
         ("redis", redis_store.clone(), redis_store),
         ("sqlite", sqlite_store.clone(), sqlite_store),
     ];
