@@ -2,7 +2,8 @@
 //! `/saml/token` exchanged for a bearer token that reaches a `require_bearer` service, the
 //! token's record naming the assertion it was mapped from; the same assertion again, an
 //! expired one, one for another audience, one signed by an untrusted key, a Response
-//! instead of an Assertion and an unknown subject: all `invalid_grant`.
+//! instead of an Assertion and an unknown subject: all `invalid_grant`. And the shipped
+//! `policies/saml-issuer.yaml` end to end.
 
 use std::time::Duration;
 
@@ -230,4 +231,40 @@ fn bad_assertions_are_invalid_grants_with_a_precise_reason() {
         String::from_utf8(URL_SAFE_NO_PAD.decode(signed("p256.key.pem", |_| {})).expect("b64")).expect("utf8")
     );
     refused(&gw, &URL_SAFE_NO_PAD.encode(response), "not a Response");
+}
+
+#[test]
+fn the_shipped_saml_issuer_policy_works_end_to_end() {
+    let backend = Backend::start();
+    let gw = TestGateway::from_policy("saml-issuer.yaml", &backend.url());
+    let issued = client()
+        .post(gw.url("/saml/token"))
+        .basic_auth("alice", Some("alice-demo-password"))
+        .send()
+        .expect("issuer");
+    assert_eq!(issued.status(), 200);
+    let issued: serde_json::Value = issued.json().expect("json");
+    let xml = inflate(issued["token"].as_str().expect("token"));
+    let text = String::from_utf8(xml.clone()).expect("utf8");
+    assert!(
+        text.contains(">finance<") && !text.contains("alice@example.com"),
+        "{text}"
+    );
+    let (status, body) = exchange(&gw, &URL_SAFE_NO_PAD.encode(&xml), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "reports.read reports.write");
+    let resp = client()
+        .get(gw.url("/reports/7"))
+        .bearer_auth(body["access_token"].as_str().expect("token"))
+        .send()
+        .expect("call");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(backend.seen()[0].headers["x-subject"], "alice");
+    // bob's password is not alice's.
+    let wrong = client()
+        .post(gw.url("/saml/token"))
+        .basic_auth("bob", Some("alice-demo-password"))
+        .send()
+        .expect("issuer");
+    assert_eq!(wrong.status(), 401);
 }
