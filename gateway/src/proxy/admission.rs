@@ -40,9 +40,9 @@ pub enum Admitted {
 
 /// The front gates, in the order the gateway applies them: the head's clean-up and checks
 /// ([`admit_head`]), who the client is (`X-Forwarded-For` from trusted proxies only, read
-/// after hop-by-hop headers are gone), the token service's endpoints, routing on the
-/// canonical path, the service's methods, and a declared body size. Returns the client's
-/// address (the peer's when the head is refused) and where the request goes.
+/// after hop-by-hop headers are gone), the SAML issuer's and the token service's endpoints,
+/// routing on the canonical path, the service's methods, and a declared body size. Returns
+/// the client's address (the peer's when the head is refused) and where the request goes.
 pub fn admit_request(
     runtime: &Runtime,
     head: &mut RequestHeader,

@@ -338,10 +338,10 @@ impl Gateway {
 
     /// Answers the SAML issuer's endpoint.
     async fn serve_saml_issuer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(issuer) = ctx.runtime.as_ref().and_then(|r| r.saml_issuer.clone()) else {
+        let Some(runtime) = ctx.runtime.clone() else {
             return Ok(false);
         };
-        let Some(runtime) = ctx.runtime.clone() else {
+        let Some(issuer) = runtime.saml_issuer.clone() else {
             return Ok(false);
         };
         let gate = crate::auth_failures::Gate {
