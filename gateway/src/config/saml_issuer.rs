@@ -91,12 +91,16 @@ pub(crate) fn compile(
 ) -> Option<Arc<SamlIssuer>> {
     let s = &spec.value;
     let errors_before = context.errors.len();
-    for (value, what) in [(&s.entity_id, "entity_id"), (&s.audience, "audience")] {
+    for (value, what) in [(&s.entity_id, "entity_id"), (&s.audience, "audience")]
+        .into_iter()
+        .chain(s.recipient.as_ref().map(|r| (r, "recipient")))
+        .chain(s.name_id_format.as_ref().map(|f| (f, "name_id_format")))
+    {
         if value.value.trim().is_empty() || value.value.chars().any(char::is_control) {
             context.err(
                 value.loc,
                 &format!("saml_issuer.{what}"),
-                "an entity ID is a non-empty URI (e.g. https://gateway.example.com/saml)",
+                "a non-empty URI without control characters (e.g. https://gateway.example.com/saml)",
             );
         }
     }

@@ -32,6 +32,8 @@ pub const MAX_USERS: usize = 10_000;
 /// Most attributes per user and values per attribute.
 pub const MAX_ATTRIBUTES: usize = 64;
 pub const MAX_VALUES: usize = 64;
+/// Longest attribute name or value, bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
 
 /// argon2id costs accepted in the file: memory (KiB), passes, lanes. The floor is OWASP's
 /// least recommended memory; the ceilings keep one verification well under a second.
@@ -252,6 +254,17 @@ impl Users {
                     format!("at most {MAX_ATTRIBUTES} attributes of {MAX_VALUES} values each"),
                 );
             }
+            // XML 1.0 cannot carry most control characters: refused here, not at signing.
+            let unfit = |s: &str| s.len() > MAX_VALUE_BYTES || s.chars().any(char::is_control);
+            if u.value.attributes.iter().any(|(name, values)| {
+                name.is_empty() || unfit(name) || values.0.iter().any(|v| unfit(v))
+            }) {
+                err(
+                    u.loc,
+                    ".attributes",
+                    format!("attribute names and values are at most {MAX_VALUE_BYTES} bytes, without control characters, and names are not empty"),
+                );
+            }
             let user = User {
                 name: name.value.clone(),
                 hash,
@@ -384,7 +397,7 @@ mod tests {
     fn bad_entries_are_reported_at_their_lines() {
         let good = hash_password("pw").expect("hash");
         let text = format!(
-            "users:\n  - name: \"a:b\"\n    password_argon2id: \"{good}\"\n  - name: bob\n    password_argon2id: \"$2b$12$abcdefghijklmnopqrstuu\"\n  - name: carol\n    password_argon2id: \"$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n  - name: dave\n    password_argon2id: \"{good}\"\n  - name: dave\n    password_argon2id: \"{good}\"\n"
+            "users:\n  - name: \"a:b\"\n    password_argon2id: \"{good}\"\n  - name: bob\n    password_argon2id: \"$2b$12$abcdefghijklmnopqrstuu\"\n  - name: carol\n    password_argon2id: \"$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n  - name: dave\n    password_argon2id: \"{good}\"\n  - name: dave\n    password_argon2id: \"{good}\"\n  - name: erin\n    password_argon2id: \"{good}\"\n    attributes: {{note: \"a\\u0001b\"}}\n"
         );
         let errors = users(&text).expect_err("invalid");
         let shown: Vec<(usize, &str)> = errors
@@ -398,6 +411,7 @@ mod tests {
                 (5, "users[1].password_argon2id"),
                 (7, "users[2].password_argon2id"),
                 (10, "users[4].name"),
+                (12, "users[5].attributes"),
             ],
             "{errors:?}"
         );
