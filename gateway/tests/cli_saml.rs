@@ -256,4 +256,29 @@ services:
     );
     let out = run(&["check", "-c", good.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A certificate of another key, and a users file that is not there.
+    let text_of = std::fs::read_to_string(&good).expect("read");
+    let mismatched = write(
+        dir.path(),
+        "mismatched.yaml",
+        &text_of
+            .replace("p256.cert.pem", "rsa2048.cert.pem")
+            .replace("users-ok.yaml", "missing-users.yaml"),
+    );
+    let out = run(&["check", "-c", mismatched.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let m = mismatched.display();
+    for expected in [
+        format!("{m}:4:23: "),
+        "rsa2048.cert.pem is not the signing key's certificate (at saml_issuer.certificate)"
+            .to_owned(),
+        format!("{m}:5:15: cannot read users file"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
 }
