@@ -2,7 +2,8 @@
 //! `/saml/token` exchanged for a bearer token that reaches a `require_bearer` service, the
 //! token's record naming the assertion it was mapped from; the same assertion again, an
 //! expired one, one for another audience, one signed by an untrusted key, a Response
-//! instead of an Assertion and an unknown subject: all `invalid_grant`. And the shipped
+//! instead of an Assertion and an unknown subject: all `invalid_grant`; an assertion used
+//! on one gateway is refused on another sharing its Redis; and the shipped
 //! `policies/saml-issuer.yaml` end to end.
 
 use std::time::Duration;
@@ -21,11 +22,16 @@ use crate::saml_issuer::{
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:saml2-bearer";
 
 fn gateway() -> (tempfile::TempDir, Backend, TestGateway) {
+    gateway_on("memory")
+}
+
+/// The issuer and the token service trusting it, with state in `state`.
+fn gateway_on(state: &str) -> (tempfile::TempDir, Backend, TestGateway) {
     let dir = tempfile::tempdir().expect("dir");
     let users = write_users(dir.path());
     let backend = Backend::start();
     let text = format!(
-        r#"state: memory
+        r#"state: "{state}"
 trusted_proxies: [127.0.0.1]
 {issuer}token_service:
   issuer: {ISSUER}
@@ -156,6 +162,25 @@ fn an_assertion_from_the_issuer_is_exchanged_once_and_the_token_names_it() {
         .expect("grants")
         .iter()
         .any(|g| g == GRANT));
+}
+
+#[test]
+fn an_assertion_exchanged_on_one_gateway_is_refused_on_another_sharing_redis() {
+    let redis = portcullis::redis::test_servers::RedisServer::start();
+    let (_dir_a, _backend_a, a) = gateway_on(&redis.url());
+    let (_dir_b, _backend_b, b) = gateway_on(&redis.url());
+    let assertion = signed("p256.key.pem", |_| {});
+    assert_eq!(exchange(&a, &assertion, None).0, 200);
+    let (status, body) = exchange(&b, &assertion, None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("used before")),
+        "{body}"
+    );
+    // Another assertion is fine on either.
+    assert_eq!(exchange(&b, &signed("p256.key.pem", |_| {}), None).0, 200);
 }
 
 #[test]
