@@ -1,6 +1,7 @@
 //! Brute-force protection for the gateway's own credentials: failed client authentications
 //! at the token endpoint, failed admin tokens and failed users at the SAML issuer are
-//! counted per client address and per client id (or user name) (GCRA buckets, `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
+//! counted per client address and per client id or user name (GCRA buckets,
+//! `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
 //! Once a bucket is empty, every attempt from that address or for that id is answered `429`
 //! with `Retry-After` before its credentials are even looked at, so guessing runs at the
 //! refill rate whatever the attacker sends. Successful attempts count nothing.

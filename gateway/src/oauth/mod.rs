@@ -1,8 +1,7 @@
 //! The OAuth 2.0 token service: the gateway as authorization server (token endpoint with
 //! `client_credentials`, `jwt-bearer` (RFC 7523), `saml2-bearer` (RFC 7522) and rotating
-//! `refresh_token` grants,
-//! introspection (RFC 7662), revocation (RFC 7009), JWKS and RFC 8414 metadata) and as the
-//! resource-side validator behind `require_bearer`.
+//! `refresh_token` grants, introspection (RFC 7662), revocation (RFC 7009), JWKS and RFC
+//! 8414 metadata) and as the resource-side validator behind `require_bearer`.
 //!
 //! Every issued token, JWT or opaque, has a record in the state store: that is where its
 //! revocation, its refresh family and its usage live.
