@@ -251,6 +251,24 @@ mod tests {
     }
 
     #[test]
+    fn a_user_name_at_the_saml_issuer_is_not_the_client_id_of_the_same_name() {
+        let failures = AuthFailures::default();
+        let limits = ClientLimits {
+            failed_auth_per_ip: Limit::per_minute(1000),
+            failed_auth_per_client: Limit::per_minute(1),
+            ..ClientLimits::default()
+        };
+        let at = |surface| Attempt {
+            surface,
+            ip: "198.51.100.3".parse().expect("ip"),
+            client_id: Some("billing-app"),
+        };
+        failures.failed(&limits, &at(Surface::SamlIssuer));
+        assert!(failures.locked(&limits, &at(Surface::SamlIssuer)).is_some());
+        assert_eq!(failures.locked(&limits, &at(Surface::TokenEndpoint)), None);
+    }
+
+    #[test]
     fn an_ipv6_guesser_cannot_take_a_fresh_bucket_for_each_address_of_its_prefix() {
         let failures = AuthFailures::default();
         let limits = ClientLimits {
