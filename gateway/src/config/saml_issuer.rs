@@ -3,7 +3,6 @@
 //! certificate and users files were read by gathering; here they are parsed and checked
 //! once, each problem at its line (the users file's own problems at their line in it).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::context::CompileContext;
 use super::values::DurationSpec;
 use super::yaml::Spanned;
-use crate::saml_issuer::users::{Users, UsersFileSpec};
+use crate::saml_issuer::users::Users;
 use crate::saml_issuer::{SamlIssuer, NAME_ID_UNSPECIFIED};
 
 pub const DEFAULT_PATH: &str = "/saml/token";
@@ -286,19 +285,10 @@ fn users(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<Users> 
             return None;
         }
     };
-    let shown: Arc<Path> = Arc::from(full.as_path());
-    let parsed = super::parse_text::<UsersFileSpec>(shown.clone(), text, context.errors)?;
-    match Users::compile(&parsed.spec) {
+    match Users::load(Arc::from(full.as_path()), text) {
         Ok(users) => Some(users),
-        Err(errors) => {
-            context
-                .errors
-                .extend(errors.into_iter().map(|e| super::Diagnostic {
-                    file: shown.clone(),
-                    loc: Some(e.loc),
-                    path: e.path,
-                    message: e.message,
-                }));
+        Err(found) => {
+            context.errors.extend(found);
             None
         }
     }

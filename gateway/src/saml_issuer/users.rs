@@ -26,6 +26,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::yaml::{Lenient, Location, Spanned};
+use crate::config::Diagnostic;
 
 /// Most users one file may list.
 pub const MAX_USERS: usize = 10_000;
@@ -191,6 +192,33 @@ fn parse_hash(text: &str) -> Result<(PasswordHashString, Params), String> {
 }
 
 impl Users {
+    /// Parses and compiles a users file's text (bounded by the policy parser's limits);
+    /// every problem with its position in `file`.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn load(
+        file: std::sync::Arc<std::path::Path>,
+        text: &str,
+    ) -> Result<Users, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        let parsed = crate::config::parse_text::<UsersFileSpec>(file.clone(), text, &mut errors);
+        let Some(parsed) = parsed.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
+        Users::compile(&parsed.spec).map_err(|found| {
+            found
+                .into_iter()
+                .map(|e| Diagnostic {
+                    file: file.clone(),
+                    loc: Some(e.loc),
+                    path: e.path,
+                    message: e.message,
+                })
+                .collect()
+        })
+    }
+
     /// Compiles the parsed file, collecting every problem.
     ///
     /// # Errors
