@@ -203,20 +203,20 @@ impl Users {
     ) -> Result<Users, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let parsed = crate::config::parse_text::<UsersFileSpec>(file.clone(), text, &mut errors);
-        let Some(parsed) = parsed.filter(|_| errors.is_empty()) else {
-            return Err(errors);
-        };
-        Users::compile(&parsed.spec).map_err(|found| {
-            found
-                .into_iter()
-                .map(|e| Diagnostic {
-                    file: file.clone(),
-                    loc: Some(e.loc),
-                    path: e.path,
-                    message: e.message,
-                })
-                .collect()
-        })
+        // Entries that parsed are still checked, so every mistake shows at once.
+        let compiled = parsed.map(|parsed| Users::compile(&parsed.spec));
+        if let Some(Err(found)) = &compiled {
+            errors.extend(found.iter().map(|e| Diagnostic {
+                file: file.clone(),
+                loc: Some(e.loc),
+                path: e.path.clone(),
+                message: e.message.clone(),
+            }));
+        }
+        match compiled {
+            Some(Ok(users)) if errors.is_empty() => Ok(users),
+            _ => Err(errors),
+        }
     }
 
     /// Compiles the parsed file, collecting every problem.
