@@ -99,7 +99,7 @@ pub(crate) fn compile(
             context.err(
                 value.loc,
                 &format!("saml_issuer.{what}"),
-                "a non-empty URI without control characters (e.g. https://gateway.example.com/saml)",
+                format!("{what} must be a non-empty URI without control characters (e.g. https://gateway.example.com/saml)"),
             );
         }
     }
