@@ -50,6 +50,7 @@ fn service(store: StateStore) -> Arc<TokenService> {
         keys: SigningKeys::new(vec![key]).expect("ring"),
         clients,
         trusted: Vec::new(),
+        saml_trusted: Vec::new(),
         store,
         live: Arc::new(LiveTokens::default()),
         usage: UsagePolicy::default(),

@@ -1,6 +1,7 @@
 //! Brute-force protection for the gateway's own credentials: failed client authentications
-//! at the token endpoint and failed admin tokens are counted per client address and per
-//! client id (GCRA buckets, `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
+//! at the token endpoint, failed admin tokens and failed users at the SAML issuer are
+//! counted per client address and per client id or user name (GCRA buckets,
+//! `client_limits.failed_auth_per_ip` / `failed_auth_per_client`).
 //! Once a bucket is empty, every attempt from that address or for that id is answered `429`
 //! with `Retry-After` before its credentials are even looked at, so guessing runs at the
 //! refill rate whatever the attacker sends. Successful attempts count nothing.
@@ -51,6 +52,8 @@ pub enum Surface {
     TokenEndpoint,
     /// The admin API's bearer token.
     Admin,
+    /// The SAML issuer's HTTP Basic users (`/saml/token`); the id is the user name.
+    SamlIssuer,
 }
 
 impl Surface {
@@ -58,6 +61,7 @@ impl Surface {
         match self {
             Surface::TokenEndpoint => "token",
             Surface::Admin => "admin",
+            Surface::SamlIssuer => "saml",
         }
     }
 }
@@ -96,9 +100,13 @@ impl AuthFailures {
                     address_bucket(attempt.ip)
                 ),
             )),
-            attempt
-                .client_id
-                .map(|id| charge(limits.failed_auth_per_client, &format!("client\0{id}"))),
+            // Ids of different surfaces are different things (a client id, a user name).
+            attempt.client_id.map(|id| {
+                charge(
+                    limits.failed_auth_per_client,
+                    &format!("client\0{}\0{id}", attempt.surface.name()),
+                )
+            }),
         ]
     }
 
@@ -240,6 +248,24 @@ mod tests {
             failures.locked(&limits, &from("198.51.100.1", Some("other"))),
             None
         );
+    }
+
+    #[test]
+    fn a_user_name_at_the_saml_issuer_is_not_the_client_id_of_the_same_name() {
+        let failures = AuthFailures::default();
+        let limits = ClientLimits {
+            failed_auth_per_ip: Limit::per_minute(1000),
+            failed_auth_per_client: Limit::per_minute(1),
+            ..ClientLimits::default()
+        };
+        let at = |surface| Attempt {
+            surface,
+            ip: "198.51.100.3".parse().expect("ip"),
+            client_id: Some("billing-app"),
+        };
+        failures.failed(&limits, &at(Surface::SamlIssuer));
+        assert!(failures.locked(&limits, &at(Surface::SamlIssuer)).is_some());
+        assert_eq!(failures.locked(&limits, &at(Surface::TokenEndpoint)), None);
     }
 
     #[test]

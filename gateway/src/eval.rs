@@ -90,6 +90,13 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
             );
             return (out, true);
         }
+        Ok(Admitted::SamlIssuer) => {
+            let _ = writeln!(
+                out,
+                "verdict: ANSWERED by the SAML issuer (no service pipeline runs)"
+            );
+            return (out, true);
+        }
         Err(rejection) => {
             print_refusal(&mut out, &rejection, None);
             return (out, false);

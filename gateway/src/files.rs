@@ -23,6 +23,8 @@ pub enum FileKind {
     Key,
     /// A raw HTTP request for `eval`.
     Request,
+    /// The SAML issuer's users file.
+    Users,
 }
 
 impl FileKind {
@@ -34,6 +36,7 @@ impl FileKind {
             FileKind::Secret | FileKind::Key => 64 * 1024,
             FileKind::Certificates => 1024 * 1024,
             FileKind::Request => 16 * 1024 * 1024,
+            FileKind::Users => 4 * 1024 * 1024,
         }
     }
 
@@ -44,6 +47,7 @@ impl FileKind {
             FileKind::Certificates => "certificate file",
             FileKind::Key => "key file",
             FileKind::Request => "request file",
+            FileKind::Users => "users file",
         }
     }
 }

@@ -21,9 +21,11 @@ pub mod proxy;
 pub mod redis;
 pub mod router;
 pub mod runtime;
+pub mod saml_issuer;
 pub mod server;
 pub mod sign_cli;
 pub mod sign_jwt;
+pub mod sign_saml;
 pub mod state;
 pub mod store;
 

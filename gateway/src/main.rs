@@ -71,6 +71,8 @@ enum Command {
     Schema,
     /// Print the SHA-256 of an API key read from standard input, for `sha256:` in require_api_key.
     HashKey,
+    /// Print the argon2id hash (a PHC string) of a password read from standard input, for `password_argon2id:` in the SAML issuer's users file.
+    HashPassword,
     /// Sign a request as a client would (prints headers, a curl command or a presigned URL).
     Sign {
         #[command(subcommand)]
@@ -279,6 +281,28 @@ fn main() -> ExitCode {
                 hex::encode(portcullis_assertions::api_key::digest(key.as_bytes()))
             );
             ExitCode::SUCCESS
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            if std::io::stdin().read_to_string(&mut password).is_err() {
+                eprintln!("cannot read the password from standard input");
+                return ExitCode::from(2);
+            }
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                eprintln!("no password on standard input");
+                return ExitCode::from(2);
+            }
+            match portcullis::saml_issuer::users::hash_password(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("cannot hash the password: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Echo { listen } => {
             init_logging();

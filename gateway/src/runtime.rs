@@ -198,6 +198,8 @@ pub struct Runtime {
     pub effective: serde_json::Value,
     /// The OAuth token service, when the policy has one.
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
+    /// The SAML issuer (`/saml/token`), when the policy has one.
+    pub saml_issuer: Option<Arc<crate::saml_issuer::SamlIssuer>>,
     /// The state store (opened once, kept across reloads).
     pub store: crate::store::StateStore,
     /// The state store the policy names (`None` when it keeps no state); on a dry run the

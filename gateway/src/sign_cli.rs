@@ -1,6 +1,7 @@
 //! `portcullis sign`: signs a request the way a client must, and prints the headers (or a
 //! ready curl command, or a presigned URL), so a policy author can test `require_hmac` by
-//! hand. The secret is read from an environment variable or a file, never from the command
+//! hand; `sign jwt-bearer`, `sign jwks` and `sign saml` make credentials the token service
+//! and `require_saml` accept. The secret is read from an environment variable or a file, never from the command
 //! line (where it would land in shell history and process lists).
 
 use std::fmt::Write as _;
@@ -42,6 +43,8 @@ pub enum SignScheme {
     JwtBearer(crate::sign_jwt::AssertionArgs),
     /// The JWKS that publishes the public halves of PEM private keys (to serve as a trusted issuer's keys_url).
     Jwks(crate::sign_jwt::JwksArgs),
+    /// A signed SAML 2.0 bearer assertion, as the /saml/token issuer makes it (header credentials, XML, or the RFC 7522 grant's parameter).
+    Saml(crate::sign_saml::SamlArgs),
 }
 
 /// What every scheme takes.
@@ -141,6 +144,7 @@ pub fn run(scheme: &SignScheme) -> anyhow::Result<String> {
         SignScheme::AwsSigv4 { common, .. } | SignScheme::AwsSigv2 { common } => common,
         SignScheme::JwtBearer(a) => return crate::sign_jwt::assertion(a),
         SignScheme::Jwks(a) => return crate::sign_jwt::jwks(a),
+        SignScheme::Saml(a) => return crate::sign_saml::assertion(a),
     };
     let secret = common.secret()?;
     let body = common.body()?;
@@ -174,7 +178,7 @@ pub fn run(scheme: &SignScheme) -> anyhow::Result<String> {
         SignScheme::AwsSigv2 { .. } => {
             sign_sigv2(&mut head, &common.access_key, &secret, now).map_err(|e| anyhow!(e))?;
         }
-        SignScheme::JwtBearer(_) | SignScheme::Jwks(_) => {}
+        SignScheme::JwtBearer(_) | SignScheme::Jwks(_) | SignScheme::Saml(_) => {}
     }
     // The headers the signature added or changed, plus those the user gave.
     let mut lines = Vec::new();

@@ -490,12 +490,14 @@ fn every_command_has_help() {
         "eval",
         "schema",
         "hash-key",
+        "hash-password",
         "echo",
         "sign",
         "sign aws-sigv4",
         "sign aws-sigv2",
         "sign jwt-bearer",
         "sign jwks",
+        "sign saml",
     ] {
         let mut args: Vec<&str> = cmd.split(' ').collect();
         args.push("--help");

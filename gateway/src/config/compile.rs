@@ -167,6 +167,11 @@ pub(crate) fn compile(
         context.token_service =
             oauth::compile_token_service(token_service, store.clone(), &mut context);
     }
+    let saml_issuer = main
+        .spec
+        .saml_issuer
+        .present()
+        .and_then(|issuer| super::saml_issuer::compile(issuer, &mut context));
     let admin_token = main
         .spec
         .admin
@@ -192,6 +197,7 @@ pub(crate) fn compile(
         warnings,
         client_limits,
         token_service: context.token_service.clone(),
+        saml_issuer,
         key_sets: std::mem::take(&mut context.key_set_list),
         store,
         state_url: context.state_url.take(),

@@ -88,9 +88,17 @@ pub(crate) fn gather(
     {
         gathered.read(base.join(&ca_file.value), FileKind::Certificates);
     }
+    if let Some(issuer) = main.spec.saml_issuer.present() {
+        for (file, kind) in super::saml_issuer::files(&issuer.value) {
+            gathered.read(base.join(file), kind);
+        }
+    }
     if let Some(token_service) = main.spec.token_service.present() {
         for key in &token_service.value.signing_keys {
             gathered.read(base.join(&key.value.file.value), FileKind::Key);
+        }
+        for certificates in super::saml_bearer::files(&token_service.value) {
+            gathered.read(base.join(certificates), FileKind::Certificates);
         }
     }
     gathered

@@ -6,6 +6,8 @@ pub mod compile;
 pub(crate) mod context;
 pub(crate) mod gather;
 pub(crate) mod gathered;
+pub mod saml_bearer;
+pub mod saml_issuer;
 pub mod spec;
 pub mod steps;
 pub mod values;

@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use super::saml_bearer::SamlTrustedIssuerSpec;
+pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
 #[allow(clippy::wildcard_imports)]
 pub use super::values::*;
@@ -77,6 +79,11 @@ pub struct ConfigSpec {
     /// metadata, served on the proxy listener.
     #[serde(default)]
     pub token_service: Lenient<Option<Spanned<TokenServiceSpec>>>,
+    /// The SAML issuer: `POST /saml/token` exchanges HTTP Basic credentials of a users file
+    /// for a signed SAML 2.0 bearer assertion (`Authorization: SAML`), served on the proxy
+    /// listener.
+    #[serde(default)]
+    pub saml_issuer: Lenient<Option<Spanned<SamlIssuerSpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
@@ -393,6 +400,10 @@ pub struct TokenServiceSpec {
     /// Platforms whose role accounts may exchange signed JWTs for tokens (RFC 7523 jwt-bearer).
     #[serde(default)]
     pub trusted_issuers: Vec<Lenient<Spanned<TrustedIssuerSpec>>>,
+    /// Identity providers whose signed SAML 2.0 assertions may be exchanged for tokens
+    /// (RFC 7522 saml2-bearer).
+    #[serde(default)]
+    pub saml_issuers: Vec<Lenient<Spanned<SamlTrustedIssuerSpec>>>,
     /// Usage statistics and anomaly flags.
     #[serde(default)]
     pub usage: Option<UsageSpec>,

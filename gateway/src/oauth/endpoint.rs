@@ -381,6 +381,12 @@ async fn token(
             let assertion = form.require("assertion")?;
             token_service.jwt_bearer(assertion, scope).await?
         }
+        super::saml_bearer::GRANT_SAML2_BEARER if !token_service.saml_trusted.is_empty() => {
+            // As for jwt-bearer (RFC 7522 section 3.2): optional, but checked when sent.
+            token_service.authenticate(creds.id.as_deref(), creds.secret.as_deref())?;
+            let assertion = form.require("assertion")?;
+            token_service.saml_bearer(assertion, scope)?
+        }
         other => {
             return Err(ErrorCode::UnsupportedGrantType.error(format!(
                 "grant type {} is not supported",

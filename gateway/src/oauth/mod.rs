@@ -1,7 +1,7 @@
 //! The OAuth 2.0 token service: the gateway as authorization server (token endpoint with
-//! `client_credentials`, `jwt-bearer` (RFC 7523) and rotating `refresh_token` grants,
-//! introspection (RFC 7662), revocation (RFC 7009), JWKS and RFC 8414 metadata) and as the
-//! resource-side validator behind `require_bearer`.
+//! `client_credentials`, `jwt-bearer` (RFC 7523), `saml2-bearer` (RFC 7522) and rotating
+//! `refresh_token` grants, introspection (RFC 7662), revocation (RFC 7009), JWKS and RFC
+//! 8414 metadata) and as the resource-side validator behind `require_bearer`.
 //!
 //! Every issued token, JWT or opaque, has a record in the state store: that is where its
 //! revocation, its refresh family and its usage live.
@@ -16,6 +16,7 @@ pub mod live;
 pub mod remote;
 pub mod resolver;
 pub mod revocation_watch;
+pub mod saml_bearer;
 pub mod usage;
 
 use std::borrow::Cow;
@@ -133,7 +134,8 @@ pub struct Grant {
     pub family_id: Option<String>,
     pub previous_refresh: Option<String>,
     pub source: Option<String>,
-    /// A one-time marker to consume first (the assertion's `iss` + `jti`), until this time.
+    /// A one-time marker to consume first (the assertion's issuer and `jti` or SAML ID),
+    /// until this time.
     pub once: Option<(String, i64)>,
 }
 
@@ -173,6 +175,8 @@ pub struct TokenService {
     pub keys: SigningKeys,
     pub clients: HashMap<String, Client>,
     pub trusted: Vec<jwt_bearer::TrustedIssuer>,
+    /// Identity providers trusted for the saml2-bearer grant.
+    pub saml_trusted: Vec<saml_bearer::TrustedSamlIssuer>,
     pub store: StateStore,
     pub live: Arc<LiveTokens>,
     pub usage: UsagePolicy,
@@ -210,11 +214,14 @@ pub fn looks_like_jwt(token: &str) -> bool {
 impl TokenService {
     /// RFC 8414 metadata for this issuer.
     #[must_use]
-    pub fn metadata(issuer: &str, trusted: bool) -> serde_json::Value {
+    pub fn metadata(issuer: &str, trusted: bool, saml_trusted: bool) -> serde_json::Value {
         let base = issuer.trim_end_matches('/');
         let mut grants = vec![GRANT_CLIENT_CREDENTIALS, GRANT_REFRESH_TOKEN];
         if trusted {
             grants.push(GRANT_JWT_BEARER);
+        }
+        if saml_trusted {
+            grants.push(saml_bearer::GRANT_SAML2_BEARER);
         }
         serde_json::json!({
             "issuer": issuer,
@@ -300,7 +307,7 @@ impl TokenService {
             if !self.store.once().use_once(key, *until, now).await? {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidGrant,
-                    "this assertion has been used before (jti replay)",
+                    "this assertion has been used before (replay of its jti or ID)",
                 ));
             }
         }

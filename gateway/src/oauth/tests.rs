@@ -57,6 +57,7 @@ fn service(access_ttl: i64) -> Arc<TokenService> {
         keys,
         clients,
         trusted: Vec::new(),
+        saml_trusted: Vec::new(),
         store: StateStore::memory(),
         live: Arc::new(LiveTokens::default()),
         usage: UsagePolicy::default(),

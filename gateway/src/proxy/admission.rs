@@ -32,15 +32,17 @@ use crate::runtime::{Runtime, Service};
 pub enum Admitted {
     /// One of the token service's own endpoints, answered by the gateway itself.
     TokenEndpoint(Endpoint),
+    /// The SAML issuer's endpoint, answered by the gateway itself.
+    SamlIssuer,
     /// A service route.
     Service(RouteDecision),
 }
 
 /// The front gates, in the order the gateway applies them: the head's clean-up and checks
 /// ([`admit_head`]), who the client is (`X-Forwarded-For` from trusted proxies only, read
-/// after hop-by-hop headers are gone), the token service's endpoints, routing on the
-/// canonical path, the service's methods, and a declared body size. Returns the client's
-/// address (the peer's when the head is refused) and where the request goes.
+/// after hop-by-hop headers are gone), the SAML issuer's and the token service's endpoints,
+/// routing on the canonical path, the service's methods, and a declared body size. Returns
+/// the client's address (the peer's when the head is refused) and where the request goes.
 pub fn admit_request(
     runtime: &Runtime,
     head: &mut RequestHeader,
@@ -61,12 +63,22 @@ pub fn admit_request(
 }
 
 fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, Rejection> {
-    if runtime.token_service.is_some() {
-        let endpoint = crate::path::canonicalize(head.uri.path())
-            .ok()
-            .and_then(|canonical| Endpoint::for_path(&canonical.routing));
-        if let Some(endpoint) = endpoint {
-            return Ok(Admitted::TokenEndpoint(endpoint));
+    if runtime.token_service.is_some() || runtime.saml_issuer.is_some() {
+        if let Ok(canonical) = crate::path::canonicalize(head.uri.path()) {
+            if runtime
+                .saml_issuer
+                .as_ref()
+                .is_some_and(|issuer| issuer.path == canonical.routing)
+            {
+                return Ok(Admitted::SamlIssuer);
+            }
+            let endpoint = runtime
+                .token_service
+                .as_ref()
+                .and_then(|_| Endpoint::for_path(&canonical.routing));
+            if let Some(endpoint) = endpoint {
+                return Ok(Admitted::TokenEndpoint(endpoint));
+            }
         }
     }
     let decision = route_request(runtime, request_host(head), head.uri.path())?;

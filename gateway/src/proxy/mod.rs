@@ -103,6 +103,7 @@ impl ProxyHttp for Gateway {
             Ok(Admitted::TokenEndpoint(endpoint)) => {
                 return self.serve_token_endpoint(session, ctx, endpoint).await;
             }
+            Ok(Admitted::SamlIssuer) => return self.serve_saml_issuer(session, ctx).await,
             Err(rejection) => return refuse(session, ctx, &rejection, false).await,
         };
         ctx.forwarded_path = decision.forwarded;
@@ -333,6 +334,35 @@ impl Gateway {
         ctx.reason = answer.reason;
         oauth::endpoint::write(session, &answer).await?;
         Ok(true)
+    }
+
+    /// Answers the SAML issuer's endpoint.
+    async fn serve_saml_issuer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(runtime) = ctx.runtime.clone() else {
+            return Ok(false);
+        };
+        let Some(issuer) = runtime.saml_issuer.clone() else {
+            return Ok(false);
+        };
+        let gate = crate::auth_failures::Gate {
+            failures: &self.state.auth_failures,
+            limits: &runtime.client_limits,
+            surface: crate::auth_failures::Surface::SamlIssuer,
+            ip: ctx.exchange.client_ip,
+        };
+        match crate::saml_issuer::endpoint::serve(&issuer, session, gate).await? {
+            Ok(json) => {
+                self.state.metrics.token_answer("saml", "ok");
+                crate::saml_issuer::endpoint::write_issued(session, json).await?;
+                Ok(true)
+            }
+            Err(rejection) => {
+                self.state.metrics.token_answer("saml", rejection.code);
+                // Every refusal but 405 comes after the body was read.
+                let body_read = rejection.status != http::StatusCode::METHOD_NOT_ALLOWED;
+                refuse(session, ctx, &rejection, body_read).await
+            }
+        }
     }
 
     /// With durable usage, this request's use is in the store before it goes upstream.

@@ -19,5 +19,7 @@ mod rate_limit;
 mod redis;
 mod routing;
 mod saml;
+mod saml_bearer;
+mod saml_issuer;
 mod slow_clients;
 mod upstream;

@@ -157,7 +157,8 @@ pub(super) fn compile_token_service(
     }
 
     let keys = keys?;
-    let metadata = TokenService::metadata(&issuer, !trusted.is_empty());
+    let saml_trusted = crate::config::saml_bearer::compile(token_service, context);
+    let metadata = TokenService::metadata(&issuer, !trusted.is_empty(), !saml_trusted.is_empty());
     let base = issuer.trim_end_matches('/');
     Some(Arc::new(TokenService {
         token_endpoint: format!("{base}/oauth2/token"),
@@ -171,6 +172,7 @@ pub(super) fn compile_token_service(
         keys,
         clients,
         trusted,
+        saml_trusted,
         store,
         live: context.carry.live.clone(),
         usage: UsagePolicy {

@@ -1,0 +1,260 @@
+//! `POST /saml/token`: HTTP Basic against the users file, then a signed assertion.
+//!
+//! In order: the method (`405` but for `POST`); the body, read and dropped (`413` past
+//! [`MAX_BODY`]); the Basic credentials (`401` with the challenge when missing or
+//! malformed); the brute-force gate ([`crate::auth_failures`], surface `saml`: per address
+//! and per user name, `429` with `Retry-After` before the password is even looked at);
+//! the password, verified on the blocking pool, at most one per core at once (`503` when
+//! none frees up in time); a wrong password or unknown user counts as a failure and gets
+//! `401`. Refusals are problem+json; the success answer is JSON with `Cache-Control:
+//! no-store`. Nothing here logs a password or a user name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, Method, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use portcullis_assertions::Rejection;
+
+use super::SamlIssuer;
+use crate::auth_failures::{retry_after_secs, Gate};
+
+/// Largest request body read (and dropped): the request carries nothing in it.
+pub const MAX_BODY: usize = 8 * 1024;
+/// Longest wait for a free verification slot before `503`.
+const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// The outcome, before it is written: the JSON of an issued assertion, or a refusal.
+pub type Outcome = Result<Vec<u8>, Rejection>;
+
+/// Serves one request; the head is known, the body is read here.
+///
+/// # Errors
+/// Reading the body failed (the client went away or broke its framing).
+pub async fn serve(
+    issuer: &Arc<SamlIssuer>,
+    session: &mut Session,
+    gate: Gate<'_>,
+) -> Result<Outcome> {
+    let head = session.req_header();
+    if head.method != Method::POST {
+        return Ok(Err(Rejection::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "the SAML issuer takes POST",
+        )
+        .with_header(ALLOW, HeaderValue::from_static("POST"))));
+    }
+    let declared = head
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let credentials = basic_credentials(head.headers.get(AUTHORIZATION));
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        session.set_keepalive(None);
+        return Ok(Err(body_too_large()));
+    }
+    let mut seen = 0usize;
+    while let Some(chunk) = session.read_request_body().await? {
+        seen += chunk.len();
+        if seen > MAX_BODY {
+            session.set_keepalive(None);
+            return Ok(Err(body_too_large()));
+        }
+    }
+    Ok(authenticate_and_issue(issuer, credentials, gate).await)
+}
+
+async fn authenticate_and_issue(
+    issuer: &Arc<SamlIssuer>,
+    credentials: Credentials,
+    gate: Gate<'_>,
+) -> Outcome {
+    let (name, password) = match credentials {
+        Credentials::Given { name, password } => (name, password),
+        Credentials::Missing => {
+            return Err(unauthorized(issuer, "HTTP Basic credentials are required"));
+        }
+        Credentials::Malformed => {
+            gate.failed(None);
+            return Err(unauthorized(issuer, "the Basic credentials are malformed"));
+        }
+    };
+    if let Some(wait) = gate.locked(Some(&name)) {
+        let seconds = retry_after_secs(wait);
+        return Err(Rejection::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-failed-authentications",
+            format!("too many failed authentications from this address or for this user; retry in {seconds} s"),
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+    let Ok(Ok(_permit)) =
+        tokio::time::timeout(VERIFY_QUEUE_WAIT, issuer.verifications.acquire()).await
+    else {
+        return Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "issuer-busy",
+            "too many authentications are being checked; try again shortly",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1")));
+    };
+    let work = issuer.clone();
+    let user = name.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        work.users
+            .verify(&user, &password)
+            .map(|u| work.issue(u, jiff::Timestamp::now()))
+    })
+    .await;
+    match verified {
+        Ok(Some(Ok(issued))) => Ok(serde_json::to_vec(&issued).unwrap_or_default()),
+        Ok(None) => {
+            gate.failed(Some(&name));
+            Err(unauthorized(issuer, "the user name or password is wrong"))
+        }
+        Ok(Some(Err(e))) => {
+            log::error!("saml issuer: cannot sign an assertion: {e}");
+            Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "assertion-not-signed",
+                "the assertion could not be signed",
+            ))
+        }
+        Err(e) => {
+            log::error!("saml issuer: verification task failed: {e}");
+            Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "assertion-not-signed",
+                "the credentials could not be checked",
+            ))
+        }
+    }
+}
+
+fn unauthorized(issuer: &SamlIssuer, detail: &'static str) -> Rejection {
+    Rejection::new(StatusCode::UNAUTHORIZED, "authentication-failed", detail)
+        .with_header(WWW_AUTHENTICATE, issuer.challenge.clone())
+}
+
+fn body_too_large() -> Rejection {
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the SAML issuer reads no body; at most {MAX_BODY} bytes are accepted"),
+    )
+}
+
+/// What `Authorization` held.
+#[derive(PartialEq, Eq)]
+enum Credentials {
+    Missing,
+    Malformed,
+    Given { name: String, password: String },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Credentials::Missing => "Missing",
+            Credentials::Malformed => "Malformed",
+            Credentials::Given { .. } => "Given(..)",
+        })
+    }
+}
+
+/// RFC 7617: `Basic base64(user-id ":" password)`, UTF-8, the user-id without `:`.
+fn basic_credentials(value: Option<&HeaderValue>) -> Credentials {
+    let Some(value) = value else {
+        return Credentials::Missing;
+    };
+    let Ok(text) = value.to_str() else {
+        return Credentials::Malformed;
+    };
+    let Some((scheme, rest)) = text.trim().split_once(' ') else {
+        return Credentials::Malformed;
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        // Another scheme is not Basic credentials at all: ask for them.
+        return Credentials::Missing;
+    }
+    let Ok(raw) = STANDARD.decode(rest.trim()) else {
+        return Credentials::Malformed;
+    };
+    let Ok(raw) = String::from_utf8(raw) else {
+        return Credentials::Malformed;
+    };
+    match raw.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Credentials::Given {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        },
+        _ => Credentials::Malformed,
+    }
+}
+
+/// Writes the success answer: JSON, never cached.
+///
+/// # Errors
+/// The client went away.
+pub async fn write_issued(session: &mut Session, json: Vec<u8>) -> Result<()> {
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, "application/json")?;
+    resp.insert_header(CONTENT_LENGTH, json.len().to_string())?;
+    resp.insert_header(CACHE_CONTROL, "no-store")?;
+    resp.insert_header(PRAGMA, "no-cache")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(json)), true)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: &str) -> Credentials {
+        basic_credentials(Some(&HeaderValue::from_str(v).expect("value")))
+    }
+
+    #[test]
+    fn basic_credentials_follow_rfc_7617() {
+        assert_eq!(basic_credentials(None), Credentials::Missing);
+        assert_eq!(
+            parse(&format!("Basic {}", STANDARD.encode("alice:pa:ss wörd"))),
+            Credentials::Given {
+                name: "alice".to_owned(),
+                password: "pa:ss wörd".to_owned()
+            }
+        );
+        assert_eq!(
+            parse(&format!("basic  {}", STANDARD.encode("bob:"))),
+            Credentials::Given {
+                name: "bob".to_owned(),
+                password: String::new()
+            }
+        );
+        assert_eq!(parse("Bearer abc"), Credentials::Missing);
+        assert_eq!(parse("Basic !!!"), Credentials::Malformed);
+        assert_eq!(
+            parse(&format!("Basic {}", STANDARD.encode("no-colon"))),
+            Credentials::Malformed
+        );
+        assert_eq!(
+            parse(&format!("Basic {}", STANDARD.encode(":pw"))),
+            Credentials::Malformed
+        );
+        assert_eq!(parse("Basic"), Credentials::Malformed);
+    }
+}

@@ -1,0 +1,213 @@
+//! The SAML issuer (`saml_issuer:` in the policy): `POST /saml/token` authenticates HTTP
+//! Basic against a users file and answers a signed SAML 2.0 bearer assertion, deflated and
+//! base64-encoded, ready for `Authorization: SAML <token>`.
+//!
+//! [`users`]: the users file (argon2id hashes, attributes). [`endpoint`]: the HTTP side
+//! (method, Basic credentials, the brute-force gate, the answer). This file: the compiled
+//! issuer and what one issued assertion says (`portcullis sign saml` signs the same way
+//! offline).
+
+pub mod endpoint;
+pub mod users;
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use http::HeaderValue;
+use jiff::Timestamp;
+use portcullis_assertions::saml::sign::{new_assertion_id, sign_assertion_with_id};
+use portcullis_assertions::saml::{AssertionSpec, SamlSigningKey, SignError};
+use serde::Serialize;
+
+use users::{User, Users};
+
+/// `NameID Format` when the policy names none.
+pub const NAME_ID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
+
+/// The compiled issuer.
+#[derive(Debug)]
+pub struct SamlIssuer {
+    /// The canonical path it answers on (`/saml/token` by default).
+    pub path: String,
+    /// Our entity ID: the assertions' `Issuer`.
+    pub entity_id: String,
+    /// The relying party's entity ID: the `Audience`.
+    pub audience: String,
+    /// The bearer confirmation's `Recipient`, when the relying party checks one.
+    pub recipient: Option<String>,
+    pub name_id_format: String,
+    /// How long an assertion is valid (`NotOnOrAfter` of the conditions and confirmation).
+    pub validity: Duration,
+    /// Attributes of the users file that go into assertions (`None`: all of them).
+    pub attributes: Option<Vec<String>>,
+    /// The `WWW-Authenticate` challenge of a `401`.
+    pub challenge: HeaderValue,
+    pub users: Users,
+    pub key: SamlSigningKey,
+    /// The signing certificate, sent in `KeyInfo` as a hint (relying parties pin it).
+    pub certificate_der: Option<Vec<u8>>,
+    /// Password verifications running at once (each takes a core for tens of ms).
+    pub verifications: tokio::sync::Semaphore,
+}
+
+/// One assertion, as the endpoint answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedAssertion {
+    /// base64(raw DEFLATE(assertion XML)): the credentials of `Authorization: SAML`.
+    pub token: String,
+    pub token_type: &'static str,
+    /// `NotOnOrAfter`, seconds since the epoch.
+    pub expires_at: i64,
+    pub expires_in: u64,
+    pub assertion_id: String,
+}
+
+impl SamlIssuer {
+    /// Signs an assertion for `user`, valid from `now` for the issuer's validity.
+    ///
+    /// # Errors
+    /// No randomness for the ID, or signing failed.
+    pub fn issue(&self, user: &User, now: Timestamp) -> Result<IssuedAssertion, SignError> {
+        let attributes = user
+            .attributes
+            .iter()
+            .filter(|(name, _)| {
+                self.attributes
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.contains(name))
+            })
+            .cloned()
+            .collect();
+        let spec = AssertionSpec {
+            issuer: self.entity_id.clone(),
+            subject: user.name.clone(),
+            name_id_format: Some(self.name_id_format.clone()),
+            audience: self.audience.clone(),
+            recipient: self.recipient.clone(),
+            session_index: None,
+            attributes,
+            issued_at: now,
+            valid_for: self.validity,
+            one_time_use: false,
+        };
+        let id = new_assertion_id()?;
+        let xml = sign_assertion_with_id(&spec, &id, &self.key, self.certificate_der.as_deref())?;
+        let expires_in = self.validity.as_secs();
+        Ok(IssuedAssertion {
+            token: header_credentials(xml.as_bytes()),
+            token_type: "SAML",
+            expires_at: now
+                .as_second()
+                .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX)),
+            expires_in,
+            assertion_id: id,
+        })
+    }
+}
+
+/// The credentials of `Authorization: SAML` for an assertion: base64 (standard alphabet,
+/// padded) of its raw DEFLATE, as the HTTP-Redirect binding encodes it.
+#[must_use]
+pub fn header_credentials(xml: &[u8]) -> String {
+    let mut encoder = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(xml.len() / 2),
+        flate2::Compression::default(),
+    );
+    // Writing to a Vec cannot fail.
+    let deflated = encoder
+        .write_all(xml)
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default();
+    STANDARD.encode(deflated)
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_assertions::saml::{Expectations, Verifier, VerifyOptions};
+
+    use super::*;
+
+    pub(crate) fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/saml/xmlsec1")
+            .join(name);
+        std::fs::read_to_string(path).expect("fixture")
+    }
+
+    fn issuer(key: &str) -> SamlIssuer {
+        let hash = users::hash_password("pw").expect("hash");
+        let text = format!(
+            "users:\n  - name: alice\n    password_argon2id: \"{hash}\"\n    attributes: {{group: [admins, ops], secret_level: top}}\n"
+        );
+        let mut errors = Vec::new();
+        let parsed = crate::config::parse_text::<users::UsersFileSpec>(
+            std::sync::Arc::from(std::path::Path::new("users.yaml")),
+            &text,
+            &mut errors,
+        )
+        .expect("users");
+        SamlIssuer {
+            path: "/saml/token".to_owned(),
+            entity_id: "https://gateway.test/saml".to_owned(),
+            audience: "https://api.test".to_owned(),
+            recipient: None,
+            name_id_format: NAME_ID_UNSPECIFIED.to_owned(),
+            validity: Duration::from_secs(300),
+            attributes: Some(vec!["group".to_owned()]),
+            challenge: HeaderValue::from_static("Basic realm=\"test\""),
+            users: Users::compile(&parsed.spec).expect("users"),
+            key: SamlSigningKey::from_pem(&fixture(key)).expect("key"),
+            certificate_der: None,
+            verifications: tokio::sync::Semaphore::new(1),
+        }
+    }
+
+    #[test]
+    fn issued_assertions_verify_with_the_library_and_carry_the_listed_attributes() {
+        for key in ["rsa2048.key.pem", "p256.key.pem"] {
+            let issuer = issuer(key);
+            let alice = issuer.users.verify("alice", "pw").expect("alice");
+            let now = Timestamp::now();
+            let issued = issuer.issue(alice, now).expect("issued");
+            let again = issuer.issue(alice, now).expect("issued");
+            assert_ne!(
+                issued.assertion_id, again.assertion_id,
+                "a fresh ID each time"
+            );
+            assert_eq!(issued.expires_in, 300);
+            assert_eq!(issued.expires_at, now.as_second() + 300);
+            let verifier = Verifier::new(
+                vec![issuer.key.trusted_key("ours")],
+                VerifyOptions::default(),
+            )
+            .expect("verifier");
+            let assertion = verifier.verify_token(&issued.token).expect("verifies");
+            assert_eq!(assertion.id, issued.assertion_id);
+            assert_eq!(assertion.subject.name_id, "alice");
+            assert_eq!(
+                assertion.attribute("group"),
+                Some(&["admins".to_owned(), "ops".to_owned()][..])
+            );
+            assert_eq!(assertion.attribute("secret_level"), None, "not listed");
+            assert_eq!(
+                assertion.not_on_or_after().map(|t| t.as_second()),
+                Some(issued.expires_at)
+            );
+            let issuers = vec![issuer.entity_id.clone()];
+            let expect = |audience| Expectations {
+                issuers: &issuers,
+                audience,
+                recipient: None,
+                now,
+                skew: Duration::from_secs(5),
+                require_audience: true,
+            };
+            assertion
+                .validate(&expect("https://api.test"))
+                .expect("valid");
+            assert!(assertion.validate(&expect("https://other.test")).is_err());
+        }
+    }
+}
