@@ -4,7 +4,7 @@
 //! expired one, one for another audience, one signed by an untrusted key, a Response
 //! instead of an Assertion and an unknown subject: all `invalid_grant`; an assertion used
 //! on one gateway is refused on another sharing its Redis; and the shipped
-//! `policies/saml-issuer.yaml` end to end.
+//! `policies/saml-rest.yaml` end to end.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use base64::Engine as _;
 use portcullis_assertions::saml::sign::sign_assertion;
 use portcullis_assertions::saml::{AssertionSpec, SamlSigningKey};
 
-use crate::common::{client, Backend, TestGateway, ADMIN_TOKEN};
+use crate::common::{client, problem_code, Backend, TestGateway, ADMIN_TOKEN};
 use crate::oauth::{fixtures, ISSUER, TOKEN_ENDPOINT};
 use crate::saml_issuer::{
     inflate, issuer_section, saml_fixture, saml_token, write_users, ALICE_PASSWORD, SAML_ENTITY,
@@ -259,9 +259,9 @@ fn bad_assertions_are_invalid_grants_with_a_precise_reason() {
 }
 
 #[test]
-fn the_shipped_saml_issuer_policy_works_end_to_end() {
+fn the_shipped_saml_rest_policy_works_end_to_end() {
     let backend = Backend::start();
-    let gw = TestGateway::from_policy("saml-issuer.yaml", &backend.url());
+    let gw = TestGateway::from_policy("saml-rest.yaml", &backend.url());
     let issued = client()
         .post(gw.url("/saml/token"))
         .basic_auth("alice", Some("alice-demo-password"))
@@ -275,6 +275,46 @@ fn the_shipped_saml_issuer_policy_works_end_to_end() {
         text.contains(">finance<") && !text.contains("alice@example.com"),
         "{text}"
     );
+    // The API takes the token as issued, on every call, with no session.
+    let token = issued["token"].as_str().expect("token");
+    let payments = |credentials: &str| {
+        client()
+            .get(gw.url("/payments/9"))
+            .header("authorization", format!("SAML {credentials}"))
+            .send()
+            .expect("call")
+    };
+    for _ in 0..2 {
+        assert_eq!(payments(token).status(), 200);
+    }
+    let seen = backend.seen();
+    assert_eq!(seen[0].headers["x-user"], "alice");
+    assert_eq!(seen[0].headers["x-groups"], "reporting,finance");
+    assert!(!seen[0].headers.contains_key("authorization"));
+    // Tampered after signing: refused with its reason, the upstream never sees it.
+    let tampered = {
+        use base64::engine::general_purpose::STANDARD;
+        use std::io::Write as _;
+        let changed = text.replace(">finance<", ">finance-admins<");
+        let mut deflater =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        deflater.write_all(changed.as_bytes()).expect("deflate");
+        STANDARD.encode(deflater.finish().expect("deflate"))
+    };
+    let (status, code, _) = problem_code(payments(&tampered));
+    assert_eq!((status, code.as_str()), (401, "saml-digest-mismatch"));
+    assert_eq!(backend.count(), 2);
+    // bob is not in finance.
+    let bobs: serde_json::Value = client()
+        .post(gw.url("/saml/token"))
+        .basic_auth("bob", Some("bob-demo-password"))
+        .send()
+        .expect("issuer")
+        .json()
+        .expect("json");
+    let (status, code, _) = problem_code(payments(bobs["token"].as_str().expect("token")));
+    assert_eq!((status, code.as_str()), (403, "saml-attribute-required"));
+
     let (status, body) = exchange(&gw, &URL_SAFE_NO_PAD.encode(&xml), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "reports.read reports.write");
@@ -284,7 +324,7 @@ fn the_shipped_saml_issuer_policy_works_end_to_end() {
         .send()
         .expect("call");
     assert_eq!(resp.status(), 200);
-    assert_eq!(backend.seen()[0].headers["x-subject"], "alice");
+    assert_eq!(backend.seen()[2].headers["x-subject"], "alice");
     // bob's password is not alice's.
     let wrong = client()
         .post(gw.url("/saml/token"))
