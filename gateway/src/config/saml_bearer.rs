@@ -1,58 +1,22 @@
-//! `token_service.saml_issuers:` in one place: the identity providers whose SAML 2.0
-//! assertions the token endpoint exchanges for tokens (RFC 7522), their options (`*Spec`,
-//! in the JSON Schema) and their compilation into
+//! `token_service.saml_issuers:`: the identity providers whose SAML 2.0 assertions the
+//! token endpoint exchanges for tokens (RFC 7522), compiled (their options,
+//! `SamlTrustedIssuerSpec`, are in `spec.rs` with the rest of the token service's) into
 //! [`crate::oauth::saml_bearer::TrustedSamlIssuer`]. Certificate files were read by
 //! gathering.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use portcullis_assertions::saml::{AllowedEncodings, Verifier, VerifyOptions};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use super::context::CompileContext;
-use super::spec::{AccountSpec, TokenFormatSpec, TokenServiceSpec};
+use super::spec::{TokenFormatSpec, TokenServiceSpec};
 use super::steps::DEFAULT_LEEWAY;
-use super::values::DurationSpec;
-use super::yaml::Spanned;
 use crate::oauth::saml_bearer::TrustedSamlIssuer;
 use crate::store::TokenFormat;
 
 /// Longest assertion lifetime accepted when the policy says nothing.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// An identity provider trusted for the saml2-bearer grant.
-#[derive(Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SamlTrustedIssuerSpec {
-    /// The `Issuer` (entity ID) its assertions carry.
-    pub entity_id: String,
-    /// PEM file of the certificates whose keys may sign its assertions (relative to the
-    /// policy file; list the next one too during a rotation). Only these keys are trusted,
-    /// never a certificate inside an assertion.
-    pub certificates: Spanned<String>,
-    /// The client id its tokens are recorded under (for statistics and revocation).
-    pub client: String,
-    /// `jwt` (default) or `opaque`.
-    #[serde(default)]
-    pub token_format: Option<TokenFormatSpec>,
-    /// Issue refresh tokens too. Default `false`.
-    #[serde(default)]
-    pub refresh_tokens: Option<bool>,
-    /// Clock skew allowed on every time bound. Default `60s`.
-    #[serde(default)]
-    pub leeway: Option<DurationSpec>,
-    /// Longest assertion lifetime accepted (`NotOnOrAfter − IssueInstant`). Default `1h`.
-    #[serde(default)]
-    pub max_assertion_lifetime: Option<DurationSpec>,
-    /// The bearer confirmation's `Recipient` must be this token endpoint, as RFC 7522 §3
-    /// requires. Turn off only for an identity provider that cannot set it. Default `true`.
-    #[serde(default)]
-    pub require_recipient: Option<bool>,
-    /// Subjects (`NameID`) that may obtain tokens, and the scopes each may be granted.
-    pub subjects: BTreeMap<String, AccountSpec>,
-}
 
 /// The certificate files gathering reads.
 pub(crate) fn files(token_service: &TokenServiceSpec) -> impl Iterator<Item = &str> {

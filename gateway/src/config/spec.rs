@@ -12,7 +12,6 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-pub use super::saml_bearer::SamlTrustedIssuerSpec;
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
 #[allow(clippy::wildcard_imports)]
@@ -544,4 +543,36 @@ pub struct UsageSpec {
     /// Revoke a token as soon as it is flagged. Default `false`.
     #[serde(default)]
     pub auto_revoke: Option<bool>,
+}
+
+/// An identity provider trusted for the saml2-bearer grant.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamlTrustedIssuerSpec {
+    /// The `Issuer` (entity ID) its assertions carry.
+    pub entity_id: String,
+    /// PEM file of the certificates whose keys may sign its assertions (relative to the
+    /// policy file; list the next one too during a rotation). Only these keys are trusted,
+    /// never a certificate inside an assertion.
+    pub certificates: Spanned<String>,
+    /// The client id its tokens are recorded under (for statistics and revocation).
+    pub client: String,
+    /// `jwt` (default) or `opaque`.
+    #[serde(default)]
+    pub token_format: Option<TokenFormatSpec>,
+    /// Issue refresh tokens too. Default `false`.
+    #[serde(default)]
+    pub refresh_tokens: Option<bool>,
+    /// Clock skew allowed on every time bound. Default `60s`.
+    #[serde(default)]
+    pub leeway: Option<DurationSpec>,
+    /// Longest assertion lifetime accepted (`NotOnOrAfter − IssueInstant`). Default `1h`.
+    #[serde(default)]
+    pub max_assertion_lifetime: Option<DurationSpec>,
+    /// The bearer confirmation's `Recipient` must be this token endpoint, as RFC 7522 §3
+    /// requires. Turn off only for an identity provider that cannot set it. Default `true`.
+    #[serde(default)]
+    pub require_recipient: Option<bool>,
+    /// Subjects (`NameID`) that may obtain tokens, and the scopes each may be granted.
+    pub subjects: BTreeMap<String, AccountSpec>,
 }

@@ -23,16 +23,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
-use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
     Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue, IntoConnectionInfo,
-    Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, Value,
+    RedisError, RedisResult, ServerErrorKind, TlsCertificates,
 };
 use tokio::sync::watch;
 
 use super::breaker::{Admission, BreakerStats, CircuitBreaker};
+use super::connection::Connection;
 use super::{RedisSettings, RedisUnavailable};
 
 /// The longest wait between two attempts to make the first connection.
@@ -87,57 +87,6 @@ struct Subscribers(Vec<Client>);
 impl std::fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} node(s)", self.0.len())
-    }
-}
-
-/// The standalone connection manager or the cluster connection: both multiplex every
-/// call over their connections and reconnect by themselves. Or a serving runtime's own
-/// multiplexed connection (`local.rs`), which is dropped and made again on an outage.
-#[derive(Clone)]
-pub(super) enum Connection {
-    Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
-    Local(super::local::Standalone),
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Connection::Standalone(_) => "Standalone",
-            Connection::Cluster(_) => "Cluster",
-            Connection::Local(_) => "Local",
-        })
-    }
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Standalone(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-            Connection::Local(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Local(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Standalone(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-            Connection::Local(c) => c.get_db(),
-        }
     }
 }
 

@@ -15,12 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::MultiplexedConnection;
 use ::redis::cluster::ClusterClient;
 use ::redis::{AsyncConnectionConfig, Client};
 use tokio::runtime::{Handle, Id, RuntimeFlavor};
 
-use super::client::Connection;
+use super::connection::Connection;
 
 /// The most runtimes given a connection of their own.
 const MAX_RUNTIMES: usize = 32;
@@ -135,6 +134,3 @@ impl LocalConnections {
         }
     }
 }
-
-/// The connection type a standalone runtime connection has (for `Connection`).
-pub(super) type Standalone = MultiplexedConnection;

@@ -11,6 +11,7 @@
 
 pub mod breaker;
 pub mod client;
+mod connection;
 pub mod limiter;
 mod local;
 pub mod metrics;
