@@ -65,6 +65,9 @@ pub struct Options {
     /// The port of the Redis the run starts for `rate-limit-redis` (set by the run itself).
     #[arg(skip)]
     pub redis_port: u16,
+    /// That Redis's process, whose own CPU is reported beside the proxy's.
+    #[arg(skip)]
+    pub redis_pid: Option<u32>,
 }
 
 /// What one measured run is.
@@ -354,6 +357,13 @@ fn run_one(
     }
     let pid = proc.as_ref().map(Proc::pid);
     let before = pid.map(cpu_seconds);
+    // A scenario keeping its state in Redis: Redis's own CPU, beside the proxy's.
+    let store_pid = SCENARIOS
+        .iter()
+        .find(|s| s.name == plan.scenario && plan.system == "portcullis")
+        .filter(|s| scenarios::uses_redis(s))
+        .and(opts.redis_pid);
+    let store_before = store_pid.map(cpu_seconds);
     let m = wrk::run(
         opts.load_cpu,
         opts.connections,
@@ -370,14 +380,15 @@ fn run_one(
         }
     }
     drop(proc);
-    Ok(Row::new(
-        plan.system,
-        &plan.scenario,
-        &plan.about,
-        &m,
-        cpu,
-        rss,
-    ))
+    let about = match store_pid.zip(store_before) {
+        Some((store, before)) if m.requests > 0 => format!(
+            "{}; Redis's own CPU {:.1} µs/request",
+            plan.about,
+            (cpu_seconds(store) - before) * 1e6 / m.requests as f64
+        ),
+        _ => plan.about.clone(),
+    };
+    Ok(Row::new(plan.system, &plan.scenario, &about, &m, cpu, rss))
 }
 
 fn machine(root: &Path) -> Vec<(String, String)> {
@@ -514,6 +525,7 @@ fn run(opts: &Options) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         wait_for_redis(opts.redis_port)?;
+        opts.redis_pid = Some(redis.pid());
         Some(redis)
     } else {
         None
