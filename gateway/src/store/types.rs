@@ -212,6 +212,31 @@ pub struct ClientStats {
     pub flagged: u64,
 }
 
+impl ClientStats {
+    /// Per-client totals of `tokens` at `now`, by client id (for backends that hold every
+    /// record in hand; SQLite counts in SQL).
+    pub fn tally<'a>(tokens: impl Iterator<Item = &'a TokenRecord>, now: i64) -> Vec<ClientStats> {
+        let mut by: std::collections::HashMap<&str, ClientStats> = std::collections::HashMap::new();
+        for t in tokens {
+            let s = by.entry(&t.client_id).or_insert_with(|| ClientStats {
+                client_id: t.client_id.clone(),
+                ..ClientStats::default()
+            });
+            s.tokens += 1;
+            s.active += u64::from(t.is_active(now));
+            s.revoked += u64::from(t.revoked_at.is_some());
+            s.uses += t.usage.count;
+            s.flagged += u64::from(t.flagged.is_some());
+            if let Some(l) = t.usage.last_used_at {
+                s.last_used_at = Some(s.last_used_at.map_or(l, |x| x.max(l)));
+            }
+        }
+        let mut out: Vec<ClientStats> = by.into_values().collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+}
+
 /// A counter's count in its current window and when that window ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CounterWindow {

@@ -366,26 +366,8 @@ impl TokenStore for RedisStore {
     }
 
     async fn client_stats(&self, now: i64) -> StoreResult<Vec<ClientStats>> {
-        let mut by: HashMap<String, ClientStats> = HashMap::new();
-        for (t, _) in self.all_tokens().await? {
-            let s = by
-                .entry(t.client_id.clone())
-                .or_insert_with(|| ClientStats {
-                    client_id: t.client_id.clone(),
-                    ..ClientStats::default()
-                });
-            s.tokens += 1;
-            s.active += u64::from(t.is_active(now));
-            s.revoked += u64::from(t.revoked_at.is_some());
-            s.uses += t.usage.count;
-            s.flagged += u64::from(t.flagged.is_some());
-            if let Some(l) = t.usage.last_used_at {
-                s.last_used_at = Some(s.last_used_at.map_or(l, |x| x.max(l)));
-            }
-        }
-        let mut out: Vec<ClientStats> = by.into_values().collect();
-        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(out)
+        let tokens = self.all_tokens().await?;
+        Ok(ClientStats::tally(tokens.iter().map(|(t, _)| t), now))
     }
 
     async fn purge_expired_tokens(&self, before: i64) -> StoreResult<u64> {
