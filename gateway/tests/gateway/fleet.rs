@@ -102,18 +102,27 @@ fn revocation_delay(revoking: &GatewayProcess, serving: &GatewayProcess) -> Dura
 }
 
 fn presigned_orders_url(gateway: &GatewayProcess) -> String {
-    let url = gateway.url_of("/orders/17?view=full");
-    let host = gateway.addr.to_string();
+    presign(
+        &gateway.url_of("/orders/17?view=full"),
+        &gateway.addr.to_string(),
+        PARTNER_KEY,
+        PARTNER_SECRET,
+    )
+}
+
+/// A GET of `url` (sent with `Host: host`) presigned for the `orders` service, as the AWS SDK
+/// signs it.
+fn presign(url: &str, host: &str, access_key: &str, secret: &str) -> String {
     let key = SdkKey {
-        key: PARTNER_KEY,
-        secret: PARTNER_SECRET,
+        key: access_key,
+        secret,
         service: "orders",
     };
     let (_, signed) = sdk_sign(
         &key,
         "GET",
-        &url,
-        &[("host", host.as_str())],
+        url,
+        &[("host", host)],
         b"",
         SystemTime::now(),
         true,
@@ -423,21 +432,12 @@ fn the_shipped_fleet_policy_shares_tokens_replays_and_quotas() {
     let partner_secret =
         std::fs::read_to_string(repo.join("fixtures/hmac/partner-one-current.secret"))
             .expect("secret");
-    let url = first.url("/partner/orders/9");
     let host = first.addr.to_string();
-    let key = SdkKey {
-        key: "AKIDPARTNERONE",
-        secret: partner_secret.trim(),
-        service: "orders",
-    };
-    let (_, signed) = sdk_sign(
-        &key,
-        "GET",
-        &url,
-        &[("host", host.as_str())],
-        b"",
-        SystemTime::now(),
-        true,
+    let signed = presign(
+        &first.url("/partner/orders/9"),
+        &host,
+        "AKIDPARTNERONE",
+        partner_secret.trim(),
     );
     assert_eq!(timed_get(&signed, &host).0, 200);
     let on_second = signed.replace(&host, &second.addr.to_string());
