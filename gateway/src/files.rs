@@ -25,6 +25,8 @@ pub enum FileKind {
     Request,
     /// The SAML issuer's users file.
     Users,
+    /// An identity provider's SAML metadata.
+    Metadata,
 }
 
 impl FileKind {
@@ -37,6 +39,7 @@ impl FileKind {
             FileKind::Certificates => 1024 * 1024,
             FileKind::Request => 16 * 1024 * 1024,
             FileKind::Users => 4 * 1024 * 1024,
+            FileKind::Metadata => 4 * 1024 * 1024,
         }
     }
 
@@ -48,6 +51,7 @@ impl FileKind {
             FileKind::Key => "key file",
             FileKind::Request => "request file",
             FileKind::Users => "users file",
+            FileKind::Metadata => "SAML metadata file",
         }
     }
 }

@@ -282,3 +282,74 @@ services:
         );
     }
 }
+
+#[test]
+fn check_reports_saml_metadata_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metadata = std::fs::read_to_string(fixture("../metadata/idp-metadata.xml")).expect("read");
+    let stale = write(
+        dir.path(),
+        "stale.xml",
+        &metadata.replace("2099-01-01T00:00:00Z", "2020-01-01T00:00:00Z"),
+    );
+    let assertion = fixture("signed-p256.xml");
+    let policy = write(
+        dir.path(),
+        "saml.yaml",
+        &format!(
+            r#"services:
+  - name: stale
+    match: {{path: /stale}}
+    upstream: http://127.0.0.1:9000
+    request:
+      - require_saml:
+          metadata: {stale}
+          audience: https://api.test
+  - name: not-metadata
+    match: {{path: /assertion}}
+    upstream: http://127.0.0.1:9000
+    request:
+      - require_saml:
+          metadata: {assertion}
+          audience: https://api.test
+  - name: neither
+    match: {{path: /neither}}
+    upstream: http://127.0.0.1:9000
+    request:
+      - require_saml:
+          issuers: [https://idp.test]
+          audience: https://api.test
+  - name: wrong-entity
+    match: {{path: /entity}}
+    upstream: http://127.0.0.1:9000
+    request:
+      - require_saml:
+          metadata: {good}
+          metadata_entity: https://other.test
+          audience: https://api.test
+"#,
+            stale = stale.display(),
+            assertion = assertion.display(),
+            good = fixture("../metadata/idp-metadata.xml").display(),
+        ),
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let p = policy.display();
+    for expected in [
+        format!("{p}:7:21: "),
+        "the metadata expired at 2020-01-01T00:00:00Z (validUntil); refresh the file".to_owned(),
+        format!("{p}:14:21: "),
+        "not md:EntityDescriptor or md:EntitiesDescriptor".to_owned(),
+        format!("{p}:20:9: "),
+        "name the IdP's signing certificates (`certificates:`, a PEM file) or its SAML metadata (`metadata:`)".to_owned(),
+        format!("{p}:28:21: "),
+        "no identity provider with entityID \"https://other.test\" in the file (it has: https://idp.example.com/metadata)".to_owned(),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}

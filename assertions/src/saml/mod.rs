@@ -54,6 +54,7 @@ pub mod c14n;
 pub mod dsig;
 pub mod error;
 pub mod keys;
+pub mod metadata;
 pub mod sign;
 pub mod step;
 pub mod token;

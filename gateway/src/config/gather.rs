@@ -56,8 +56,8 @@ pub(crate) fn gather(
     for service in services {
         let mut files = Vec::new();
         super::steps::named_files(&service.value.request, &mut files);
-        for file in files {
-            gathered.read(base.join(file), FileKind::Certificates);
+        for (file, kind) in files {
+            gathered.read(base.join(file), kind);
         }
         let Some(upstream) = service.value.upstream.0.as_ref() else {
             continue;
@@ -97,8 +97,8 @@ pub(crate) fn gather(
         for key in &token_service.value.signing_keys {
             gathered.read(base.join(&key.value.file.value), FileKind::Key);
         }
-        for certificates in super::saml_bearer::files(&token_service.value) {
-            gathered.read(base.join(certificates), FileKind::Certificates);
+        for (file, kind) in super::saml_bearer::files(&token_service.value) {
+            gathered.read(base.join(file), kind);
         }
     }
     gathered

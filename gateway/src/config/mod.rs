@@ -8,6 +8,7 @@ pub(crate) mod gather;
 pub(crate) mod gathered;
 pub mod saml_bearer;
 pub mod saml_issuer;
+mod saml_trust;
 pub mod spec;
 pub mod steps;
 pub mod values;

@@ -1,8 +1,8 @@
 //! `token_service.saml_issuers:`: the identity providers whose SAML 2.0 assertions the
 //! token endpoint exchanges for tokens (RFC 7522), compiled (their options,
 //! `SamlTrustedIssuerSpec`, are in `spec.rs` with the rest of the token service's) into
-//! [`crate::oauth::saml_bearer::TrustedSamlIssuer`]. Certificate files were read by
-//! gathering.
+//! [`crate::oauth::saml_bearer::TrustedSamlIssuer`]. Certificate and metadata files were
+//! read by gathering.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use portcullis_assertions::saml::{AllowedEncodings, Verifier, VerifyOptions};
 
 use super::context::CompileContext;
+use super::saml_trust::TrustSources;
 use super::spec::{TokenFormatSpec, TokenServiceSpec};
 use super::steps::DEFAULT_LEEWAY;
 use crate::oauth::saml_bearer::TrustedSamlIssuer;
@@ -18,13 +19,27 @@ use crate::store::TokenFormat;
 /// Longest assertion lifetime accepted when the policy says nothing.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// The certificate files gathering reads.
-pub(crate) fn files(token_service: &TokenServiceSpec) -> impl Iterator<Item = &str> {
+/// The certificate and metadata files gathering reads.
+pub(crate) fn files(
+    token_service: &TokenServiceSpec,
+) -> impl Iterator<Item = (&str, crate::files::FileKind)> {
     token_service
         .saml_issuers
         .iter()
         .filter_map(|i| i.get())
-        .map(|i| i.value.certificates.value.as_str())
+        .flat_map(|i| {
+            let certificates = i
+                .value
+                .certificates
+                .as_ref()
+                .map(|file| (file.value.as_str(), crate::files::FileKind::Certificates));
+            let metadata = i
+                .value
+                .metadata
+                .as_ref()
+                .map(|file| (file.value.as_str(), crate::files::FileKind::Metadata));
+            certificates.into_iter().chain(metadata)
+        })
 }
 
 /// Compiles every trusted identity provider; problems are reported, the bad ones left out.
@@ -52,22 +67,15 @@ pub(crate) fn compile(
                 "list the subjects that may obtain tokens under `subjects:`",
             );
         }
-        let file = context.base.join(&s.certificates.value);
-        let pem = match context.gathered.file(&file).map(std::str::from_utf8) {
-            Ok(Ok(pem)) => pem,
-            Ok(Err(_)) => {
-                context.err(
-                    s.certificates.loc,
-                    &format!("{path}.certificates"),
-                    format!("{} is not PEM text", file.display()),
-                );
-                continue;
-            }
-            Err(e) => {
-                context.err(s.certificates.loc, &format!("{path}.certificates"), e);
-                continue;
-            }
-        };
+        let trust = TrustSources {
+            certificates: s.certificates.as_ref(),
+            metadata: s.metadata.as_ref(),
+            entity_id: Some(&s.entity_id),
+            path: &path,
+            loc: t.loc,
+        }
+        .compile(context);
+        let Some(trust) = trust else { continue };
         let options = VerifyOptions {
             // The grant's parameter is the XML itself (base64url), never compressed.
             allowed_encodings: AllowedEncodings {
@@ -78,16 +86,8 @@ pub(crate) fn compile(
             require_signed_assertion: true,
             ..VerifyOptions::default()
         };
-        let verifier = match Verifier::from_certificates_pem(pem, options) {
-            Ok(v) => v,
-            Err(e) => {
-                context.err(
-                    s.certificates.loc,
-                    &format!("{path}.certificates"),
-                    format!("{}: {e}", file.display()),
-                );
-                continue;
-            }
+        let Ok(verifier) = Verifier::new(trust.keys, options) else {
+            continue;
         };
         out.push(TrustedSamlIssuer {
             entity_id: s.entity_id.clone(),

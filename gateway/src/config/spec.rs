@@ -549,12 +549,19 @@ pub struct UsageSpec {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamlTrustedIssuerSpec {
-    /// The `Issuer` (entity ID) its assertions carry.
+    /// The `Issuer` (entity ID) its assertions carry; with `metadata`, also the entity read
+    /// from the metadata file.
     pub entity_id: String,
     /// PEM file of the certificates whose keys may sign its assertions (relative to the
-    /// policy file; list the next one too during a rotation). Only these keys are trusted,
-    /// never a certificate inside an assertion.
-    pub certificates: Spanned<String>,
+    /// policy file; list the next one too during a rotation). With `metadata`, the only keys
+    /// trusted, never a certificate inside an assertion.
+    #[serde(default)]
+    pub certificates: Option<Spanned<String>>,
+    /// The IdP's SAML 2.0 metadata file: the signing certificates of the entity
+    /// `entity_id` are trusted (all of them during a rotation). Refused at load once its
+    /// validUntil has passed.
+    #[serde(default)]
+    pub metadata: Option<Spanned<String>>,
     /// The client id its tokens are recorded under (for statistics and revocation).
     pub client: String,
     /// `jwt` (default) or `opaque`.

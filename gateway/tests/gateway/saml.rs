@@ -59,6 +59,17 @@ fn start(backend: &Backend) -> TestGateway {
     TestGateway::start(&policy, &backend.url())
 }
 
+/// A gateway trusting the IdP through its metadata file alone: the keys and the issuer
+/// come from the file.
+fn start_with_metadata(backend: &Backend) -> TestGateway {
+    let metadata = fixtures().join("metadata/idp-metadata.xml");
+    let policy = format!(
+        "services:\n  - name: payments\n    match: {{path: /payments}}\n    upstream: \"{{backend}}\"\n    request:\n      - require_saml:\n          metadata: {}\n          audience: \"{AUDIENCE}\"\n      - set_header: {{name: X-Saml-Subject, value: \"${{saml.subject}}\"}}\n",
+        metadata.display()
+    );
+    TestGateway::start(&policy, &backend.url())
+}
+
 fn call(gateway: &TestGateway, credentials: &str) -> reqwest::blocking::Response {
     client()
         .get(gateway.url("/payments/1"))
@@ -256,4 +267,41 @@ fn between<'a>(text: &'a str, after: &str, before: &str) -> Option<&'a str> {
     let start = text.find(after)? + after.len();
     let end = text[start..].find(before)? + start;
     Some(&text[start..end])
+}
+
+#[test]
+fn an_idp_metadata_file_gives_the_keys_of_a_rotation_and_the_issuer() {
+    let backend = Backend::start();
+    let gateway = start_with_metadata(&backend);
+    // Both signing certificates of the metadata are trusted: the old key and the new.
+    for key in ["xmlsec1/rsa2048.key.pem", "xmlsec1/p256.key.pem"] {
+        let response = call(
+            &gateway,
+            &deflated(signed(&spec("alice@example.com"), key).as_bytes()),
+        );
+        assert_eq!(response.status(), 200, "{key}");
+    }
+    assert_eq!(backend.count(), 2);
+    assert_eq!(
+        backend.seen()[1].headers["x-saml-subject"],
+        "alice@example.com"
+    );
+    // The certificate listed for encryption is no signing key.
+    let attacker =
+        deflated(signed(&spec("alice@example.com"), "xmlsec1/attacker.key.pem").as_bytes());
+    let (status, code, body) = problem_code(call(&gateway, &attacker));
+    assert_eq!(
+        (status, code.as_str()),
+        (401, "saml-signature-invalid"),
+        "{body}"
+    );
+    // The issuer is the metadata's entityID.
+    let mut other = spec("alice@example.com");
+    other.issuer = "https://idp.other.example".into();
+    let (status, code, body) = problem_code(call(
+        &gateway,
+        &deflated(signed(&other, "xmlsec1/p256.key.pem").as_bytes()),
+    ));
+    assert_eq!((status, code.as_str()), (401, "saml-issuer"), "{body}");
+    assert_eq!(backend.count(), 2);
 }

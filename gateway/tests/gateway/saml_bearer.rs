@@ -44,6 +44,11 @@ trusted_proxies: [127.0.0.1]
       subjects:
         alice: {{scopes: [widgets.read, widgets.write]}}
         bob: {{scopes: [widgets.read]}}
+    - entity_id: https://idp.example.com/metadata
+      metadata: {metadata}
+      client: idp-apps
+      subjects:
+        carol: {{scopes: [widgets.read]}}
 services:
   - name: widgets
     match: {{path: /widgets}}
@@ -55,6 +60,7 @@ services:
         issuer = issuer_section(&users, TOKEN_ENDPOINT, Some(TOKEN_ENDPOINT)),
         fx = fixtures().display(),
         cert = saml_fixture("p256.cert.pem").display(),
+        metadata = saml_fixture("../metadata/idp-metadata.xml").display(),
     );
     let gw = TestGateway::start(&text, &backend.url());
     (dir, backend, gw)
@@ -332,4 +338,24 @@ fn the_shipped_saml_rest_policy_works_end_to_end() {
         .send()
         .expect("issuer");
     assert_eq!(wrong.status(), 401);
+}
+
+#[test]
+fn an_issuer_trusted_through_its_metadata_file_exchanges_with_either_rotated_key() {
+    let (_dir, _backend, gw) = gateway();
+    let from_idp = |key: &str| {
+        signed(key, |spec| {
+            spec.issuer = "https://idp.example.com/metadata".to_owned();
+            spec.subject = "carol".to_owned();
+        })
+    };
+    for key in ["rsa2048.key.pem", "p256.key.pem"] {
+        let (status, body) = exchange(&gw, &from_idp(key), None);
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    // The metadata lists the attacker's certificate for encryption only: not a signing key.
+    refused(&gw, &from_idp("attacker.key.pem"), "signature");
+    // The metadata's keys are that entity's: they do not sign for the other issuer.
+    let as_other = signed("rsa2048.key.pem", |_| {});
+    refused(&gw, &as_other, "signature");
 }

@@ -208,12 +208,15 @@ pub(crate) fn counts_in_store(steps: &StepList) -> bool {
         })
 }
 
-/// The files the steps of `steps` read (certificate bundles), anywhere in the list: the
+/// The files the steps of `steps` read (certificate bundles, SAML metadata), anywhere in the list: the
 /// gatherer reads them before anything is compiled.
-pub(crate) fn named_files<'s>(steps: &'s StepList, out: &mut Vec<&'s str>) {
+pub(crate) fn named_files<'s>(
+    steps: &'s StepList,
+    out: &mut Vec<(&'s str, crate::files::FileKind)>,
+) {
     for step in steps.iter().filter_map(|step| step.0.as_ref()) {
         match &step.value {
-            AssertionSpec::RequireSaml(options) => out.push(options.certificates_file()),
+            AssertionSpec::RequireSaml(options) => out.extend(options.files()),
             AssertionSpec::All(inner) => named_files(&inner.0, out),
             AssertionSpec::Any(inner) => named_files(&inner.0, out),
             _ => {}

@@ -1,6 +1,7 @@
 //! `require_saml`: the request must carry a signed SAML 2.0 assertion (by default
 //! `Authorization: SAML <base64(deflate(xml))>`) from a trusted issuer, for this audience,
-//! valid now. Trust comes only from the certificates file the policy names.
+//! valid now. Trust comes only from the certificates or the IdP metadata file the policy
+//! names.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,8 +9,8 @@ use std::time::Duration;
 
 use portcullis_assertions::hmac::SystemClock;
 use portcullis_assertions::saml::{
-    AllowedEncodings, OneTime, RequireSaml, SamlOutputs, TrustedKey, VerifiedCache, Verifier,
-    VerifyOptions, XmlLimits,
+    AllowedEncodings, OneTime, RequireSaml, SamlOutputs, VerifiedCache, Verifier, VerifyOptions,
+    XmlLimits,
 };
 use portcullis_assertions::{Assertion, VarRegistry};
 use schemars::JsonSchema;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CompileStep, StepSite};
 use crate::config::context::CompileContext;
+use crate::config::saml_trust::TrustSources;
 use crate::config::values::{ByteSize, DurationSpec, HeaderNameSpec};
 use crate::config::yaml::Spanned;
 use crate::store::once_markers::StoreOnceMarkers;
@@ -27,8 +29,6 @@ const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 const MAX_SKEW: Duration = Duration::from_secs(600);
 /// Verified assertions remembered when the policy says nothing.
 const DEFAULT_CACHE: usize = 10_000;
-/// Smallest RSA key accepted in the certificates file.
-const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -55,9 +55,17 @@ pub enum OneTimeSpec {
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequireSamlSpec {
-    /// PEM file of the IdP's signing certificates (several while it rotates). The only source of trust: a certificate inside the token is never used.
-    pub certificates: Spanned<String>,
-    /// Accepted issuers (entity IDs).
+    /// PEM file of the IdP's signing certificates (several while it rotates). With `metadata`, the only sources of trust: a certificate inside the token is never used.
+    #[serde(default)]
+    pub certificates: Option<Spanned<String>>,
+    /// The IdP's SAML 2.0 metadata file: the signing certificates of its IDPSSODescriptor are trusted (all of them during a rotation), and its entityID is the default issuer. Refused at load once its validUntil has passed.
+    #[serde(default)]
+    pub metadata: Option<Spanned<String>>,
+    /// Which entity of the metadata file to trust, when it describes several IdPs (a federation file).
+    #[serde(default)]
+    pub metadata_entity: Option<String>,
+    /// Accepted issuers (entity IDs). Default: the metadata's entityID.
+    #[serde(default)]
     pub issuers: Vec<String>,
     /// Our entity ID: the assertion's AudienceRestriction must name it.
     pub audience: String,
@@ -98,8 +106,31 @@ pub struct RequireSamlSpec {
 
 impl RequireSamlSpec {
     /// The files the step reads (gathered before compiling).
-    pub(crate) fn certificates_file(&self) -> &str {
-        &self.certificates.value
+    pub(crate) fn files(&self) -> impl Iterator<Item = (&str, crate::files::FileKind)> {
+        let certificates = self
+            .certificates
+            .as_ref()
+            .map(|file| (file.value.as_str(), crate::files::FileKind::Certificates));
+        let metadata = self
+            .metadata
+            .as_ref()
+            .map(|file| (file.value.as_str(), crate::files::FileKind::Metadata));
+        certificates.into_iter().chain(metadata)
+    }
+
+    /// Where the step's trust comes from.
+    pub(crate) fn trust<'a>(
+        &'a self,
+        path: &'a str,
+        loc: crate::config::yaml::Location,
+    ) -> TrustSources<'a> {
+        TrustSources {
+            certificates: self.certificates.as_ref(),
+            metadata: self.metadata.as_ref(),
+            entity_id: self.metadata_entity.as_deref(),
+            path,
+            loc,
+        }
     }
 
     fn encodings(&self) -> AllowedEncodings {
@@ -110,33 +141,6 @@ impl RequireSamlSpec {
                 gzip: list.contains(&EncodingSpec::Gzip),
                 none: list.contains(&EncodingSpec::None),
             },
-        }
-    }
-
-    fn trusted_keys(
-        &self,
-        site: &StepSite<'_>,
-        context: &mut CompileContext<'_>,
-    ) -> Option<Vec<TrustedKey>> {
-        let path = context.base.join(&self.certificates.value);
-        let at = site.option_path("certificates");
-        let pem = match context.gathered.file(&path) {
-            Ok(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            Err(why) => {
-                context.err(self.certificates.loc, &at, why);
-                return None;
-            }
-        };
-        match TrustedKey::from_certificates_pem(&pem, MIN_RSA_BITS) {
-            Ok(keys) => Some(keys),
-            Err(error) => {
-                context.err(
-                    self.certificates.loc,
-                    &at,
-                    format!("{}: {error}", path.display()),
-                );
-                None
-            }
         }
     }
 }
@@ -161,12 +165,28 @@ impl CompileStep for RequireSamlSpec {
         site: &StepSite<'_>,
         context: &mut CompileContext<'_>,
     ) -> Option<Box<dyn Assertion>> {
-        let keys = self.trusted_keys(site, context);
-        if self.issuers.is_empty() {
+        let at = format!("{}.{}", site.path, site.kind);
+        let trust = self.trust(&at, site.loc).compile(context);
+        let mut issuers = self.issuers.clone();
+        if issuers.is_empty() {
+            match trust
+                .as_ref()
+                .and_then(|trust| trust.metadata_entity.clone())
+            {
+                Some(entity) => issuers.push(entity),
+                None if trust.is_some() => context.err(
+                    site.loc,
+                    &site.option_path("issuers"),
+                    "name at least one issuer (the IdP's entity ID), or trust its metadata file",
+                ),
+                None => {}
+            }
+        }
+        if self.metadata_entity.is_some() && self.metadata.is_none() {
             context.err(
                 site.loc,
-                &site.option_path("issuers"),
-                "name at least one issuer (the IdP's entity ID)",
+                &site.option_path("metadata_entity"),
+                "metadata_entity chooses an entity of `metadata:`, which is not set",
             );
         }
         if self.audience.is_empty() {
@@ -216,7 +236,7 @@ impl CompileStep for RequireSamlSpec {
             limits,
             require_signed_assertion: true,
         };
-        let verifier = Verifier::new(keys?, options).ok()?;
+        let verifier = Verifier::new(trust?.keys, options).ok()?;
         let one_time = match self.one_time_use.unwrap_or(OneTimeSpec::WhenMarked) {
             OneTimeSpec::Off => OneTime::Off,
             OneTimeSpec::WhenMarked => OneTime::WhenMarked,
@@ -248,7 +268,7 @@ impl CompileStep for RequireSamlSpec {
                 .map_or(http::header::AUTHORIZATION, |header| header.0.clone()),
             scheme,
             verifier,
-            issuers: self.issuers.clone(),
+            issuers,
             audience: self.audience.clone(),
             recipient: self.recipient.clone(),
             skew,
