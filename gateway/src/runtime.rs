@@ -81,6 +81,30 @@ pub struct Upstream {
     pub pool_group: u64,
 }
 
+impl Upstream {
+    /// The stand-in upstream of a service that answers itself (`issue_saml`): the request
+    /// is answered in the request phase and never proxied; were it ever, port 0 refuses
+    /// the connection, so the failure is closed.
+    #[must_use]
+    pub fn answered_by_the_gateway() -> Self {
+        Upstream {
+            url: "(answered by the gateway: issue_saml)".to_owned(),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+            sni: String::new(),
+            verify_tls: true,
+            host_header: HeaderValue::from_static("localhost"),
+            preserve_host: false,
+            base_path: String::new(),
+            strip_prefix: false,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            ca: None,
+            pool_group: 0,
+        }
+    }
+}
+
 /// One fronted service, compiled.
 #[derive(Debug)]
 pub struct Service {
@@ -94,6 +118,9 @@ pub struct Service {
     /// Stack-dependent path forms this service accepts (others are refused).
     pub path_forms: crate::path::PathForms,
     pub upstream: Upstream,
+    /// The service answers allowed requests itself with a SAML assertion (its `upstream`
+    /// is then a stand-in that is never contacted).
+    pub issue_saml: Option<Arc<crate::saml_issuer::pipeline::PipelineIssuance>>,
     pub request: Pipeline,
     pub response: Pipeline,
     pub needs: Needs,

@@ -353,3 +353,69 @@ fn check_reports_saml_metadata_mistakes_with_positions() {
         );
     }
 }
+
+#[test]
+fn check_reports_issue_saml_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = fixture("p256.key.pem");
+    let without_issuer = write(
+        dir.path(),
+        "no-issuer.yaml",
+        "services:\n  - name: saml\n    issue_saml: {}\n    request:\n      - require_api_key: {keys: [{client: a, sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873}]}\n",
+    );
+    let out = run(&["check", "-c", without_issuer.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:17: issue_saml signs with the `saml_issuer:` section's key",
+            without_issuer.display()
+        )),
+        "{stderr}"
+    );
+    let policy = write(
+        dir.path(),
+        "issue.yaml",
+        &format!(
+            r#"saml_issuer:
+  entity_id: https://gateway.test/saml
+  signing_key: {{file: {key}}}
+  audience: https://api.test
+services:
+  - name: open
+    match: {{path: /open}}
+    issue_saml: {{subject: "${{request.method}}"}}
+  - name: both
+    match: {{path: /both}}
+    upstream: http://127.0.0.1:9000
+    issue_saml: {{}}
+    request:
+      - require_api_key: {{keys: [{{client: a, sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873}}]}}
+  - name: typo
+    match: {{path: /typo}}
+    issue_saml: {{subject: "${{client.idd}}"}}
+    request:
+      - require_api_key: {{keys: [{{client: a, sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873}}]}}
+  - name: nowhere
+    match: {{path: /nowhere}}
+"#,
+            key = key.display(),
+        ),
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let p = policy.display();
+    for expected in [
+        format!("{p}:8:17: a service that issues assertions must authenticate its callers first"),
+        format!("{p}:11:15: a service with issue_saml answers itself: remove its upstream"),
+        format!("{p}:17:27: unknown variable ${{client.idd}}"),
+        "client.idd".to_owned(),
+        format!("{p}:20:11: a service needs an upstream"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}

@@ -136,6 +136,8 @@ pub(crate) fn compile(
         registry,
         token_service: None,
         token_service_declared: false,
+        saml_issuer: None,
+        saml_issuer_declared: false,
         key_set_list: Vec::new(),
         service_name: String::new(),
         shared_limiter: None,
@@ -167,11 +169,11 @@ pub(crate) fn compile(
         context.token_service =
             oauth::compile_token_service(token_service, store.clone(), &mut context);
     }
-    let saml_issuer = main
-        .spec
-        .saml_issuer
-        .present()
-        .and_then(|issuer| super::saml_issuer::compile(issuer, &mut context));
+    let saml_issuer = main.spec.saml_issuer.present().and_then(|issuer| {
+        context.saml_issuer_declared = true;
+        super::saml_issuer::compile(issuer, &mut context)
+    });
+    context.saml_issuer.clone_from(&saml_issuer);
     let admin_token = main
         .spec
         .admin

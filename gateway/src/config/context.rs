@@ -54,6 +54,10 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) state_url: Option<crate::store::StoreUrl>,
     /// How many `any` composites the step being compiled sits in.
     pub(crate) any_depth: usize,
+    /// The SAML issuer, when the policy has one that compiled (for `issue_saml`).
+    pub(crate) saml_issuer: Option<Arc<crate::saml_issuer::SamlIssuer>>,
+    /// The policy has a `saml_issuer:` section (which may have failed to compile).
+    pub(crate) saml_issuer_declared: bool,
     /// The token service, when the policy has one (for `require_bearer`).
     pub(crate) token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The policy has a `token_service:` section (which may have failed to compile).

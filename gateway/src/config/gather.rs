@@ -59,7 +59,7 @@ pub(crate) fn gather(
         for (file, kind) in files {
             gathered.read(base.join(file), kind);
         }
-        let Some(upstream) = service.value.upstream.0.as_ref() else {
+        let Some(upstream) = service.value.upstream.present() else {
             continue;
         };
         let detail = upstream.value.detail();

@@ -24,7 +24,8 @@ const MIN_VALIDITY: Duration = Duration::from_secs(10);
 const MAX_VALIDITY: Duration = Duration::from_secs(3600);
 
 /// The SAML issuer: `POST /saml/token` takes HTTP Basic credentials of the users file and
-/// answers a signed SAML 2.0 bearer assertion for `Authorization: SAML`.
+/// answers a signed SAML 2.0 bearer assertion for `Authorization: SAML`; services with
+/// `issue_saml:` answer the same for callers their pipeline authenticated.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamlIssuerSpec {
@@ -38,8 +39,10 @@ pub struct SamlIssuerSpec {
     #[serde(default)]
     pub certificate: Option<Spanned<PemFileSpec>>,
     /// The users file (relative to the policy file): names, argon2id password hashes
-    /// (`portcullis hash-password`) and attributes. See docs/saml.md.
-    pub users_file: Spanned<String>,
+    /// (`portcullis hash-password`) and attributes. See docs/saml.md. Without it, `POST
+    /// /saml/token` is not served and only `issue_saml` services issue.
+    #[serde(default)]
+    pub users_file: Option<Spanned<String>>,
     /// The relying party's entity ID: the assertions' `Audience`.
     pub audience: Spanned<String>,
     /// The bearer confirmation's `Recipient`, for a relying party that checks it (an RFC
@@ -73,10 +76,10 @@ pub struct PemFileSpec {
 /// The files gathering reads for the section.
 pub(crate) fn files(spec: &SamlIssuerSpec) -> Vec<(&str, crate::files::FileKind)> {
     use crate::files::FileKind;
-    let mut out = vec![
-        (spec.signing_key.value.file.value.as_str(), FileKind::Key),
-        (spec.users_file.value.as_str(), FileKind::Users),
-    ];
+    let mut out = vec![(spec.signing_key.value.file.value.as_str(), FileKind::Key)];
+    if let Some(users) = &spec.users_file {
+        out.push((users.value.as_str(), FileKind::Users));
+    }
     if let Some(cert) = &spec.certificate {
         out.push((cert.value.file.value.as_str(), FileKind::Certificates));
     }
@@ -173,7 +176,10 @@ pub(crate) fn compile(
             .as_ref()
             .map(|list| list.iter().map(|a| a.value.clone()).collect()),
         challenge: challenge?,
-        users: users?,
+        users: match &s.users_file {
+            Some(_) => Some(users?),
+            None => None,
+        },
         key: key?,
         certificate_der,
         verifications: tokio::sync::Semaphore::new(cores),
@@ -268,7 +274,7 @@ fn certificate(
 }
 
 fn users(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<Users> {
-    let file = &s.users_file;
+    let file = s.users_file.as_ref()?;
     let full = context.base.join(&file.value);
     let text = match context.gathered.file(&full).map(std::str::from_utf8) {
         Ok(Ok(text)) => text,
@@ -292,4 +298,101 @@ fn users(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<Users> 
             None
         }
     }
+}
+
+/// `issue_saml:` on a service: answer with an assertion for the caller the service's
+/// pipeline authenticated, instead of going upstream.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueSamlSpec {
+    /// The assertion's subject (`NameID`), a template over the pipeline's variables. Default `${client.id}` (set by require_api_key, require_hmac, require_bearer, require_saml).
+    #[serde(default)]
+    pub subject: Option<Spanned<String>>,
+    /// Attribute name → template, e.g. `{groups: "${token.scope}"}`; a value with `,` becomes several values, an empty one is left out.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, Spanned<String>>,
+}
+
+/// The steps that establish who the caller is; a service issuing assertions needs one.
+const AUTHENTICATING_STEPS: &[&str] = &[
+    "require_api_key",
+    "require_hmac",
+    "require_bearer",
+    "require_saml",
+];
+
+/// Compiles a service's `issue_saml:` after its request steps (whose variables it reads).
+pub(crate) fn compile_issuance(
+    spec: &Spanned<IssueSamlSpec>,
+    request: &[super::yaml::Lenient<Spanned<super::steps::AssertionSpec>>],
+    path: &str,
+    context: &mut CompileContext<'_>,
+) -> Option<Arc<crate::saml_issuer::pipeline::PipelineIssuance>> {
+    use portcullis_assertions::template::Template;
+    let at = format!("{path}.issue_saml");
+    let Some(issuer) = context.saml_issuer.clone() else {
+        if !context.saml_issuer_declared {
+            context.err(
+                spec.loc,
+                &at,
+                "issue_saml signs with the `saml_issuer:` section's key and names: add that section",
+            );
+        }
+        return None;
+    };
+    let authenticated = request
+        .iter()
+        .filter_map(|step| step.get())
+        .any(|step| AUTHENTICATING_STEPS.contains(&step.value.kind()));
+    if !authenticated {
+        context.err(
+            spec.loc,
+            &at,
+            format!(
+                "a service that issues assertions must authenticate its callers first: put one of {} in its request steps",
+                AUTHENTICATING_STEPS.join(", ")
+            ),
+        );
+    }
+    let parse =
+        |text: &str, loc, option: String, context: &mut CompileContext<'_>| match Template::parse(
+            text,
+            &context.registry,
+        ) {
+            Ok(template) => Some(template),
+            Err(error) => {
+                context.err(loc, &option, error.0);
+                None
+            }
+        };
+    let subject = match &spec.value.subject {
+        Some(text) => parse(&text.value, text.loc, format!("{at}.subject"), context),
+        None => parse("${client.id}", spec.loc, format!("{at}.subject"), context),
+    };
+    let mut attributes = Vec::new();
+    for (name, text) in &spec.value.attributes {
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"') {
+            context.err(
+                text.loc,
+                &format!("{at}.attributes"),
+                "an attribute name is non-empty, without quotes or control characters",
+            );
+        }
+        if let Some(template) = parse(
+            &text.value,
+            text.loc,
+            format!("{at}.attributes.{name}"),
+            context,
+        ) {
+            attributes.push((name.clone(), template));
+        }
+    }
+    if !authenticated || attributes.len() != spec.value.attributes.len() {
+        return None;
+    }
+    Some(Arc::new(crate::saml_issuer::pipeline::PipelineIssuance {
+        issuer,
+        subject: subject?,
+        attributes,
+    }))
 }

@@ -222,8 +222,13 @@ pub struct ServiceSpec {
     /// Which requests belong to this service.
     #[serde(rename = "match", default)]
     pub matcher: Lenient<MatchSpec>,
-    /// Where allowed requests go.
-    pub upstream: Lenient<Spanned<UpstreamSpec>>,
+    /// Where allowed requests go. Required, unless the service answers itself (`issue_saml`).
+    #[serde(default)]
+    pub upstream: Lenient<Option<Spanned<UpstreamSpec>>>,
+    /// Answer allowed requests with a SAML assertion for the caller the request steps
+    /// authenticated, signed by the `saml_issuer:` section, instead of going upstream.
+    #[serde(default)]
+    pub issue_saml: Option<Spanned<super::saml_issuer::IssueSamlSpec>>,
     /// Largest request body accepted (`413` past it), e.g. `1MiB`. Default `10MiB`.
     #[serde(default)]
     pub max_request_body: Lenient<Option<ByteSize>>,

@@ -68,7 +68,7 @@ fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, R
             if runtime
                 .saml_issuer
                 .as_ref()
-                .is_some_and(|issuer| issuer.path == canonical.routing)
+                .is_some_and(|issuer| issuer.users.is_some() && issuer.path == canonical.routing)
             {
                 return Ok(Admitted::SamlIssuer);
             }

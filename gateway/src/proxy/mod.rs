@@ -130,6 +130,9 @@ impl ProxyHttp for Gateway {
         if let Err(rejection) = self.record_usage_durably(&runtime).await {
             return refuse(session, ctx, &rejection, body.is_some()).await;
         }
+        if let Some(issuing) = service.issue_saml.clone() {
+            return self.issue_for_pipeline(session, ctx, &issuing).await;
+        }
 
         if let Some(mut body) = body {
             if let Some(rewritten) = service.rewrite_request_body(&body, &mut ctx.exchange) {
@@ -365,6 +368,47 @@ impl Gateway {
         }
     }
 
+    /// A service with `issue_saml`: its pipeline let the caller through, so the answer is an
+    /// assertion for the caller (signed off the async threads: an RSA signature takes a
+    /// millisecond or two).
+    async fn issue_for_pipeline(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        issuing: &std::sync::Arc<crate::saml_issuer::pipeline::PipelineIssuance>,
+    ) -> Result<bool> {
+        let claims = issuing.claims(&PingoraRequestView(session.req_header()), &ctx.exchange);
+        let drained = crate::saml_issuer::endpoint::drain_body(session).await?;
+        let signed = match claims.and_then(|claims| drained.map(|()| claims)) {
+            Ok(claims) => {
+                let work = issuing.clone();
+                match tokio::task::spawn_blocking(move || work.issue(claims)).await {
+                    Ok(Ok(issued)) => Ok(serde_json::to_vec(&issued).unwrap_or_default()),
+                    Ok(Err(e)) => {
+                        ::log::error!("issue_saml: cannot sign an assertion: {e}");
+                        Err(not_signed())
+                    }
+                    Err(e) => {
+                        ::log::error!("issue_saml: signing task failed: {e}");
+                        Err(not_signed())
+                    }
+                }
+            }
+            Err(rejection) => Err(rejection),
+        };
+        match signed {
+            Ok(json) => {
+                self.state.metrics.token_answer("saml", "ok");
+                crate::saml_issuer::endpoint::write_issued(session, json).await?;
+                Ok(true)
+            }
+            Err(rejection) => {
+                self.state.metrics.token_answer("saml", rejection.code);
+                refuse(session, ctx, &rejection, true).await
+            }
+        }
+    }
+
     /// With durable usage, this request's use is in the store before it goes upstream.
     async fn record_usage_durably(&self, runtime: &Runtime) -> std::result::Result<(), Rejection> {
         if !runtime
@@ -433,4 +477,13 @@ async fn read_request_body(
         connection.body_read();
     }
     Ok(Some(buffer.freeze()))
+}
+
+/// An assertion that could not be signed (no randomness, a broken key): the gateway's fault.
+fn not_signed() -> Rejection {
+    Rejection::new(
+        http::StatusCode::INTERNAL_SERVER_ERROR,
+        "assertion-not-signed",
+        "the assertion could not be signed",
+    )
 }

@@ -1,13 +1,16 @@
 //! The SAML issuer (`saml_issuer:` in the policy): `POST /saml/token` authenticates HTTP
 //! Basic against a users file and answers a signed SAML 2.0 bearer assertion, deflated and
-//! base64-encoded, ready for `Authorization: SAML <token>`.
+//! base64-encoded, ready for `Authorization: SAML <token>`. A service with `issue_saml:`
+//! answers the same way for a caller its own pipeline authenticated (API key, HMAC,
+//! bearer).
 //!
 //! [`users`]: the users file (argon2id hashes, attributes). [`endpoint`]: the HTTP side
-//! (method, Basic credentials, the brute-force gate, the answer). This file: the compiled
-//! issuer and what one issued assertion says (`portcullis sign saml` signs the same way
-//! offline).
+//! (method, Basic credentials, the brute-force gate, the answer). [`pipeline`]: issuing for
+//! a pipeline's caller. This file: the compiled issuer and what one issued assertion says
+//! (`portcullis sign saml` signs the same way offline).
 
 pub mod endpoint;
+pub mod pipeline;
 pub mod users;
 
 use std::io::Write as _;
@@ -29,7 +32,8 @@ pub const NAME_ID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format
 /// The compiled issuer.
 #[derive(Debug)]
 pub struct SamlIssuer {
-    /// The canonical path it answers on (`/saml/token` by default).
+    /// The canonical path the Basic endpoint answers on (`/saml/token` by default); it is
+    /// served only when there is a users file.
     pub path: String,
     /// Our entity ID: the assertions' `Issuer`.
     pub entity_id: String,
@@ -44,7 +48,8 @@ pub struct SamlIssuer {
     pub attributes: Option<Vec<String>>,
     /// The `WWW-Authenticate` challenge of a `401`.
     pub challenge: HeaderValue,
-    pub users: Users,
+    /// The users of the Basic endpoint; `None`: only `issue_saml` services issue.
+    pub users: Option<Users>,
     pub key: SamlSigningKey,
     /// The signing certificate, sent in `KeyInfo` as a hint (relying parties pin it).
     pub certificate_der: Option<Vec<u8>>,
@@ -80,9 +85,22 @@ impl SamlIssuer {
             })
             .cloned()
             .collect();
+        self.issue_for(&user.name, attributes, now)
+    }
+
+    /// Signs an assertion for `subject` with exactly `attributes`, valid from `now`.
+    ///
+    /// # Errors
+    /// No randomness for the ID, or signing failed.
+    pub fn issue_for(
+        &self,
+        subject: &str,
+        attributes: Vec<(String, Vec<String>)>,
+        now: Timestamp,
+    ) -> Result<IssuedAssertion, SignError> {
         let spec = AssertionSpec {
             issuer: self.entity_id.clone(),
-            subject: user.name.clone(),
+            subject: subject.to_owned(),
             name_id_format: Some(self.name_id_format.clone()),
             audience: self.audience.clone(),
             recipient: self.recipient.clone(),
@@ -157,7 +175,7 @@ mod tests {
             validity: Duration::from_secs(300),
             attributes: Some(vec!["group".to_owned()]),
             challenge: HeaderValue::from_static("Basic realm=\"test\""),
-            users: Users::compile(&parsed.spec).expect("users"),
+            users: Some(Users::compile(&parsed.spec).expect("users")),
             key: SamlSigningKey::from_pem(&fixture(key)).expect("key"),
             certificate_der: None,
             verifications: tokio::sync::Semaphore::new(1),
@@ -168,7 +186,8 @@ mod tests {
     fn issued_assertions_verify_with_the_library_and_carry_the_listed_attributes() {
         for key in ["rsa2048.key.pem", "p256.key.pem"] {
             let issuer = issuer(key);
-            let alice = issuer.users.verify("alice", "pw").expect("alice");
+            let users = issuer.users.as_ref().expect("users");
+            let alice = users.verify("alice", "pw").expect("alice");
             let now = Timestamp::now();
             let issued = issuer.issue(alice, now).expect("issued");
             let again = issuer.issue(alice, now).expect("issued");

@@ -259,3 +259,107 @@ fn xmlsec1_verifies_what_the_issuer_signs() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// An issuer without a users file, and two services that issue for callers their own
+/// pipeline authenticated (an API key, a bearer token of the token service would work the
+/// same), beside an API that takes the assertions.
+fn pipeline_issuer_gateway() -> (Backend, TestGateway) {
+    let backend = Backend::start();
+    let key_hash = crate::oauth::sha256_hex("partner-key-456");
+    let text = format!(
+        r#"saml_issuer:
+  entity_id: {SAML_ENTITY}
+  signing_key: {{file: {key}}}
+  audience: https://api.test
+  validity: 2m
+services:
+  - name: partner-saml
+    match: {{path: /partners/saml/token}}
+    methods: [POST]
+    issue_saml:
+      attributes: {{tier: "${{client.tier}}", roles: "reader, writer"}}
+    request:
+      - require_api_key:
+          keys: [{{client: partner-7, sha256: {key_hash}, attributes: {{tier: gold}}}}]
+  - name: api
+    match: {{path: /api}}
+    upstream: "{{backend}}"
+    request:
+      - require_saml:
+          certificates: {cert}
+          issuers: [{SAML_ENTITY}]
+          audience: https://api.test
+          attributes: [tier, roles]
+      - set_header: {{name: X-Subject, value: "${{saml.subject}}"}}
+      - set_header: {{name: X-Roles, value: "${{saml.attr.roles}}"}}
+"#,
+        key = saml_fixture("rsa2048.key.pem").display(),
+        cert = saml_fixture("rsa2048.cert.pem").display(),
+    );
+    let gw = TestGateway::start(&text, &backend.url());
+    (backend, gw)
+}
+
+#[test]
+fn a_caller_authenticated_by_the_pipeline_gets_an_assertion_for_its_identity() {
+    let (backend, gw) = pipeline_issuer_gateway();
+    let resp = client()
+        .post(gw.url("/partners/saml/token"))
+        .header("x-api-key", "partner-key-456")
+        .body("ignored")
+        .send()
+        .expect("issue");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = resp.json().expect("json");
+    assert_eq!(body["token_type"], "SAML");
+    let token = body["token"].as_str().expect("token");
+    let cert = std::fs::read_to_string(saml_fixture("rsa2048.cert.pem")).expect("cert");
+    let verifier =
+        Verifier::from_certificates_pem(&cert, VerifyOptions::default()).expect("verifier");
+    let assertion = verifier.verify_token(token).expect("verifies");
+    assert_eq!(assertion.subject.name_id, "partner-7");
+    assert_eq!(assertion.attribute("tier"), Some(&["gold".to_owned()][..]));
+    assert_eq!(
+        assertion.attribute("roles"),
+        Some(&["reader".to_owned(), "writer".to_owned()][..])
+    );
+    // Nothing went upstream to get it; the assertion opens the API.
+    assert_eq!(backend.count(), 0);
+    let resp = client()
+        .get(gw.url("/api/orders"))
+        .header("authorization", format!("SAML {token}"))
+        .send()
+        .expect("api");
+    assert_eq!(resp.status(), 200);
+    let seen = &backend.seen()[0];
+    assert_eq!(seen.headers["x-subject"], "partner-7");
+    assert_eq!(seen.headers["x-roles"], "reader,writer");
+
+    // Without the key, with a wrong one, or with GET: no assertion.
+    let cases = [
+        (None, "POST", 401, "missing-api-key"),
+        (Some("partner-key-000"), "POST", 401, "invalid-api-key"),
+        (Some("partner-key-456"), "GET", 405, "method-not-allowed"),
+    ];
+    for (key, method, status, code) in cases {
+        let mut request = client().request(
+            method.parse().expect("method"),
+            gw.url("/partners/saml/token"),
+        );
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let (got_status, got_code, body) = problem_code(request.send().expect("send"));
+        assert_eq!((got_status, got_code.as_str()), (status, code), "{body}");
+    }
+    // The Basic endpoint is not served without a users file: /saml/token is just a path
+    // no service matches.
+    let resp = client()
+        .post(gw.url("/saml/token"))
+        .basic_auth("alice", Some("x"))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 404);
+    assert_eq!(backend.count(), 1);
+}

@@ -96,10 +96,29 @@ pub(super) fn compile_service(
             );
         }
     }
-    let upstream = spec
-        .upstream
-        .get()
-        .and_then(|u| compile_upstream(u, &format!("{path}.upstream"), context));
+    let upstream = match (spec.upstream.present(), &spec.issue_saml) {
+        (Some(u), None) => compile_upstream(u, &format!("{path}.upstream"), context),
+        (None, Some(_)) => Some(Upstream::answered_by_the_gateway()),
+        (Some(u), Some(_)) => {
+            context.err(
+                u.loc,
+                &format!("{path}.upstream"),
+                "a service with issue_saml answers itself: remove its upstream",
+            );
+            None
+        }
+        (None, None) => {
+            // `upstream:` written but unreadable was reported where it is.
+            if spec.upstream.get().is_some() {
+                context.err(
+                    spec.name.loc,
+                    &format!("{path}.upstream"),
+                    "a service needs an upstream (`upstream: http://host:port`)",
+                );
+            }
+            None
+        }
+    };
 
     let request = compile_steps(
         &spec.request,
@@ -113,6 +132,9 @@ pub(super) fn compile_service(
         Side::Response,
         context,
     );
+    let issue_saml = spec.issue_saml.as_ref().and_then(|issuing| {
+        crate::config::saml_issuer::compile_issuance(issuing, &spec.request, path, context)
+    });
     let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, context);
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
@@ -126,6 +148,10 @@ pub(super) fn compile_service(
         path_case,
         path_forms,
         upstream: upstream?,
+        issue_saml: match &spec.issue_saml {
+            Some(_) => Some(issue_saml?),
+            None => None,
+        },
         request,
         response,
         needs,
