@@ -305,3 +305,97 @@ fn an_idp_metadata_file_gives_the_keys_of_a_rotation_and_the_issuer() {
     assert_eq!((status, code.as_str()), (401, "saml-issuer"), "{body}");
     assert_eq!(backend.count(), 2);
 }
+
+/// The signature-wrapping layouts (XSW), built from one genuinely signed assertion: each puts
+/// an unsigned, attacker-written assertion where a careless verifier would read it while the
+/// signature still verifies over the original. Every one is refused with its reason and
+/// none reaches the upstream.
+#[test]
+fn every_signature_wrapping_layout_is_refused_through_the_gateway() {
+    let backend = Backend::start();
+    let gateway = start(&backend);
+    let good = signed(&spec("alice@example.com"), "xmlsec1/p256.key.pem");
+    let id = between(&good, " ID=\"", "\"")
+        .expect("assertion ID")
+        .to_owned();
+    let signature_start = good.find("<ds:Signature").expect("signature");
+    let signature_end = good.find("</ds:Signature>").expect("signature") + "</ds:Signature>".len();
+    let signature = &good[signature_start..signature_end];
+    let unsigned = format!("{}{}", &good[..signature_start], &good[signature_end..]);
+    // The attacker's assertion: the same, for another subject, under another ID, unsigned.
+    let evil = unsigned
+        .replace("alice@example.com", "admin@example.com")
+        .replace(&id, "_evil");
+    let open_assertion_end = evil.find('>').expect("start tag") + 1;
+    let (evil_start, evil_rest) = evil.split_at(open_assertion_end);
+    let close = evil_rest.rfind("</saml:Assertion>").expect("end tag");
+    let (evil_body, evil_close) = evil_rest.split_at(close);
+    let response = |inner: &str| {
+        format!(
+            "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_r\" Version=\"2.0\" IssueInstant=\"2026-12-01T10:00:00Z\">{inner}</samlp:Response>"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "evil assertion beside the signed one",
+            response(&format!("{evil}{good}")),
+            "saml-assertion-count",
+        ),
+        (
+            "signed assertion moved into the evil one (Advice)",
+            format!("{evil_start}{evil_body}<saml:Advice>{good}</saml:Advice>{evil_close}"),
+            "saml-assertion-count",
+        ),
+        (
+            "signed assertion moved into the Response's Extensions, evil one outside",
+            response(&format!("<samlp:Extensions>{good}</samlp:Extensions>{evil}")),
+            "saml-assertion-count",
+        ),
+        (
+            "the signature moved to the evil assertion, referring to the original's ID",
+            format!(
+                "{evil_start}{signature}{evil_body}<saml:Advice>{unsigned}</saml:Advice>{evil_close}"
+            ),
+            "saml-assertion-count",
+        ),
+        (
+            "the signature moved to the evil assertion, the original outside it",
+            response(&format!(
+                "{evil_start}{signature}{evil_body}{evil_close}{unsigned}"
+            )),
+            "saml-assertion-count",
+        ),
+        (
+            "the signature moved to the evil assertion, the original alone in Extensions",
+            response(&format!(
+                "<samlp:Extensions>{unsigned}</samlp:Extensions>{evil_start}{signature}{evil_body}{evil_close}"
+            )),
+            "saml-assertion-count",
+        ),
+        (
+            "an evil assertion under the signed one's ID",
+            response(&format!("{}{good}", evil.replace("_evil", &id))),
+            "saml-duplicate-id",
+        ),
+        (
+            "the signed assertion twice",
+            response(&format!("{good}{good}")),
+            "saml-duplicate-id",
+        ),
+    ];
+    for (what, xml, code) in cases {
+        let (got_status, got_code, body) = problem_code(call(&gateway, &deflated(xml.as_bytes())));
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (401, code),
+            "{what}: {body}"
+        );
+    }
+    assert_eq!(
+        backend.count(),
+        0,
+        "no wrapped assertion reached the upstream"
+    );
+    // The original, untouched, still passes: the refusals are the layouts', not the key's.
+    assert_eq!(call(&gateway, &deflated(good.as_bytes())).status(), 200);
+}

@@ -321,6 +321,28 @@ fn the_shipped_saml_rest_policy_works_end_to_end() {
     let (status, code, _) = problem_code(payments(bobs["token"].as_str().expect("token")));
     assert_eq!((status, code.as_str()), (403, "saml-attribute-required"));
 
+    // A partner application's API key buys an assertion for it, which the API takes.
+    let partner: serde_json::Value = client()
+        .post(gw.url("/partners/saml/token"))
+        .header("x-api-key", "partner-demo-key")
+        .send()
+        .expect("issue_saml")
+        .json()
+        .expect("json");
+    assert_eq!(
+        payments(partner["token"].as_str().expect("token")).status(),
+        200
+    );
+    assert_eq!(backend.seen()[2].headers["x-user"], "partner-app");
+    let (status, code, _) = problem_code(
+        client()
+            .post(gw.url("/partners/saml/token"))
+            .header("x-api-key", "partner-demo-kez")
+            .send()
+            .expect("issue_saml"),
+    );
+    assert_eq!((status, code.as_str()), (401, "invalid-api-key"));
+
     let (status, body) = exchange(&gw, &URL_SAFE_NO_PAD.encode(&xml), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["scope"], "reports.read reports.write");
@@ -330,7 +352,7 @@ fn the_shipped_saml_rest_policy_works_end_to_end() {
         .send()
         .expect("call");
     assert_eq!(resp.status(), 200);
-    assert_eq!(backend.seen()[2].headers["x-subject"], "alice");
+    assert_eq!(backend.seen()[3].headers["x-subject"], "alice");
     // bob's password is not alice's.
     let wrong = client()
         .post(gw.url("/saml/token"))
