@@ -10,6 +10,7 @@
 //! Everything binds 127.0.0.1, runs for a fixed time, and is stopped at the end.
 
 pub mod credentials;
+mod peers;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
@@ -29,7 +30,7 @@ use scenarios::{Credential, Scenario, NOT_BUILT, SCENARIOS};
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "bench",
-    about = "Portcullis against nginx and HAProxy (and Praxis when on PATH), per assertion, in one run"
+    about = "Portcullis against nginx, HAProxy and Caddy (and Praxis with --with-praxis), per assertion, in one run"
 )]
 pub struct Options {
     /// Portcullis scenarios to run, comma-separated, or `all`.
@@ -47,9 +48,13 @@ pub struct Options {
     /// About a minute and a half in all (after the build): 3 s runs, 1 s warm-ups.
     #[arg(long)]
     pub quick: bool,
-    /// Leave out nginx, HAProxy and Praxis (Portcullis and the bare Pingora proxy only).
+    /// Leave out nginx, HAProxy, Caddy and Praxis (Portcullis and the bare Pingora proxy only).
     #[arg(long)]
     pub no_reference: bool,
+    /// Add Praxis (a Pingora-based proxy), building it with `cargo install praxis-proxy`
+    /// when it is not installed (a long build).
+    #[arg(long)]
+    pub with_praxis: bool,
     /// Where the report goes (JSON, Markdown, SVG; `latest.*` is the newest).
     #[arg(long, default_value = "benches/results")]
     pub out: PathBuf,
@@ -200,45 +205,11 @@ fn start_system(
     let log = work.join(format!("{}-{}.log", plan.system, plan.scenario));
     let cpu = opts.proxy_cpu;
     let io = |e: std::io::Error| format!("cannot start {}: {e}", plan.system);
+    if let Some(started) = peers::start(plan.system, port, backend, work, cpu, &log) {
+        return Ok((Some(started?), port));
+    }
     let proc = match plan.system {
         "backend-direct" => return Ok((None, backend)),
-        "nginx" => {
-            let conf = work.join("proxy.conf");
-            std::fs::write(&conf, scenarios::nginx_proxy(port, backend, work))
-                .map_err(|e| e.to_string())?;
-            Proc::start(
-                "nginx",
-                cpu,
-                "nginx",
-                &["-c", &conf.to_string_lossy()],
-                &log,
-            )
-            .map_err(io)?
-        }
-        "haproxy" => {
-            let conf = work.join("haproxy.cfg");
-            std::fs::write(&conf, scenarios::haproxy(port, backend)).map_err(|e| e.to_string())?;
-            Proc::start(
-                "haproxy",
-                cpu,
-                "haproxy",
-                &["-db", "-f", &conf.to_string_lossy()],
-                &log,
-            )
-            .map_err(io)?
-        }
-        "praxis" => {
-            let conf = work.join("praxis.yaml");
-            std::fs::write(&conf, scenarios::praxis(port, backend)).map_err(|e| e.to_string())?;
-            Proc::start(
-                "praxis",
-                cpu,
-                "praxis",
-                &["-c", &conf.to_string_lossy()],
-                &log,
-            )
-            .map_err(io)?
-        }
         "pingora-minimal" => {
             let bin = root.join("target/release/minimal-pingora-proxy");
             Proc::start(
@@ -391,7 +362,7 @@ fn run_one(
     Ok(Row::new(plan.system, &plan.scenario, &about, &m, cpu, rss))
 }
 
-fn machine(root: &Path) -> Vec<(String, String)> {
+fn machine(root: &Path, opts: &Options) -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -420,13 +391,9 @@ fn machine(root: &Path) -> Vec<(String, String)> {
             ),
         ),
         ("rustc".to_owned(), version_of("rustc", &["--version"])),
-        ("nginx".to_owned(), version_of("nginx", &["-v"])),
-        ("haproxy".to_owned(), version_of("haproxy", &["-v"])),
         ("wrk".to_owned(), version_of("wrk", &["-v"])),
     ];
-    if on_path("praxis") {
-        v.push(("praxis".to_owned(), version_of("praxis", &["--version"])));
-    }
+    v.extend(peers::versions(opts));
     v
 }
 
@@ -543,31 +510,7 @@ fn run(opts: &Options) -> Result<(), String> {
         .map(|(n, why)| ((*n).to_owned(), (*why).to_owned()))
         .collect();
     if !opts.no_reference {
-        plans.push(Plan {
-            system: "nginx",
-            scenario: "pass-through".into(),
-            about: "plain reverse proxy, upstream keep-alive".into(),
-            path: "/",
-        });
-        plans.push(Plan {
-            system: "haproxy",
-            scenario: "pass-through".into(),
-            about: "plain reverse proxy, one thread".into(),
-            path: "/",
-        });
-        if on_path("praxis") {
-            plans.push(Plan {
-                system: "praxis",
-                scenario: "pass-through".into(),
-                about: "router + load_balancer filters".into(),
-                path: "/",
-            });
-        } else {
-            skipped.push((
-                "praxis".to_owned(),
-                "no praxis binary on PATH (cargo install praxis-proxy)".to_owned(),
-            ));
-        }
+        peers::plans(opts, &mut plans, &mut skipped);
     }
     plans.push(Plan {
         system: "pingora-minimal",
@@ -617,7 +560,7 @@ fn run(opts: &Options) -> Result<(), String> {
         ),
         (
             "workers".to_owned(),
-            "one per proxy (nginx worker_processes 1, HAProxy nbthread 1, Pingora threads 1)"
+            "one per proxy (nginx worker_processes 1, HAProxy nbthread 1, Caddy GOMAXPROCS=1, Pingora threads 1)"
                 .to_owned(),
         ),
     ];
@@ -662,7 +605,7 @@ fn run(opts: &Options) -> Result<(), String> {
     let ratios = report::ratios(&rows, &baselines);
     let report = Report {
         started: started.clone(),
-        machine: machine(&root),
+        machine: machine(&root, opts),
         settings,
         rows,
         ratios,

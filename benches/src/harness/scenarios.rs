@@ -208,6 +208,15 @@ pub fn nginx_proxy(port: u16, backend: u16, work: &Path) -> String {
     )
 }
 
+/// Caddy as a plain reverse proxy: no admin endpoint, no automatic HTTPS, no access log
+/// (Caddy logs none unless asked), keep-alive to the backend (its default).
+#[must_use]
+pub fn caddy(port: u16, backend: u16) -> String {
+    format!(
+        "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n\nhttp://127.0.0.1:{port} {{\n\treverse_proxy 127.0.0.1:{backend}\n}}\n"
+    )
+}
+
 /// HAProxy as a plain reverse proxy: one thread, keep-alive both sides.
 #[must_use]
 pub fn haproxy(port: u16, backend: u16) -> String {
