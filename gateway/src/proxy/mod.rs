@@ -353,7 +353,24 @@ impl Gateway {
             surface: crate::auth_failures::Surface::SamlIssuer,
             ip: ctx.exchange.client_ip,
         };
-        match crate::saml_issuer::endpoint::serve(&issuer, session, gate).await? {
+        let outcome = crate::saml_issuer::endpoint::serve(&issuer, session, gate).await?;
+        // Every refusal but 405 comes after the body was read.
+        let body_read = outcome
+            .as_ref()
+            .err()
+            .is_none_or(|rejection| rejection.status != http::StatusCode::METHOD_NOT_ALLOWED);
+        self.answer_issued(session, ctx, outcome, body_read).await
+    }
+
+    /// Writes what an issuer decided: the assertion's JSON, or the refusal.
+    async fn answer_issued(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        outcome: crate::saml_issuer::endpoint::Outcome,
+        body_read: bool,
+    ) -> Result<bool> {
+        match outcome {
             Ok(json) => {
                 self.state.metrics.token_answer("saml", "ok");
                 crate::saml_issuer::endpoint::write_issued(session, json).await?;
@@ -361,8 +378,6 @@ impl Gateway {
             }
             Err(rejection) => {
                 self.state.metrics.token_answer("saml", rejection.code);
-                // Every refusal but 405 comes after the body was read.
-                let body_read = rejection.status != http::StatusCode::METHOD_NOT_ALLOWED;
                 refuse(session, ctx, &rejection, body_read).await
             }
         }
@@ -379,34 +394,11 @@ impl Gateway {
     ) -> Result<bool> {
         let claims = issuing.claims(&PingoraRequestView(session.req_header()), &ctx.exchange);
         let drained = crate::saml_issuer::endpoint::drain_body(session).await?;
-        let signed = match claims.and_then(|claims| drained.map(|()| claims)) {
-            Ok(claims) => {
-                let work = issuing.clone();
-                match tokio::task::spawn_blocking(move || work.issue(claims)).await {
-                    Ok(Ok(issued)) => Ok(serde_json::to_vec(&issued).unwrap_or_default()),
-                    Ok(Err(e)) => {
-                        ::log::error!("issue_saml: cannot sign an assertion: {e}");
-                        Err(not_signed())
-                    }
-                    Err(e) => {
-                        ::log::error!("issue_saml: signing task failed: {e}");
-                        Err(not_signed())
-                    }
-                }
-            }
+        let outcome = match claims.and_then(|claims| drained.map(|()| claims)) {
+            Ok(claims) => issuing.sign(claims).await,
             Err(rejection) => Err(rejection),
         };
-        match signed {
-            Ok(json) => {
-                self.state.metrics.token_answer("saml", "ok");
-                crate::saml_issuer::endpoint::write_issued(session, json).await?;
-                Ok(true)
-            }
-            Err(rejection) => {
-                self.state.metrics.token_answer("saml", rejection.code);
-                refuse(session, ctx, &rejection, true).await
-            }
-        }
+        self.answer_issued(session, ctx, outcome, true).await
     }
 
     /// With durable usage, this request's use is in the store before it goes upstream.
@@ -477,13 +469,4 @@ async fn read_request_body(
         connection.body_read();
     }
     Ok(Some(buffer.freeze()))
-}
-
-/// An assertion that could not be signed (no randomness, a broken key): the gateway's fault.
-fn not_signed() -> Rejection {
-    Rejection::new(
-        http::StatusCode::INTERNAL_SERVER_ERROR,
-        "assertion-not-signed",
-        "the assertion could not be signed",
-    )
 }

@@ -112,16 +112,7 @@ async fn authenticate_and_issue(
         )
         .with_header(RETRY_AFTER, HeaderValue::from(seconds)));
     }
-    let Ok(Ok(_permit)) =
-        tokio::time::timeout(VERIFY_QUEUE_WAIT, issuer.verifications.acquire()).await
-    else {
-        return Err(Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "issuer-busy",
-            "too many authentications are being checked; try again shortly",
-        )
-        .with_header(RETRY_AFTER, HeaderValue::from_static("1")));
-    };
+    let _permit = signing_slot(issuer).await?;
     let work = issuer.clone();
     let user = name.clone();
     let verified = tokio::task::spawn_blocking(move || {
@@ -153,6 +144,26 @@ async fn authenticate_and_issue(
                 "the credentials could not be checked",
             ))
         }
+    }
+}
+
+/// One of the issuer's slots for CPU-heavy work (a password check, a signature): at most
+/// one per core at once, so a flood queues briefly and then gets `503`, never an unbounded
+/// pile of blocking tasks.
+///
+/// # Errors
+/// `503 issuer-busy` when no slot frees up within [`VERIFY_QUEUE_WAIT`].
+pub async fn signing_slot(
+    issuer: &SamlIssuer,
+) -> std::result::Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
+    match tokio::time::timeout(VERIFY_QUEUE_WAIT, issuer.verifications.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "issuer-busy",
+            "too many assertions are being issued; try again shortly",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))),
     }
 }
 

@@ -13,7 +13,8 @@ use http::StatusCode;
 use portcullis_assertions::template::Template;
 use portcullis_assertions::{Exchange, Rejection, RequestView};
 
-use super::{IssuedAssertion, SamlIssuer};
+use super::endpoint::Outcome;
+use super::SamlIssuer;
 
 /// Longest subject or attribute value put into an assertion.
 pub const MAX_VALUE_LEN: usize = 1024;
@@ -73,17 +74,41 @@ impl PipelineIssuance {
         })
     }
 
-    /// Signs the assertion for `claims` now.
+    /// Signs the assertion for `claims` now, off the async threads (an RSA signature takes
+    /// a millisecond or two), at most one per core at once like the Basic endpoint's
+    /// checks; answers its JSON.
     ///
     /// # Errors
-    /// As [`SamlIssuer::issue_for`].
-    pub fn issue(
-        &self,
-        claims: Claims,
-    ) -> Result<IssuedAssertion, portcullis_assertions::saml::SignError> {
-        self.issuer
-            .issue_for(&claims.subject, claims.attributes, jiff::Timestamp::now())
+    /// `503 issuer-busy` when no signing slot frees up in time; `500` when signing failed
+    /// (no randomness, a broken key: the gateway's fault, logged).
+    pub async fn sign(&self, claims: Claims) -> Outcome {
+        let _permit = super::endpoint::signing_slot(&self.issuer).await?;
+        let issuer = self.issuer.clone();
+        let signed = tokio::task::spawn_blocking(move || {
+            issuer.issue_for(&claims.subject, claims.attributes, jiff::Timestamp::now())
+        })
+        .await;
+        match signed {
+            Ok(Ok(issued)) => Ok(serde_json::to_vec(&issued).unwrap_or_default()),
+            Ok(Err(e)) => {
+                log::error!("issue_saml: cannot sign an assertion: {e}");
+                Err(not_signed())
+            }
+            Err(e) => {
+                log::error!("issue_saml: signing task failed: {e}");
+                Err(not_signed())
+            }
+        }
     }
+}
+
+/// An assertion that could not be signed: the gateway's fault.
+fn not_signed() -> Rejection {
+    Rejection::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "assertion-not-signed",
+        "the assertion could not be signed",
+    )
 }
 
 fn check_value(value: &str) -> Result<(), Rejection> {
