@@ -398,7 +398,16 @@ services:
       - require_api_key: {{keys: [{{client: a, sha256: a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873}}]}}
   - name: nowhere
     match: {{path: /nowhere}}
+  - name: careless
+    match: {{path: /careless}}
+    methods: [GET, POST]
+    issue_saml: {{subject: "partner", attributes: {{from: "${{request.header.x-group}}"}}}}
+    request:
+      - require_saml: {{certificates: {cert}, issuers: [https://idp.test], audience: https://api.test}}
+    response:
+      - set_header: {{name: X-A, value: b}}
 "#,
+            cert = fixture("p256.cert.pem").display(),
             key = key.display(),
         ),
     );
@@ -412,6 +421,12 @@ services:
         format!("{p}:17:27: unknown variable ${{client.idd}}"),
         "client.idd".to_owned(),
         format!("{p}:20:11: a service needs an upstream"),
+        format!("{p}:24:15: issue_saml answers POST (the default): with GET or HEAD a link would mint assertions"),
+        format!("{p}:25:17: a service that issues assertions must authenticate its callers first"),
+        format!("{p}:25:17: a service that issues assertions cannot take them (require_saml)"),
+        format!("{p}:25:27: the subject must name the authenticated caller through a variable"),
+        format!("{p}:25:57: only variables the request steps set"),
+        format!("{p}:29:9: a service with issue_saml answers itself: response steps would never run"),
     ] {
         assert!(
             stderr.contains(&expected),

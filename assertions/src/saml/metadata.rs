@@ -37,6 +37,8 @@ pub enum MetadataError {
     NoIdentityProvider,
     #[error("the file describes several identity providers ({0}); name the one to trust")]
     SeveralIdentityProviders(String),
+    #[error("entityID {0:?} is described twice in the file")]
+    DuplicateEntity(String),
     #[error("no identity provider with entityID {0:?} in the file (it has: {1})")]
     UnknownEntity(String, String),
     #[error("the metadata expired at {0} (validUntil); refresh the file")]
@@ -108,8 +110,16 @@ pub fn identity_providers(
     {
         return Err(MetadataError::NotMetadata(root_name.qualified()));
     }
-    let mut providers = Vec::new();
+    let mut providers: Vec<IdentityProvider> = Vec::new();
     collect(&document, root, now, min_rsa_bits, &mut providers)?;
+    for (index, provider) in providers.iter().enumerate() {
+        if providers[..index]
+            .iter()
+            .any(|earlier| earlier.entity_id == provider.entity_id)
+        {
+            return Err(MetadataError::DuplicateEntity(provider.entity_id.clone()));
+        }
+    }
     Ok(providers)
 }
 
@@ -270,6 +280,11 @@ mod tests {
         ));
         let b = identity_provider(federation.as_bytes(), Some("https://b.example"), now, 2048)
             .expect("b");
+        let twice = federation.replace("https://b.example", "https://a.example");
+        assert!(matches!(
+            identity_provider(twice.as_bytes(), Some("https://a.example"), now, 2048),
+            Err(MetadataError::DuplicateEntity(_))
+        ));
         assert_eq!(b.entity_id, "https://b.example");
         assert!(matches!(
             identity_provider(federation.as_bytes(), Some("https://c.example"), now, 2048),

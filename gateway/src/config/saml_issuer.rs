@@ -305,31 +305,33 @@ fn users(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<Users> 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueSamlSpec {
-    /// The assertion's subject (`NameID`), a template over the pipeline's variables. Default `${client.id}` (set by require_api_key, require_hmac, require_bearer, require_saml).
+    /// The assertion's subject (`NameID`), a template over the request steps' variables (never the request's own headers, query or path). Default `${client.id}`: the API key's client, the HMAC key's client, the bearer token's client (use `${token.sub}` for the token's user).
     #[serde(default)]
     pub subject: Option<Spanned<String>>,
-    /// Attribute name → template, e.g. `{groups: "${token.scope}"}`; a value with `,` becomes several values, an empty one is left out.
+    /// Attribute name → template over the request steps' variables, e.g. `{tier: "${client.tier}"}`: one value each (commas kept), an empty one left out.
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// The steps that establish who the caller is; a service issuing assertions needs one.
-const AUTHENTICATING_STEPS: &[&str] = &[
-    "require_api_key",
-    "require_hmac",
-    "require_bearer",
-    "require_saml",
-];
+/// `require_saml` is not one of them here: a service that took an assertion and answered a
+/// fresh one would let a captured assertion be renewed forever.
+const AUTHENTICATING_STEPS: &[&str] = &["require_api_key", "require_hmac", "require_bearer"];
 
 /// Compiles a service's `issue_saml:` after its request steps (whose variables it reads).
+/// What it refuses, each a way to mint assertions for someone the gateway did not
+/// authenticate: no authenticating step; `require_saml` among the steps; a subject without
+/// a variable, or any value read from the request itself (headers, query, path: the caller
+/// writes those); `GET`/`HEAD` (a URL would mint assertions); attributes the issuer's
+/// `attributes:` list leaves out; `response:` steps (the answer is the gateway's own).
 pub(crate) fn compile_issuance(
     spec: &Spanned<IssueSamlSpec>,
-    request: &[super::yaml::Lenient<Spanned<super::steps::AssertionSpec>>],
+    service: &super::spec::ServiceSpec,
     path: &str,
     context: &mut CompileContext<'_>,
 ) -> Option<Arc<crate::saml_issuer::pipeline::PipelineIssuance>> {
-    use portcullis_assertions::template::Template;
     let at = format!("{path}.issue_saml");
+    let errors_before = context.errors.len();
     let Some(issuer) = context.saml_issuer.clone() else {
         if !context.saml_issuer_declared {
             context.err(
@@ -340,11 +342,13 @@ pub(crate) fn compile_issuance(
         }
         return None;
     };
-    let authenticated = request
+    let kinds: Vec<&str> = service
+        .request
         .iter()
         .filter_map(|step| step.get())
-        .any(|step| AUTHENTICATING_STEPS.contains(&step.value.kind()));
-    if !authenticated {
+        .map(|step| step.value.kind())
+        .collect();
+    if !kinds.iter().any(|kind| AUTHENTICATING_STEPS.contains(kind)) {
         context.err(
             spec.loc,
             &at,
@@ -354,21 +358,48 @@ pub(crate) fn compile_issuance(
             ),
         );
     }
-    let parse =
-        |text: &str, loc, option: String, context: &mut CompileContext<'_>| match Template::parse(
-            text,
-            &context.registry,
-        ) {
-            Ok(template) => Some(template),
-            Err(error) => {
-                context.err(loc, &option, error.0);
-                None
-            }
-        };
+    if kinds.contains(&"require_saml") {
+        context.err(
+            spec.loc,
+            &at,
+            "a service that issues assertions cannot take them (require_saml): a captured assertion could be renewed forever",
+        );
+    }
+    if let Some(step) = service.response.iter().find_map(|step| step.get()) {
+        context.err(
+            step.loc,
+            &format!("{path}.response"),
+            "a service with issue_saml answers itself: response steps would never run",
+        );
+    }
+    for method in service.methods.iter().flatten() {
+        if matches!(method.value.as_str(), "GET" | "HEAD") {
+            context.err(
+                method.loc,
+                &format!("{path}.methods"),
+                "issue_saml answers POST (the default): with GET or HEAD a link would mint assertions",
+            );
+        }
+    }
     let subject = match &spec.value.subject {
-        Some(text) => parse(&text.value, text.loc, format!("{at}.subject"), context),
-        None => parse("${client.id}", spec.loc, format!("{at}.subject"), context),
+        Some(text) => identity_template(&text.value, text.loc, &format!("{at}.subject"), context),
+        None => identity_template("${client.id}", spec.loc, &format!("{at}.subject"), context),
     };
+    if subject
+        .as_ref()
+        .is_some_and(|subject| subject.is_constant())
+    {
+        let loc = spec
+            .value
+            .subject
+            .as_ref()
+            .map_or(spec.loc, |text| text.loc);
+        context.err(
+            loc,
+            &format!("{at}.subject"),
+            "the subject must name the authenticated caller through a variable (e.g. ${client.id}, ${token.sub}), not a fixed name",
+        );
+    }
     let mut attributes = Vec::new();
     for (name, text) in &spec.value.attributes {
         if name.is_empty() || name.chars().any(|c| c.is_control() || c == '"') {
@@ -378,16 +409,21 @@ pub(crate) fn compile_issuance(
                 "an attribute name is non-empty, without quotes or control characters",
             );
         }
-        if let Some(template) = parse(
-            &text.value,
-            text.loc,
-            format!("{at}.attributes.{name}"),
-            context,
-        ) {
+        if let Some(allowed) = &issuer.attributes {
+            if !allowed.contains(name) {
+                context.err(
+                    text.loc,
+                    &format!("{at}.attributes.{name}"),
+                    format!("saml_issuer.attributes does not list \"{name}\": the issuer puts only those into assertions"),
+                );
+            }
+        }
+        let option = format!("{at}.attributes.{name}");
+        if let Some(template) = identity_template(&text.value, text.loc, &option, context) {
             attributes.push((name.clone(), template));
         }
     }
-    if !authenticated || attributes.len() != spec.value.attributes.len() {
+    if context.errors.len() > errors_before {
         return None;
     }
     Some(Arc::new(crate::saml_issuer::pipeline::PipelineIssuance {
@@ -395,4 +431,36 @@ pub(crate) fn compile_issuance(
         subject: subject?,
         attributes,
     }))
+}
+
+/// A template that may read only what the pipeline's steps established (their variables)
+/// and literals: never the request itself, which the caller writes.
+fn identity_template(
+    text: &str,
+    loc: super::yaml::Location,
+    option: &str,
+    context: &mut CompileContext<'_>,
+) -> Option<portcullis_assertions::template::Template> {
+    use portcullis_assertions::template::{Source, Template};
+    match Template::parse(text, &context.registry) {
+        Ok(template)
+            if template
+                .sources()
+                .all(|source| matches!(source, Source::Var(_))) =>
+        {
+            Some(template)
+        }
+        Ok(_) => {
+            context.err(
+                loc,
+                option,
+                "only variables the request steps set (client.*, token.*, hmac.*...) may go into an assertion: request headers, query, path and address are the caller's own words",
+            );
+            None
+        }
+        Err(error) => {
+            context.err(loc, option, error.0);
+            None
+        }
+    }
 }

@@ -131,7 +131,9 @@ impl ProxyHttp for Gateway {
             return refuse(session, ctx, &rejection, body.is_some()).await;
         }
         if let Some(issuing) = service.issue_saml.clone() {
-            return self.issue_for_pipeline(session, ctx, &issuing).await;
+            return self
+                .issue_for_pipeline(session, ctx, &issuing, body.is_some())
+                .await;
         }
 
         if let Some(mut body) = body {
@@ -391,9 +393,16 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         issuing: &std::sync::Arc<crate::saml_issuer::pipeline::PipelineIssuance>,
+        body_read: bool,
     ) -> Result<bool> {
         let claims = issuing.claims(&PingoraRequestView(session.req_header()), &ctx.exchange);
-        let drained = crate::saml_issuer::endpoint::drain_body(session).await?;
+        // A step that read the body (an HMAC signature over it) kept it within the
+        // service's limit; otherwise it is read here and dropped.
+        let drained = if body_read {
+            Ok(())
+        } else {
+            crate::saml_issuer::endpoint::drain_body(session).await?
+        };
         let outcome = match claims.and_then(|claims| drained.map(|()| claims)) {
             Ok(claims) => issuing.sign(claims).await,
             Err(rejection) => Err(rejection),

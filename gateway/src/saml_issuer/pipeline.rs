@@ -25,8 +25,7 @@ pub struct PipelineIssuance {
     pub issuer: Arc<SamlIssuer>,
     /// The `NameID`, usually `${client.id}`.
     pub subject: Template,
-    /// Attribute name → its value; several values are written joined with `,` (as the
-    /// variables of multi-valued attributes are) and split back here.
+    /// Attribute name → its value (one value; an empty one leaves the attribute out).
     pub attributes: Vec<(String, Template)>,
 }
 
@@ -58,14 +57,9 @@ impl PipelineIssuance {
         for (name, template) in &self.attributes {
             let rendered = template.render(req, exchange);
             check_value(&rendered)?;
-            let values: Vec<String> = rendered
-                .split(',')
-                .map(str::trim)
-                .filter(|value| !value.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if !values.is_empty() {
-                attributes.push((name.clone(), values));
+            // One value, as rendered: a group name may hold commas (`CN=Admins,OU=Groups`).
+            if !rendered.is_empty() {
+                attributes.push((name.clone(), vec![rendered]));
             }
         }
         Ok(Claims {
@@ -85,11 +79,21 @@ impl PipelineIssuance {
         let _permit = super::endpoint::signing_slot(&self.issuer).await?;
         let issuer = self.issuer.clone();
         let signed = tokio::task::spawn_blocking(move || {
-            issuer.issue_for(&claims.subject, claims.attributes, jiff::Timestamp::now())
+            issuer
+                .issue_for(&claims.subject, claims.attributes, jiff::Timestamp::now())
+                .map(|issued| (issued, claims.subject))
         })
         .await;
         match signed {
-            Ok(Ok(issued)) => Ok(serde_json::to_vec(&issued).unwrap_or_default()),
+            Ok(Ok((issued, subject))) => {
+                // The audit line: which assertion named whom (never the token itself).
+                log::info!(
+                    "issue_saml: assertion {} for subject {subject:?}, valid {} s",
+                    issued.assertion_id,
+                    issued.expires_in
+                );
+                Ok(serde_json::to_vec(&issued).unwrap_or_default())
+            }
             Ok(Err(e)) => {
                 log::error!("issue_saml: cannot sign an assertion: {e}");
                 Err(not_signed())

@@ -373,6 +373,13 @@ fn every_signature_wrapping_layout_is_refused_through_the_gateway() {
             "saml-assertion-count",
         ),
         (
+            "one assertion whose signature refers to another element (the Response)",
+            format!(
+                "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"{id}\" Version=\"2.0\" IssueInstant=\"2026-12-01T10:00:00Z\"><samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>{evil_start}{signature}{evil_body}{evil_close}</samlp:Response>"
+            ),
+            "saml-reference-invalid",
+        ),
+        (
             "an evil assertion under the signed one's ID",
             response(&format!("{}{good}", evil.replace("_evil", &id))),
             "saml-duplicate-id",

@@ -322,7 +322,8 @@ fn a_caller_authenticated_by_the_pipeline_gets_an_assertion_for_its_identity() {
     assert_eq!(assertion.attribute("tier"), Some(&["gold".to_owned()][..]));
     assert_eq!(
         assertion.attribute("roles"),
-        Some(&["reader".to_owned(), "writer".to_owned()][..])
+        Some(&["reader, writer".to_owned()][..]),
+        "one value, commas kept"
     );
     // Nothing went upstream to get it; the assertion opens the API.
     assert_eq!(backend.count(), 0);
@@ -334,7 +335,7 @@ fn a_caller_authenticated_by_the_pipeline_gets_an_assertion_for_its_identity() {
     assert_eq!(resp.status(), 200);
     let seen = &backend.seen()[0];
     assert_eq!(seen.headers["x-subject"], "partner-7");
-    assert_eq!(seen.headers["x-roles"], "reader,writer");
+    assert_eq!(seen.headers["x-roles"], "reader, writer");
 
     // Without the key, with a wrong one, or with GET: no assertion.
     let cases = [

@@ -133,9 +133,13 @@ pub(super) fn compile_service(
         context,
     );
     let issue_saml = spec.issue_saml.as_ref().and_then(|issuing| {
-        crate::config::saml_issuer::compile_issuance(issuing, &spec.request, path, context)
+        crate::config::saml_issuer::compile_issuance(issuing, spec, path, context)
     });
-    let methods = compile_methods(spec.methods.as_deref(), spec.name.loc, path, context);
+    let methods = match (&spec.methods, &spec.issue_saml) {
+        // An issuer answers POST unless told otherwise (never GET: see compile_issuance).
+        (None, Some(_)) => vec![http::Method::POST],
+        _ => compile_methods(spec.methods.as_deref(), spec.name.loc, path, context),
+    };
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());

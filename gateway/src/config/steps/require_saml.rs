@@ -182,6 +182,19 @@ impl CompileStep for RequireSamlSpec {
                 None => {}
             }
         }
+        if let Some(entity) = trust
+            .as_ref()
+            .and_then(|trust| trust.metadata_entity.as_ref())
+        {
+            // The metadata's keys are that entity's: they do not sign for another issuer.
+            if !issuers.contains(entity) {
+                context.err(
+                    site.loc,
+                    &site.option_path("issuers"),
+                    format!("the metadata's keys belong to {entity}: list it among the issuers (or leave issuers out)"),
+                );
+            }
+        }
         if self.metadata_entity.is_some() && self.metadata.is_none() {
             context.err(
                 site.loc,
