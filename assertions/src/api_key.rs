@@ -107,6 +107,17 @@ impl Assertion for RequireApiKey {
         "require_api_key"
     }
 
+    /// The key's header, and the query parameters that would carry a key in the URL: a
+    /// request holding one is refused, but with `query_params` listed they count as
+    /// credentials all the same.
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        Some(
+            crate::CredentialPlaces::of(self.kind())
+                .header(self.header.clone())
+                .query_params(self.query_params.iter().map(String::as_str)),
+        )
+    }
+
     fn phases(&self) -> crate::Phases {
         crate::Phases::REQUEST
     }

@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod assertions;
 mod bodies;
+mod credentials;
 mod brute_force;
 mod fleet;
 mod fleet_limits;
