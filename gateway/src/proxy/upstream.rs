@@ -178,5 +178,9 @@ pub fn prepare_upstream_request(
         req.insert_header(HOST, up.host_header.clone())?;
     }
     set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())?;
-    credentials.apply(&svc.credentials, req)
+    let outcome = credentials.apply(&svc.credentials, req)?;
+    // Hop-by-hop (RFC 9110 §11.7.2): meant for this gateway whatever the policy says. Pingora
+    // drops it on its own path; the buffering forwarder sends this head as it is.
+    req.remove_header(&http::header::PROXY_AUTHORIZATION);
+    Ok(outcome)
 }
