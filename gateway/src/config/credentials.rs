@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::context::CompileContext;
 use crate::config::values::{Cidr, HeaderNameSpec};
-use crate::config::yaml::{Location, Spanned};
+use crate::config::yaml::{Lenient, Location, Spanned};
 use crate::credentials::{Condition, CredentialPolicy, Mode, Place, Rule, Test, MAX_PLACES};
 
 /// What happens to the caller's credentials on the way to the upstream: `strip`, or a
@@ -83,16 +83,27 @@ pub enum AlwaysSpec {
 pub struct ConditionsSpec {
     /// The service's upstream host (from its URL) is one of these: a name, or `*.example.com`.
     #[serde(default)]
-    pub upstream_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub upstream_hosts: Lenient<Option<Spanned<Vec<Spanned<String>>>>>,
     /// The client address (after `trusted_proxies`) is in one of these CIDR blocks.
     #[serde(default)]
-    pub client_cidrs: Option<Spanned<Vec<Cidr>>>,
+    pub client_cidrs: Lenient<Option<Spanned<Vec<Cidr>>>>,
     /// The caller is in one of these groups.
     #[serde(default)]
-    pub groups: Option<Spanned<GroupsSpec>>,
+    pub groups: Lenient<Option<Spanned<GroupsSpec>>>,
     /// Variables that must have one of the given values.
     #[serde(default)]
-    pub variables: Vec<Spanned<VariableConditionSpec>>,
+    pub variables: Vec<Lenient<Spanned<VariableConditionSpec>>>,
+}
+
+impl ConditionsSpec {
+    /// Whether any condition is written (a broken one too: it was reported already).
+    fn any_written(&self) -> bool {
+        // An absent field reads as `Lenient(Some(None))`; a broken one as `Lenient(None)`.
+        !matches!(self.upstream_hosts.0, Some(None))
+            || !matches!(self.client_cidrs.0, Some(None))
+            || !matches!(self.groups.0, Some(None))
+            || !self.variables.is_empty()
+    }
 }
 
 /// Group membership: a variable holding a comma-separated group list.
@@ -306,8 +317,11 @@ fn compile_mode(
             WhenSpec::Conditions(conditions) => {
                 let at = format!("{path}.when");
                 let compiled = compile_conditions(conditions, &at, upstream_url, context);
-                if compiled.is_empty() {
+                if !conditions.any_written() {
                     context.err(when.loc, &at, forward_needs_when());
+                }
+                if compiled.is_empty() {
+                    // Never forward for want of a condition (the load fails anyway).
                     return strip_rule();
                 }
                 Mode::Forward {
@@ -326,10 +340,10 @@ fn compile_conditions(
     context: &mut CompileContext<'_>,
 ) -> Vec<Condition> {
     let mut conditions = Vec::new();
-    if let Some(hosts) = &spec.upstream_hosts {
+    if let Some(hosts) = spec.upstream_hosts.present() {
         conditions.push(upstream_hosts(hosts, path, upstream_url, context));
     }
-    if let Some(blocks) = &spec.client_cidrs {
+    if let Some(blocks) = spec.client_cidrs.present() {
         if blocks.value.is_empty() {
             context.err(blocks.loc, &format!("{path}.client_cidrs"), "client_cidrs needs at least one CIDR block");
         }
@@ -342,7 +356,7 @@ fn compile_conditions(
             test: Test::ClientCidr(IpList::new(blocks.value.iter().map(|b| b.0).collect())),
         });
     }
-    if let Some(groups) = &spec.groups {
+    if let Some(groups) = spec.groups.present() {
         let at = format!("{path}.groups");
         if let Some((source, shown)) = group_source(groups, &at, context) {
             if groups.value.any_of.value.is_empty() {
@@ -364,6 +378,9 @@ fn compile_conditions(
         }
     }
     for (index, condition) in spec.variables.iter().enumerate() {
+        let Some(condition) = condition.get() else {
+            continue;
+        };
         let at = format!("{path}.variables[{index}]");
         if let Some(compiled) = variable_condition(condition, &at, index, context) {
             conditions.push(compiled);

@@ -219,8 +219,13 @@ impl CredentialPolicy {
                     let holds = condition.test.holds(req, x);
                     if x.tracing() {
                         let mark = if holds { "holds" } else { "fails" };
+                        // The address is the one input eval can vary (--client-ip).
+                        let client = match condition.test {
+                            Test::ClientCidr(_) => format!(" (client {})", x.client_ip),
+                            _ => String::new(),
+                        };
                         notes.push(format!(
-                            "{} {mark}: {}",
+                            "{} {mark}: {}{client}",
                             condition.rule.name, condition.rule.why
                         ));
                     }
