@@ -39,7 +39,11 @@ impl CredentialPlaces {
     #[must_use]
     pub fn query_params<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Self {
         for name in names {
-            if !self.query_params.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+            if !self
+                .query_params
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(name))
+            {
                 self.query_params.push(name.to_owned());
             }
         }

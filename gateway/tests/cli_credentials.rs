@@ -136,7 +136,9 @@ fn eval_says_what_the_upstream_gets_of_the_callers_credentials() {
     let billing = "GET /crm/accounts HTTP/1.1\nHost: x\nX-Api-Key: demo-key-123\nAuthorization: Bearer crm-token\n\n";
     let out = eval(billing, "10.9.8.7");
     assert!(
-        out.contains("credentials: FORWARD authorization (rule forward: every `when:` condition held)"),
+        out.contains(
+            "credentials: FORWARD authorization (rule forward: every `when:` condition held)"
+        ),
         "{out}"
     );
     let out = eval(billing, "192.0.2.4");
@@ -178,7 +180,13 @@ fn the_schema_describes_credentials() {
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let text = schema.to_string();
-    for word in ["credentials", "client_cidrs", "upstream_hosts", "any_of", "one_of"] {
+    for word in [
+        "credentials",
+        "client_cidrs",
+        "upstream_hosts",
+        "any_of",
+        "one_of",
+    ] {
         assert!(text.contains(word), "{word} missing from the schema");
     }
 }

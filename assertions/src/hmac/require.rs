@@ -122,7 +122,12 @@ impl Assertion for RequireHmac {
             Scheme::SigV2 { .. } => places
                 .header(http::header::AUTHORIZATION)
                 .header(http::HeaderName::from_static("x-amz-security-token"))
-                .query_params(["AWSAccessKeyId", "Signature", "Expires", "x-amz-security-token"]),
+                .query_params([
+                    "AWSAccessKeyId",
+                    "Signature",
+                    "Expires",
+                    "x-amz-security-token",
+                ]),
             Scheme::Custom(custom) => places.header(custom.header.clone()),
         })
     }

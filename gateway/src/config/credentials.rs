@@ -245,7 +245,11 @@ fn collect_places(
         }
     };
     if let Some(found) = authenticating {
-        found.headers.iter().cloned().for_each(|h| add(Place::Header(h)));
+        found
+            .headers
+            .iter()
+            .cloned()
+            .for_each(|h| add(Place::Header(h)));
         found
             .query_params
             .iter()
@@ -257,7 +261,11 @@ fn collect_places(
             .iter()
             .for_each(|h| add(Place::Header(h.0.clone())));
         for (list, option, make) in [
-            (&detail.cookies, "cookies", Place::Cookie as fn(String) -> Place),
+            (
+                &detail.cookies,
+                "cookies",
+                Place::Cookie as fn(String) -> Place,
+            ),
             (&detail.query_params, "query_params", Place::QueryParam),
         ] {
             for (index, name) in list.iter().enumerate() {
@@ -266,7 +274,11 @@ fn collect_places(
                     context.err(
                         name.loc,
                         &format!("{path}.{option}[{index}]"),
-                        format!("\"{}\" is not a {} name", name.value, &option[..option.len() - 1]),
+                        format!(
+                            "\"{}\" is not a {} name",
+                            name.value,
+                            &option[..option.len() - 1]
+                        ),
                     );
                     continue;
                 }
@@ -303,7 +315,11 @@ fn compile_mode(
             strip_rule()
         }
         (CredentialModeSpec::Forward, None) => {
-            context.err(detail.mode.loc, &format!("{path}.mode"), forward_needs_when());
+            context.err(
+                detail.mode.loc,
+                &format!("{path}.mode"),
+                forward_needs_when(),
+            );
             strip_rule()
         }
         (CredentialModeSpec::Forward, Some(when)) => match &when.value {
@@ -345,7 +361,11 @@ fn compile_conditions(
     }
     if let Some(blocks) = spec.client_cidrs.present() {
         if blocks.value.is_empty() {
-            context.err(blocks.loc, &format!("{path}.client_cidrs"), "client_cidrs needs at least one CIDR block");
+            context.err(
+                blocks.loc,
+                &format!("{path}.client_cidrs"),
+                "client_cidrs needs at least one CIDR block",
+            );
         }
         let shown: Vec<String> = blocks.value.iter().map(|b| b.0.to_string()).collect();
         conditions.push(Condition {
@@ -360,7 +380,11 @@ fn compile_conditions(
         let at = format!("{path}.groups");
         if let Some((source, shown)) = group_source(groups, &at, context) {
             if groups.value.any_of.value.is_empty() {
-                context.err(groups.value.any_of.loc, &format!("{at}.any_of"), "any_of needs at least one group");
+                context.err(
+                    groups.value.any_of.loc,
+                    &format!("{at}.any_of"),
+                    "any_of needs at least one group",
+                );
             }
             conditions.push(Condition {
                 rule: Rule::new(
@@ -401,14 +425,21 @@ fn upstream_hosts(
     }
     let upstream = upstream_url
         .and_then(|url| url.parse::<http::Uri>().ok())
-        .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase()))
+        .and_then(|uri| {
+            uri.host()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        })
         .unwrap_or_default();
     let mut holds = false;
     for (index, host) in hosts.value.iter().enumerate() {
         let pattern = host.value.trim().to_ascii_lowercase();
         let bare = pattern.strip_prefix("*.").unwrap_or(&pattern);
         if bare.is_empty() || bare.contains(['/', ' ', '*', ':']) {
-            context.err(host.loc, &format!("{at}[{index}]"), format!("\"{}\" is not a host name or *.domain pattern", host.value));
+            context.err(
+                host.loc,
+                &format!("{at}[{index}]"),
+                format!("\"{}\" is not a host name or *.domain pattern", host.value),
+            );
             continue;
         }
         holds |= match pattern.strip_prefix("*.") {
@@ -428,7 +459,10 @@ fn upstream_hosts(
     Condition {
         rule: Rule::new(
             "when.upstream_hosts",
-            &format!("the upstream host ({upstream}) must be one of {}", listed.join(", ")),
+            &format!(
+                "the upstream host ({upstream}) must be one of {}",
+                listed.join(", ")
+            ),
         ),
         test: Test::UpstreamHost { holds },
     }
@@ -441,9 +475,8 @@ fn group_source(
     context: &mut CompileContext<'_>,
 ) -> Option<(Source, String)> {
     match &groups.value.variable {
-        Some(variable) => {
-            variable_source(variable, &format!("{path}.variable"), context).map(|s| (s, variable.value.trim().to_owned()))
-        }
+        Some(variable) => variable_source(variable, &format!("{path}.variable"), context)
+            .map(|s| (s, variable.value.trim().to_owned())),
         None => match context.registry.lookup("identity.groups") {
             Some(id) => Some((Source::Var(id), "${identity.groups}".to_owned())),
             None => {
@@ -474,7 +507,10 @@ fn variable_source(
         context.err(
             variable.loc,
             path,
-            format!("\"{}\" is not one variable reference such as \"${{client.tier}}\"", variable.value),
+            format!(
+                "\"{}\" is not one variable reference such as \"${{client.tier}}\"",
+                variable.value
+            ),
         );
         return None;
     };

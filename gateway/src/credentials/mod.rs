@@ -208,7 +208,12 @@ impl CredentialPolicy {
     /// Decides for a request whose pipeline passed. When the exchange keeps a trace
     /// (`eval`), the plan's notes say how each condition went.
     #[must_use]
-    pub fn decide(&self, caller: CallerHeaders, req: &dyn RequestView, x: &Exchange) -> CredentialPlan {
+    pub fn decide(
+        &self,
+        caller: CallerHeaders,
+        req: &dyn RequestView,
+        x: &Exchange,
+    ) -> CredentialPlan {
         let mut notes = Vec::new();
         let decision = match &self.mode {
             Mode::PassThrough => Decision::PassThrough,

@@ -104,7 +104,10 @@ fn stripping_removes_every_caller_credential_and_nothing_else() {
     }
     let cookies: Vec<_> = up.headers.get_all("cookie").iter().collect();
     assert_eq!(cookies, ["theme=dark"]);
-    assert_eq!(up.uri.path_and_query().map(|p| p.as_str()), Some("/w?x=1&y=2"));
+    assert_eq!(
+        up.uri.path_and_query().map(|p| p.as_str()),
+        Some("/w?x=1&y=2")
+    );
     assert_eq!(up.headers["x-other"], "stays");
     let outcome = outcome.expect("stripped");
     assert!(outcome.stripped);
@@ -131,14 +134,20 @@ fn a_value_a_step_wrote_is_kept() {
             .expect("set");
     });
     assert_eq!(up.headers["authorization"], "Basic Z2F0ZXdheQ==");
-    assert!(outcome.is_none(), "nothing of the caller's went up or was removed");
+    assert!(
+        outcome.is_none(),
+        "nothing of the caller's went up or was removed"
+    );
     // A step copying the caller's value is still the caller's credential.
     let req = head("/", &[("host", "a"), ("x-api-key", "k")]);
     let (up, _) = through(&policy, req, &exchange("10.0.0.1"), |req| {
         req.insert_header("authorization", "k").expect("copy");
     });
     assert!(!up.headers.contains_key("x-api-key"));
-    assert_eq!(up.headers["authorization"], "k", "not the caller's Authorization");
+    assert_eq!(
+        up.headers["authorization"], "k",
+        "not the caller's Authorization"
+    );
 }
 
 #[test]
@@ -190,7 +199,10 @@ fn forwarding_needs_every_condition() {
 #[test]
 fn pass_through_touches_nothing() {
     let policy = policy(Mode::PassThrough);
-    let req = head("/?api_key=1", &[("host", "a"), ("authorization", "Bearer t")]);
+    let req = head(
+        "/?api_key=1",
+        &[("host", "a"), ("authorization", "Bearer t")],
+    );
     let (up, outcome) = through(&policy, req, &exchange("10.0.0.1"), |_| {});
     assert_eq!(up.headers["authorization"], "Bearer t");
     assert_eq!(up.uri.query(), Some("api_key=1"));

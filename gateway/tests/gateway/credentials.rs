@@ -81,7 +81,10 @@ services:
 }
 
 fn last(backend: &Backend) -> Seen {
-    backend.seen().pop().expect("the request reached the upstream")
+    backend
+        .seen()
+        .pop()
+        .expect("the request reached the upstream")
 }
 
 /// The access-log lines of requests to `path`, parsed.
@@ -103,7 +106,10 @@ fn authenticating_steps_strip_the_callers_credentials_by_default() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let seen = last(&backend);
     for gone in ["authorization", "proxy-authorization", "x-api-key"] {
-        assert!(seen.headers.get(gone).is_none(), "{gone} reached the upstream");
+        assert!(
+            seen.headers.get(gone).is_none(),
+            "{gone} reached the upstream"
+        );
     }
     assert_eq!(seen.headers["x-other"], "stays");
     assert_eq!(seen.headers["x-gateway-auth"], "gateway");
@@ -117,7 +123,10 @@ fn authenticating_steps_strip_the_callers_credentials_by_default() {
         serde_json::json!(["authorization", "x-api-key"])
     );
     let text = line.to_string();
-    assert!(!text.contains("Bearer") && !text.contains("demo-key-123"), "{text}");
+    assert!(
+        !text.contains("Bearer") && !text.contains("demo-key-123"),
+        "{text}"
+    );
 
     // What the gateway itself puts in Authorization goes up.
     let resp = client()
@@ -153,7 +162,10 @@ fn forward_needs_every_condition_and_strips_when_one_fails() {
     let seen = send("demo-key-123", "10.1.2.3", "/forward/ok");
     assert_eq!(seen.headers["authorization"], "Bearer crm-token");
     assert_eq!(seen.headers["cookie"], "theme=dark; session=s1");
-    assert!(seen.headers.get("x-api-key").is_none(), "removed by the policy's own step");
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "removed by the policy's own step"
+    );
 
     // The client address is outside the listed blocks.
     let seen = send("demo-key-123", "192.0.2.9", "/forward/outside");
@@ -183,9 +195,15 @@ fn forward_needs_every_condition_and_strips_when_one_fails() {
     };
     let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
     assert_eq!(rule("/forward/ok"), pair("forwarded", "forward"));
-    assert_eq!(rule("/forward/outside"), pair("stripped", "when.client_cidrs"));
+    assert_eq!(
+        rule("/forward/outside"),
+        pair("stripped", "when.client_cidrs")
+    );
     assert_eq!(rule("/forward/silver"), pair("stripped", "when.groups"));
-    assert_eq!(rule("/elsewhere/x"), pair("stripped", "when.upstream_hosts"));
+    assert_eq!(
+        rule("/elsewhere/x"),
+        pair("stripped", "when.upstream_hosts")
+    );
     assert_eq!(rule("/always/x"), pair("forwarded", "always"));
 }
 
@@ -218,7 +236,11 @@ fn a_variable_condition_alone_decides() {
             .expect("send");
         assert_eq!(resp.status(), 200);
         let seen = last(&backend);
-        assert_eq!(seen.headers.contains_key("authorization"), forwarded, "{key}");
+        assert_eq!(
+            seen.headers.contains_key("authorization"),
+            forwarded,
+            "{key}"
+        );
         assert_eq!(seen.headers.contains_key("x-api-key"), forwarded, "{key}");
     }
     let line = log_lines(&gw, "/x").pop().expect("logged");
@@ -340,7 +362,10 @@ fn large_pre_read_bodies_are_stripped_too() {
     let seen = last(&backend);
     assert_eq!(seen.body.len(), body.len());
     for gone in ["authorization", "proxy-authorization", "x-api-key"] {
-        assert!(seen.headers.get(gone).is_none(), "{gone} reached the upstream");
+        assert!(
+            seen.headers.get(gone).is_none(),
+            "{gone} reached the upstream"
+        );
     }
     // Passing through, Proxy-Authorization is still the gateway's (hop-by-hop), as on
     // Pingora's own path.
@@ -386,7 +411,12 @@ fn the_credential_forwarding_policy_forwards_narrowly() {
     assert_eq!(seen.headers["cookie"], "theme=dark");
     let line = log_lines(&gw, "/crm/status/401").pop().expect("logged");
     assert_eq!(line["credentials_rule"], "when.groups");
-    assert!(line["hint"].as_str().is_some_and(|h| h.contains("integrations")), "{line}");
+    assert!(
+        line["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("integrations")),
+        "{line}"
+    );
 
     let resp = client()
         .get(gw.url("/home?token=t&page=2"))
