@@ -172,7 +172,7 @@ fn print_credentials(
         .as_ref()
         .map(|o| policy.labels(o.places).join(", "))
         .filter(|labels| !labels.is_empty())
-        .unwrap_or_else(|| "none sent".to_owned());
+        .unwrap_or_else(|| "(none present)".to_owned());
     let _ = match &plan.decision {
         Decision::PassThrough => writeln!(
             out,

@@ -153,7 +153,7 @@ fn eval_says_what_the_upstream_gets_of_the_callers_credentials() {
 
     let intranet = "GET /home HTTP/1.1\nHost: x\n\n";
     assert!(
-        eval(intranet, "127.0.0.1").contains("credentials: STRIP none sent (rule strip:"),
+        eval(intranet, "127.0.0.1").contains("credentials: STRIP (none present) (rule strip:"),
         "stripped whatever is sent"
     );
 
@@ -169,7 +169,7 @@ fn eval_says_what_the_upstream_gets_of_the_callers_credentials() {
     ]);
     let out = text(&out.stdout);
     assert!(
-        out.contains("credentials: STRIP none sent (rule authenticated: require_api_key authenticated the caller"),
+        out.contains("credentials: STRIP (none present) (rule authenticated: require_api_key authenticated the caller"),
         "{out}"
     );
 }

@@ -27,7 +27,7 @@ use crate::credentials::{Condition, CredentialPolicy, Mode, Place, Rule, Test, M
 pub enum CredentialsSpec {
     /// `strip` (`forward` needs conditions: use the mapping form).
     Mode(CredentialModeSpec),
-    Detailed(CredentialsDetail),
+    Detailed(Box<CredentialsDetail>),
 }
 
 /// Strip the caller's credentials, or forward them when every condition holds.
@@ -149,7 +149,7 @@ macro_rules! word_or_mapping {
                     }
                     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<$spec, A::Error> {
                         <$map_ty>::deserialize(de::value::MapAccessDeserializer::new(map))
-                            .map($spec::$mapping)
+                            .map(|options| $spec::$mapping(options.into()))
                     }
                 }
                 d.deserialize_any(V)
@@ -185,7 +185,7 @@ pub(crate) fn compile_credentials(
     context: &mut CompileContext<'_>,
 ) -> CredentialPolicy {
     let detail = match spec.map(|s| &s.value) {
-        Some(CredentialsSpec::Detailed(detail)) => Some(detail),
+        Some(CredentialsSpec::Detailed(detail)) => Some(&**detail),
         _ => None,
     };
     let places = collect_places(authenticating.as_ref(), detail, spec, path, context);

@@ -22,6 +22,15 @@ services:
       - require_api_key:
           keys: [{{client: gold, sha256: {GOLD}}}]
       - set_header: {{name: X-Gateway-Auth, value: "gateway"}}
+  # An authenticating step inside `any` makes the service one that authenticates.
+  - name: either
+    match: {{path: /either}}
+    upstream: {{backend}}
+    request:
+      - any:
+          - allow_ip: [127.0.0.0/8]
+          - require_api_key:
+              keys: [{{client: gold, sha256: {GOLD}}}]
   # The gateway's own credential for the upstream survives stripping.
   - name: injected
     match: {{path: /injected}}
@@ -127,6 +136,18 @@ fn authenticating_steps_strip_the_callers_credentials_by_default() {
         !text.contains("Bearer") && !text.contains("demo-key-123"),
         "{text}"
     );
+
+    // Let in by the address, not the key: the service authenticates all the same.
+    let resp = client()
+        .get(gw.url("/either"))
+        .header("authorization", "Bearer caller")
+        .header("x-api-key", "not-checked")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let seen = last(&backend);
+    assert!(seen.headers.get("authorization").is_none());
+    assert!(seen.headers.get("x-api-key").is_none());
 
     // What the gateway itself puts in Authorization goes up.
     let resp = client()
