@@ -20,7 +20,6 @@
 
 mod strip;
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -441,17 +440,12 @@ impl CredentialOutcome {
         if !self.stripped || !matches!(status, 401 | 403) {
             return None;
         }
-        let mut hint = format!(
-            "the upstream answered {status} to a request the gateway had stripped of the caller's credentials ({}) under rule {}: {}",
+        Some(format!(
+            "the upstream answered {status} to a request the gateway had stripped of the caller's credentials ({}) under rule {}: {}; to let them through, give the service `credentials: forward` with conditions this request meets",
             policy.labels(self.places).join(", "),
             self.rule.name,
             self.rule.why
-        );
-        let _ = write!(
-            hint,
-            "; to let them through, give the service `credentials: forward` with conditions this request meets"
-        );
-        Some(hint)
+        ))
     }
 }
 
