@@ -294,7 +294,7 @@ impl CredentialPlan {
         let places = if stripped {
             self.strip(policy, head)?
         } else {
-            present(policy, head)
+            self.present(policy, head)
         };
 
         Ok((places != 0).then(|| CredentialOutcome {
@@ -411,25 +411,40 @@ fn strip_cookies(names: &[(usize, &str)], head: &mut RequestHeader) -> pingora::
     Ok(removed)
 }
 
-/// Which places hold something in `head` (for a forwarded request's log line).
-fn present(policy: &CredentialPolicy, head: &RequestHeader) -> u64 {
-    let mut found = 0;
-    for (index, place) in policy.places.iter().enumerate() {
-        let here = match place {
-            Place::Header(name) => head.headers.contains_key(name),
-            Place::Cookie(name) => head.headers.get_all(http::header::COOKIE).iter().any(|l| {
-                without_cookies(&String::from_utf8_lossy(l.as_bytes()), &[(0, name)]).is_some()
-            }),
-            Place::QueryParam(name) => head
-                .uri
-                .query()
-                .is_some_and(|q| without_query_params(q, &[(0, name)]).is_some()),
-        };
-        if here {
-            found |= bit(index);
+impl CredentialPlan {
+    /// Which of the caller's credentials are in `head` (for a forwarded request's log
+    /// line): a header counts when a value the caller sent is still there, not one a step
+    /// wrote.
+    fn present(&self, policy: &CredentialPolicy, head: &RequestHeader) -> u64 {
+        let mut found = 0;
+        for (index, place) in policy.places.iter().enumerate() {
+            let here = match place {
+                Place::Header(name) => head.headers.get_all(name).iter().any(|value| {
+                    self.caller
+                        .0
+                        .iter()
+                        .any(|(at, sent)| *at == index && sent == value)
+                }),
+                Place::Cookie(name) => {
+                    head.headers
+                        .get_all(http::header::COOKIE)
+                        .iter()
+                        .any(|line| {
+                            let text = String::from_utf8_lossy(line.as_bytes());
+                            without_cookies(&text, &[(0, name)]).is_some()
+                        })
+                }
+                Place::QueryParam(name) => head
+                    .uri
+                    .query()
+                    .is_some_and(|q| without_query_params(q, &[(0, name)]).is_some()),
+            };
+            if here {
+                found |= bit(index);
+            }
         }
+        found
     }
-    found
 }
 
 impl CredentialOutcome {

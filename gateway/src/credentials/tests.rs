@@ -208,3 +208,24 @@ fn pass_through_touches_nothing() {
     assert_eq!(up.uri.query(), Some("api_key=1"));
     assert!(outcome.is_none());
 }
+
+#[test]
+fn a_forwarded_request_names_only_what_the_caller_sent() {
+    let always = Mode::Forward {
+        conditions: Vec::new(),
+        rule: Rule::new("always", "test"),
+    };
+    let policy = policy(always);
+    let req = head("/?api_key=k", &[("host", "a"), ("x-api-key", "k")]);
+    let (up, outcome) = through(&policy, req, &exchange("10.0.0.1"), |req| {
+        req.insert_header("authorization", "Basic Z2F0ZXdheQ==")
+            .expect("set");
+    });
+    assert_eq!(up.headers["x-api-key"], "k");
+    let outcome = outcome.expect("forwarded");
+    assert!(!outcome.stripped);
+    assert_eq!(
+        policy.labels(outcome.places),
+        ["x-api-key", "query api_key"]
+    );
+}
