@@ -463,3 +463,45 @@ fn raw(gw: &TestGateway, request: &str) -> String {
     let _ = stream.read_to_string(&mut answer);
     answer
 }
+
+/// `require_bearer`: the token the gateway checked stays here, from the header (no
+/// `remove_header` in the policy) or from the query when the step allows it there.
+#[test]
+fn a_bearer_token_does_not_travel_on_from_the_header_or_the_query() {
+    use crate::oauth::{client_credentials, start, KeyServer};
+    let keys = KeyServer::start();
+    keys.publish("/jwks", 200, r#"{"keys":[]}"#);
+    keys.publish("/certs", 200, "{}");
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let extra = r#"  - name: query-widgets
+    match: {path: /query-widgets}
+    upstream: "{backend}"
+    request:
+      - require_bearer: {scopes: [widgets.read], allow_query_token: true}
+"#;
+    let gw = start(&keys, &backend, &dir.path().join("state.db"), extra);
+    let body = client_credentials(&gw, "billing-app", Some("widgets.read widgets.write"));
+    let token = body["access_token"].as_str().expect("token").to_owned();
+
+    let resp = client()
+        .get(gw.url("/admin-widgets/1"))
+        .bearer_auth(&token)
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert!(last(&backend).headers.get("authorization").is_none());
+
+    let resp = client()
+        .get(gw.url(&format!("/query-widgets/1?a=1&access_token={token}&b=2")))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let seen = last(&backend);
+    assert_eq!(seen.uri, "/query-widgets/1?a=1&b=2");
+    let line = log_lines(&gw, "/query-widgets/1").pop().expect("logged");
+    assert_eq!(
+        line["credentials_places"],
+        serde_json::json!(["query access_token"])
+    );
+}
