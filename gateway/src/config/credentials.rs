@@ -209,7 +209,7 @@ pub(crate) fn compile_credentials(
             CredentialsSpec::Detailed(detail) => compile_mode(detail, path, upstream_url, context),
         },
     };
-    CredentialPolicy { mode, places }
+    CredentialPolicy::new(mode, places)
 }
 
 fn strip_rule() -> Mode {

@@ -137,15 +137,15 @@ impl Test {
 pub struct CredentialPolicy {
     pub mode: Mode,
     /// Where the caller's credentials can be, at most [`MAX_PLACES`].
-    pub places: Vec<Place>,
+    places: Vec<Place>,
+    /// The cookie and query-parameter places by their index, so a request allocates no list.
+    cookies: Vec<(usize, String)>,
+    query_params: Vec<(usize, String)>,
 }
 
 impl Default for CredentialPolicy {
     fn default() -> Self {
-        CredentialPolicy {
-            mode: Mode::PassThrough,
-            places: Vec::new(),
-        }
+        CredentialPolicy::new(Mode::PassThrough, Vec::new())
     }
 }
 
@@ -186,6 +186,35 @@ fn bit(index: usize) -> u64 {
 }
 
 impl CredentialPolicy {
+    /// A policy over `places` (at most [`MAX_PLACES`]; more are never looked at).
+    #[must_use]
+    pub fn new(mode: Mode, mut places: Vec<Place>) -> Self {
+        places.truncate(MAX_PLACES);
+        let named = |cookie: bool| {
+            places
+                .iter()
+                .enumerate()
+                .filter_map(|(index, place)| match place {
+                    Place::Cookie(name) if cookie => Some((index, name.clone())),
+                    Place::QueryParam(name) if !cookie => Some((index, name.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        CredentialPolicy {
+            cookies: named(true),
+            query_params: named(false),
+            mode,
+            places,
+        }
+    }
+
+    /// Where the caller's credentials can be.
+    #[must_use]
+    pub fn places(&self) -> &[Place] {
+        &self.places
+    }
+
     /// The caller's values of every credential header, taken before the pipeline runs
     /// (nothing is kept when the policy passes everything through).
     #[must_use]
@@ -306,27 +335,21 @@ impl CredentialPlan {
 
     fn strip(&self, policy: &CredentialPolicy, head: &mut RequestHeader) -> pingora::Result<u64> {
         let mut removed = 0;
-        let mut cookie_names: Vec<(usize, &str)> = Vec::new();
-        let mut query_names: Vec<(usize, &str)> = Vec::new();
         for (index, place) in policy.places.iter().enumerate() {
-            match place {
-                Place::Header(name) => {
-                    if self.strip_header(index, name, head)? {
-                        removed |= bit(index);
-                    }
+            if let Place::Header(name) = place {
+                if self.strip_header(index, name, head)? {
+                    removed |= bit(index);
                 }
-                Place::Cookie(name) => cookie_names.push((index, name)),
-                Place::QueryParam(name) => query_names.push((index, name)),
             }
         }
-        if !cookie_names.is_empty() {
-            removed |= strip_cookies(&cookie_names, head)?;
+        if !policy.cookies.is_empty() {
+            removed |= strip_cookies(&policy.cookies, head)?;
         }
-        if !query_names.is_empty() {
+        if !policy.query_params.is_empty() {
             if let Some((query, found)) = head
                 .uri
                 .query()
-                .and_then(|q| without_query_params(q, &query_names))
+                .and_then(|q| without_query_params(q, &policy.query_params))
             {
                 let mut target = head.uri.path().to_owned();
                 if !query.is_empty() {
@@ -353,25 +376,23 @@ impl CredentialPlan {
         name: &HeaderName,
         head: &mut RequestHeader,
     ) -> pingora::Result<bool> {
-        let caller: Vec<&HeaderValue> = self
-            .caller
-            .0
-            .iter()
-            .filter(|(at, _)| *at == index)
-            .map(|(_, value)| value)
-            .collect();
-        if caller.is_empty() || !head.headers.contains_key(name) {
+        let sent_by_caller = |value: &HeaderValue| {
+            self.caller
+                .0
+                .iter()
+                .any(|(at, sent)| *at == index && sent == value)
+        };
+        if !head.headers.get_all(name).iter().any(sent_by_caller) {
             return Ok(false);
         }
-        let values: Vec<HeaderValue> = head.headers.get_all(name).iter().cloned().collect();
-        let kept: Vec<HeaderValue> = values
+        // Usually empty: then nothing is allocated.
+        let kept: Vec<HeaderValue> = head
+            .headers
+            .get_all(name)
             .iter()
-            .filter(|value| !caller.contains(value))
+            .filter(|value| !sent_by_caller(value))
             .cloned()
             .collect();
-        if kept.len() == values.len() {
-            return Ok(false);
-        }
         head.remove_header(name);
         for value in kept {
             head.append_header(name.clone(), value)?;
@@ -381,7 +402,7 @@ impl CredentialPlan {
 }
 
 /// Removes the named cookies from every `Cookie` line (a line left empty goes).
-fn strip_cookies(names: &[(usize, &str)], head: &mut RequestHeader) -> pingora::Result<u64> {
+fn strip_cookies(names: &[(usize, String)], head: &mut RequestHeader) -> pingora::Result<u64> {
     let cookie = http::header::COOKIE;
     let mut removed = 0;
     let mut lines = Vec::new();

@@ -19,16 +19,16 @@ fn head(target: &str, lines: &[(&str, &str)]) -> RequestHeader {
 }
 
 fn policy(mode: Mode) -> CredentialPolicy {
-    CredentialPolicy {
+    CredentialPolicy::new(
         mode,
-        places: vec![
+        vec![
             Place::Header(http::header::AUTHORIZATION),
             Place::Header(http::header::PROXY_AUTHORIZATION),
             Place::Header(HeaderName::from_static("x-api-key")),
             Place::Cookie("session".to_owned()),
             Place::QueryParam("api_key".to_owned()),
         ],
-    }
+    )
 }
 
 fn strip_all() -> Mode {
