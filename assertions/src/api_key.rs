@@ -197,6 +197,18 @@ mod tests {
         (verdict, x)
     }
 
+    #[test]
+    fn the_key_header_and_its_query_names_are_the_callers_credentials() {
+        let a = assertion(&mut VarRegistry::new(), None);
+        let places = a.credential_places().expect("authenticates");
+        assert_eq!(places.headers, [HeaderName::from_static("x-api-key")]);
+        assert_eq!(places.query_params, DEFAULT_QUERY_PARAMS);
+        assert_eq!(places.steps, ["require_api_key"]);
+        // Inside `any` the composite declares what its branches read.
+        let any = crate::composite::Any::new(vec![Box::new(a)]).expect("composable");
+        assert_eq!(any.credential_places(), Some(places));
+    }
+
     fn code(v: &Verdict) -> &'static str {
         match v {
             Verdict::Continue => "continue",
