@@ -439,29 +439,30 @@ impl CredentialPlan {
     fn present(&self, policy: &CredentialPolicy, head: &RequestHeader) -> u64 {
         let mut found = 0;
         for (index, place) in policy.places.iter().enumerate() {
-            let here = match place {
-                Place::Header(name) => head.headers.get_all(name).iter().any(|value| {
+            if let Place::Header(name) = place {
+                let sent = head.headers.get_all(name).iter().any(|value| {
                     self.caller
                         .0
                         .iter()
                         .any(|(at, sent)| *at == index && sent == value)
-                }),
-                Place::Cookie(name) => {
-                    head.headers
-                        .get_all(http::header::COOKIE)
-                        .iter()
-                        .any(|line| {
-                            let text = String::from_utf8_lossy(line.as_bytes());
-                            without_cookies(&text, &[(0, name)]).is_some()
-                        })
+                });
+                if sent {
+                    found |= bit(index);
                 }
-                Place::QueryParam(name) => head
-                    .uri
-                    .query()
-                    .is_some_and(|q| without_query_params(q, &[(0, name)]).is_some()),
-            };
-            if here {
-                found |= bit(index);
+            }
+        }
+        // One pass over each Cookie line and over the query, for all names at once.
+        if !policy.cookies.is_empty() {
+            for line in head.headers.get_all(http::header::COOKIE) {
+                let text = String::from_utf8_lossy(line.as_bytes());
+                if let Some((_, bits)) = without_cookies(&text, &policy.cookies) {
+                    found |= bits;
+                }
+            }
+        }
+        if let Some(query) = head.uri.query().filter(|_| !policy.query_params.is_empty()) {
+            if let Some((_, bits)) = without_query_params(query, &policy.query_params) {
+                found |= bits;
             }
         }
         found
