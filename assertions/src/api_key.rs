@@ -107,6 +107,17 @@ impl Assertion for RequireApiKey {
         "require_api_key"
     }
 
+    /// The key's header, and the query parameters that would carry a key in the URL: a
+    /// request holding one is refused, but with `query_params` listed they count as
+    /// credentials all the same.
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        Some(
+            crate::CredentialPlaces::of(self.kind())
+                .header(self.header.clone())
+                .query_params(self.query_params.iter().map(String::as_str)),
+        )
+    }
+
     fn phases(&self) -> crate::Phases {
         crate::Phases::REQUEST
     }
@@ -184,6 +195,18 @@ mod tests {
             &mut x,
         );
         (verdict, x)
+    }
+
+    #[test]
+    fn the_key_header_and_its_query_names_are_the_callers_credentials() {
+        let a = assertion(&mut VarRegistry::new(), None);
+        let places = a.credential_places().expect("authenticates");
+        assert_eq!(places.headers, [HeaderName::from_static("x-api-key")]);
+        assert_eq!(places.query_params, DEFAULT_QUERY_PARAMS);
+        assert_eq!(places.steps, ["require_api_key"]);
+        // Inside `any` the composite declares what its branches read.
+        let any = crate::composite::Any::new(vec![Box::new(a)]).expect("composable");
+        assert_eq!(any.credential_places(), Some(places));
     }
 
     fn code(v: &Verdict) -> &'static str {

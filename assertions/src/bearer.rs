@@ -255,6 +255,15 @@ impl Assertion for RequireBearer {
         "require_bearer"
     }
 
+    /// `Authorization`, and `access_token` in the query (allowed or not).
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        Some(
+            crate::CredentialPlaces::of(self.kind())
+                .header(AUTHORIZATION)
+                .query_params(["access_token"]),
+        )
+    }
+
     fn phases(&self) -> crate::Phases {
         crate::Phases::REQUEST
     }

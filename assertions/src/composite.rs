@@ -73,6 +73,10 @@ impl Assertion for All {
         "all"
     }
 
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        crate::credential_places::of_steps(&self.steps)
+    }
+
     fn phases(&self) -> Phases {
         self.phases
     }
@@ -141,6 +145,10 @@ impl Assertion for Any {
 
     fn kind(&self) -> &'static str {
         "any"
+    }
+
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        crate::credential_places::of_steps(&self.branches)
     }
 
     fn phases(&self) -> Phases {

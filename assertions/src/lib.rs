@@ -8,6 +8,7 @@
 pub mod api_key;
 pub mod bearer;
 pub mod composite;
+pub mod credential_places;
 pub mod exchange;
 pub mod gcra;
 pub mod head;
@@ -29,6 +30,7 @@ pub mod verdict;
 
 use std::fmt;
 
+pub use credential_places::CredentialPlaces;
 pub use exchange::{Exchange, TraceStep, VarId, VarRegistry};
 pub use head::{RequestHead, RequestView, ResponseHead};
 pub use pipeline::Pipeline;
@@ -196,6 +198,14 @@ pub trait Assertion: Send + Sync + fmt::Debug {
     /// The phases this step takes part in. No default: every step says, so a composite or
     /// a pipeline can never miss one.
     fn phases(&self) -> Phases;
+
+    /// For a step that authenticates the caller: where it reads the caller's credential.
+    /// The gateway then keeps those places (with `Authorization` and
+    /// `Proxy-Authorization`) from the upstream unless the service's `credentials:` says to
+    /// forward them. `None` (the default) for every step that authenticates no one.
+    fn credential_places(&self) -> Option<CredentialPlaces> {
+        None
+    }
 
     /// Work the gateway awaits before the request pipeline runs (a key set to fetch for an
     /// unknown key id, a remote introspection), so [`Assertion::on_request`] can answer

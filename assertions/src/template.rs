@@ -4,6 +4,7 @@
 //! `request.header.NAME`, `client.ip`, and every variable a step of the policy sets
 //! (`client.id`, ...). `$${` writes a literal `${`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use http::{HeaderName, HeaderValue};
@@ -23,6 +24,31 @@ pub enum Source {
     /// Hex SHA-256 of the body (set by the step that read it, e.g. `require_hmac`).
     BodySha256,
     Var(VarId),
+}
+
+impl Source {
+    /// The value this source has for a request: borrowed where it can be (only the client
+    /// address is formatted); `None` when it is unset (a header not sent, a variable no
+    /// step set), so a condition can refuse what is missing rather than compare an empty
+    /// string.
+    #[must_use]
+    pub fn value<'a>(&self, req: &'a dyn RequestView, x: &'a Exchange) -> Option<Cow<'a, str>> {
+        let text = match self {
+            Source::ClientIp => return Some(Cow::Owned(x.client_ip.to_string())),
+            Source::Method => req.method().as_str(),
+            Source::Path => req.path(),
+            Source::Query => req.query()?,
+            Source::Host => req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().host())?,
+            Source::Header(name) => req.headers().get(name)?.to_str().ok()?,
+            Source::BodySha256 => x.body_sha256()?,
+            Source::Var(id) => x.get(*id)?,
+        };
+        Some(Cow::Borrowed(text))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,6 +35,19 @@ pub struct AccessRecord<'a> {
     pub denied_by: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'a str>,
+    /// `stripped` or `forwarded`, when the caller sent credentials and the service decides
+    /// about them (absent when it passes everything through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<&'static str>,
+    /// The rule that decided: `authenticated`, `strip`, `when.client_cidrs`, `forward`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_rule: Option<&'a str>,
+    /// Which credentials (names only: `authorization`, `cookie session`, `query api_key`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials_places: Vec<String>,
+    /// Why an upstream's 401/403 may have come: its credentials were stripped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub generation: u64,
 }
 

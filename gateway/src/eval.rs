@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context as _};
 use pingora::http::RequestHeader;
 use portcullis_assertions::{Exchange, Rejection, TraceStep, Verdict};
 
+use crate::credentials::{CredentialPlan, Decision};
 use crate::proxy::{admit_request, check_body_size, request_host, run_request_pipeline, Admitted};
 use crate::runtime::Runtime;
 
@@ -123,7 +124,9 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
         .needs
         .request_body
         .then_some(request.body.as_slice());
-    let verdict = run_request_pipeline(service, &mut head, body, &mut exchange).await;
+    let mut credentials = CredentialPlan::default();
+    let verdict =
+        run_request_pipeline(service, &mut head, body, &mut exchange, &mut credentials).await;
     for (index, node) in trace_tree(exchange.take_trace()).iter().enumerate() {
         print_step(&mut out, node, &format!("{:>2}.", index + 1), 2);
     }
@@ -136,6 +139,7 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     }
     match verdict {
         Verdict::Continue => {
+            print_credentials(&mut out, service, &credentials, &head);
             let _ = writeln!(
                 out,
                 "verdict: ALLOW (would be sent to {})",
@@ -151,6 +155,42 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
             );
             (out, false)
         }
+    }
+}
+
+/// What the upstream would get of the caller's credentials, and the rule that decided.
+fn print_credentials(
+    out: &mut String,
+    service: &crate::runtime::Service,
+    plan: &CredentialPlan,
+    head: &RequestHeader,
+) {
+    let policy = &service.credentials;
+    // The same stripping the proxy does, on a copy of the head.
+    let outcome = plan.apply(policy, &mut head.clone()).ok().flatten();
+    let sent = outcome
+        .as_ref()
+        .map(|o| policy.labels(o.places).join(", "))
+        .filter(|labels| !labels.is_empty())
+        .unwrap_or_else(|| "(none present)".to_owned());
+    let _ = match &plan.decision {
+        Decision::PassThrough => writeln!(
+            out,
+            "credentials: PASS THROUGH (no step authenticates callers and the service has no `credentials:` setting: the head goes upstream as the steps left it)"
+        ),
+        Decision::Forward(rule) => writeln!(
+            out,
+            "credentials: FORWARD {sent} (rule {}: {})",
+            rule.name, rule.why
+        ),
+        Decision::Strip(rule) => writeln!(
+            out,
+            "credentials: STRIP {sent} (rule {}: {})",
+            rule.name, rule.why
+        ),
+    };
+    for note in &plan.notes {
+        let _ = writeln!(out, "  {note}");
     }
 }
 

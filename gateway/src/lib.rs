@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth_failures;
 pub mod config;
 pub mod connection;
+pub mod credentials;
 pub mod echo;
 pub mod eval;
 pub mod files;

@@ -18,6 +18,7 @@ pub struct Metrics {
     steps: IntCounterVec,
     reloads: IntCounterVec,
     body_items: IntCounterVec,
+    credentials_stripped: IntCounterVec,
     pub log_dropped: IntCounter,
     key_sets: IntGaugeVec,
     token_answers: IntCounterVec,
@@ -85,6 +86,14 @@ impl Metrics {
             &["service"],
         )
         .expect("valid metric");
+        let credentials_stripped = IntCounterVec::new(
+            Opts::new(
+                "portcullis_credentials_stripped_total",
+                "Requests that went upstream without the caller's credentials, by service and the rule that stripped them.",
+            ),
+            &["service", "rule"],
+        )
+        .expect("valid metric");
         let log_dropped = IntCounter::new(
             "portcullis_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind.",
@@ -138,6 +147,7 @@ impl Metrics {
             Box::new(steps.clone()),
             Box::new(reloads.clone()),
             Box::new(body_items.clone()),
+            Box::new(credentials_stripped.clone()),
             Box::new(log_dropped.clone()),
         ] {
             registry.register(c).expect("registers once");
@@ -149,6 +159,7 @@ impl Metrics {
             steps,
             reloads,
             body_items,
+            credentials_stripped,
             log_dropped,
             key_sets,
             token_answers,
@@ -156,6 +167,14 @@ impl Metrics {
             connections_refused,
             client_timeouts,
         }
+    }
+
+    /// The counter of requests a service's `rule` stripped of the caller's credentials,
+    /// resolved when the policy is compiled.
+    #[must_use]
+    pub fn credentials_stripped(&self, service: &str, rule: &str) -> IntCounter {
+        self.credentials_stripped
+            .with_label_values(&[service, rule])
     }
 
     /// A connection refused at accept because `limit` was reached.

@@ -128,6 +128,8 @@ pub struct Service {
     pub methods: Vec<http::Method>,
     pub max_request_body: u64,
     pub metrics: ServiceMetrics,
+    /// What happens to the caller's credentials on the way to the upstream.
+    pub credentials: crate::credentials::CredentialPolicy,
 }
 
 impl Service {

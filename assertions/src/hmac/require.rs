@@ -102,6 +102,36 @@ impl Assertion for RequireHmac {
         "require_hmac"
     }
 
+    /// The signature's header and, for the AWS schemes, the query parameters of a
+    /// presigned URL (its signature and credential) and the session token.
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        let places = crate::CredentialPlaces::of(self.kind());
+        Some(match &self.scheme {
+            Scheme::SigV4 { .. } => places
+                .header(http::header::AUTHORIZATION)
+                .header(http::HeaderName::from_static("x-amz-security-token"))
+                .query_params([
+                    "X-Amz-Algorithm",
+                    "X-Amz-Credential",
+                    "X-Amz-Date",
+                    "X-Amz-Expires",
+                    "X-Amz-SignedHeaders",
+                    "X-Amz-Signature",
+                    "X-Amz-Security-Token",
+                ]),
+            Scheme::SigV2 { .. } => places
+                .header(http::header::AUTHORIZATION)
+                .header(http::HeaderName::from_static("x-amz-security-token"))
+                .query_params([
+                    "AWSAccessKeyId",
+                    "Signature",
+                    "Expires",
+                    "x-amz-security-token",
+                ]),
+            Scheme::Custom(custom) => places.header(custom.header.clone()),
+        })
+    }
+
     fn phases(&self) -> crate::Phases {
         crate::Phases {
             awaits_io: matches!(self.replay, Replay::Shared(_)),

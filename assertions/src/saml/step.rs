@@ -221,6 +221,11 @@ impl Assertion for RequireSaml {
         "require_saml"
     }
 
+    /// The header that carries the assertion.
+    fn credential_places(&self) -> Option<crate::CredentialPlaces> {
+        Some(crate::CredentialPlaces::of(self.kind()).header(self.header.clone()))
+    }
+
     fn phases(&self) -> Phases {
         Phases {
             awaits_io: self.one_time != OneTime::Off,

@@ -4,6 +4,7 @@
 
 pub mod compile;
 pub(crate) mod context;
+pub mod credentials;
 pub(crate) mod gather;
 pub(crate) mod gathered;
 pub mod saml_bearer;

@@ -365,6 +365,13 @@ pub(crate) fn compile_issuance(
             "a service that issues assertions cannot take them (require_saml): a captured assertion could be renewed forever",
         );
     }
+    if service.credentials.present().is_some() {
+        context.err(
+            spec.loc,
+            &format!("{path}.credentials"),
+            "a service with issue_saml sends nothing upstream: credentials: does not apply",
+        );
+    }
     if let Some(step) = service.response.iter().find_map(|step| step.get()) {
         context.err(
             step.loc,

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use super::credentials::CredentialsSpec;
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
 #[allow(clippy::wildcard_imports)]
@@ -242,6 +243,12 @@ pub struct ServiceSpec {
     /// Steps run on the response head on the way back.
     #[serde(default)]
     pub response: Vec<Lenient<Spanned<AssertionSpec>>>,
+    /// Whether the caller's credentials (`Authorization`, `Proxy-Authorization`, what an
+    /// authenticating step read, the headers, cookies and query parameters listed here)
+    /// reach the upstream: `strip`, or `forward` when every `when` condition holds. Default:
+    /// `strip` once a step authenticates callers, else everything passes through.
+    #[serde(default)]
+    pub credentials: Lenient<Option<Spanned<CredentialsSpec>>>,
 }
 
 /// Host and path-prefix match. Host is matched first, then the longest path prefix.

@@ -25,6 +25,7 @@ use portcullis_assertions::{Exchange, Rejection, Verdict};
 use super::heads::{PingoraRequest, PingoraRequestView};
 use super::refusal::body_too_large;
 use super::routing::{request_host, route_request, RouteDecision};
+use crate::credentials::CredentialPlan;
 use crate::oauth::endpoint::Endpoint;
 use crate::runtime::{Runtime, Service};
 
@@ -117,19 +118,29 @@ pub fn check_body_size(service: &Service, length: u64) -> Result<(), Rejection> 
 
 /// Runs a service's request pipeline as the gateway does: the I/O its steps need first (a
 /// key set to fetch for an unknown key id, a token's record in the state store), awaited,
-/// then the steps themselves, which do no I/O.
+/// then the steps themselves, which do no I/O. When they pass, `credentials` gets what to
+/// do with the caller's credentials upstream (their header values are taken before any
+/// step runs, so stripping them later never removes a value a step wrote).
 pub async fn run_request_pipeline(
     service: &Service,
     head: &mut RequestHeader,
     body: Option<&[u8]>,
     exchange: &mut Exchange,
+    credentials: &mut CredentialPlan,
 ) -> Verdict {
+    let caller = service.credentials.capture(&PingoraRequestView(head));
     if let Some(work) = service.request.prefetch(&PingoraRequestView(head)) {
         work.await;
     }
-    service
+    let verdict = service
         .run_request(&mut PingoraRequest(head), body, exchange)
-        .await
+        .await;
+    if matches!(verdict, Verdict::Continue) {
+        *credentials = service
+            .credentials
+            .decide(caller, &PingoraRequestView(head), exchange);
+    }
+    verdict
 }
 
 /// Hop-by-hop headers removed whether or not `Connection` names them (RFC 9110 §7.6.1).

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use portcullis_assertions::{process_body, BodyProcessor, Exchange, Rejection};
 
 use crate::connection::ConnectionControl;
+use crate::credentials::{CredentialOutcome, CredentialPlan};
 use crate::runtime::{Runtime, Service};
 
 /// Per-request state.
@@ -36,6 +37,10 @@ pub struct RequestCtx {
     pub(super) pending_refusal: Option<Rejection>,
     /// The connection's deadlines, moved on as the request is read and answered.
     pub(super) connection: Option<Arc<ConnectionControl>>,
+    /// What to do with the caller's credentials upstream, decided after the pipeline passed.
+    pub(super) credentials: CredentialPlan,
+    /// What was done with them, once the request went upstream (for the log).
+    pub(super) credential_outcome: Option<CredentialOutcome>,
 }
 
 /// A routed request's service, held with the policy it belongs to: the index can only be

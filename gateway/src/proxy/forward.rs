@@ -116,12 +116,13 @@ pub async fn forward_buffered(
 
     let mut req = session.req_header().clone();
     let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
-    prepare_upstream_request(
+    ctx.credential_outcome = prepare_upstream_request(
         svc,
         ctx.forwarded_path.as_deref(),
         &mut req,
         &ctx.exchange,
         (rt.forwarded_headers, trusted),
+        &ctx.credentials,
     )?;
     let verdict = svc.run_upstream(
         &mut PingoraRequest(&mut req),

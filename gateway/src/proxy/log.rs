@@ -20,10 +20,21 @@ pub fn log_request(
         Some(s) => s.metrics.finished(status, elapsed),
         None => state.metrics.unrouted(status),
     }
+    // Counted once per request here, not where the head is built (Pingora may retry that).
+    if let Some(outcome) = ctx.credential_outcome.as_ref().filter(|o| o.stripped) {
+        if let Some(counter) = &outcome.rule.stripped {
+            counter.inc();
+        }
+    }
     if !state.log.enabled() {
         return;
     }
     let client_id = ctx.exchange.get(portcullis_assertions::exchange::CLIENT_ID);
+    // Only an answer the upstream gave (no refusal of the gateway's own) earns the hint.
+    let credentials = ctx.credential_outcome.as_ref().zip(svc);
+    let hint = credentials
+        .filter(|_| ctx.reason.is_none())
+        .and_then(|(outcome, s)| outcome.hint(status, &s.credentials));
     state.log.write(&AccessRecord {
         timestamp: now_rfc3339(),
         service: svc.map_or("", |s| &s.name),
@@ -36,6 +47,12 @@ pub fn log_request(
         client_id,
         denied_by: ctx.exchange.denied_by,
         reason: ctx.reason,
+        credentials: credentials.map(|(o, _)| if o.stripped { "stripped" } else { "forwarded" }),
+        credentials_rule: credentials.map(|(o, _)| &*o.rule.name),
+        credentials_places: credentials
+            .map(|(o, s)| s.credentials.labels(o.places))
+            .unwrap_or_default(),
+        hint,
         generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
     });
 }

@@ -43,6 +43,7 @@ use pingora::ErrorType;
 use portcullis_assertions::{Exchange, Rejection, Verdict};
 
 use crate::connection::control_of;
+use crate::credentials::CredentialPlan;
 use crate::oauth;
 use crate::oauth::endpoint::Endpoint;
 use crate::runtime::{Runtime, Service};
@@ -72,6 +73,8 @@ impl ProxyHttp for Gateway {
             forwarded_path: None,
             pending_refusal: None,
             connection: None,
+            credentials: CredentialPlan::default(),
+            credential_outcome: None,
         }
     }
 
@@ -122,6 +125,7 @@ impl ProxyHttp for Gateway {
             session.req_header_mut(),
             body.as_deref(),
             &mut ctx.exchange,
+            &mut ctx.credentials,
         )
         .await;
         if let Verdict::Reject(rejection) = verdict {
@@ -177,12 +181,13 @@ impl ProxyHttp for Gateway {
         };
         let (rt, svc) = (routed.runtime(), routed.service());
         let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
-        prepare_upstream_request(
+        ctx.credential_outcome = prepare_upstream_request(
             svc,
             ctx.forwarded_path.as_deref(),
             upstream_request,
             &ctx.exchange,
             (rt.forwarded_headers, trusted),
+            &ctx.credentials,
         )?;
         let body = ctx.body.clone();
         let verdict = svc.run_upstream(

@@ -9,6 +9,7 @@ use pingora::prelude::*;
 use pingora::ErrorType;
 use portcullis_assertions::Exchange;
 
+use crate::credentials::{CredentialOutcome, CredentialPlan};
 use crate::runtime::ForwardedHeaders;
 use crate::runtime::{Service, Upstream};
 
@@ -146,15 +147,19 @@ pub fn peer_for(up: &Upstream) -> HttpPeer {
 }
 
 /// Rewrites the head that goes upstream: path (the canonical one the router matched, so
-/// the upstream reads what was routed), `Host`, and the forwarding headers `mode` asks for
-/// (`trusted_peer`: the peer is a trusted proxy whose forwarding headers are kept).
+/// the upstream reads what was routed), `Host`, the forwarding headers `mode` asks for
+/// (`trusted_peer`: the peer is a trusted proxy whose forwarding headers are kept), and the
+/// caller's credentials as `credentials` decided (stripped or forwarded; what happened is
+/// returned for the log). Outbound signing runs after this, so a signature the gateway adds
+/// is never stripped and covers the head as it goes.
 pub fn prepare_upstream_request(
     svc: &Service,
     forwarded_path: Option<&str>,
     req: &mut RequestHeader,
     exchange: &Exchange,
     (mode, trusted_peer): (ForwardedHeaders, bool),
-) -> Result<()> {
+    credentials: &CredentialPlan,
+) -> Result<Option<CredentialOutcome>> {
     let up = &svc.upstream;
     // An absolute-form target (Pingora has checked that its authority is the Host) goes
     // upstream in origin form; the upstream is told the host in Host / X-Forwarded-Host.
@@ -172,5 +177,10 @@ pub fn prepare_upstream_request(
     if !up.preserve_host {
         req.insert_header(HOST, up.host_header.clone())?;
     }
-    set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())
+    set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())?;
+    let outcome = credentials.apply(&svc.credentials, req)?;
+    // Hop-by-hop (RFC 9110 §11.7.2): meant for this gateway whatever the policy says. Pingora
+    // drops it on its own path; the buffering forwarder sends this head as it is.
+    req.remove_header(&http::header::PROXY_AUTHORIZATION);
+    Ok(outcome)
 }

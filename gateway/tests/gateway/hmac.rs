@@ -331,9 +331,18 @@ fn sdk_presigned_urls_pass() {
     assert!(signed_url.contains("X-Amz-Signature="), "{signed_url}");
     let resp = client().get(&signed_url).send().expect("send");
     assert_eq!(resp.status(), 200, "{}", resp.text().unwrap_or_default());
-    assert_eq!(
-        backend.seen().pop().expect("reached").headers["x-partner"],
-        "partner-one"
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-partner"], "partner-one");
+    // The partner's signature and credential stay at the gateway (credentials are stripped
+    // once require_hmac authenticated the caller); the gateway's own signature covers the
+    // query that goes up.
+    assert!(seen.uri.ends_with("/orders/9?format=json"), "{}", seen.uri);
+    assert!(
+        seen.headers["authorization"]
+            .to_str()
+            .is_ok_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=AKIDGATEWAY")),
+        "{:?}",
+        seen.headers.get("authorization")
     );
     // Tampered query: refused.
     let tampered = signed_url.replace("format=json", "format=xml");

@@ -7,6 +7,7 @@ mod admin;
 mod assertions;
 mod bodies;
 mod brute_force;
+mod credentials;
 mod fleet;
 mod fleet_limits;
 mod fleet_process;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use portcullis_assertions::Pipeline;
+use portcullis_assertions::{credential_places, Pipeline};
 
 use crate::config::spec::ServiceSpec;
 use crate::config::yaml::{Location, Spanned};
@@ -13,6 +13,7 @@ use crate::metrics::{Metrics, ServiceMetrics};
 use crate::runtime::{Service, Upstream};
 
 use crate::config::context::{CompileContext, Side};
+use crate::config::credentials::compile_credentials;
 use crate::config::gather::upstream_target;
 use crate::config::steps::compile_steps;
 
@@ -140,6 +141,14 @@ pub(super) fn compile_service(
         (None, Some(_)) => vec![http::Method::POST],
         _ => compile_methods(spec.methods.as_deref(), spec.name.loc, path, context),
     };
+    let mut credentials = compile_credentials(
+        spec.credentials.present(),
+        &format!("{path}.credentials"),
+        credential_places::of_steps(&request),
+        upstream.as_ref().map(|u| u.url.as_str()),
+        context,
+    );
+    credentials.count_in(metrics, name);
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
@@ -164,6 +173,7 @@ pub(super) fn compile_service(
             .present()
             .map_or(super::DEFAULT_MAX_REQUEST_BODY, |b| b.0),
         metrics,
+        credentials,
     })
 }
 
