@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth_failures;
+pub mod basic_auth;
 pub mod config;
 pub mod connection;
 pub mod echo;

@@ -10,6 +10,7 @@ pub mod saml_bearer;
 pub mod saml_issuer;
 pub mod spec;
 pub mod steps;
+pub(crate) mod users_file;
 pub mod values;
 pub mod yaml;
 

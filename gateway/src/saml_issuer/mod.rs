@@ -8,7 +8,6 @@
 //! offline).
 
 pub mod endpoint;
-pub mod users;
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use portcullis_assertions::saml::sign::{new_assertion_id, sign_assertion_with_id
 use portcullis_assertions::saml::{AssertionSpec, SamlSigningKey, SignError};
 use serde::Serialize;
 
-use users::{User, Users};
+use crate::basic_auth::users::{self, User, Users};
 
 /// `NameID Format` when the policy names none.
 pub const NAME_ID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
