@@ -13,6 +13,7 @@ pub mod connection;
 pub mod echo;
 pub mod eval;
 pub mod files;
+pub mod identity;
 pub mod metrics;
 pub mod oauth;
 pub mod path;

@@ -156,6 +156,11 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The userauth API has its own access rules (source addresses, Basic users or the
+        // admin token) and its own answer shapes.
+        if session.req_header().uri.path() == crate::identity::userauth::PATH {
+            return crate::identity::serve(&self.state, session).await;
+        }
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_owned();

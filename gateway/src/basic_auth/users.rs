@@ -317,6 +317,12 @@ impl Users {
         user.filter(|_| matches)
     }
 
+    /// True when the file lists `name`.
+    #[must_use]
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     #[must_use]
     pub fn len(&self) -> usize {
         self.by_name.len()

@@ -151,6 +151,7 @@ pub(crate) fn compile(
     // store that cannot be opened has been reported; a memory stand-in lets every other
     // mistake show.
     let keeps_state = main.spec.token_service.present().is_some()
+        || main.spec.identity_api.present().is_some()
         || main.spec.state.is_some()
         || main.spec.redis.present().is_some()
         || services
@@ -172,6 +173,9 @@ pub(crate) fn compile(
         .saml_issuer
         .present()
         .and_then(|issuer| super::saml_issuer::compile(issuer, &mut context));
+    let identity_api = main.spec.identity_api.present().and_then(|api| {
+        super::identity_api::compile(api, main.spec.admin.present().is_some(), &mut context)
+    });
     let admin_token = main
         .spec
         .admin
@@ -198,6 +202,7 @@ pub(crate) fn compile(
         client_limits,
         token_service: context.token_service.clone(),
         saml_issuer,
+        identity_api,
         key_sets: std::mem::take(&mut context.key_set_list),
         store,
         state_url: context.state_url.take(),

@@ -20,7 +20,7 @@ use portcullis_assertions::saml::sign::{new_assertion_id, sign_assertion_with_id
 use portcullis_assertions::saml::{AssertionSpec, SamlSigningKey, SignError};
 use serde::Serialize;
 
-use crate::basic_auth::users::{self, User, Users};
+use crate::basic_auth::users::{User, Users};
 
 /// `NameID Format` when the policy names none.
 pub const NAME_ID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
@@ -125,6 +125,8 @@ pub fn header_credentials(xml: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use portcullis_assertions::saml::{Expectations, Verifier, VerifyOptions};
+
+    use crate::basic_auth::users;
 
     use super::*;
 
