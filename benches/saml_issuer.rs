@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis::saml_issuer::users::{hash_password, Users};
+use portcullis::basic_auth::users::{hash_password, Users};
 use portcullis::saml_issuer::{SamlIssuer, NAME_ID_UNSPECIFIED};
 use portcullis_assertions::saml::SamlSigningKey;
 

@@ -304,7 +304,10 @@ mod tests {
             .await
             .expect("get")
             .expect("live");
-        assert!(stored.expires_at > alice.expires_at, "the idle deadline moved");
+        assert!(
+            stored.expires_at > alice.expires_at,
+            "the idle deadline moved"
+        );
         // Deleted through the API of this gateway: forgotten at once.
         store
             .identities()
