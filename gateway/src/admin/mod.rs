@@ -18,6 +18,7 @@ pub use answers::{json, problem, refusal, sized};
 mod answers;
 mod quotas;
 mod tokens;
+pub mod userauth;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -159,7 +160,7 @@ impl ServeHttp for AdminApp {
         // The userauth API has its own access rules (source addresses, Basic users or the
         // admin token) and its own answer shapes.
         if session.req_header().uri.path() == crate::identity::userauth::PATH {
-            return crate::identity::serve(&self.state, session).await;
+            return userauth::serve(&self.state, session).await;
         }
         let req = session.req_header();
         let method = req.method.clone();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::context::CompileContext;
 use super::values::Cidr;
 use super::yaml::Spanned;
-use crate::identity::IdentityApi;
+use crate::identity::api::IdentityApi;
 
 /// The userauth API, compatible with the cOS Core REST API (`GET`, `POST` and `DELETE
 /// /api/oper/userauth`), served on the admin listener. See docs/ip-identity.md.

@@ -131,10 +131,23 @@ impl StoreIdentityDirectory {
 
     /// Remembers an answer read from the store now.
     pub fn remember(&self, ip: IpAddr, entry: Option<&IdentityEntry>) {
-        let answer = entry.map_or(CachedAnswer::Unknown, |e| {
+        let mut answer = entry.map_or(CachedAnswer::Unknown, |e| {
             CachedAnswer::Active(ActiveEntry::from_store(e))
         });
         let mut cache = lock(&self.inner.cache);
+        // Traffic noted before this read may not have been written yet: keep counting it.
+        if let (
+            CachedAnswer::Active(fresh),
+            Some(Cached {
+                answer: CachedAnswer::Active(old),
+                ..
+            }),
+        ) = (&mut answer, cache.get(&ip))
+        {
+            if old.identity.user == fresh.identity.user {
+                fresh.last_seen = old.last_seen;
+            }
+        }
         if cache.len() >= MAX_CACHED && !cache.contains_key(&ip) {
             let now = now_secs();
             cache.retain(|_, c| {

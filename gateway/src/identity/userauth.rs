@@ -206,10 +206,9 @@ pub fn parse_list(query: &str, interfaces: &[String]) -> Result<ListQuery, Refus
     let num = match param(&params, "num") {
         None => DEFAULT_NUM,
         Some(text) => text
-            .parse::<u32>()
+            .parse::<usize>()
             .ok()
             .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
-            .map(|n| n as usize)
             .ok_or_else(|| bad("parameter \"num\" must be a whole number of users"))?,
     };
     let only = match (param(&params, "ip"), param(&params, "interface")) {
