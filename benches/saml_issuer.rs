@@ -29,7 +29,7 @@ fn users() -> Users {
     let text = format!(
         "users:\n  - name: alice\n    password_argon2id: \"{hash}\"\n    attributes:\n      group: [reporting, finance]\n      email: alice@example.com\n"
     );
-    Users::load(Arc::from(Path::new("users.yaml")), &text).expect("users")
+    portcullis::config::users_file::parse(Arc::from(Path::new("users.yaml")), &text).expect("users")
 }
 
 fn issuer(key: &str) -> SamlIssuer {

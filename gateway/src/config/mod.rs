@@ -11,7 +11,7 @@ pub mod saml_bearer;
 pub mod saml_issuer;
 pub mod spec;
 pub mod steps;
-pub(crate) mod users_file;
+pub mod users_file;
 pub mod values;
 pub mod yaml;
 

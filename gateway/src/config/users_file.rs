@@ -46,7 +46,7 @@ pub(crate) fn load(
 ///
 /// # Errors
 /// Every problem found.
-pub(crate) fn parse(file: Arc<std::path::Path>, text: &str) -> Result<Users, Vec<Diagnostic>> {
+pub fn parse(file: Arc<std::path::Path>, text: &str) -> Result<Users, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let parsed = super::parse_text::<UsersFileSpec>(file.clone(), text, &mut errors);
     // Entries that parsed are still checked, so every mistake shows at once.
