@@ -297,4 +297,22 @@ mod tests {
         assert!(portcullis_policy(full, 1, 2, 3, 4, Path::new("/r")).contains("mask_pan"));
         assert!(json_16k().len() > 15_000 && json_16k().len() < 17_000);
     }
+
+    /// The ip-identity scenario's one user is in the file the gateway opens, for the
+    /// address wrk connects from.
+    #[test]
+    fn the_ip_identity_user_is_registered_for_the_load_generator() {
+        use portcullis::store::{now_secs, wait, StoreUrl};
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join(IP_IDENTITY_DB);
+        register_bench_identity(&db).expect("registered");
+        let store = StoreUrl::Sqlite(db).open().expect("open");
+        let found = wait(
+            store
+                .identities()
+                .identity(std::net::IpAddr::from([127, 0, 0, 1]), now_secs()),
+        )
+        .expect("read");
+        assert_eq!(found.map(|e| e.username).as_deref(), Some("bench-user"));
+    }
 }
