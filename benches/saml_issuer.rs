@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use portcullis::saml_issuer::users::{hash_password, Users};
+use portcullis::basic_auth::users::{hash_password, Users};
 use portcullis::saml_issuer::{SamlIssuer, NAME_ID_UNSPECIFIED};
 use portcullis_assertions::saml::SamlSigningKey;
 
@@ -29,7 +29,7 @@ fn users() -> Users {
     let text = format!(
         "users:\n  - name: alice\n    password_argon2id: \"{hash}\"\n    attributes:\n      group: [reporting, finance]\n      email: alice@example.com\n"
     );
-    Users::load(Arc::from(Path::new("users.yaml")), &text).expect("users")
+    portcullis::config::users_file::parse(Arc::from(Path::new("users.yaml")), &text).expect("users")
 }
 
 fn issuer(key: &str) -> SamlIssuer {

@@ -15,6 +15,7 @@ pub mod head;
 pub mod headers;
 pub mod hmac;
 pub mod ip;
+pub mod ip_identity;
 pub mod json_body;
 pub mod local_limiter;
 pub mod once;

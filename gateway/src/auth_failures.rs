@@ -54,6 +54,9 @@ pub enum Surface {
     Admin,
     /// The SAML issuer's HTTP Basic users (`/saml/token`); the id is the user name.
     SamlIssuer,
+    /// The userauth API's HTTP Basic users and admin token (`/api/oper/userauth`); the id
+    /// is the user name.
+    Userauth,
 }
 
 impl Surface {
@@ -62,6 +65,7 @@ impl Surface {
             Surface::TokenEndpoint => "token",
             Surface::Admin => "admin",
             Surface::SamlIssuer => "saml",
+            Surface::Userauth => "userauth",
         }
     }
 }

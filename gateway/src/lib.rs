@@ -7,12 +7,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth_failures;
+pub mod basic_auth;
 pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod echo;
 pub mod eval;
 pub mod files;
+pub mod identity;
 pub mod metrics;
 pub mod oauth;
 pub mod path;

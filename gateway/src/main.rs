@@ -293,7 +293,7 @@ fn main() -> ExitCode {
                 eprintln!("no password on standard input");
                 return ExitCode::from(2);
             }
-            match portcullis::saml_issuer::users::hash_password(password) {
+            match portcullis::basic_auth::users::hash_password(password) {
                 Ok(hash) => {
                     println!("{hash}");
                     ExitCode::SUCCESS

@@ -229,6 +229,8 @@ pub struct Runtime {
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The SAML issuer (`/saml/token`), when the policy has one.
     pub saml_issuer: Option<Arc<crate::saml_issuer::SamlIssuer>>,
+    /// The userauth API (`identity_api:`), when the policy has one.
+    pub identity_api: Option<Arc<crate::identity::api::IdentityApi>>,
     /// The state store (opened once, kept across reloads).
     pub store: crate::store::StateStore,
     /// The state store the policy names (`None` when it keeps no state); on a dry run the

@@ -117,6 +117,12 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
         },
     ));
     server.add_service(background_service(
+        "identity upkeep",
+        crate::identity::upkeep::IdentityUpkeep {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "revocation watch",
         crate::oauth::revocation_watch::RevocationWatch {
             state: state.clone(),

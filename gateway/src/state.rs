@@ -32,6 +32,11 @@ impl Drop for GatewayState {
     /// Last chance for usage counted since the last flush (in-process servers, tests).
     fn drop(&mut self) {
         self.flush_usage();
+        // The traffic noted for idle timeouts since the last flush.
+        let _ = crate::store::wait(async {
+            self.flush_identity_touches_now().await;
+            Ok(())
+        });
     }
 }
 
@@ -80,6 +85,22 @@ impl GatewayState {
             log::error!("usage statistics: {error}; will retry");
             0
         })
+    }
+
+    /// Writes the traffic `require_ip_identity` noted (for idle timeouts) to the store;
+    /// a refused batch is logged and kept for the next flush.
+    pub async fn flush_identity_touches_now(&self) {
+        let held = self
+            .carry
+            .identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(directory) = held {
+            if let Err(error) = directory.flush().await {
+                log::error!("identity idle timeouts: {error}; will retry");
+            }
+        }
     }
 
     /// [`GatewayState::flush_usage_now`] from synchronous code (at shutdown, when the state

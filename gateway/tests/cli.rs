@@ -455,6 +455,10 @@ fn schema_describes_the_policy_language() {
         "state",
         "x509_map",
         "scope_match",
+        "require_ip_identity",
+        "identity_api",
+        "allow_from",
+        "writers",
     ] {
         assert!(text.contains(&format!("\"{name}\"")), "schema lacks {name}");
     }
@@ -962,6 +966,50 @@ fn check_reports_redis_option_mistakes_with_positions() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("redis: sets up a Redis state store, but state: is memory"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The `identity_api:` section and `require_ip_identity` steps: every mistake at its
+/// `file:line:col` with its path; a writer must be a user of the users file.
+#[test]
+fn check_reports_identity_api_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "users.yaml", "users: []\n");
+    let policy = write(
+        dir.path(),
+        "p.yaml",
+        "admin:\n  token: t\nsecrets:\n  t: {env: PORTCULLIS_TEST_TOKEN}\nidentity_api:\n  allow_from: []\n  users_file: users.yaml\n  writers: [dhcp]\n  interfaces: [wan, \"a b\", wan]\nservices:\n  - name: s\n    upstream: http://127.0.0.1:1\n    request:\n      - require_ip_identity: {groups: [\"a,b\"], interfaces: [lan], via: x}\n",
+    );
+    let out = bin()
+        .env("PORTCULLIS_TEST_TOKEN", "x")
+        .args(["check", "-c", policy.to_str().expect("utf8")])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let p = policy.display();
+    for expected in [
+        format!("{p}:6:15: list the addresses"),
+        format!("{p}:8:13: \"dhcp\" is not a user of the users file (at identity_api.writers[0])"),
+        format!("{p}:9:21: an interface name is 1 to 64"),
+        format!("{p}:9:28: interface \"wan\" is listed twice (at identity_api.interfaces[2])"),
+        format!("{p}:14:40: a group name is not empty and holds no comma (at services[0].request[0].require_ip_identity.groups[0])"),
+        "unknown field \"via\"".to_owned(),
+    ] {
+        assert!(err.contains(&expected), "lacks {expected}:\n{err}");
+    }
+    // Without an admin listener there is nowhere to serve the API.
+    let no_admin = write(
+        dir.path(),
+        "q.yaml",
+        "identity_api:\n  allow_from: [10.0.0.2]\nservices: []\n",
+    );
+    let out = run(&["check", "-c", no_admin.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(":2:3: the userauth API is served on the admin listener"),
         "{}",
         text(&out.stderr)
     );

@@ -241,7 +241,7 @@ services:
         "users-ok.yaml",
         &format!(
             "users:\n  - name: alice\n    password_argon2id: \"{}\"\n",
-            portcullis::saml_issuer::users::hash_password("pw").expect("hash")
+            portcullis::basic_auth::users::hash_password("pw").expect("hash")
         ),
     );
     let good = write(

@@ -230,6 +230,9 @@ fn start_system(
                 .find(|s| s.name == plan.scenario)
                 .ok_or("no such scenario")?;
             let policy = work.join(format!("{}.yaml", s.name));
+            if s.name == "ip-identity" {
+                scenarios::register_bench_identity(&work.join(scenarios::IP_IDENTITY_DB))?;
+            }
             std::fs::write(
                 &policy,
                 scenarios::portcullis_policy(s, port, free_port(), backend, opts.redis_port, root),

@@ -49,6 +49,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "bearer-opaque-redis", about: "require_bearer, opaque token, state in Redis (verified-token cache; the revocation channel followed)", path: "/", credential: Credential::Opaque, baseline: "pass-through", target: Some(1.10) },
     Scenario { name: "hmac-sigv4-replay-redis", about: "require_hmac aws-sigv4, a fresh signature per request, replay markers in Redis (one SET NX per request)", path: "/", credential: Credential::SigV4Unique, baseline: "pass-through", target: Some(1.25) },
     Scenario { name: "saml", about: "require_saml, a P-256-signed assertion deflated in the header (verified-assertion cache)", path: "/", credential: Credential::Saml, baseline: "pass-through", target: Some(1.15) },
+    Scenario { name: "ip-identity", about: "require_ip_identity, one active user (the client's address) in a SQLite identity table (local cache; idle touches written behind)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.05) },
     Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
 ];
 
@@ -100,6 +101,33 @@ pub fn saml_authorization(root: &Path) -> Result<String, String> {
     ))
 }
 
+/// The ip-identity scenario's state file, beside its policy.
+pub const IP_IDENTITY_DB: &str = "ip-identity.db";
+
+/// Registers the load generator's address (127.0.0.1) as the ip-identity scenario's one
+/// active user, for a day, in the state file the gateway will open.
+///
+/// # Errors
+/// The file cannot be opened or written.
+pub fn register_bench_identity(db: &Path) -> Result<(), String> {
+    use portcullis::store::{now_secs, wait, IdentityEntry, StoreUrl};
+    let store = StoreUrl::Sqlite(db.to_path_buf())
+        .open()
+        .map_err(|e| e.to_string())?;
+    let now = now_secs();
+    let entry = IdentityEntry {
+        ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        username: "bench-user".to_owned(),
+        groups: vec!["bench".to_owned()],
+        interface: Some("wifi".to_owned()),
+        session_timeout_secs: Some(86_400),
+        idle_timeout_secs: Some(86_400),
+        expires_at: now + 86_400,
+        session_ends_at: now + 86_400,
+    };
+    wait(store.identities().put_identity(&entry)).map_err(|e| e.to_string())
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(s.as_bytes())
@@ -126,6 +154,8 @@ pub fn portcullis_policy(
 ) -> String {
     let state = if uses_redis(s) {
         format!("redis://127.0.0.1:{redis}")
+    } else if s.name == "ip-identity" {
+        format!("sqlite://{IP_IDENTITY_DB}")
     } else {
         "memory".to_owned()
     };
@@ -145,6 +175,9 @@ pub fn portcullis_policy(
         out.push_str(
             "keys:\n  partners: [{access_key: AKIDBENCH, client: bench, secrets: [hmac]}]\n",
         );
+    }
+    if s.name == "ip-identity" {
+        out.push_str("identity_api: {allow_from: [127.0.0.1/32]}\n");
     }
     out.push_str(&format!(
         "services:\n  - name: {}\n    upstream: http://127.0.0.1:{backend}\n",
@@ -171,6 +204,7 @@ pub fn portcullis_policy(
             root.join("fixtures/saml/xmlsec1/p256.cert.pem").display()
         ),
         "bearer-jwt" | "bearer-opaque" | "bearer-opaque-redis" => "    request:\n      - require_bearer: {scopes: [widgets.read]}\n".to_owned(),
+        "ip-identity" => "    request:\n      - require_ip_identity: {}\n".to_owned(),
         "mask-pan-16k" => "    response:\n      - mask_pan: {}\n".to_owned(),
         "rate-limit-local" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
         "rate-limit-redis" => "    request:\n      - rate_limit:\n          key: \"${client.ip}\"\n          scope: cluster\n          limits:\n            - {name: per-second, rate: 1000000000/s}\n            - {name: per-hour, rate: 1000000000/h}\n".to_owned(),
@@ -271,5 +305,23 @@ mod tests {
             .expect("full");
         assert!(portcullis_policy(full, 1, 2, 3, 4, Path::new("/r")).contains("mask_pan"));
         assert!(json_16k().len() > 15_000 && json_16k().len() < 17_000);
+    }
+
+    /// The ip-identity scenario's one user is in the file the gateway opens, for the
+    /// address wrk connects from.
+    #[test]
+    fn the_ip_identity_user_is_registered_for_the_load_generator() {
+        use portcullis::store::{now_secs, wait, StoreUrl};
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join(IP_IDENTITY_DB);
+        register_bench_identity(&db).expect("registered");
+        let store = StoreUrl::Sqlite(db).open().expect("open");
+        let found = wait(
+            store
+                .identities()
+                .identity(std::net::IpAddr::from([127, 0, 0, 1]), now_secs()),
+        )
+        .expect("read");
+        assert_eq!(found.map(|e| e.username).as_deref(), Some("bench-user"));
     }
 }

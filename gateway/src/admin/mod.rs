@@ -18,6 +18,7 @@ pub use answers::{json, problem, refusal, sized};
 mod answers;
 mod quotas;
 mod tokens;
+pub mod userauth;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -156,6 +157,11 @@ impl AdminApp {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The userauth API has its own access rules (source addresses, Basic users or the
+        // admin token) and its own answer shapes.
+        if session.req_header().uri.path() == crate::identity::userauth::PATH {
+            return userauth::serve(&self.state, session).await;
+        }
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_owned();

@@ -153,6 +153,7 @@ pub(crate) fn compile(
     // store that cannot be opened has been reported; a memory stand-in lets every other
     // mistake show.
     let keeps_state = main.spec.token_service.present().is_some()
+        || main.spec.identity_api.present().is_some()
         || main.spec.state.is_some()
         || main.spec.redis.present().is_some()
         || services
@@ -174,6 +175,9 @@ pub(crate) fn compile(
         super::saml_issuer::compile(issuer, &mut context)
     });
     context.saml_issuer.clone_from(&saml_issuer);
+    let identity_api = main.spec.identity_api.present().and_then(|api| {
+        super::identity_api::compile(api, main.spec.admin.present().is_some(), &mut context)
+    });
     let admin_token = main
         .spec
         .admin
@@ -200,6 +204,7 @@ pub(crate) fn compile(
         client_limits,
         token_service: context.token_service.clone(),
         saml_issuer,
+        identity_api,
         key_sets: std::mem::take(&mut context.key_set_list),
         store,
         state_url: context.state_url.take(),

@@ -93,6 +93,11 @@ pub(crate) fn gather(
             gathered.read(base.join(file), kind);
         }
     }
+    if let Some(api) = main.spec.identity_api.present() {
+        for (file, kind) in super::identity_api::files(&api.value) {
+            gathered.read(base.join(file), kind);
+        }
+    }
     if let Some(token_service) = main.spec.token_service.present() {
         for key in &token_service.value.signing_keys {
             gathered.read(base.join(&key.value.file.value), FileKind::Key);

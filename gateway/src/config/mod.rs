@@ -7,11 +7,13 @@ pub(crate) mod context;
 pub mod credentials;
 pub(crate) mod gather;
 pub(crate) mod gathered;
+pub mod identity_api;
 pub mod saml_bearer;
 pub mod saml_issuer;
 mod saml_trust;
 pub mod spec;
 pub mod steps;
+pub mod users_file;
 pub mod values;
 pub mod yaml;
 
@@ -23,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use portcullis_assertions::hmac::ReplayCache;
 use portcullis_assertions::local_limiter::LocalLimiter;
 
+use crate::identity::directory::StoreIdentityDirectory;
 use crate::metrics::Metrics;
 use crate::oauth::live::LiveTokens;
 use crate::oauth::remote::{KeysFormat, RemoteKeySet};
@@ -154,9 +157,48 @@ pub struct Carry {
     /// Each local rate_limit step's buckets, by service, step and size, so a reload does not
     /// hand every client a full bucket.
     pub rate_limiters: Arc<Mutex<HashMap<String, Arc<LocalLimiter>>>>,
+    /// Who is behind which address (cache and traffic waiting to be written), for
+    /// `require_ip_identity` and the userauth API: made on first use.
+    pub identities: Arc<Mutex<Option<StoreIdentityDirectory>>>,
 }
 
 impl Carry {
+    /// The identity directory over `store`, made on first use (again if a load opened
+    /// another store).
+    #[must_use]
+    pub fn identity_directory(
+        &self,
+        store: &Arc<dyn crate::store::IdentityStore>,
+    ) -> StoreIdentityDirectory {
+        let mut held = self
+            .identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*held {
+            Some(directory) if directory.reads(store) => directory.clone(),
+            _ => {
+                let directory = StoreIdentityDirectory::new(store.clone());
+                *held = Some(directory.clone());
+                directory
+            }
+        }
+    }
+
+    /// The identity directory over `store`, if a step made one (the userauth API tells it
+    /// what it changed; without one there is no cache to tell).
+    #[must_use]
+    pub fn identity_directory_for(
+        &self,
+        store: &Arc<dyn crate::store::IdentityStore>,
+    ) -> Option<StoreIdentityDirectory> {
+        self.identities
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|directory| directory.reads(store))
+            .cloned()
+    }
+
     /// The replay cache for a key set, created on first use.
     #[must_use]
     pub fn replay_cache(&self, key_set: &str, capacity: usize) -> Arc<ReplayCache> {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::context::CompileContext;
 use super::values::DurationSpec;
 use super::yaml::Spanned;
-use crate::saml_issuer::users::Users;
+use crate::basic_auth::users::Users;
 use crate::saml_issuer::{SamlIssuer, NAME_ID_UNSPECIFIED};
 
 pub const DEFAULT_PATH: &str = "/saml/token";
@@ -275,29 +275,7 @@ fn certificate(
 
 fn users(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<Users> {
     let file = s.users_file.as_ref()?;
-    let full = context.base.join(&file.value);
-    let text = match context.gathered.file(&full).map(std::str::from_utf8) {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => {
-            context.err(
-                file.loc,
-                "saml_issuer.users_file",
-                format!("{} is not UTF-8 text", full.display()),
-            );
-            return None;
-        }
-        Err(e) => {
-            context.err(file.loc, "saml_issuer.users_file", e);
-            return None;
-        }
-    };
-    match Users::load(Arc::from(full.as_path()), text) {
-        Ok(users) => Some(users),
-        Err(found) => {
-            context.errors.extend(found);
-            None
-        }
-    }
+    super::users_file::load(file, "saml_issuer.users_file", context)
 }
 
 /// `issue_saml:` on a service: answer with an assertion for the caller the service's

@@ -13,6 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 pub use super::credentials::CredentialsSpec;
+pub use super::identity_api::IdentityApiSpec;
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
 #[allow(clippy::wildcard_imports)]
@@ -84,6 +85,11 @@ pub struct ConfigSpec {
     /// listener.
     #[serde(default)]
     pub saml_issuer: Lenient<Option<Spanned<SamlIssuerSpec>>>,
+    /// The userauth API (`/api/oper/userauth` on the admin listener, compatible with the
+    /// cOS Core REST API): a DHCP server or NAC registers who has which address, for
+    /// `require_ip_identity`. See docs/ip-identity.md.
+    #[serde(default)]
+    pub identity_api: Lenient<Option<Spanned<IdentityApiSpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,

@@ -12,8 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{
     ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, PRAGMA, RETRY_AFTER,
@@ -27,6 +25,7 @@ use portcullis_assertions::Rejection;
 
 use super::SamlIssuer;
 use crate::auth_failures::{retry_after_secs, Gate};
+use crate::basic_auth::{basic_credentials, Credentials};
 
 /// Largest request body read (and dropped): the request carries nothing in it.
 pub const MAX_BODY: usize = 8 * 1024;
@@ -180,54 +179,6 @@ fn body_too_large() -> Rejection {
     )
 }
 
-/// What `Authorization` held.
-#[derive(PartialEq, Eq)]
-enum Credentials {
-    Missing,
-    Malformed,
-    Given { name: String, password: String },
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Credentials::Missing => "Missing",
-            Credentials::Malformed => "Malformed",
-            Credentials::Given { .. } => "Given(..)",
-        })
-    }
-}
-
-/// RFC 7617: `Basic base64(user-id ":" password)`, UTF-8, the user-id without `:`.
-fn basic_credentials(value: Option<&HeaderValue>) -> Credentials {
-    let Some(value) = value else {
-        return Credentials::Missing;
-    };
-    let Ok(text) = value.to_str() else {
-        return Credentials::Malformed;
-    };
-    let Some((scheme, rest)) = text.trim().split_once(' ') else {
-        return Credentials::Malformed;
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        // Another scheme is not Basic credentials at all: ask for them.
-        return Credentials::Missing;
-    }
-    let Ok(raw) = STANDARD.decode(rest.trim()) else {
-        return Credentials::Malformed;
-    };
-    let Ok(raw) = String::from_utf8(raw) else {
-        return Credentials::Malformed;
-    };
-    match raw.split_once(':') {
-        Some((name, password)) if !name.is_empty() => Credentials::Given {
-            name: name.to_owned(),
-            password: password.to_owned(),
-        },
-        _ => Credentials::Malformed,
-    }
-}
-
 /// Writes the success answer: JSON, never cached.
 ///
 /// # Errors
@@ -243,43 +194,4 @@ pub async fn write_issued(session: &mut Session, json: Vec<u8>) -> Result<()> {
         .write_response_body(Some(Bytes::from(json)), true)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(v: &str) -> Credentials {
-        basic_credentials(Some(&HeaderValue::from_str(v).expect("value")))
-    }
-
-    #[test]
-    fn basic_credentials_follow_rfc_7617() {
-        assert_eq!(basic_credentials(None), Credentials::Missing);
-        assert_eq!(
-            parse(&format!("Basic {}", STANDARD.encode("alice:pa:ss wörd"))),
-            Credentials::Given {
-                name: "alice".to_owned(),
-                password: "pa:ss wörd".to_owned()
-            }
-        );
-        assert_eq!(
-            parse(&format!("basic  {}", STANDARD.encode("bob:"))),
-            Credentials::Given {
-                name: "bob".to_owned(),
-                password: String::new()
-            }
-        );
-        assert_eq!(parse("Bearer abc"), Credentials::Missing);
-        assert_eq!(parse("Basic !!!"), Credentials::Malformed);
-        assert_eq!(
-            parse(&format!("Basic {}", STANDARD.encode("no-colon"))),
-            Credentials::Malformed
-        );
-        assert_eq!(
-            parse(&format!("Basic {}", STANDARD.encode(":pw"))),
-            Credentials::Malformed
-        );
-        assert_eq!(parse("Basic"), Credentials::Malformed);
-    }
 }

@@ -11,7 +11,6 @@
 
 pub mod endpoint;
 pub mod pipeline;
-pub mod users;
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -24,7 +23,7 @@ use portcullis_assertions::saml::sign::{new_assertion_id, sign_assertion_with_id
 use portcullis_assertions::saml::{AssertionSpec, SamlSigningKey, SignError};
 use serde::Serialize;
 
-use users::{User, Users};
+use crate::basic_auth::users::{User, Users};
 
 /// `NameID Format` when the policy names none.
 pub const NAME_ID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
@@ -144,6 +143,8 @@ pub fn header_credentials(xml: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use portcullis_assertions::saml::{Expectations, Verifier, VerifyOptions};
+
+    use crate::basic_auth::users;
 
     use super::*;
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 
 use super::{
     ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
-    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
-    TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
+    IdentityStore, IdentityTouch, OnceStore, Revocation, RevocationStore, Revoked, StoreError,
+    StoreResult, TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
 };
 
 #[derive(Debug, Default)]
@@ -331,6 +331,25 @@ impl IdentityStore for MemoryStore {
             .collect();
         live.sort_by_key(|entry| entry.ip);
         Ok(live)
+    }
+
+    async fn touch_identities(&self, touches: &[IdentityTouch]) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let mut moved = 0;
+        for touch in touches {
+            let Some(entry) = inner.identities.get_mut(&touch.ip) else {
+                continue;
+            };
+            if entry.username != touch.username || entry.expires_at <= touch.seen_at {
+                continue;
+            }
+            let expires_at = entry.touched_expiry(touch.seen_at);
+            if expires_at != entry.expires_at {
+                entry.expires_at = expires_at;
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {

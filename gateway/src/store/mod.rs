@@ -35,8 +35,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use types::{
-    ClientRecord, ClientStats, CounterCharge, CounterWindow, IdentityEntry, Revocation,
-    TokenFilter, TokenFormat, TokenKind, TokenRecord, Usage, UsageDelta,
+    ClientRecord, ClientStats, CounterCharge, CounterWindow, IdentityEntry, IdentityTouch,
+    Revocation, TokenFilter, TokenFormat, TokenKind, TokenRecord, Usage, UsageDelta,
 };
 
 /// What went wrong inside a backend. Callers fail closed on it.
@@ -177,6 +177,11 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
     async fn remove_identity(&self, ip: IpAddr) -> StoreResult<bool>;
     /// Every entry not expired at `now`, by address.
     async fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>>;
+    /// Moves the idle deadline of each touched entry on ([`IdentityEntry::touched_expiry`]),
+    /// atomically per entry, and only when the entry is still the touched user's and was
+    /// live when the traffic was seen: a deleted or replaced entry is never brought back.
+    /// Returns how many entries moved.
+    async fn touch_identities(&self, touches: &[IdentityTouch]) -> StoreResult<u64>;
     /// Deletes entries that expired before `before`; returns how many went.
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64>;
 }

@@ -267,6 +267,37 @@ pub struct IdentityEntry {
     pub session_timeout_secs: Option<i64>,
     /// How long the session may stay idle, in seconds, as the source set it.
     pub idle_timeout_secs: Option<i64>,
-    /// Unix seconds; the entry is gone (not returned, purged) from then on.
+    /// Unix seconds; the entry is gone (not returned, purged) from then on. With an idle
+    /// timeout it is the earlier of the session's end and the idle deadline, and traffic
+    /// moves it on ([`super::IdentityStore::touch_identities`]).
     pub expires_at: i64,
+    /// Unix seconds: the session's hard end, which traffic never moves.
+    pub session_ends_at: i64,
+}
+
+/// Traffic seen from an active identity's address, to be written behind: it moves the
+/// entry's idle deadline on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityTouch {
+    pub ip: IpAddr,
+    /// The user the traffic was admitted for: a touch never extends an entry that has been
+    /// replaced by another user's since.
+    pub username: String,
+    /// Unix seconds of the last request seen.
+    pub seen_at: i64,
+}
+
+impl IdentityEntry {
+    /// When the entry expires if traffic is seen at `seen_at`: the idle deadline from then,
+    /// never past the session's end, never earlier than it stands (touches arrive late and
+    /// out of order).
+    #[must_use]
+    pub fn touched_expiry(&self, seen_at: i64) -> i64 {
+        match self.idle_timeout_secs {
+            Some(idle) => self
+                .expires_at
+                .max(seen_at.saturating_add(idle).min(self.session_ends_at)),
+            None => self.expires_at,
+        }
+    }
 }

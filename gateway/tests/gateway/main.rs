@@ -13,6 +13,7 @@ mod fleet_limits;
 mod fleet_process;
 mod framing;
 mod hmac;
+mod ip_identity;
 mod oauth;
 mod pan;
 mod quota;

@@ -24,8 +24,8 @@ pub fn saml_fixture(name: &str) -> PathBuf {
 
 /// A users file with alice (groups admins and ops, an email) and bob.
 pub fn write_users(dir: &Path) -> PathBuf {
-    let alice = portcullis::saml_issuer::users::hash_password(ALICE_PASSWORD).expect("hash");
-    let bob = portcullis::saml_issuer::users::hash_password("bob-pw").expect("hash");
+    let alice = portcullis::basic_auth::users::hash_password(ALICE_PASSWORD).expect("hash");
+    let bob = portcullis::basic_auth::users::hash_password("bob-pw").expect("hash");
     let path = dir.join("users.yaml");
     std::fs::write(
         &path,

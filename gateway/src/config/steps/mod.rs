@@ -64,6 +64,7 @@ mod rate_limit;
 mod require_api_key;
 mod require_bearer;
 mod require_hmac;
+mod require_ip_identity;
 mod require_saml;
 mod sign_hmac;
 mod validate_json;
@@ -177,6 +178,8 @@ assertion_kinds! {
     "rate_limit" => RateLimit(rate_limit::RateLimitSpec),
     /// Calls per hour/day/week/month per key, counted in the state store; used up: 429 quota-exhausted.
     "quota" => Quota(quota::QuotaSpec),
+    /// The client address must belong to an active user of the identity table (the userauth API), optionally in one of `groups` and on one of `interfaces`.
+    "require_ip_identity" => RequireIpIdentity(require_ip_identity::RequireIpIdentitySpec),
     /// Every step must pass, in order.
     "all" => All(composite::AllSpec),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -194,14 +197,15 @@ pub(crate) fn define_outputs(steps: &StepList, registry: &mut VarRegistry) {
     }
 }
 
-/// Whether a list holds a step that counts in the state store (`quota`), anywhere in it: the
-/// store is then opened even if the policy has no `state:` or token service.
+/// Whether a list holds a step that counts in or reads the state store (`quota`,
+/// `require_ip_identity`), anywhere in it: the store is then opened even if the policy has
+/// no `state:` or token service.
 pub(crate) fn counts_in_store(steps: &StepList) -> bool {
     steps
         .iter()
         .filter_map(|step| step.0.as_ref())
         .any(|step| match &step.value {
-            AssertionSpec::Quota(_) => true,
+            AssertionSpec::Quota(_) | AssertionSpec::RequireIpIdentity(_) => true,
             AssertionSpec::All(inner) => counts_in_store(&inner.0),
             AssertionSpec::Any(inner) => counts_in_store(&inner.0),
             _ => false,

@@ -1,10 +1,10 @@
-//! [`IdentityStore`] conformance: put, get, replace, remove and list with expiry, purging,
-//! and concurrent writers.
+//! [`IdentityStore`] conformance: put, get, replace, remove and list with expiry, idle
+//! touches, purging, and concurrent writers.
 
 use std::sync::Arc;
 
 use super::{ip, NOW, RACERS};
-use crate::store::{IdentityEntry, IdentityStore};
+use crate::store::{IdentityEntry, IdentityStore, IdentityTouch};
 
 /// Runs every identity check, each on a fresh store from `make`.
 pub async fn run_all(make: &dyn Fn() -> Arc<dyn IdentityStore>) {
@@ -12,6 +12,8 @@ pub async fn run_all(make: &dyn Fn() -> Arc<dyn IdentityStore>) {
     expired_entries_are_not_returned(&*make()).await;
     removal_and_listing(&*make()).await;
     purge_drops_only_expired_entries(&*make()).await;
+    touches_move_the_idle_deadline_up_to_the_session_end(&*make()).await;
+    touches_never_revive_or_extend_another_users_entry(&*make()).await;
     concurrent_writers_all_land(make()).await;
 }
 
@@ -24,7 +26,117 @@ fn entry(address: &str, username: &str, expires_at: i64) -> IdentityEntry {
         session_timeout_secs: Some(28_800),
         idle_timeout_secs: Some(900),
         expires_at,
+        session_ends_at: expires_at,
     }
+}
+
+fn touch(address: &str, username: &str, seen_at: i64) -> IdentityTouch {
+    IdentityTouch {
+        ip: ip(address),
+        username: username.to_owned(),
+        seen_at,
+    }
+}
+
+/// An entry whose session lasts `session` seconds from `NOW` and may idle `idle` seconds.
+fn idling(address: &str, username: &str, session: i64, idle: i64) -> IdentityEntry {
+    IdentityEntry {
+        // A user name that spells the field the Redis script edits must not confuse it.
+        username: username.to_owned(),
+        groups: Vec::new(),
+        session_timeout_secs: Some(session),
+        idle_timeout_secs: Some(idle),
+        session_ends_at: NOW + session,
+        ..entry(address, username, NOW + idle.min(session))
+    }
+}
+
+async fn touches_move_the_idle_deadline_up_to_the_session_end(store: &dyn IdentityStore) {
+    let tricky = "\"expires_at\":1,";
+    let alice = idling("10.3.0.1", tricky, 100, 10);
+    let bob = idling("2001:db8::3", "bob", 12, 10);
+    let fixed = IdentityEntry {
+        idle_timeout_secs: None,
+        ..entry("10.3.0.2", "carol", NOW + 10)
+    };
+    for e in [&alice, &bob, &fixed] {
+        store.put_identity(e).await.expect("put");
+    }
+    let moved = store
+        .touch_identities(&[
+            touch("10.3.0.1", tricky, NOW + 5),
+            touch("2001:db8::3", "bob", NOW + 9),
+            touch("10.3.0.2", "carol", NOW + 5),
+        ])
+        .await
+        .expect("touch");
+    assert_eq!(moved, 2, "an entry without an idle timeout does not move");
+    let get = |address: &'static str| async move {
+        store
+            .identity(ip(address), NOW)
+            .await
+            .expect("get")
+            .expect("live")
+    };
+    let alice_now = get("10.3.0.1").await;
+    assert_eq!(
+        alice_now.expires_at,
+        NOW + 15,
+        "idle deadline from the touch"
+    );
+    assert_eq!(alice_now.username, tricky);
+    assert_eq!(alice_now.groups, Vec::<String>::new());
+    assert_eq!(alice_now.session_ends_at, NOW + 100);
+    assert_eq!(get("2001:db8::3").await.expires_at, NOW + 12, "capped");
+    assert_eq!(get("10.3.0.2").await.expires_at, NOW + 10);
+    // A late touch never pulls the deadline back.
+    store
+        .touch_identities(&[touch("10.3.0.1", tricky, NOW + 1)])
+        .await
+        .expect("touch");
+    assert_eq!(get("10.3.0.1").await.expires_at, NOW + 15);
+    // The new deadline is what listing and expiry go by.
+    assert!(store
+        .identity(alice.ip, NOW + 14)
+        .await
+        .expect("get")
+        .is_some());
+    assert_eq!(store.identity(alice.ip, NOW + 15).await.expect("get"), None);
+    let listed = store.identities(NOW + 11).await.expect("list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+async fn touches_never_revive_or_extend_another_users_entry(store: &dyn IdentityStore) {
+    let dave = idling("10.4.0.1", "dave", 100, 10);
+    store.put_identity(&dave).await.expect("put");
+    // Seen after the entry had idled out: it stays expired.
+    assert_eq!(
+        store
+            .touch_identities(&[touch("10.4.0.1", "dave", NOW + 10)])
+            .await
+            .expect("touch"),
+        0
+    );
+    assert_eq!(store.identity(dave.ip, NOW + 10).await.expect("get"), None);
+    // The address went to someone else: dave's traffic does not extend erin's entry.
+    let erin = idling("10.4.0.1", "erin", 100, 10);
+    store.put_identity(&erin).await.expect("put");
+    store
+        .touch_identities(&[touch("10.4.0.1", "dave", NOW + 5)])
+        .await
+        .expect("touch");
+    assert_eq!(
+        store.identity(erin.ip, NOW).await.expect("get"),
+        Some(erin.clone())
+    );
+    // A deleted entry is not brought back.
+    assert!(store.remove_identity(erin.ip).await.expect("remove"));
+    store
+        .touch_identities(&[touch("10.4.0.1", "erin", NOW + 5)])
+        .await
+        .expect("touch");
+    assert_eq!(store.identity(erin.ip, NOW).await.expect("get"), None);
+    assert_eq!(store.touch_identities(&[]).await.expect("nothing"), 0);
 }
 
 async fn entries_round_trip_and_are_replaced(store: &dyn IdentityStore) {

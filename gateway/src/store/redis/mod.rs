@@ -31,8 +31,8 @@ use async_trait::async_trait;
 
 use super::{
     ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
-    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
-    TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
+    IdentityStore, IdentityTouch, OnceStore, Revocation, RevocationStore, Revoked, StoreError,
+    StoreResult, TokenFilter, TokenRecord, TokenStore, UsageDelta, MAX_LISTED_COUNTERS,
 };
 use crate::redis::{RedisClient, RedisSettings, RedisUnavailable, RedisUrl};
 
@@ -634,6 +634,38 @@ impl IdentityStore for RedisStore {
         }
         live.sort_by_key(|entry| entry.ip);
         Ok(live)
+    }
+
+    async fn touch_identities(&self, touches: &[IdentityTouch]) -> StoreResult<u64> {
+        // One script per bucket (its entries share a hash tag, so one call may hold them),
+        // at most TOUCHES_PER_CALL at a time so one call never holds Redis for long.
+        const TOUCHES_PER_CALL: usize = 256;
+        let mut by_bucket: HashMap<String, Vec<(String, [Vec<u8>; 3])>> = HashMap::new();
+        for touch in touches {
+            let name = touch.ip.to_string();
+            let (base, index) = self.bucket(Bucketed::Identity, &name);
+            let key = format!("{base}{name}");
+            by_bucket
+                .entry(index)
+                .or_default()
+                .push((key, [arg(&name), arg(&touch.username), arg(touch.seen_at)]));
+        }
+        let mut moved = 0;
+        for (index, entries) in by_bucket {
+            for chunk in entries.chunks(TOUCHES_PER_CALL) {
+                let mut keys = vec![index.clone()];
+                let mut args = vec![arg(super::now_secs())];
+                for (key, touch) in chunk {
+                    keys.push(key.clone());
+                    args.extend(touch.iter().cloned());
+                }
+                moved += self
+                    .client
+                    .run_script::<u64>(&scripts::TOUCH_IDENTITIES, keys, args)
+                    .await?;
+            }
+        }
+        Ok(moved)
     }
 
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {

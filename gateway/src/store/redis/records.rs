@@ -175,6 +175,9 @@ struct StoredIdentity {
     session_timeout_secs: Option<i64>,
     idle_timeout_secs: Option<i64>,
     expires_at: i64,
+    /// Absent in a record written before sessions had their own end: its expiry was it.
+    #[serde(default)]
+    session_ends_at: Option<i64>,
 }
 
 pub(super) fn identity_json(e: &IdentityEntry) -> StoreResult<String> {
@@ -186,6 +189,7 @@ pub(super) fn identity_json(e: &IdentityEntry) -> StoreResult<String> {
         session_timeout_secs: e.session_timeout_secs,
         idle_timeout_secs: e.idle_timeout_secs,
         expires_at: e.expires_at,
+        session_ends_at: Some(e.session_ends_at),
     })
     .map_err(|error| StoreError::Corrupt(format!("identity {}: {error}", e.ip)))
 }
@@ -201,6 +205,7 @@ pub(super) fn identity_from_json(json: &str) -> StoreResult<IdentityEntry> {
         session_timeout_secs: s.session_timeout_secs,
         idle_timeout_secs: s.idle_timeout_secs,
         expires_at: s.expires_at,
+        session_ends_at: s.session_ends_at.unwrap_or(s.expires_at),
     })
 }
 

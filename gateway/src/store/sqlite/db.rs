@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS identities (
     interface TEXT,
     session_timeout_secs INTEGER,
     idle_timeout_secs INTEGER,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    session_ends_at INTEGER
 ) WITHOUT ROWID;
 ";
 
@@ -127,6 +128,7 @@ pub(super) const EXPECTED_TABLES: &[(&str, &[&str])] = &[
             "session_timeout_secs",
             "idle_timeout_secs",
             "expires_at",
+            "session_ends_at",
         ],
     ),
 ];
@@ -248,6 +250,8 @@ impl SqliteDb {
         writer
             .execute_batch(SCHEMA)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+        add_session_end_column(&writer)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let readers = (0..READERS)
             .map(|_| connect(path).map(Mutex::new))
             .collect::<StoreResult<Vec<_>>>()?;
@@ -268,6 +272,20 @@ impl SqliteDb {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         lock(&self.readers[i])
     }
+}
+
+/// A file made before identities had a session end (their idle deadline moves with
+/// traffic, their session end does not) gets the column; its rows read it as their expiry.
+fn add_session_end_column(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('identities') WHERE name = 'session_ends_at'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE identities ADD COLUMN session_ends_at INTEGER")?;
+    }
+    Ok(())
 }
 
 /// The token and client statements, one per [`crate::store::TokenStore`] method (and

@@ -8,11 +8,12 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::db::{lock, SqliteDb};
 use crate::store::{
-    CounterCharge, CounterWindow, IdentityEntry, StoreError, StoreResult, MAX_LISTED_COUNTERS,
+    CounterCharge, CounterWindow, IdentityEntry, IdentityTouch, StoreError, StoreResult,
+    MAX_LISTED_COUNTERS,
 };
 
-const IDENTITY_COLUMNS: &str =
-    "ip, username, groups, interface, session_timeout_secs, idle_timeout_secs, expires_at";
+const IDENTITY_COLUMNS: &str = "ip, username, groups, interface, session_timeout_secs, \
+    idle_timeout_secs, expires_at, session_ends_at";
 
 fn count_from(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -32,6 +33,8 @@ fn identity_from_row(row: &Row<'_>) -> rusqlite::Result<IdentityEntry> {
         session_timeout_secs: row.get(4)?,
         idle_timeout_secs: row.get(5)?,
         expires_at: row.get(6)?,
+        // A row written before the column existed: its expiry was the session's end.
+        session_ends_at: row.get::<_, Option<i64>>(7)?.unwrap_or(row.get(6)?),
     })
 }
 
@@ -175,7 +178,7 @@ impl SqliteDb {
         lock(&self.writer).execute(
             &format!(
                 "INSERT OR REPLACE INTO identities ({IDENTITY_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
             ),
             params![
                 entry.ip.to_string(),
@@ -184,7 +187,8 @@ impl SqliteDb {
                 entry.interface,
                 entry.session_timeout_secs,
                 entry.idle_timeout_secs,
-                entry.expires_at
+                entry.expires_at,
+                entry.session_ends_at
             ],
         )?;
         Ok(())
@@ -219,6 +223,32 @@ impl SqliteDb {
         // By address, not by text: 10.0.0.9 before 10.0.0.10.
         live.sort_by_key(|entry| entry.ip);
         Ok(live)
+    }
+
+    pub(super) fn touch_identities(&self, touches: &[IdentityTouch]) -> StoreResult<u64> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let mut moved = 0;
+        {
+            // One statement per touch, each the whole read-modify-write of its row, in one
+            // transaction: one disk commit per batch.
+            let mut stmt = tx.prepare_cached(
+                "UPDATE identities
+                 SET expires_at = MAX(expires_at,
+                     MIN(?3 + idle_timeout_secs, COALESCE(session_ends_at, expires_at)))
+                 WHERE ip = ?1 AND username = ?2 AND expires_at > ?3
+                   AND idle_timeout_secs IS NOT NULL
+                   AND MAX(expires_at,
+                       MIN(?3 + idle_timeout_secs, COALESCE(session_ends_at, expires_at)))
+                       != expires_at",
+            )?;
+            for touch in touches {
+                moved +=
+                    stmt.execute(params![touch.ip.to_string(), touch.username, touch.seen_at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(moved as u64)
     }
 
     pub(super) fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{
     ClientRecord, ClientStats, CounterCharge, CounterStore, CounterWindow, IdentityEntry,
-    IdentityStore, OnceStore, Revocation, RevocationStore, Revoked, StoreError, StoreResult,
-    TokenFilter, TokenRecord, TokenStore, UsageDelta,
+    IdentityStore, IdentityTouch, OnceStore, Revocation, RevocationStore, Revoked, StoreError,
+    StoreResult, TokenFilter, TokenRecord, TokenStore, UsageDelta,
 };
 use db::SqliteDb;
 
@@ -273,6 +273,12 @@ impl IdentityStore for SqliteStore {
 
     async fn identities(&self, now: i64) -> StoreResult<Vec<IdentityEntry>> {
         self.off_runtime(move |db| db.identities(now)).await
+    }
+
+    async fn touch_identities(&self, touches: &[IdentityTouch]) -> StoreResult<u64> {
+        let touches = touches.to_vec();
+        self.off_runtime(move |db| db.touch_identities(&touches))
+            .await
     }
 
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64> {

@@ -180,3 +180,39 @@ async fn a_slow_write_does_not_stall_the_runtime() {
     assert!(write.await.expect("task").expect("once"));
     holder.join().expect("holder");
 }
+
+/// A file made before identities had a session end gets the column on open; its rows keep
+/// their expiry as their session's end, and touches work on them.
+#[tokio::test]
+async fn an_identity_table_without_a_session_end_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("old-identities.db");
+    Connection::open(&path)
+        .and_then(|c| {
+            c.execute_batch(
+                "CREATE TABLE identities (ip TEXT PRIMARY KEY, username TEXT NOT NULL,
+                   groups TEXT NOT NULL, interface TEXT, session_timeout_secs INTEGER,
+                   idle_timeout_secs INTEGER, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO identities VALUES ('10.0.0.1', 'old', 'a\nb', NULL, 100, 10, 2000);",
+            )
+        })
+        .expect("old schema");
+    let store = SqliteStore::open(&path).expect("migrated");
+    let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+    let entry = store.identity(ip, 1000).await.expect("read").expect("live");
+    assert_eq!((entry.expires_at, entry.session_ends_at), (2000, 2000));
+    assert_eq!(entry.groups, ["a", "b"]);
+    let moved = store
+        .touch_identities(&[crate::store::IdentityTouch {
+            ip,
+            username: "old".to_owned(),
+            seen_at: 1995,
+        }])
+        .await
+        .expect("touch");
+    assert_eq!(moved, 0, "the session's end caps it: already there");
+    assert!(
+        verify_read_only(&path).is_ok(),
+        "the migrated file is this version's"
+    );
+}

@@ -1,6 +1,7 @@
-//! The SAML issuer's users file: who may ask `/saml/token` for an assertion (HTTP Basic),
-//! each with an argon2id password hash (`portcullis hash-password` prints one) and the
-//! attributes their assertions carry.
+//! A users file: who may authenticate with HTTP Basic (at the SAML issuer's `/saml/token`,
+//! at the userauth API), each with an argon2id password hash (`portcullis hash-password`
+//! prints one) and attributes (the SAML issuer puts them in its assertions; the userauth
+//! API does not read them).
 //!
 //! ```yaml
 //! users:
@@ -26,7 +27,6 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::yaml::{Lenient, Location, Spanned};
-use crate::config::Diagnostic;
 
 /// Most users one file may list.
 pub const MAX_USERS: usize = 10_000;
@@ -192,33 +192,6 @@ fn parse_hash(text: &str) -> Result<(PasswordHashString, Params), String> {
 }
 
 impl Users {
-    /// Parses and compiles a users file's text (bounded by the policy parser's limits);
-    /// every problem with its position in `file`.
-    ///
-    /// # Errors
-    /// Every problem found.
-    pub fn load(
-        file: std::sync::Arc<std::path::Path>,
-        text: &str,
-    ) -> Result<Users, Vec<Diagnostic>> {
-        let mut errors = Vec::new();
-        let parsed = crate::config::parse_text::<UsersFileSpec>(file.clone(), text, &mut errors);
-        // Entries that parsed are still checked, so every mistake shows at once.
-        let compiled = parsed.map(|parsed| Users::compile(&parsed.spec));
-        if let Some(Err(found)) = &compiled {
-            errors.extend(found.iter().map(|e| Diagnostic {
-                file: file.clone(),
-                loc: Some(e.loc),
-                path: e.path.clone(),
-                message: e.message.clone(),
-            }));
-        }
-        match compiled {
-            Some(Ok(users)) if errors.is_empty() => Ok(users),
-            _ => Err(errors),
-        }
-    }
-
     /// Compiles the parsed file, collecting every problem.
     ///
     /// # Errors
@@ -342,6 +315,12 @@ impl Users {
             .verify_password(password.as_bytes(), &hash.password_hash())
             .is_ok();
         user.filter(|_| matches)
+    }
+
+    /// True when the file lists `name`.
+    #[must_use]
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
     }
 
     #[must_use]
