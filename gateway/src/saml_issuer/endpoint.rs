@@ -10,7 +10,6 @@
 //! no-store`. Nothing here logs a password or a user name.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
@@ -29,11 +28,8 @@ use crate::basic_auth::{basic_credentials, Credentials};
 
 /// Largest request body read (and dropped): the request carries nothing in it.
 pub const MAX_BODY: usize = 8 * 1024;
-/// Longest wait for a free verification slot before `503`.
-const VERIFY_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
-/// The outcome, before it is written: the JSON of an issued assertion, or a refusal.
-pub type Outcome = Result<Vec<u8>, Rejection>;
+pub use super::Outcome;
 
 /// Serves one request; the head is known, the body is read here.
 ///
@@ -111,7 +107,7 @@ async fn authenticate_and_issue(
         )
         .with_header(RETRY_AFTER, HeaderValue::from(seconds)));
     }
-    let _permit = signing_slot(issuer).await?;
+    let _permit = super::signing_slot(issuer).await?;
     let work = issuer.clone();
     let user = name.clone();
     let verified = tokio::task::spawn_blocking(move || {
@@ -143,26 +139,6 @@ async fn authenticate_and_issue(
                 "the credentials could not be checked",
             ))
         }
-    }
-}
-
-/// One of the issuer's slots for CPU-heavy work (a password check, a signature): at most
-/// one per core at once, so a flood queues briefly and then gets `503`, never an unbounded
-/// pile of blocking tasks.
-///
-/// # Errors
-/// `503 issuer-busy` when no slot frees up within [`VERIFY_QUEUE_WAIT`].
-pub async fn signing_slot(
-    issuer: &SamlIssuer,
-) -> std::result::Result<tokio::sync::SemaphorePermit<'_>, Rejection> {
-    match tokio::time::timeout(VERIFY_QUEUE_WAIT, issuer.verifications.acquire()).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "issuer-busy",
-            "too many assertions are being issued; try again shortly",
-        )
-        .with_header(RETRY_AFTER, HeaderValue::from_static("1"))),
     }
 }
 

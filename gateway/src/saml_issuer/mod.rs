@@ -56,6 +56,32 @@ pub struct SamlIssuer {
     pub verifications: tokio::sync::Semaphore,
 }
 
+/// The outcome, before it is written: the JSON of an issued assertion, or a refusal.
+pub type Outcome = Result<Vec<u8>, portcullis_assertions::Rejection>;
+
+/// Longest wait for a free slot (a password check, a signature) before `503`.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// One of the issuer's slots for CPU-heavy work (a password check, a signature): at most
+/// one per core at once, so a flood queues briefly and then gets `503`, never an unbounded
+/// pile of blocking tasks.
+///
+/// # Errors
+/// `503 issuer-busy` when no slot frees up within [`SLOT_WAIT`].
+pub async fn signing_slot(
+    issuer: &SamlIssuer,
+) -> std::result::Result<tokio::sync::SemaphorePermit<'_>, portcullis_assertions::Rejection> {
+    match tokio::time::timeout(SLOT_WAIT, issuer.verifications.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(portcullis_assertions::Rejection::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "issuer-busy",
+            "too many assertions are being issued; try again shortly",
+        )
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1"))),
+    }
+}
+
 /// One assertion, as the endpoint answers it.
 #[derive(Debug, Clone, Serialize)]
 pub struct IssuedAssertion {

@@ -13,8 +13,7 @@ use http::StatusCode;
 use portcullis_assertions::template::Template;
 use portcullis_assertions::{Exchange, Rejection, RequestView};
 
-use super::endpoint::Outcome;
-use super::SamlIssuer;
+use super::{Outcome, SamlIssuer};
 
 /// Longest subject or attribute value put into an assertion.
 pub const MAX_VALUE_LEN: usize = 1024;
@@ -76,7 +75,7 @@ impl PipelineIssuance {
     /// `503 issuer-busy` when no signing slot frees up in time; `500` when signing failed
     /// (no randomness, a broken key: the gateway's fault, logged).
     pub async fn sign(&self, claims: Claims) -> Outcome {
-        let _permit = super::endpoint::signing_slot(&self.issuer).await?;
+        let _permit = super::signing_slot(&self.issuer).await?;
         let issuer = self.issuer.clone();
         let signed = tokio::task::spawn_blocking(move || {
             issuer

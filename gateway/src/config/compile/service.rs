@@ -134,7 +134,7 @@ pub(super) fn compile_service(
         context,
     );
     let issue_saml = spec.issue_saml.as_ref().and_then(|issuing| {
-        crate::config::saml_issuer::compile_issuance(issuing, spec, path, context)
+        crate::config::issue_saml::compile_issuance(issuing, spec, path, context)
     });
     let methods = match (&spec.methods, &spec.issue_saml) {
         // An issuer answers POST unless told otherwise (never GET: see compile_issuance).
