@@ -205,11 +205,12 @@ fn start_system(
     let log = work.join(format!("{}-{}.log", plan.system, plan.scenario));
     let cpu = opts.proxy_cpu;
     let io = |e: std::io::Error| format!("cannot start {}: {e}", plan.system);
-    if let Some(started) = peers::start(plan.system, port, backend, work, cpu, &log) {
-        return Ok((Some(started?), port));
-    }
     let proc = match plan.system {
         "backend-direct" => return Ok((None, backend)),
+        // A reference proxy: started by peers, then waited for like the others.
+        system if peers::is_peer(system) => {
+            peers::start(system, port, backend, work, cpu, &log).ok_or("no such peer")??
+        }
         "pingora-minimal" => {
             let bin = root.join("target/release/minimal-pingora-proxy");
             Proc::start(

@@ -44,6 +44,11 @@ pub(super) fn plans(opts: &Options, plans: &mut Vec<Plan>, skipped: &mut Vec<(St
     }
 }
 
+/// Whether `system` names a reference proxy.
+pub(super) fn is_peer(system: &str) -> bool {
+    matches!(system, "nginx" | "haproxy" | "caddy" | "praxis")
+}
+
 /// Starts a reference proxy on `port` in front of `backend`; `None` when `system` is not one.
 pub(super) fn start(
     system: &str,
