@@ -10,6 +10,7 @@ pub mod auth_failures;
 pub mod basic_auth;
 pub mod config;
 pub mod connection;
+pub mod content_length;
 pub mod credentials;
 pub mod echo;
 pub mod eval;

@@ -110,15 +110,8 @@ impl Assertion for RequireHmac {
             Scheme::SigV4 { .. } => places
                 .header(http::header::AUTHORIZATION)
                 .header(http::HeaderName::from_static("x-amz-security-token"))
-                .query_params([
-                    "X-Amz-Algorithm",
-                    "X-Amz-Credential",
-                    "X-Amz-Date",
-                    "X-Amz-Expires",
-                    "X-Amz-SignedHeaders",
-                    "X-Amz-Signature",
-                    "X-Amz-Security-Token",
-                ]),
+                .query_params(super::sigv4::PRESIGNED_PARAMS)
+                .query_params(["X-Amz-Security-Token"]),
             Scheme::SigV2 { .. } => places
                 .header(http::header::AUTHORIZATION)
                 .header(http::HeaderName::from_static("x-amz-security-token"))

@@ -344,19 +344,22 @@ pub fn parse_authorization(value: &str) -> Result<AuthHeader, SigV4Error> {
     })
 }
 
+/// The query parameters of a presigned SigV4 URL (`X-Amz-Security-Token` may come too).
+pub const PRESIGNED_PARAMS: [&str; 6] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+];
+
 /// Parses the `X-Amz-*` parameters of a presigned URL's raw query.
 ///
 /// `Ok(None)` when there is no `X-Amz-Algorithm`; an error when it is there but anything
 /// else is missing, repeated or malformed.
 pub fn parse_presigned(query: &str) -> Result<Option<Presigned>, SigV4Error> {
-    const NAMES: [&str; 6] = [
-        "X-Amz-Algorithm",
-        "X-Amz-Credential",
-        "X-Amz-Date",
-        "X-Amz-Expires",
-        "X-Amz-SignedHeaders",
-        "X-Amz-Signature",
-    ];
+    const NAMES: [&str; 6] = PRESIGNED_PARAMS; // in this order in `found`
     let mut found: [Option<String>; 6] = Default::default();
     for (name, value) in query_pairs(query) {
         if let Some(i) = NAMES.iter().position(|n| n.as_bytes() == name.as_slice()) {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 use pingora::protocols::http::ServerSession;
 use portcullis_assertions::ip::canonical_ip;
@@ -160,12 +160,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Refusal> {
             format!("the body is larger than {} bytes", userauth::MAX_BODY),
         )
     };
-    let declared = session
-        .req_header()
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = crate::content_length::declared_length(&session.req_header().headers);
     if declared.is_some_and(|n| n > userauth::MAX_BODY as u64) {
         session.set_keepalive(None);
         return Err(too_large());

@@ -94,11 +94,7 @@ fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, R
         return Err(method_not_allowed(&head.method, &service.methods));
     }
     // A declared oversize body is refused before any of it is read.
-    let declared = head
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = crate::content_length::declared_length(&head.headers);
     if let Some(length) = declared {
         check_body_size(service, length)?;
     }

@@ -62,12 +62,7 @@ pub async fn serve(
 /// # Errors
 /// Reading the body failed (the client went away or broke its framing).
 pub async fn drain_body(session: &mut Session) -> Result<std::result::Result<(), Rejection>> {
-    let declared = session
-        .req_header()
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = crate::content_length::declared_length(&session.req_header().headers);
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         session.set_keepalive(None);
         return Ok(Err(body_too_large()));
