@@ -120,6 +120,10 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     }
     let mut exchange = Exchange::new(runtime.registry.len(), client, peer);
     exchange.enable_trace();
+    decision.set_params(&mut exchange);
+    for (var, value) in &decision.params {
+        let _ = writeln!(out, "${{{}}} = {value}", runtime.registry.name(*var));
+    }
     let body = service
         .needs
         .request_body

@@ -113,8 +113,6 @@ pub struct Service {
     pub route: Arc<str>,
     /// How many segments `route` spans (what `strip_prefix` removes).
     pub route_segments: usize,
-    /// Whether `route` matches without regard to letter case.
-    pub path_case: crate::path::PathCase,
     /// Stack-dependent path forms this service accepts (others are refused).
     pub path_forms: crate::path::PathForms,
     pub upstream: Upstream,

@@ -3,6 +3,7 @@
 
 mod oauth;
 mod redis;
+mod route;
 mod service;
 mod settings;
 
@@ -22,6 +23,7 @@ use crate::runtime::Runtime;
 use super::context::CompileContext;
 use super::gathered::Gathered;
 use super::steps::define_outputs;
+use route::{define_path_variables, RouteTable};
 use service::compile_service;
 use settings::{compile_client_limits, compile_key_sets, compile_settings, defined_secrets};
 
@@ -193,8 +195,8 @@ pub(crate) fn compile(
             .collect(),
     );
 
-    let (router, compiled, mut warnings) = compile_services(&services, metrics, &mut context);
-    warnings.append(&mut context.warnings);
+    let (router, compiled) = compile_services(&services, metrics, &mut context);
+    let warnings = std::mem::take(&mut context.warnings);
 
     let effective = effective_config(main, includes, generation);
     let forwarded_headers = forwarded_headers(main.spec.forwarded_headers);
@@ -242,27 +244,24 @@ fn declare_variables(
         }
     }
     for (_, svc) in services {
+        define_path_variables(&svc.value, &mut registry);
         define_outputs(&svc.value.request, &mut registry);
         define_outputs(&svc.value.response, &mut registry);
     }
     registry
 }
 
-/// Compiles every service and its route; names and routes that collide are errors, prefixes
-/// that differ only by letter case are warnings.
+/// Compiles every service and its route; names and routes that collide are errors (see
+/// [`route::RouteTable`]).
 fn compile_services(
     services: &[(Arc<Path>, &Spanned<ServiceSpec>)],
     metrics: &crate::metrics::Metrics,
     context: &mut CompileContext<'_>,
-) -> (Router, Vec<crate::runtime::Service>, Vec<String>) {
+) -> (Router, Vec<crate::runtime::Service>) {
     let mut router = Router::default();
     let mut compiled = Vec::new();
     let mut names: HashMap<String, (Arc<Path>, Location)> = HashMap::new();
-    let mut warnings = Vec::new();
-    // Host and lower-cased canonical prefix: routes that collide here are the same route,
-    // or differ only by letter case.
-    type RouteKey = (Option<String>, String);
-    let mut routes: HashMap<RouteKey, SeenRoute> = HashMap::new();
+    let mut table = RouteTable::default();
     for (i, (file, svc)) in services.iter().enumerate() {
         context.file = file.clone();
         let path = format!("services[{i}]");
@@ -279,79 +278,16 @@ fn compile_services(
             svc.value.name.value.clone(),
             (file.clone(), svc.value.name.loc),
         );
-        let matcher = svc.value.matcher.get();
-        let prefix = matcher
-            .and_then(|m| m.path.as_ref())
-            .and_then(|p| crate::path::canonicalize(&p.value).ok())
-            .map_or_else(|| "/".to_owned(), |c| c.forwarded.into_owned());
-        let insensitive = matcher
-            .and_then(|m| m.path_case.as_ref())
-            .is_some_and(|c| c.value == super::spec::PathCaseSpec::Insensitive);
-        let route_key = (
-            matcher
-                .and_then(|m| m.host.as_ref())
-                .map(|h| crate::router::normalize_host(&h.value)),
-            prefix.to_ascii_lowercase(),
-        );
-        if let Some(seen) = routes.get(&route_key) {
-            let other = format!(
-                "\"{}\" (at {}:{})",
-                seen.service,
-                seen.file.display(),
-                seen.loc
-            );
-            if seen.prefix == prefix || seen.insensitive || insensitive {
-                let msg = format!(
-                    "service \"{}\" matches the same host and path as {other}, so one of them would never be used",
-                    svc.value.name.value
-                );
-                context.err(svc.value.name.loc, &format!("{path}.match"), msg);
-            } else {
-                warnings.push(Diagnostic {
-                    file: file.clone(),
-                    loc: Some(svc.value.name.loc),
-                    path: format!("{path}.match"),
-                    message: format!(
-                        "service \"{}\" has a path prefix that differs only by letter case from {other}: behind a case-insensitive upstream both reach the same resources (set path_case: insensitive on the one that must win)",
-                        svc.value.name.value
-                    ),
-                }
-                .to_string());
-            }
-        } else {
-            routes.insert(
-                route_key,
-                SeenRoute {
-                    service: svc.value.name.value.clone(),
-                    prefix,
-                    insensitive,
-                    file: file.clone(),
-                    loc: svc.value.name.loc,
-                },
-            );
-        }
-        if let Some(service) = compile_service(&svc.value, &path, metrics, context) {
-            let host = svc
-                .value
-                .matcher
-                .get()
-                .and_then(|m| m.host.as_ref())
-                .map(|h| h.value.as_str());
-            router.add(host, &service.route, service.path_case, compiled.len());
+        if let Some((service, route)) = compile_service(&svc.value, &path, metrics, context) {
+            table.add(&route, &service.name, svc.value.name.loc, &path, context);
+            let mut entry = route.entry;
+            entry.service = compiled.len();
+            router.add(route.host.as_deref(), entry);
             compiled.push(service);
         }
     }
 
-    (router, compiled, warnings)
-}
-
-/// A route already declared, for the duplicate and letter-case checks.
-struct SeenRoute {
-    service: String,
-    prefix: String,
-    insensitive: bool,
-    file: Arc<Path>,
-    loc: Location,
+    (router, compiled)
 }
 
 /// The configuration as loaded, for `GET /api/config`. Spec types hold secret *names* and

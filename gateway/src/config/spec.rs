@@ -257,18 +257,40 @@ pub struct ServiceSpec {
     pub credentials: Lenient<Option<Spanned<CredentialsSpec>>>,
 }
 
-/// Host and path-prefix match. Host is matched first, then the longest path prefix.
+/// Which requests a service takes. The host is matched first (exact, then the longest
+/// `*.` wildcard, then any host), then the most specific path (segment by segment: a literal
+/// beats a `{parameter}`, which beats the end of a prefix), then the route asking more of
+/// methods, headers and query. Two services that could take the same request at the same
+/// precedence are refused by `check`. See docs/policy.md, "Routing".
 #[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
-    /// Exact host (port ignored, case-insensitive), or `*.example.com`. Absent: any host.
+    /// Exact host (port ignored, case-insensitive), or `*.example.com` (any name under
+    /// example.com, not example.com itself). Absent: any host.
     #[serde(default)]
     pub host: Option<Spanned<String>>,
-    /// Path prefix, on segment boundaries (`/widgets` matches `/widgets/7`, not `/widgetsx`). Default `/`.
-    /// Matched against the request path in canonical form (escapes of unreserved characters
-    /// decoded, `;` parameters cut, `//` collapsed, trailing dots trimmed).
+    /// Path pattern. Default `/`. A prefix on segment boundaries (`/widgets` matches
+    /// `/widgets/7`, not `/widgetsx`) unless `path_match: exact`. A segment `{name}` matches
+    /// any one non-empty segment and sets `${path.name}` (`/orders/{id}`). Matched against the
+    /// request path in canonical form (escapes of unreserved characters decoded, `;`
+    /// parameters cut, `//` collapsed, trailing dots trimmed).
     #[serde(default)]
     pub path: Option<Spanned<String>>,
+    /// `prefix` (default): `path` and anything below it; `exact`: `path` only.
+    #[serde(default)]
+    pub path_match: Option<Spanned<PathMatchSpec>>,
+    /// Route only these methods here (other methods look for another route). Default: any.
+    /// Every method listed must be one the service takes (`methods:`).
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Route here only requests carrying these headers with exactly these values (every
+    /// copy of a repeated header must have the value).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+    /// Route here only requests whose query has these parameters with exactly these values
+    /// (after percent and `+` decoding; every copy of a repeated parameter must have it).
+    #[serde(default)]
+    pub query: BTreeMap<String, Spanned<String>>,
     /// `insensitive` for upstreams that ignore letter case in paths (IIS and the like), so
     /// `/PRIVATE` is routed as `/private`. Default `sensitive`.
     #[serde(default)]
@@ -277,6 +299,14 @@ pub struct MatchSpec {
     /// holding any other such form are refused with `400 ambiguous-path`. Default: none.
     #[serde(default)]
     pub allow_path_forms: Vec<PathFormSpec>,
+}
+
+/// How a service's `path` matches.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatchSpec {
+    Prefix,
+    Exact,
 }
 
 /// Letter case in path matching.

@@ -207,7 +207,7 @@ const ROUTES: &[(&str, PathCase, PathForms)] = &[
 /// when it refuses.
 fn gateway_decision(router: &Router, raw: &str) -> Option<(usize, String)> {
     let canonical = canonicalize(raw).ok()?;
-    let service = router.route(None, &canonical.routing)?;
+    let service = router.route_path(None, &canonical.routing)?;
     if canonical.forms.exceeds(ROUTES[service].2) {
         return None;
     }
@@ -268,7 +268,7 @@ fn upstream_service(path: &str) -> usize {
 fn router() -> Router {
     let mut router = Router::default();
     for (index, (prefix, case, _)) in ROUTES.iter().enumerate() {
-        router.add(None, prefix, *case, index);
+        router.add(None, crate::router::Entry::prefix(index, prefix, *case));
     }
     router
 }

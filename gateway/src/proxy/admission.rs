@@ -24,7 +24,7 @@ use portcullis_assertions::{Exchange, Rejection, Verdict};
 
 use super::heads::{PingoraRequest, PingoraRequestView};
 use super::refusal::body_too_large;
-use super::routing::{request_host, route_request, RouteDecision};
+use super::routing::{route_request, RouteDecision};
 use crate::credentials::CredentialPlan;
 use crate::oauth::endpoint::Endpoint;
 use crate::runtime::{Runtime, Service};
@@ -82,7 +82,7 @@ fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, R
             }
         }
     }
-    let decision = route_request(runtime, request_host(head), head.uri.path())?;
+    let decision = route_request(runtime, head)?;
     let Some(service) = runtime.services.get(decision.service) else {
         return Err(Rejection::new(
             StatusCode::NOT_FOUND,

@@ -109,6 +109,7 @@ impl ProxyHttp for Gateway {
             Ok(Admitted::SamlIssuer) => return self.serve_saml_issuer(session, ctx).await,
             Err(rejection) => return refuse(session, ctx, &rejection, false).await,
         };
+        decision.set_params(&mut ctx.exchange);
         ctx.forwarded_path = decision.forwarded;
         let Some(routed) = Routed::new(runtime.clone(), decision.service) else {
             return Ok(false);

@@ -17,12 +17,14 @@ use crate::config::credentials::compile_credentials;
 use crate::config::gather::upstream_target;
 use crate::config::steps::compile_steps;
 
+use super::route::{compile_route, CompiledRoute};
+
 pub(super) fn compile_service(
     spec: &ServiceSpec,
     path: &str,
     metrics: &Metrics,
     context: &mut CompileContext<'_>,
-) -> Option<Service> {
+) -> Option<(Service, CompiledRoute)> {
     let name = spec.name.value.trim();
     context.service_name = name.to_owned();
     if name.is_empty() {
@@ -31,71 +33,6 @@ pub(super) fn compile_service(
             &format!("{path}.name"),
             "a service needs a non-empty name",
         );
-    }
-    let matcher = spec.matcher.get();
-    let route = match matcher.and_then(|m| m.path.as_ref()) {
-        Some(p) if !p.value.starts_with('/') => {
-            context.err(
-                p.loc,
-                &format!("{path}.match.path"),
-                format!("path prefix \"{}\" must start with /", p.value),
-            );
-            "/".to_owned()
-        }
-        Some(p) => match crate::path::canonicalize(&p.value) {
-            Ok(canonical) if canonical.forms == crate::path::PathForms::default() => {
-                canonical.forwarded.into_owned()
-            }
-            Ok(canonical) => {
-                context.err(
-                    p.loc,
-                    &format!("{path}.match.path"),
-                    format!(
-                        "path prefix \"{}\" holds {}, which upstreams read differently: write the prefix without them",
-                        p.value,
-                        canonical.forms.describe()
-                    ),
-                );
-                "/".to_owned()
-            }
-            Err(why) => {
-                context.err(
-                    p.loc,
-                    &format!("{path}.match.path"),
-                    format!("path prefix \"{}\" is refused: {}", p.value, why.detail()),
-                );
-                "/".to_owned()
-            }
-        },
-        None => "/".to_owned(),
-    };
-    let path_case = match matcher.and_then(|m| m.path_case.as_ref()).map(|c| c.value) {
-        Some(crate::config::spec::PathCaseSpec::Insensitive) => crate::path::PathCase::Insensitive,
-        Some(crate::config::spec::PathCaseSpec::Sensitive) | None => {
-            crate::path::PathCase::Sensitive
-        }
-    };
-    let mut path_forms = crate::path::PathForms::default();
-    for form in matcher
-        .map(|m| m.allow_path_forms.as_slice())
-        .unwrap_or_default()
-    {
-        match form {
-            crate::config::spec::PathFormSpec::Parameters => path_forms.parameters = true,
-            crate::config::spec::PathFormSpec::EmptySegments => path_forms.empty_segments = true,
-            crate::config::spec::PathFormSpec::TrailingDots => path_forms.trailing_dots = true,
-        }
-    }
-    if let Some(h) = matcher.and_then(|m| m.host.as_ref()) {
-        let host = h.value.trim();
-        let bare = host.strip_prefix("*.").unwrap_or(host);
-        if bare.is_empty() || bare.contains(['/', ' ', '*']) {
-            context.err(
-                h.loc,
-                &format!("{path}.match.host"),
-                format!("\"{host}\" is not a host name or *.domain pattern"),
-            );
-        }
     }
     let upstream = match (spec.upstream.present(), &spec.issue_saml) {
         (Some(u), None) => compile_upstream(u, &format!("{path}.upstream"), context),
@@ -141,6 +78,7 @@ pub(super) fn compile_service(
         (None, Some(_)) => vec![http::Method::POST],
         _ => compile_methods(spec.methods.as_deref(), spec.name.loc, path, context),
     };
+    let route = compile_route(spec, path, &methods, context);
     let mut credentials = compile_credentials(
         spec.credentials.present(),
         &format!("{path}.credentials"),
@@ -153,13 +91,13 @@ pub(super) fn compile_service(
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
     let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
-    Some(Service {
+    let route = route?;
+    let service = Service {
         name: Arc::from(name),
         methods,
-        route_segments: crate::path::segment_count(&route),
-        route: Arc::from(route.as_str()),
-        path_case,
-        path_forms,
+        route_segments: route.entry.pattern.segment_count(),
+        route: Arc::from(route.entry.pattern.display()),
+        path_forms: route.path_forms,
         upstream: upstream?,
         issue_saml: match &spec.issue_saml {
             Some(_) => Some(issue_saml?),
@@ -174,7 +112,8 @@ pub(super) fn compile_service(
             .map_or(super::DEFAULT_MAX_REQUEST_BODY, |b| b.0),
         metrics,
         credentials,
-    })
+    };
+    Some((service, route))
 }
 
 /// A service's methods, upper-case tokens; `TRACE` and `CONNECT` refused.
