@@ -1078,12 +1078,12 @@ fn check_refuses_ambiguous_prefixes_and_warns_about_case_only_differences() {
     let f = bad.display();
     assert!(
         stderr.contains(&format!(
-            "{f}:4:19: path prefix \"/a;x\" holds ';' path parameters"
+            "{f}:4:19: path \"/a;x\" holds ';' path parameters"
         )),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("{f}:7:19: path prefix \"/b/../c\" is refused")),
+        stderr.contains(&format!("{f}:7:19: path \"/b/../c\" is refused")),
         "{stderr}"
     );
     assert!(
@@ -1103,7 +1103,7 @@ fn check_refuses_ambiguous_prefixes_and_warns_about_case_only_differences() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "{}:6:11: service \"lower\" has a path prefix that differs only by letter case",
+            "{}:6:11: service \"lower\" has a path that differs only by letter case",
             warned.display()
         )),
         "{stderr}"
@@ -1427,4 +1427,72 @@ fn every_complete_policy_in_the_docs_passes_check() {
         checked >= 4,
         "only {checked} complete policies found in the docs"
     );
+}
+
+/// Routes that could take the same request at the same precedence, bad templates and
+/// conditions that contradict the service are refused at their positions, naming both
+/// services of a tie.
+#[test]
+fn check_refuses_routes_that_tie_or_cannot_be_reached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "routes.yaml",
+        r#"listen: 127.0.0.1:8080
+services:
+  - name: a
+    match: {path: "/x/{id}"}
+    upstream: http://127.0.0.1:9000
+  - name: b
+    match: {path: "/x/{other}"}
+    upstream: http://127.0.0.1:9000
+  - name: c
+    match: {path: "/y/{id}x"}
+    upstream: http://127.0.0.1:9000
+  - name: d
+    match: {path: /z, methods: [GET, POST]}
+    methods: [GET]
+    upstream: http://127.0.0.1:9000
+  - name: e
+    match: {path: /w, headers: {X-V: "1"}}
+    upstream: http://127.0.0.1:9000
+  - name: f
+    match: {path: /w, methods: [GET]}
+    upstream: http://127.0.0.1:9000
+  - name: g
+    match: {path: /w, headers: {X-V: "2"}, methods: [GET]}
+    upstream: http://127.0.0.1:9000
+  - name: h
+    match: {path: /v, path_match: exact}
+    upstream: http://127.0.0.1:9000
+  - name: i
+    match: {path: /v, path_match: exakt}
+    upstream: http://127.0.0.1:9000
+  - name: j
+    match: {path: "/u/{id}/{id}"}
+    upstream: http://127.0.0.1:9000
+"#,
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = policy.display();
+    for expected in [
+        format!("{f}:6:11: service \"b\" matches the same host and path as \"a\" (at {f}:3:11)"),
+        format!(
+            "{f}:10:19: segment \"{{id}}x\" of \"/y/{{id}}x\": a parameter takes a whole segment"
+        ),
+        format!("{f}:13:38: POST is routed to this service, but its methods refuse it"),
+        format!("{f}:19:11: service \"f\" matches the same host and path as \"e\" (at {f}:16:11)"),
+        format!("{f}:29:35: unknown value \"exakt\"; did you mean \"exact\"?"),
+        format!("{f}:32:19: parameter {{id}} appears twice"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // g asks more (a header and a method) than e or f: it is tried first, no tie.
+    assert!(!stderr.contains("service \"g\""), "{stderr}");
+    assert!(stderr.trim_end().ends_with("6 error(s)"), "{stderr}");
 }

@@ -278,8 +278,17 @@ fn compile_services(
             svc.value.name.value.clone(),
             (file.clone(), svc.value.name.loc),
         );
-        if let Some((service, route)) = compile_service(&svc.value, &path, metrics, context) {
-            table.add(&route, &service.name, svc.value.name.loc, &path, context);
+        let (service, route) = compile_service(&svc.value, &path, metrics, context);
+        if let Some(route) = &route {
+            table.add(
+                route,
+                svc.value.name.value.trim(),
+                svc.value.name.loc,
+                &path,
+                context,
+            );
+        }
+        if let (Some(service), Some(route)) = (service, route) {
             let mut entry = route.entry;
             entry.service = compiled.len();
             router.add(route.host.as_deref(), entry);

@@ -220,3 +220,125 @@ services:
     let (status, _) = raw_get(&gw, "/app/..;/private");
     assert_eq!(status, 400);
 }
+
+const TEMPLATES: &str = r#"
+services:
+  - name: catch-all
+    upstream: {backend}
+  - name: orders
+    match: {path: /orders}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: orders}
+  - name: order
+    match: {path: "/orders/{id}"}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: order}
+      - set_header: {name: X-Order, value: "${path.id}"}
+  - name: order-item
+    match: {path: "/orders/{id}/items/{item}", path_match: exact}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: order-item}
+      - set_header: {name: X-Item, value: "${path.id}/${path.item}"}
+  - name: new-order-form
+    match: {path: /orders/new, path_match: exact}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: new-order-form}
+  - name: order-writes
+    match: {path: /orders, methods: [POST, PUT]}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: order-writes}
+  - name: orders-v2
+    match: {path: /orders, methods: [GET], headers: {X-Api-Version: "2"}}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: orders-v2}
+  - name: search-beta
+    match: {path: /search, query: {beta: "1"}}
+    upstream: {backend}
+    request:
+      - set_header: {name: X-Service, value: search-beta}
+"#;
+
+/// Templates, exact paths and conditions through the real gateway, with what an attacker
+/// would try: escapes, letter case, repeated headers and parameters.
+#[test]
+fn templates_exact_paths_and_conditions_choose_the_most_specific_route() {
+    let backend = Backend::start();
+    let gw = TestGateway::start(TEMPLATES, &backend.url());
+    let c = client();
+    let send = |method: reqwest::Method, path: &str, headers: &[(&str, &str)]| {
+        let mut request = c.request(method, gw.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let resp = request.send().expect("send");
+        assert_eq!(resp.status(), 200, "{path}");
+        let seen = backend.seen().pop().expect("a request reached the backend");
+        let header = |name: &str| {
+            seen.headers
+                .get(name)
+                .map(|v| v.to_str().expect("ascii").to_owned())
+                .unwrap_or_default()
+        };
+        (header("x-service"), header("x-order"), header("x-item"))
+    };
+    let get = |path: &str| send(reqwest::Method::GET, path, &[]);
+
+    assert_eq!(get("/orders").0, "orders");
+    assert_eq!(
+        get("/orders/42"),
+        ("order".into(), "42".into(), String::new())
+    );
+    // Escapes of unreserved characters are decoded before routing and in the value.
+    assert_eq!(get("/orders/%34%32").1, "42");
+    assert_eq!(get("/orders/42/notes").0, "order");
+    assert_eq!(get("/orders/42/items/7").2, "42/7");
+    assert_eq!(get("/orders/42/items/7/x").0, "order");
+    assert_eq!(get("/orders/new").0, "new-order-form");
+    // Past an exact route's end, the parameter route is the next most specific.
+    assert_eq!(get("/orders/new/x").1, "new");
+    assert_eq!(get("/ORDERS/42").0, "");
+    assert_eq!(get("/orders/").0, "orders");
+
+    assert_eq!(
+        send(reqwest::Method::POST, "/orders", &[]).0,
+        "order-writes"
+    );
+    assert_eq!(send(reqwest::Method::DELETE, "/orders", &[]).0, "orders");
+    let v2 = [("x-api-version", "2")];
+    assert_eq!(send(reqwest::Method::GET, "/orders", &v2).0, "orders-v2");
+    assert_eq!(
+        send(reqwest::Method::POST, "/orders", &v2).0,
+        "order-writes"
+    );
+    // Two copies that disagree: the gateway cannot know which the upstream reads.
+    let both = [("x-api-version", "2"), ("x-api-version", "3")];
+    assert_eq!(send(reqwest::Method::GET, "/orders", &both).0, "orders");
+
+    assert_eq!(get("/search?beta=1").0, "search-beta");
+    assert_eq!(get("/search?q=x&beta=%31").0, "search-beta");
+    assert_eq!(get("/search?beta=1&beta=0").0, "");
+    assert_eq!(get("/search?beta=0").0, "");
+}
+
+/// A path parameter's value is what the upstream will read there: a `;` parameter or an
+/// encoded slash cannot smuggle a different id past the route.
+#[test]
+fn path_parameters_cannot_be_smuggled() {
+    let backend = Backend::start();
+    let gw = TestGateway::start(TEMPLATES, &backend.url());
+    for target in [
+        "/orders/42;id=7",
+        "/orders/4%2F2",
+        "/orders/42%2F..%2Fadmin",
+    ] {
+        let (status, _) = raw_get(&gw, target);
+        assert_eq!(status, 400, "{target}");
+    }
+    assert_eq!(backend.count(), 0);
+}

@@ -273,7 +273,7 @@ impl RouteTable {
                         loc,
                         &format!("{path}.match"),
                         format!(
-                            "service \"{service}\" takes the same requests as {where_other} at the same precedence, so one of them would never be used: make one path, host or condition more specific"
+                            "service \"{service}\" matches the same host and path as {where_other}, with conditions as specific, so one of them would never be used: make a path, host or condition more specific"
                         ),
                     );
                 }

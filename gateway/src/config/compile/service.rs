@@ -19,12 +19,14 @@ use crate::config::steps::compile_steps;
 
 use super::route::{compile_route, CompiledRoute};
 
+/// Compiles a service; its route is returned even when the rest fails, so ties between
+/// routes are still reported.
 pub(super) fn compile_service(
     spec: &ServiceSpec,
     path: &str,
     metrics: &Metrics,
     context: &mut CompileContext<'_>,
-) -> Option<(Service, CompiledRoute)> {
+) -> (Option<Service>, Option<CompiledRoute>) {
     let name = spec.name.value.trim();
     context.service_name = name.to_owned();
     if name.is_empty() {
@@ -91,18 +93,24 @@ pub(super) fn compile_service(
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
     let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
-    let route = route?;
+    let Some(route) = route else {
+        return (None, None);
+    };
+    let Some(upstream) = upstream else {
+        return (None, Some(route));
+    };
+    let issue_saml = match (&spec.issue_saml, issue_saml) {
+        (Some(_), None) => return (None, Some(route)),
+        (_, issue_saml) => issue_saml,
+    };
     let service = Service {
         name: Arc::from(name),
         methods,
         route_segments: route.entry.pattern.segment_count(),
         route: Arc::from(route.entry.pattern.display()),
         path_forms: route.path_forms,
-        upstream: upstream?,
-        issue_saml: match &spec.issue_saml {
-            Some(_) => Some(issue_saml?),
-            None => None,
-        },
+        upstream,
+        issue_saml,
         request,
         response,
         needs,
@@ -113,7 +121,7 @@ pub(super) fn compile_service(
         metrics,
         credentials,
     };
-    Some((service, route))
+    (Some(service), Some(route))
 }
 
 /// A service's methods, upper-case tokens; `TRACE` and `CONNECT` refused.
