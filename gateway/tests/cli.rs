@@ -1496,3 +1496,24 @@ services:
     assert!(!stderr.contains("service \"g\""), "{stderr}");
     assert!(stderr.trim_end().ends_with("6 error(s)"), "{stderr}");
 }
+
+#[test]
+fn check_refuses_a_path_variable_the_route_does_not_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "vars.yaml",
+        "listen: 127.0.0.1:8080\nservices:\n  - name: a\n    match: {path: \"/orders/{id}\"}\n    upstream: http://127.0.0.1:9000\n    request:\n      - set_header: {name: X-Id, value: \"${path.id} $${path.literal}\"}\n  - name: b\n    match: {path: /items}\n    upstream: http://127.0.0.1:9000\n    request:\n      - set_header: {name: X-Id, value: \"${path.id}\"}\n",
+    );
+    let out = run(&["check", "-c", policy.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:8:11: ${{path.id}} is used in this service, but its path \"/items\" has no parameters",
+            policy.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with("1 error(s)"), "{stderr}");
+}

@@ -76,6 +76,7 @@ pub(super) fn compile_route(
                 .map(|var| (index, var))
         })
         .collect();
+    check_path_variables(spec, &pattern, path, context);
     let conditions = compile_conditions(matcher, service_methods, path, context);
     let host = compile_host(matcher, path, context);
     let mut path_forms = PathForms::default();
@@ -143,6 +144,46 @@ fn compile_pattern(
     Pattern::parse(&canonical.forwarded, exact, case)
         .map_err(|why| context.err(written.loc, &at, why))
         .ok()
+}
+
+/// A `${path.NAME}` in a service whose path has no `{NAME}` would render empty on every
+/// request, which is never what was meant: refused.
+fn check_path_variables(
+    spec: &ServiceSpec,
+    pattern: &Pattern,
+    path: &str,
+    context: &mut CompileContext<'_>,
+) {
+    // The spec as written, steps included; only the variable names are looked at.
+    let Ok(written) = serde_json::to_string(spec) else {
+        return;
+    };
+    let mut rest = written.as_str();
+    while let Some(start) = rest.find("${path.") {
+        let escaped = start > 0 && rest.as_bytes()[start - 1] == b'$';
+        let after = &rest[start + "${path.".len()..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        let name = &after[..end];
+        if !escaped && !pattern.params().any(|param| param == name) {
+            let known: Vec<String> = pattern.params().map(|p| format!("{{{p}}}")).collect();
+            let has = if known.is_empty() {
+                "no parameters".to_owned()
+            } else {
+                known.join(", ")
+            };
+            context.err(
+                spec.name.loc,
+                &format!("{path}.match.path"),
+                format!(
+                    "${{path.{name}}} is used in this service, but its path \"{}\" has {has}",
+                    pattern.display()
+                ),
+            );
+        }
+        rest = &after[end..];
+    }
 }
 
 fn compile_host(
