@@ -1,6 +1,7 @@
 //! Prometheus metrics. Label sets are resolved to counter handles when a policy is
 //! compiled, so the request path only does atomic adds.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 
 use portcullis_assertions::{Assertion, Verdict};
@@ -308,12 +309,48 @@ struct StepCounters {
 pub struct ServiceMetrics {
     name: String,
     family: IntCounterVec,
-    /// By status code: resolved on first use.
-    by_status: Box<[OnceLock<IntCounter>]>,
-    duration: prometheus::Histogram,
+    /// By status code: resolved on first use (the slots too, so an idle service holds none).
+    by_status: OnceLock<Box<StatusCounters>>,
+    /// Resolved on first use, like the counters by status: a service that is never asked
+    /// for costs no histogram (about a kilobyte each).
+    duration: OnceLock<prometheus::Histogram>,
+    durations: HistogramVec,
     request_steps: Vec<StepCounters>,
     response_steps: Vec<StepCounters>,
-    body_items: IntCounter,
+    body_items: OnceLock<IntCounter>,
+    body_item_counts: IntCounterVec,
+}
+
+/// How many distinct status codes a service's counters keep at hand.
+const STATUS_SLOTS: usize = 12;
+
+/// A service's request counters by status code, resolved on first use of each code. A few
+/// slots claimed with a compare-and-swap rather than one per possible code: a table of 600
+/// made each service cost some 14 KiB, which mattered with thousands of services. No lock
+/// on the request path.
+#[derive(Debug, Default)]
+struct StatusCounters {
+    slots: [(AtomicU16, OnceLock<IntCounter>); STATUS_SLOTS],
+}
+
+impl StatusCounters {
+    /// The counter for `status`, made by `resolve` the first time; `None` when every slot
+    /// holds another code.
+    fn get(&self, status: u16, resolve: impl Fn() -> IntCounter) -> Option<&IntCounter> {
+        for (code, counter) in &self.slots {
+            let claimed = match code.load(Ordering::Acquire) {
+                0 => match code.compare_exchange(0, status, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => true,
+                    Err(other) => other == status,
+                },
+                other => other == status,
+            };
+            if claimed {
+                return Some(counter.get_or_init(&resolve));
+            }
+        }
+        None
+    }
 }
 
 impl ServiceMetrics {
@@ -340,9 +377,11 @@ impl ServiceMetrics {
         ServiceMetrics {
             name: name.to_owned(),
             family: metrics.requests.clone(),
-            by_status: (0..600).map(|_| OnceLock::new()).collect(),
-            duration: metrics.duration.with_label_values(&[name]),
-            body_items: metrics.body_items.with_label_values(&[name]),
+            by_status: OnceLock::new(),
+            duration: OnceLock::new(),
+            durations: metrics.duration.clone(),
+            body_items: OnceLock::new(),
+            body_item_counts: metrics.body_items.clone(),
             request_steps: counters("request", request),
             response_steps: counters("response", response),
         }
@@ -350,22 +389,28 @@ impl ServiceMetrics {
 
     /// Counts items changed in response bodies (card numbers masked).
     pub fn body_items_changed(&self, n: usize) {
-        self.body_items.inc_by(n as u64);
+        self.body_items
+            .get_or_init(|| self.body_item_counts.with_label_values(&[&self.name]))
+            .inc_by(n as u64);
     }
 
     /// Counts a finished request.
     pub fn finished(&self, status: u16, seconds: f64) {
-        let counter = match self.by_status.get(usize::from(status)) {
-            Some(slot) => slot.get_or_init(|| {
-                self.family
-                    .with_label_values(&[&self.name, &status.to_string()])
-            }),
-            None => &self
+        let by_status = self.by_status.get_or_init(Box::default);
+        match by_status.get(status, || {
+            self.family
+                .with_label_values(&[&self.name, &status.to_string()])
+        }) {
+            Some(counter) => counter.inc(),
+            // More distinct statuses than slots: looked up in the family (rare).
+            None => self
                 .family
-                .with_label_values(&[&self.name, &status.to_string()]),
-        };
-        counter.inc();
-        self.duration.observe(seconds);
+                .with_label_values(&[&self.name, &status.to_string()])
+                .inc(),
+        }
+        self.duration
+            .get_or_init(|| self.durations.with_label_values(&[&self.name]))
+            .observe(seconds);
     }
 
     /// Counts the outcome of every top-level step that ran.
@@ -392,5 +437,54 @@ impl ServiceMetrics {
                 c.pass.inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_counters_keep_a_slot_per_code_until_full() {
+        let counters = StatusCounters::default();
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let resolve = || {
+            made.fetch_add(1, Ordering::Relaxed);
+            IntCounter::new("c", "c").expect("counter")
+        };
+        for status in 200..200 + STATUS_SLOTS as u16 {
+            counters.get(status, resolve).expect("a slot").inc();
+            counters.get(status, resolve).expect("the same slot").inc();
+        }
+        assert_eq!(made.load(Ordering::Relaxed), STATUS_SLOTS);
+        assert_eq!(counters.get(200, resolve).expect("slot").get(), 2);
+        assert!(counters.get(599, resolve).is_none());
+    }
+
+    #[test]
+    fn status_counters_are_claimed_once_under_contention() {
+        let counters = std::sync::Arc::new(StatusCounters::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let counters = counters.clone();
+                std::thread::spawn(move || {
+                    for status in [200, 404, 500, 200] {
+                        counters
+                            .get(status, || IntCounter::new("c", "c").expect("counter"))
+                            .expect("slot")
+                            .inc();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("join");
+        }
+        let total: u64 = [200, 404, 500]
+            .iter()
+            .map(|&s| counters.get(s, || unreachable!()).expect("slot").get())
+            .sum();
+        assert_eq!(total, 16);
+        assert_eq!(counters.get(200, || unreachable!()).expect("slot").get(), 8);
     }
 }

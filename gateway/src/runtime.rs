@@ -122,8 +122,8 @@ pub struct Service {
     pub request: Pipeline,
     pub response: Pipeline,
     pub needs: Needs,
-    /// Methods this service takes (others: `405`).
-    pub methods: Vec<http::Method>,
+    /// Methods this service takes (others: `405`). Services with the standard list share one.
+    pub methods: Arc<[http::Method]>,
     pub max_request_body: u64,
     pub metrics: ServiceMetrics,
     /// What happens to the caller's credentials on the way to the upstream.
@@ -222,7 +222,9 @@ pub struct Runtime {
     pub trusted_proxies: IpList,
     pub admin_token: Option<Secret>,
     /// The effective configuration with secrets redacted, for `GET /api/config`.
-    pub effective: serde_json::Value,
+    /// Kept as compact JSON text: as a `serde_json::Value` tree it cost about a kilobyte per
+    /// service, for an answer that is rarely asked for.
+    pub effective: Box<str>,
     /// The OAuth token service, when the policy has one.
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The SAML issuer (`/saml/token`), when the policy has one.

@@ -143,7 +143,10 @@ impl AdminApp {
                     }
                 }
             }
-            (&Method::GET, "/api/config") => json(StatusCode::OK, &self.state.current().effective),
+            (&Method::GET, "/api/config") => json(
+                StatusCode::OK,
+                &serde_json::from_str(&self.state.current().effective).unwrap_or_default(),
+            ),
             (_, "/healthz" | "/metrics" | "/api/reload" | "/api/config") => problem(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

@@ -296,6 +296,9 @@ fn compile_services(
         }
     }
 
+    // Sized to fit: with thousands of services, growth slack was a large share of the memory.
+    compiled.shrink_to_fit();
+    router.shrink_to_fit();
     (router, compiled)
 }
 
@@ -305,7 +308,7 @@ fn effective_config(
     main: &Parsed<ConfigSpec>,
     includes: &[Parsed<IncludeSpec>],
     generation: u64,
-) -> serde_json::Value {
+) -> Box<str> {
     let mut services: Vec<serde_json::Value> = Vec::new();
     let mut files = BTreeMap::new();
     files.insert(
@@ -335,7 +338,7 @@ fn effective_config(
             serde_json::to_value(files).unwrap_or_default(),
         );
     }
-    top
+    top.to_string().into_boxed_str()
 }
 
 fn forwarded_headers(

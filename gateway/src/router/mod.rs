@@ -118,6 +118,20 @@ impl Router {
             .find_map(|tree| tree.find(request))
     }
 
+    /// Gives back growth slack once every route is in.
+    pub fn shrink_to_fit(&mut self) {
+        self.exact.shrink_to_fit();
+        self.wildcard.shrink_to_fit();
+        for tree in self
+            .exact
+            .values_mut()
+            .chain(self.wildcard.values_mut())
+            .chain(std::iter::once(&mut self.any_host))
+        {
+            tree.shrink_to_fit();
+        }
+    }
+
     /// The service for a GET without headers or query, for tests.
     #[cfg(test)]
     #[must_use]

@@ -213,4 +213,15 @@ impl PathTree {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.nodes.shrink_to_fit();
+        for node in &mut self.nodes {
+            node.literals.shrink_to_fit();
+            node.exact.shrink_to_fit();
+            node.prefix_with_more.shrink_to_fit();
+            node.prefix.shrink_to_fit();
+        }
+    }
 }

@@ -105,7 +105,7 @@ pub(super) fn compile_service(
     };
     let service = Service {
         name: Arc::from(name),
-        methods,
+        methods: shared_methods(methods),
         route_segments: route.entry.pattern.segment_count(),
         route: Arc::from(route.entry.pattern.display()),
         path_forms: route.path_forms,
@@ -122,6 +122,18 @@ pub(super) fn compile_service(
         credentials,
     };
     (Some(service), Some(route))
+}
+
+/// The standard methods as one list every service taking them points to.
+fn shared_methods(methods: Vec<http::Method>) -> Arc<[http::Method]> {
+    static STANDARD: std::sync::OnceLock<Arc<[http::Method]>> = std::sync::OnceLock::new();
+    if methods == crate::proxy::STANDARD_METHODS {
+        STANDARD
+            .get_or_init(|| Arc::from(crate::proxy::STANDARD_METHODS.as_slice()))
+            .clone()
+    } else {
+        Arc::from(methods)
+    }
 }
 
 /// A service's methods, upper-case tokens; `TRACE` and `CONNECT` refused.
