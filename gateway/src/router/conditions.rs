@@ -171,8 +171,8 @@ mod tests {
                 .iter()
                 .map(|(n, v)| {
                     (
-                        HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                        HeaderValue::from_str(v).unwrap(),
+                        HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                        HeaderValue::from_str(v).expect("value"),
                     )
                 })
                 .collect(),

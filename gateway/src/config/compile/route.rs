@@ -280,10 +280,13 @@ struct SeenRoute {
     conditions: Conditions,
 }
 
+/// A route's host and the shape of its path ([`Pattern::shape`]).
+type RouteShape = (Option<String>, (Tail, Vec<Option<String>>));
+
 /// Every route added so far, grouped by host and shape (see [`Pattern::shape`]).
 #[derive(Default)]
 pub(super) struct RouteTable {
-    seen: HashMap<(Option<String>, (Tail, Vec<Option<String>>)), Vec<SeenRoute>>,
+    seen: HashMap<RouteShape, Vec<SeenRoute>>,
 }
 
 impl RouteTable {
