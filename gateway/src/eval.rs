@@ -134,6 +134,7 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     for (index, node) in trace_tree(exchange.take_trace()).iter().enumerate() {
         print_step(&mut out, node, &format!("{:>2}.", index + 1), 2);
     }
+    print_shadowed(&mut out, &exchange);
     let variables: Vec<String> = exchange
         .set_vars(&runtime.registry)
         .map(|(name, value)| format!("{name}={value}"))
@@ -195,6 +196,27 @@ fn print_credentials(
     };
     for note in &plan.notes {
         let _ = writeln!(out, "  {note}");
+    }
+}
+
+/// The steps in shadow mode and what each would have done (none of it was enforced).
+fn print_shadowed(out: &mut String, exchange: &Exchange) {
+    let records = exchange.shadow_records();
+    if records.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "shadowed steps (recorded, not enforced):");
+    for record in records {
+        let code = record
+            .code()
+            .map(|code| format!(" ({code})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} SHADOW {}{code}",
+            record.step,
+            record.outcome().label()
+        );
     }
 }
 
