@@ -248,7 +248,9 @@ fn schema_shows_mode_beside_every_kind_and_shadow_on_services() {
     assert!(out.status.success());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let defs = &schema["$defs"];
-    let kinds = defs["StepSpec"]["oneOf"].as_array().expect("one of the kinds");
+    let kinds = defs["StepSpec"]["oneOf"]
+        .as_array()
+        .expect("one of the kinds");
     assert!(kinds.len() > 10, "{kinds:?}");
     for kind in kinds {
         assert!(
