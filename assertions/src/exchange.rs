@@ -83,6 +83,9 @@ pub struct TraceStep {
     /// Nesting: 0 for a pipeline's own steps, 1 inside an `any`/`all`, and so on. Children
     /// are recorded before the composite that holds them.
     pub depth: usize,
+    /// For a step in shadow mode, what it would have done (`would_deny`): `passed` is then
+    /// always true, since nothing was enforced.
+    pub shadow: Option<&'static str>,
 }
 
 /// The state of one request as it moves through its pipelines.
@@ -99,6 +102,8 @@ pub struct Exchange {
     pub denied_step: Option<usize>,
     trace: Option<Vec<TraceStep>>,
     pending_notes: Vec<String>,
+    /// The shadow outcome of the step now running, for its trace line.
+    pending_shadow: Option<&'static str>,
     depth: usize,
     /// Hex SHA-256 of the request body, once a step has computed it (`${body.sha256}`).
     body_sha256: Option<String>,
@@ -123,6 +128,7 @@ impl Exchange {
             denied_step: None,
             trace: None,
             pending_notes: Vec::new(),
+            pending_shadow: None,
             depth: 0,
             body_sha256: None,
             awaited: None,
@@ -211,7 +217,16 @@ impl Exchange {
                 reason,
                 notes: std::mem::take(&mut self.pending_notes),
                 depth: self.depth,
+                shadow: self.pending_shadow.take(),
             });
+        }
+    }
+
+    /// Marks the step now running as shadowed, with what it would have done, for its trace
+    /// line; dropped when not tracing.
+    pub(crate) fn note_shadow(&mut self, outcome: &'static str) {
+        if self.trace.is_some() {
+            self.pending_shadow = Some(outcome);
         }
     }
 

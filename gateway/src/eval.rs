@@ -274,17 +274,21 @@ fn trace_tree(trace: Vec<TraceStep>) -> Vec<TraceNode> {
 
 fn print_step(out: &mut String, node: &TraceNode, label: &str, indent: usize) {
     let step = &node.step;
-    let mark = if step.passed { "PASS" } else { "DENY" };
+    let mark = match (step.shadow, step.passed) {
+        (Some(_), _) => "SHADOW",
+        (None, true) => "PASS",
+        (None, false) => "DENY",
+    };
+    let reason = match step.shadow {
+        Some(outcome) => format!("{outcome} (not enforced)"),
+        None => step.reason.clone(),
+    };
     let pad = " ".repeat(indent);
     // Verdicts line up in one column whatever the nesting.
     let width = 22usize
         .saturating_sub(indent + label.len())
         .max(step.kind.len());
-    let _ = writeln!(
-        out,
-        "{pad}{label} {:<width$} {mark}  {}",
-        step.kind, step.reason
-    );
+    let _ = writeln!(out, "{pad}{label} {:<width$} {mark}  {reason}", step.kind);
     for note in &step.notes {
         let _ = writeln!(out, "{pad}      {note}");
     }

@@ -145,9 +145,10 @@ fn eval_shows_shadowed_steps_and_what_they_would_have_done() {
     let (code, out) = eval(&policy, &keyless, None);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("shadow mode, not enforced: would_deny (401 missing-api-key"),
+        out.contains("require_api_key SHADOW would_deny (not enforced)"),
         "{out}"
     );
+    assert!(out.contains("would refuse: 401 missing-api-key"), "{out}");
     assert!(
         out.contains("request[0].require_api_key SHADOW would_deny (missing-api-key)"),
         "{out}"

@@ -187,16 +187,17 @@ impl Shadow {
             Verdict::Continue => (ShadowOutcome::WouldAllow, None),
         };
         if trace {
-            x.note(|| match &verdict {
-                Verdict::Reject(r) => format!(
-                    "shadow mode, not enforced: {} ({} {}: {})",
-                    outcome.label(),
-                    r.status.as_u16(),
-                    r.code,
-                    r.detail
-                ),
-                Verdict::Continue => format!("shadow mode, not enforced: {}", outcome.label()),
-            });
+            x.note_shadow(outcome.label());
+            if let Verdict::Reject(r) = &verdict {
+                x.note(|| {
+                    format!(
+                        "would refuse: {} {}: {}",
+                        r.status.as_u16(),
+                        r.code,
+                        r.detail
+                    )
+                });
+            }
         }
         x.shadow_record(self.slot, &self.step)
             .merge(outcome, 0, code);
