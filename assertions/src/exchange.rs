@@ -113,7 +113,7 @@ pub struct Exchange {
     response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// What each shadowed step would have done (see [`crate::shadow`]); empty (and not
     /// allocated) when the service shadows nothing.
-    shadow: Vec<crate::shadow::ShadowRecord>,
+    shadow: Vec<crate::shadow::record::ShadowRecord>,
 }
 
 impl Exchange {
@@ -139,7 +139,7 @@ impl Exchange {
 
     /// What the shadowed steps that ran would have done, one record per step.
     #[must_use]
-    pub fn shadow_records(&self) -> &[crate::shadow::ShadowRecord] {
+    pub fn shadow_records(&self) -> &[crate::shadow::record::ShadowRecord] {
         &self.shadow
     }
 
@@ -148,12 +148,12 @@ impl Exchange {
         &mut self,
         slot: u16,
         step: &Arc<str>,
-    ) -> &mut crate::shadow::ShadowRecord {
+    ) -> &mut crate::shadow::record::ShadowRecord {
         let at = match self.shadow.iter().position(|r| r.slot == slot) {
             Some(at) => at,
             None => {
                 self.shadow
-                    .push(crate::shadow::ShadowRecord::new(slot, step.clone()));
+                    .push(crate::shadow::record::ShadowRecord::new(slot, step.clone()));
                 self.shadow.len() - 1
             }
         };
