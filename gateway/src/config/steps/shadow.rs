@@ -138,3 +138,48 @@ pub(super) fn is_shadowed(
         (StepModeSpec::Enforce, None) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::config::spec::ConfigSpec;
+    use crate::config::{parse_text, Diagnostic};
+
+    #[test]
+    fn mode_is_read_beside_the_kind_in_either_order_and_written_back_there() {
+        let text = "services:\n  - name: s\n    upstream: http://127.0.0.1:1\n    request:\n      - mode: shadow\n        allow_ip: [10.0.0.0/8]\n      - deny_ip: [192.0.2.0/24]\n        mode: enforce\n      - deny_ip: [198.51.100.0/24]\n";
+        let mut errors: Vec<Diagnostic> = Vec::new();
+        let parsed = parse_text::<ConfigSpec>(Arc::from(Path::new("p.yaml")), text, &mut errors)
+            .expect("parsed");
+        assert!(errors.is_empty(), "{errors:?}");
+        let service = &parsed.spec.services[0].0.as_ref().expect("service").value;
+        let steps: Vec<_> = service
+            .request
+            .iter()
+            .map(|step| step.get().expect("step"))
+            .collect();
+        assert!(steps[0].value.is_shadow());
+        assert_eq!(steps[0].value.step.kind(), "allow_ip");
+        assert_eq!((steps[0].loc.line, steps[0].loc.col), (5, 9));
+        assert!(!steps[1].value.is_shadow());
+        assert_eq!(
+            steps[1]
+                .value
+                .mode
+                .as_ref()
+                .map(|m| (m.loc.line, m.loc.col)),
+            Some((8, 15))
+        );
+        assert!(steps[2].value.mode.is_none());
+        assert_eq!(
+            serde_json::to_value(&service.request).expect("json"),
+            serde_json::json!([
+                {"allow_ip": ["10.0.0.0/8"], "mode": "shadow"},
+                {"deny_ip": ["192.0.2.0/24"], "mode": "enforce"},
+                {"deny_ip": ["198.51.100.0/24"]},
+            ])
+        );
+    }
+}
