@@ -360,3 +360,42 @@ fn a_shadowed_service_enforces_none_of_its_steps() {
         3.0
     );
 }
+
+#[test]
+fn a_shadowed_signer_signs_nothing_and_refuses_nothing() {
+    use std::io::{Read, Write};
+    let backend = Backend::start();
+    let gw = TestGateway::start(
+        r#"
+keys:
+  billing: [{access_key: AKIDGATEWAY, client: gateway, secrets: [admin_token]}]
+services:
+  - name: signed
+    upstream: {backend}
+    request:
+      - sign_hmac: {scheme: aws-sigv4, keys: billing, access_key: AKIDGATEWAY, region: eu-west-1, service: billing}
+        mode: shadow
+"#,
+        &backend.url(),
+    );
+    let resp = client().get(gw.url("/x")).send().expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen = backend.seen();
+    assert!(seen[0].headers.get("authorization").is_none(), "{seen:?}");
+    assert!(seen[0].headers.get("x-amz-date").is_none(), "{seen:?}");
+    assert_eq!(
+        outcome_count(&gw, "signed", "request[0].sign_hmac", "would_change", 1.0),
+        1.0
+    );
+
+    // A head the signer cannot sign (enforced: 502 signing-failed) goes through, recorded.
+    let mut s = std::net::TcpStream::connect(gw.addr).expect("connect");
+    s.write_all(b"GET /y HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Meta: caf\xe9\r\n\r\n")
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let lines = log_lines(&gw, "/y");
+    assert_eq!(lines[0]["shadow"][0]["code"], "signing-failed", "{lines:?}");
+}
