@@ -15,6 +15,7 @@ use portcullis_assertions::composite::Any;
 use portcullis_assertions::headers::{RemoveHeader, SetHeader};
 use portcullis_assertions::ip::{AllowIp, IpList};
 use portcullis_assertions::json_body::ValidateJson;
+use portcullis_assertions::shadow::Shadow;
 use portcullis_assertions::template::Template;
 use portcullis_assertions::{Assertion, Exchange, Request, VarRegistry};
 use sha2::{Digest, Sha256};
@@ -85,6 +86,15 @@ fn assertions(c: &mut Criterion) {
         client_id,
     );
     run(c, "require_api_key (1001 keys)", &api, &registry, None);
+    // The same step in shadow mode: run on a copy of the head, the exchange restored.
+    let shadowed = Shadow::new(Box::new(api), Arc::from("request[0].require_api_key"), 0);
+    run(
+        c,
+        "require_api_key (1001 keys), shadowed",
+        &shadowed,
+        &registry,
+        None,
+    );
 
     let nets = (0..10)
         .map(|i| format!("10.{i}.0.0/16").parse().expect("cidr"))

@@ -83,6 +83,9 @@ pub struct TraceStep {
     /// Nesting: 0 for a pipeline's own steps, 1 inside an `any`/`all`, and so on. Children
     /// are recorded before the composite that holds them.
     pub depth: usize,
+    /// For a step in shadow mode, what it would have done (`would_deny`): `passed` is then
+    /// always true, since nothing was enforced.
+    pub shadow: Option<&'static str>,
 }
 
 /// The state of one request as it moves through its pipelines.
@@ -99,6 +102,8 @@ pub struct Exchange {
     pub denied_step: Option<usize>,
     trace: Option<Vec<TraceStep>>,
     pending_notes: Vec<String>,
+    /// The shadow outcome of the step now running, for its trace line.
+    pending_shadow: Option<&'static str>,
     depth: usize,
     /// Hex SHA-256 of the request body, once a step has computed it (`${body.sha256}`).
     body_sha256: Option<String>,
@@ -106,6 +111,9 @@ pub struct Exchange {
     awaited: Option<crate::Awaited>,
     /// Headers steps add to the response the client gets (the RateLimit fields).
     response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// What each shadowed step would have done (see [`crate::shadow`]); empty (and not
+    /// allocated) when the service shadows nothing.
+    shadow: Vec<crate::shadow::record::ShadowRecord>,
 }
 
 impl Exchange {
@@ -120,11 +128,56 @@ impl Exchange {
             denied_step: None,
             trace: None,
             pending_notes: Vec::new(),
+            pending_shadow: None,
             depth: 0,
             body_sha256: None,
             awaited: None,
             response_headers: Vec::new(),
+            shadow: Vec::new(),
         }
+    }
+
+    /// What the shadowed steps that ran would have done, one record per step.
+    #[must_use]
+    pub fn shadow_records(&self) -> &[crate::shadow::record::ShadowRecord] {
+        &self.shadow
+    }
+
+    /// The record of the shadowed step in `slot`, made on the step's first phase.
+    pub(crate) fn shadow_record(
+        &mut self,
+        slot: u16,
+        step: &Arc<str>,
+    ) -> &mut crate::shadow::record::ShadowRecord {
+        let at = match self.shadow.iter().position(|r| r.slot == slot) {
+            Some(at) => at,
+            None => {
+                self.shadow
+                    .push(crate::shadow::record::ShadowRecord::new(slot, step.clone()));
+                self.shadow.len() - 1
+            }
+        };
+        &mut self.shadow[at]
+    }
+
+    /// What a shadowed step could change in the exchange that later steps, the credentials
+    /// plan or the response would trust: taken before it runs and put back after.
+    pub(crate) fn shadow_snapshot(&self) -> ExchangeSnapshot {
+        ExchangeSnapshot {
+            vars: self.vars.clone(),
+            denied_by: self.denied_by,
+            denied_step: self.denied_step,
+            response_headers: self.response_headers.len(),
+        }
+    }
+
+    /// Undoes what a shadowed step did to the exchange since `snapshot`: variables it set
+    /// (`${client.id}`), the refusal it noted, headers it asked to add to the response.
+    pub(crate) fn restore(&mut self, snapshot: ExchangeSnapshot) {
+        self.vars = snapshot.vars;
+        self.denied_by = snapshot.denied_by;
+        self.denied_step = snapshot.denied_step;
+        self.response_headers.truncate(snapshot.response_headers);
     }
 
     /// Keep a trace of every step (for `eval`).
@@ -164,7 +217,16 @@ impl Exchange {
                 reason,
                 notes: std::mem::take(&mut self.pending_notes),
                 depth: self.depth,
+                shadow: self.pending_shadow.take(),
             });
+        }
+    }
+
+    /// Marks the step now running as shadowed, with what it would have done, for its trace
+    /// line; dropped when not tracing.
+    pub(crate) fn note_shadow(&mut self, outcome: &'static str) {
+        if self.trace.is_some() {
+            self.pending_shadow = Some(outcome);
         }
     }
 
@@ -249,6 +311,15 @@ impl Exchange {
             v.as_deref().map(|v| (registry.name(id), v))
         })
     }
+}
+
+/// The parts of an [`Exchange`] a shadowed step must leave as it found them.
+#[derive(Debug)]
+pub(crate) struct ExchangeSnapshot {
+    vars: Vec<Option<Arc<str>>>,
+    denied_by: Option<&'static str>,
+    denied_step: Option<usize>,
+    response_headers: usize,
 }
 
 impl Default for Exchange {

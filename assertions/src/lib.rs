@@ -26,6 +26,7 @@ pub mod query;
 pub mod quota;
 pub mod rate_limit;
 pub mod saml;
+pub mod shadow;
 pub mod template;
 pub mod verdict;
 

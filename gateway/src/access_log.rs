@@ -48,7 +48,41 @@ pub struct AccessRecord<'a> {
     /// Why an upstream's 401/403 may have come: its credentials were stripped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// What each step in shadow mode would have done (nothing of it was enforced).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowEntry<'a>>,
     pub generation: u64,
+}
+
+/// One shadowed step's verdict on the request, as logged.
+#[derive(Debug, Serialize)]
+pub struct ShadowEntry<'a> {
+    /// The step: `request[1].require_api_key`.
+    pub step: &'a str,
+    /// `would_allow`, `would_change`, `would_deny` or `error`.
+    pub outcome: &'static str,
+    /// The problem code it would have answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    /// Items (card numbers) it would have changed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub items: u64,
+}
+
+impl<'a> ShadowEntry<'a> {
+    #[must_use]
+    pub fn of(record: &'a portcullis_assertions::shadow::ShadowRecord) -> Self {
+        ShadowEntry {
+            step: &record.step,
+            outcome: record.outcome().label(),
+            code: record.code(),
+            items: record.items(),
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The access-log sink.

@@ -134,6 +134,7 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     for (index, node) in trace_tree(exchange.take_trace()).iter().enumerate() {
         print_step(&mut out, node, &format!("{:>2}.", index + 1), 2);
     }
+    print_shadowed(&mut out, &exchange);
     let variables: Vec<String> = exchange
         .set_vars(&runtime.registry)
         .map(|(name, value)| format!("{name}={value}"))
@@ -198,6 +199,27 @@ fn print_credentials(
     }
 }
 
+/// The steps in shadow mode and what each would have done (none of it was enforced).
+fn print_shadowed(out: &mut String, exchange: &Exchange) {
+    let records = exchange.shadow_records();
+    if records.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "shadowed steps (recorded, not enforced):");
+    for record in records {
+        let code = record
+            .code()
+            .map(|code| format!(" ({code})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {} SHADOW {}{code}",
+            record.step,
+            record.outcome().label()
+        );
+    }
+}
+
 fn print_refusal(out: &mut String, rejection: &Rejection, step: Option<&str>) {
     let by = step.map(|step| format!(" by {step}")).unwrap_or_default();
     let _ = writeln!(
@@ -252,17 +274,21 @@ fn trace_tree(trace: Vec<TraceStep>) -> Vec<TraceNode> {
 
 fn print_step(out: &mut String, node: &TraceNode, label: &str, indent: usize) {
     let step = &node.step;
-    let mark = if step.passed { "PASS" } else { "DENY" };
+    let mark = match (step.shadow, step.passed) {
+        (Some(_), _) => "SHADOW",
+        (None, true) => "PASS",
+        (None, false) => "DENY",
+    };
+    let reason = match step.shadow {
+        Some(outcome) => format!("{outcome} (not enforced)"),
+        None => step.reason.clone(),
+    };
     let pad = " ".repeat(indent);
     // Verdicts line up in one column whatever the nesting.
     let width = 22usize
         .saturating_sub(indent + label.len())
         .max(step.kind.len());
-    let _ = writeln!(
-        out,
-        "{pad}{label} {:<width$} {mark}  {}",
-        step.kind, step.reason
-    );
+    let _ = writeln!(out, "{pad}{label} {:<width$} {mark}  {reason}", step.kind);
     for note in &step.notes {
         let _ = writeln!(out, "{pad}      {note}");
     }

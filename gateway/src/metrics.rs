@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 
+use portcullis_assertions::shadow::{ShadowOutcome, ShadowRecord};
 use portcullis_assertions::{Assertion, Verdict};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -17,6 +18,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     steps: IntCounterVec,
+    shadow_outcomes: IntCounterVec,
+    shadow_items: IntCounterVec,
     reloads: IntCounterVec,
     body_items: IntCounterVec,
     credentials_stripped: IntCounterVec,
@@ -72,6 +75,22 @@ impl Metrics {
                 "Pipeline step outcomes, by service, step and outcome.",
             ),
             &["service", "phase", "assertion", "outcome"],
+        )
+        .expect("valid metric");
+        let shadow_outcomes = IntCounterVec::new(
+            Opts::new(
+                "portcullis_shadow_outcomes_total",
+                "What steps in shadow mode would have done (would_allow, would_change, would_deny, error), by service and step; none of it was enforced.",
+            ),
+            &["service", "step", "outcome"],
+        )
+        .expect("valid metric");
+        let shadow_items = IntCounterVec::new(
+            Opts::new(
+                "portcullis_shadow_items_total",
+                "Items (card numbers) steps in shadow mode would have changed in bodies, by service and step.",
+            ),
+            &["service", "step"],
         )
         .expect("valid metric");
         let reloads = IntCounterVec::new(
@@ -146,6 +165,8 @@ impl Metrics {
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(steps.clone()),
+            Box::new(shadow_outcomes.clone()),
+            Box::new(shadow_items.clone()),
             Box::new(reloads.clone()),
             Box::new(body_items.clone()),
             Box::new(credentials_stripped.clone()),
@@ -158,6 +179,8 @@ impl Metrics {
             requests,
             duration,
             steps,
+            shadow_outcomes,
+            shadow_items,
             reloads,
             body_items,
             credentials_stripped,
@@ -319,6 +342,9 @@ pub struct ServiceMetrics {
     response_steps: Vec<StepCounters>,
     body_items: OnceLock<IntCounter>,
     body_item_counts: IntCounterVec,
+    /// By shadow slot: each outcome's counter (in [`ShadowOutcome::ALL`] order) and the
+    /// items counter.
+    shadow: Vec<([IntCounter; 4], IntCounter)>,
 }
 
 /// How many distinct status codes a service's counters keep at hand.
@@ -384,6 +410,45 @@ impl ServiceMetrics {
             body_item_counts: metrics.body_items.clone(),
             request_steps: counters("request", request),
             response_steps: counters("response", response),
+            shadow: Vec::new(),
+        }
+    }
+
+    /// Resolves the counters of the service's shadowed steps, by slot.
+    #[must_use]
+    pub fn with_shadow(mut self, metrics: &Metrics, steps: &[std::sync::Arc<str>]) -> Self {
+        self.shadow = steps
+            .iter()
+            .map(|step| {
+                let outcome = |o: ShadowOutcome| {
+                    metrics.shadow_outcomes.with_label_values(&[
+                        self.name.as_str(),
+                        step,
+                        o.label(),
+                    ])
+                };
+                (
+                    ShadowOutcome::ALL.map(outcome),
+                    metrics
+                        .shadow_items
+                        .with_label_values(&[self.name.as_str(), step]),
+                )
+            })
+            .collect();
+        self
+    }
+
+    /// Counts what each shadowed step would have done to a finished request.
+    pub fn count_shadow(&self, records: &[ShadowRecord]) {
+        for record in records {
+            let Some((outcomes, items)) = self.shadow.get(usize::from(record.slot)) else {
+                continue;
+            };
+            let outcome = record.outcome();
+            if let Some(at) = ShadowOutcome::ALL.iter().position(|o| *o == outcome) {
+                outcomes[at].inc();
+            }
+            items.inc_by(record.items());
         }
     }
 

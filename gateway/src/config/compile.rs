@@ -146,6 +146,7 @@ pub(crate) fn compile(
         rate_limits: Vec::new(),
         state_store: None,
         quotas: Vec::new(),
+        shadow: super::context::ShadowScope::default(),
     };
     let settings = compile_settings(&main.spec, &mut context);
     let client_limits = compile_client_limits(&main.spec, &mut context);

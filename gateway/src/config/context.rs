@@ -74,6 +74,19 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) quotas: Vec<crate::runtime::QuotaInfo>,
     /// Every rate_limit step's counters, for `/metrics`.
     pub(crate) rate_limits: Vec<crate::metrics::RateLimitCounting>,
+    /// Shadow mode in the service being compiled.
+    pub(crate) shadow: ShadowScope,
+}
+
+/// Shadow mode while a service's steps compile.
+#[derive(Debug, Default)]
+pub(crate) struct ShadowScope {
+    /// The service has `shadow: true`: every step is shadowed.
+    pub(crate) service: bool,
+    /// The steps being compiled come from a shadowed `all`.
+    pub(crate) inherited: bool,
+    /// The service's shadowed steps so far, by slot (`request[1].require_api_key`).
+    pub(crate) steps: Vec<Arc<str>>,
 }
 
 impl CompileContext<'_> {

@@ -37,11 +37,14 @@ pub(crate) fn compile_issuance(
         }
         return None;
     };
+    // A shadowed step authenticates no one.
+    let shadowed = service.shadow.as_ref().is_some_and(|shadow| shadow.value);
     let kinds: Vec<&str> = service
         .request
         .iter()
         .filter_map(|step| step.get())
-        .map(|step| step.value.kind())
+        .filter(|step| !shadowed && !step.value.is_shadow())
+        .map(|step| step.value.step.kind())
         .collect();
     if !kinds.iter().any(|kind| AUTHENTICATING_STEPS.contains(kind)) {
         context.err(

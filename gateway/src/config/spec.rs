@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use super::credentials::CredentialsSpec;
 pub use super::identity_api::IdentityApiSpec;
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
-pub use super::steps::AssertionSpec;
+pub use super::steps::{AssertionSpec, StepModeSpec, StepSpec};
 #[allow(clippy::wildcard_imports)]
 pub use super::values::*;
 use super::yaml::{Lenient, Spanned};
@@ -245,10 +245,15 @@ pub struct ServiceSpec {
     pub methods: Option<Vec<Spanned<String>>>,
     /// Steps run on the way in, before the upstream is contacted.
     #[serde(default)]
-    pub request: Vec<Lenient<Spanned<AssertionSpec>>>,
+    pub request: Vec<Lenient<Spanned<StepSpec>>>,
     /// Steps run on the response head on the way back.
     #[serde(default)]
-    pub response: Vec<Lenient<Spanned<AssertionSpec>>>,
+    pub response: Vec<Lenient<Spanned<StepSpec>>>,
+    /// Run every step of this service in shadow mode: each is evaluated and its verdict
+    /// recorded (`portcullis_shadow_outcomes_total`, the access log's `shadow` field), but
+    /// none is enforced. Default `false`. See `mode:` on a step to shadow one step.
+    #[serde(default)]
+    pub shadow: Option<Spanned<bool>>,
     /// Whether the caller's credentials (`Authorization`, `Proxy-Authorization`, what an
     /// authenticating step read, the headers, cookies and query parameters listed here)
     /// reach the upstream: `strip`, or `forward` when every `when` condition holds. Default:

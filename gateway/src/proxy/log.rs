@@ -3,7 +3,7 @@
 use pingora::http::RequestHeader;
 
 use super::context::RequestCtx;
-use crate::access_log::{now_rfc3339, AccessRecord};
+use crate::access_log::{now_rfc3339, AccessRecord, ShadowEntry};
 use crate::state::GatewayState;
 
 /// Counts and logs a finished request.
@@ -17,7 +17,10 @@ pub fn log_request(
     let elapsed = ctx.start.elapsed().as_secs_f64();
     let svc = ctx.service();
     match svc {
-        Some(s) => s.metrics.finished(status, elapsed),
+        Some(s) => {
+            s.metrics.finished(status, elapsed);
+            s.metrics.count_shadow(ctx.exchange.shadow_records());
+        }
         None => state.metrics.unrouted(status),
     }
     // Counted once per request here, not where the head is built (Pingora may retry that).
@@ -53,6 +56,12 @@ pub fn log_request(
             .map(|(o, s)| s.credentials.labels(o.places))
             .unwrap_or_default(),
         hint,
+        shadow: ctx
+            .exchange
+            .shadow_records()
+            .iter()
+            .map(ShadowEntry::of)
+            .collect(),
         generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
     });
 }

@@ -23,5 +23,6 @@ mod routing;
 mod saml;
 mod saml_bearer;
 mod saml_issuer;
+mod shadow;
 mod slow_clients;
 mod upstream;

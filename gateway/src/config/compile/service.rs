@@ -60,6 +60,10 @@ pub(super) fn compile_service(
         }
     };
 
+    context.shadow = crate::config::context::ShadowScope {
+        service: spec.shadow.as_ref().is_some_and(|shadow| shadow.value),
+        ..Default::default()
+    };
     let request = compile_steps(
         &spec.request,
         &format!("{path}.request"),
@@ -92,7 +96,9 @@ pub(super) fn compile_service(
     let request = Pipeline::new(request);
     let response = Pipeline::new(response);
     let needs = request.needs().union(response.needs());
-    let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps());
+    let shadowed = std::mem::take(&mut context.shadow.steps);
+    let metrics = ServiceMetrics::new(metrics, name, request.steps(), response.steps())
+        .with_shadow(metrics, &shadowed);
     let Some(route) = route else {
         return (None, None);
     };

@@ -8,19 +8,19 @@ use portcullis_assertions::{Assertion, VarRegistry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{compile_list, define_outputs, AssertionSpec, CompileStep, Sides, StepSite};
+use super::{compile_list, define_outputs, CompileStep, Sides, StepSite, StepSpec};
 use crate::config::context::CompileContext;
 use crate::config::yaml::{Lenient, Spanned};
 
 /// Steps that must all pass, in order.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct AllSpec(pub Vec<Lenient<Spanned<AssertionSpec>>>);
+pub struct AllSpec(pub Vec<Lenient<Spanned<StepSpec>>>);
 
 /// Steps of which at least one must pass.
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct AnySpec(pub Vec<Lenient<Spanned<AssertionSpec>>>);
+pub struct AnySpec(pub Vec<Lenient<Spanned<StepSpec>>>);
 
 /// The two kinds differ only in how their branches combine.
 macro_rules! composite_step {
@@ -58,7 +58,7 @@ composite_step!(AllSpec, All, false);
 composite_step!(AnySpec, Any, true);
 
 fn compile_branches(
-    steps: &[Lenient<Spanned<AssertionSpec>>],
+    steps: &[Lenient<Spanned<StepSpec>>],
     site: &StepSite<'_>,
     context: &mut CompileContext<'_>,
 ) -> Option<Vec<Box<dyn Assertion>>> {

@@ -66,9 +66,13 @@ mod require_bearer;
 mod require_hmac;
 mod require_ip_identity;
 mod require_saml;
+mod shadow;
 mod sign_hmac;
 mod validate_json;
 
+use std::sync::Arc;
+
+use portcullis_assertions::shadow::Shadow;
 use portcullis_assertions::{Assertion, VarRegistry};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -77,6 +81,7 @@ use crate::config::context::{CompileContext, Side};
 use crate::config::yaml::{Lenient, Location, Spanned};
 
 pub(crate) use require_bearer::{DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH};
+pub use shadow::{StepModeSpec, StepSpec};
 
 /// What each assertion kind's options provide.
 pub(crate) trait CompileStep {
@@ -138,6 +143,7 @@ macro_rules! assertion_kinds {
         }
 
         impl AssertionSpec {
+
             /// The kind's name as a policy writes it.
             pub(crate) fn kind(&self) -> &'static str {
                 match self { $( Self::$variant(_) => $name, )* }
@@ -188,12 +194,12 @@ assertion_kinds! {
 
 /// A request or response list as written: each step positioned, a broken one kept as `None`
 /// (already reported) so the rest are still checked.
-pub(crate) type StepList = [Lenient<Spanned<AssertionSpec>>];
+pub(crate) type StepList = [Lenient<Spanned<StepSpec>>];
 
 /// Declares the variables every step of `steps` (and the steps inside composites) can set.
 pub(crate) fn define_outputs(steps: &StepList, registry: &mut VarRegistry) {
     for step in steps.iter().filter_map(|step| step.0.as_ref()) {
-        step.value.options().define_outputs(registry);
+        step.value.step.options().define_outputs(registry);
     }
 }
 
@@ -204,7 +210,7 @@ pub(crate) fn counts_in_store(steps: &StepList) -> bool {
     steps
         .iter()
         .filter_map(|step| step.0.as_ref())
-        .any(|step| match &step.value {
+        .any(|step| match &step.value.step {
             AssertionSpec::Quota(_) | AssertionSpec::RequireIpIdentity(_) => true,
             AssertionSpec::All(inner) => counts_in_store(&inner.0),
             AssertionSpec::Any(inner) => counts_in_store(&inner.0),
@@ -219,7 +225,7 @@ pub(crate) fn named_files<'s>(
     out: &mut Vec<(&'s str, crate::files::FileKind)>,
 ) {
     for step in steps.iter().filter_map(|step| step.0.as_ref()) {
-        match &step.value {
+        match &step.value.step {
             AssertionSpec::RequireSaml(options) => out.extend(options.files()),
             AssertionSpec::All(inner) => named_files(&inner.0, out),
             AssertionSpec::Any(inner) => named_files(&inner.0, out),
@@ -241,7 +247,7 @@ pub(crate) fn compile_steps(
 
 /// Compiles a list; `composite` names the `all` or `any` it sits in, whose steps must
 /// decide on heads only (see `portcullis_assertions::composite`).
-fn compile_list(
+pub(super) fn compile_list(
     steps: &StepList,
     path: &str,
     side: Side,
@@ -254,8 +260,11 @@ fn compile_list(
             continue;
         };
         let step_path = format!("{path}[{index}]");
-        if let (AssertionSpec::All(inner), None) = (&step.value, composite) {
+        let shadowed = shadow::is_shadowed(&step.value, &step_path, composite, context);
+        if let (AssertionSpec::All(inner), None) = (&step.value.step, composite) {
             if context.any_depth == 0 && !inner.0.is_empty() {
+                // Flattened: a shadowed `all` shadows each of its steps.
+                let outer = std::mem::replace(&mut context.shadow.inherited, shadowed);
                 compiled_steps.extend(compile_list(
                     &inner.0,
                     &format!("{step_path}.all"),
@@ -263,10 +272,12 @@ fn compile_list(
                     None,
                     context,
                 ));
+                context.shadow.inherited = outer;
                 continue;
             }
         }
-        let Some(compiled) = compile_step(step, &step_path, side, context) else {
+        let Some(compiled) = compile_step(&step.value.step, step.loc, &step_path, side, context)
+        else {
             continue;
         };
         let beyond = compiled.phases().beyond_heads();
@@ -283,24 +294,42 @@ fn compile_list(
                     ),
                 );
             }
+            _ if shadowed => compiled_steps.push(shadow_of(compiled, &step_path, context)),
             _ => compiled_steps.push(compiled),
         }
     }
     compiled_steps
 }
 
+/// Wraps a compiled step in shadow mode, named for metrics and logs by its place in the
+/// service (`request[1].require_api_key`).
+fn shadow_of(
+    compiled: Box<dyn Assertion>,
+    step_path: &str,
+    context: &mut CompileContext<'_>,
+) -> Box<dyn Assertion> {
+    let in_service = step_path
+        .split_once('.')
+        .map_or(step_path, |(_, rest)| rest);
+    let label: Arc<str> = Arc::from(format!("{in_service}.{}", compiled.kind()));
+    let slot = u16::try_from(context.shadow.steps.len()).unwrap_or(u16::MAX);
+    context.shadow.steps.push(label.clone());
+    Box::new(Shadow::new(compiled, label, slot))
+}
+
 /// Builds one step after checking it sits on a side it can run on.
 fn compile_step(
-    step: &Spanned<AssertionSpec>,
+    step: &AssertionSpec,
+    loc: Location,
     path: &str,
     side: Side,
     context: &mut CompileContext<'_>,
 ) -> Option<Box<dyn Assertion>> {
-    let options = step.value.options();
-    let kind = step.value.kind();
+    let options = step.options();
+    let kind = step.kind();
     if side == Side::Response && options.sides() == Sides::RequestOnly {
         context.err(
-            step.loc,
+            loc,
             path,
             format!("{kind} checks requests; move it to the service's request: list"),
         );
@@ -308,7 +337,7 @@ fn compile_step(
     }
     let site = StepSite {
         kind,
-        loc: step.loc,
+        loc,
         path,
         side,
     };

@@ -525,6 +525,8 @@ impl<'de> Deserializer<'de> for De<'_> {
     ) -> Result<V::Value, Error> {
         let r = if name == SPANNED_NAME {
             self.spanned(visitor)
+        } else if name == BESIDE_KIND_NAME {
+            self.beside_kind(fields, visitor)
         } else {
             self.struct_map(fields, visitor)
         };

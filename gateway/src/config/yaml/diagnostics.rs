@@ -75,6 +75,7 @@ pub(super) fn unknown_message(noun: &str, sep: char, given: &str, expected: &[&s
 pub(super) fn enum_noun(name: &str) -> &'static str {
     match name {
         "AssertionSpec" => "assertion",
+        "StepModeSpec" => "step mode",
         _ => "value",
     }
 }

@@ -7,6 +7,7 @@
 //! caller collects every mistake at once, each with an exact `line:col` and a
 //! dotted path such as `services[2].request[1].require_api_key.header`.
 
+mod beside;
 mod deserializer;
 mod diagnostics;
 mod parse;
@@ -243,6 +244,16 @@ const LENIENT_NAME: &str = "$portcullis::Lenient";
 /// the rest of the same mapping is the variant's options. serde's own internal tagging
 /// buffers the mapping and would lose every position; this keeps them.
 pub const TAGGED_PREFIX: &str = "$portcullis::tagged:";
+
+/// A struct whose serde name is this is read from a mapping that also holds an externally
+/// tagged enum's key: the struct's fields are read from their own keys, and the field
+/// renamed [`KIND_FIELD`] gets the rest of the mapping, the enum's one key. So a policy step
+/// can carry `mode: shadow` beside `require_api_key: {...}` with every position kept
+/// (serde's `flatten` would buffer the mapping and lose them).
+pub const BESIDE_KIND_NAME: &str = "$portcullis::beside_kind";
+
+/// The field of a [`BESIDE_KIND_NAME`] struct that holds the enum.
+pub const KIND_FIELD: &str = "$kind";
 
 const RECOVERED_MARKER: &str = "$portcullis::recovered";
 
