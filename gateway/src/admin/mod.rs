@@ -16,6 +16,7 @@ use crate::state::GatewayState;
 pub use answers::{json, problem, refusal, sized};
 
 mod answers;
+mod oproxy;
 mod quotas;
 mod tokens;
 pub mod userauth;
@@ -55,6 +56,9 @@ impl AdminApp {
             return resp;
         }
         if let Some(resp) = tokens::route(&self.state, method, path, query, body).await {
+            return resp;
+        }
+        if let Some(resp) = oproxy::route(&self.state, method, path).await {
             return resp;
         }
         match (method, path) {

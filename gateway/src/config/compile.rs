@@ -154,6 +154,7 @@ pub(crate) fn compile(
     // mistake show.
     let keeps_state = main.spec.token_service.present().is_some()
         || main.spec.identity_api.present().is_some()
+        || main.spec.oproxy.present().is_some()
         || main.spec.state.is_some()
         || main.spec.redis.present().is_some()
         || services
@@ -175,6 +176,10 @@ pub(crate) fn compile(
         super::saml_issuer::compile(issuer, &mut context)
     });
     context.saml_issuer.clone_from(&saml_issuer);
+    let providers = super::providers::compile_providers(&main.spec.providers, &mut context);
+    let oproxy = main.spec.oproxy.present().and_then(|broker| {
+        super::providers::compile_oproxy(broker, &providers, store.clone(), &mut context)
+    });
     let identity_api = main.spec.identity_api.present().and_then(|api| {
         super::identity_api::compile(api, main.spec.admin.present().is_some(), &mut context)
     });
@@ -205,6 +210,7 @@ pub(crate) fn compile(
         token_service: context.token_service.clone(),
         saml_issuer,
         identity_api,
+        oproxy,
         key_sets: std::mem::take(&mut context.key_set_list),
         store,
         state_url: context.state_url.take(),

@@ -8,6 +8,7 @@ pub mod credentials;
 pub(crate) mod gather;
 pub(crate) mod gathered;
 pub mod identity_api;
+pub mod providers;
 mod issue_saml;
 pub mod saml_bearer;
 pub mod saml_issuer;

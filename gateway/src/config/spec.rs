@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::credentials::CredentialsSpec;
 pub use super::identity_api::IdentityApiSpec;
+pub use super::providers::{OProxySpec, ProviderSpec};
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
 #[allow(clippy::wildcard_imports)]
@@ -90,6 +91,15 @@ pub struct ConfigSpec {
     /// `require_ip_identity`. See docs/ip-identity.md.
     #[serde(default)]
     pub identity_api: Lenient<Option<Spanned<IdentityApiSpec>>>,
+    /// Third-party OAuth 2.0 providers the gateway holds sessions with, by name (for
+    /// `oproxy:`). See docs/oauth-broker.md.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Spanned<ProviderSpec>>,
+    /// The OProxy-compatible token broker: integrations register once in a browser, then
+    /// exchange encrypted Tokens for provider access tokens at `POST /oproxy/token`,
+    /// served on the proxy listener. See docs/oauth-broker.md.
+    #[serde(default)]
+    pub oproxy: Lenient<Option<Spanned<OProxySpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
