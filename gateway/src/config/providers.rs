@@ -135,7 +135,11 @@ pub(crate) fn compile_providers(
         let s = &spec.value;
         if let Some(url) = &s.authorize_url {
             if !is_http_url(&url.value) {
-                context.err(url.loc, &format!("{path}.authorize_url"), format!("\"{}\" is not an http(s) URL", url.value));
+                context.err(
+                    url.loc,
+                    &format!("{path}.authorize_url"),
+                    format!("\"{}\" is not an http(s) URL", url.value),
+                );
             }
         }
         if !is_http_url(&s.token_url.value.replace("{tenant}", "tenant")) {
@@ -170,7 +174,10 @@ pub(crate) fn compile_providers(
                 "a provider without client_secret is a public client: it needs pkce",
             );
         }
-        let timeout = s.timeout.as_ref().map_or(DEFAULT_PROVIDER_TIMEOUT, |t| t.value.0);
+        let timeout = s
+            .timeout
+            .as_ref()
+            .map_or(DEFAULT_PROVIDER_TIMEOUT, |t| t.value.0);
         if timeout.is_zero() || timeout > Duration::from_secs(60) {
             context.err(
                 s.timeout.as_ref().map_or(spec.loc, |t| t.loc),
@@ -216,10 +223,10 @@ pub(crate) fn compile_oproxy(
     context: &mut CompileContext<'_>,
 ) -> Option<Arc<OProxy>> {
     let s = &spec.value;
-    let base_path = s
-        .path
-        .as_ref()
-        .map_or_else(|| crate::oproxy::DEFAULT_PATH.to_owned(), |p| p.value.clone());
+    let base_path = s.path.as_ref().map_or_else(
+        || crate::oproxy::DEFAULT_PATH.to_owned(),
+        |p| p.value.clone(),
+    );
     if !valid_path(&base_path) {
         context.err(
             s.path.as_ref().map_or(spec.loc, |p| p.loc),
@@ -244,19 +251,28 @@ pub(crate) fn compile_oproxy(
         context.err(
             s.public_url.loc,
             "oproxy.public_url",
-            format!("\"{}\" is not an http(s) URL without a query", s.public_url.value),
+            format!(
+                "\"{}\" is not an http(s) URL without a query",
+                s.public_url.value
+            ),
         );
     }
     let secure_cookie = public_url.starts_with("https://");
     let master = context.secret(&s.key_secret, "oproxy.key_secret");
-    if master.as_ref().is_some_and(|m| m.expose().len() < MIN_KEY_SECRET) {
+    if master
+        .as_ref()
+        .is_some_and(|m| m.expose().len() < MIN_KEY_SECRET)
+    {
         context.err(
             s.key_secret.loc,
             "oproxy.key_secret",
             format!("the key secret must be at least {MIN_KEY_SECRET} characters (e.g. `openssl rand -base64 32`)"),
         );
     }
-    let window = s.window.as_ref().map_or(crate::oproxy::DEFAULT_WINDOW, |w| w.value.0);
+    let window = s
+        .window
+        .as_ref()
+        .map_or(crate::oproxy::DEFAULT_WINDOW, |w| w.value.0);
     if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
         context.err(
             s.window.as_ref().map_or(spec.loc, |w| w.loc),
@@ -284,13 +300,19 @@ pub(crate) fn compile_oproxy(
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
-            context.err(app.loc, &path, "an app name holds letters, digits, `-`, `_` and `.` only (it is a path segment)");
+            context.err(
+                app.loc,
+                &path,
+                "an app name holds letters, digits, `-`, `_` and `.` only (it is a path segment)",
+            );
             continue;
         }
         let Some(provider) = providers.get(&app.value.provider.value) else {
             let known: Vec<&str> = providers.keys().map(String::as_str).collect();
-            let hint = super::context::suggest(&app.value.provider.value, &known)
-                .map_or_else(|| "; define it under `providers:`".to_owned(), |k| format!("; did you mean \"{k}\"?"));
+            let hint = super::context::suggest(&app.value.provider.value, &known).map_or_else(
+                || "; define it under `providers:`".to_owned(),
+                |k| format!("; did you mean \"{k}\"?"),
+            );
             context.err(
                 app.value.provider.loc,
                 &format!("{path}.provider"),
@@ -302,7 +324,10 @@ pub(crate) fn compile_oproxy(
             context.err(
                 app.value.provider.loc,
                 &format!("{path}.provider"),
-                format!("provider \"{}\" has no authorize_url: registrations need one", provider.name),
+                format!(
+                    "provider \"{}\" has no authorize_url: registrations need one",
+                    provider.name
+                ),
             );
         }
         let grant = match app.value.grant {

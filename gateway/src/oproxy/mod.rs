@@ -153,7 +153,14 @@ mod tests {
             broker.route("/oproxy/mail/start"),
             Some(Route::Start("mail".into()))
         );
-        for other in ["/oproxy", "/oproxy/", "/oproxy//start", "/oproxy/a/b/start", "/oproxyx/token", "/other"] {
+        for other in [
+            "/oproxy",
+            "/oproxy/",
+            "/oproxy//start",
+            "/oproxy/a/b/start",
+            "/oproxyx/token",
+            "/other",
+        ] {
             assert_eq!(broker.route(other), None, "{other}");
         }
     }

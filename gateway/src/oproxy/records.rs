@@ -133,7 +133,11 @@ pub async fn put_registration(
 ///
 /// # Errors
 /// The store failed, or the state value was already taken (it is random: never).
-pub async fn put_pending(store: &StateStore, state: &str, pending: &Pending) -> Result<(), StoreError> {
+pub async fn put_pending(
+    store: &StateStore,
+    state: &str,
+    pending: &Pending,
+) -> Result<(), StoreError> {
     let body = serde_json::to_string(pending).map_err(|e| corrupt("pending registration", &e))?;
     match store
         .documents()

@@ -49,7 +49,9 @@ fn html(status: StatusCode, body: String) -> Answer {
 }
 
 fn random_text<const N: usize>() -> Option<String> {
-    random_bytes::<N>().ok().map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
+    random_bytes::<N>()
+        .ok()
+        .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -117,7 +119,10 @@ pub async fn start(broker: &OProxy, app_name: &str, now: i64) -> Answer {
     );
     answer.reason = None;
     answer.headers.push(("location", location));
-    answer.headers.push(("set-cookie", cookie(broker, &browser, REGISTRATION_TIMEOUT_SECS)));
+    answer.headers.push((
+        "set-cookie",
+        cookie(broker, &browser, REGISTRATION_TIMEOUT_SECS),
+    ));
     answer
 }
 
@@ -170,14 +175,12 @@ pub async fn callback(
     };
     let pending = match records::take_pending(&broker.store, &state).await {
         Ok(Some(pending)) if pending.expires_at >= now => pending,
-        Ok(_) => {
-            return page(
-                StatusCode::BAD_REQUEST,
-                "unknown-state",
-                "Registration failed",
-                "This registration is unknown, was already completed, or took too long. Start again.",
-            )
-        }
+        Ok(_) => return page(
+            StatusCode::BAD_REQUEST,
+            "unknown-state",
+            "Registration failed",
+            "This registration is unknown, was already completed, or took too long. Start again.",
+        ),
         Err(error) => {
             log::warn!("oproxy: a callback could not be checked: {error}");
             return page(
@@ -188,7 +191,9 @@ pub async fn callback(
             );
         }
     };
-    let presented = browser_cookie(cookie_header).map(sha256_hex).unwrap_or_default();
+    let presented = browser_cookie(cookie_header)
+        .map(sha256_hex)
+        .unwrap_or_default();
     if !bool::from(presented.as_bytes().ct_eq(pending.browser.as_bytes())) {
         return page(
             StatusCode::FORBIDDEN,
@@ -277,7 +282,10 @@ pub async fn callback(
                     StatusCode::BAD_GATEWAY,
                     "provider-failure",
                     "Registration failed",
-                    &format!("The provider gives no token for this tenant: {}", failure.code()),
+                    &format!(
+                        "The provider gives no token for this tenant: {}",
+                        failure.code()
+                    ),
                 );
             }
             tenant

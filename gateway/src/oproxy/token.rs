@@ -134,7 +134,11 @@ pub fn parse(body: &[u8]) -> Result<TokenRequest, Refusal> {
     for (name, value, limit) in [
         ("app_name", &request.app_name, 200),
         ("registration_id", &request.registration_id, 64),
-        ("encrypted_token", &request.encrypted_token, crate::broker::sealing::MAX_WIRE_CHARS),
+        (
+            "encrypted_token",
+            &request.encrypted_token,
+            crate::broker::sealing::MAX_WIRE_CHARS,
+        ),
         ("scope", &request.scope, 4096),
     ] {
         if value.len() > limit {
@@ -154,7 +158,11 @@ pub fn parse(body: &[u8]) -> Result<TokenRequest, Refusal> {
 ///
 /// # Errors
 /// Every refusal above.
-pub async fn exchange(broker: &OProxy, request: &TokenRequest, now: i64) -> Result<Granted, Refusal> {
+pub async fn exchange(
+    broker: &OProxy,
+    request: &TokenRequest,
+    now: i64,
+) -> Result<Granted, Refusal> {
     let id = request.registration_id.as_str();
     let unknown = || {
         Refusal::new(
@@ -223,7 +231,11 @@ pub async fn exchange(broker: &OProxy, request: &TokenRequest, now: i64) -> Resu
     let first = broker
         .store
         .once()
-        .use_once(&marker, timestamp.saturating_add(window).saturating_add(1), now)
+        .use_once(
+            &marker,
+            timestamp.saturating_add(window).saturating_add(1),
+            now,
+        )
         .await
         .map_err(|_| unavailable("replay markers cannot be recorded"))?;
     if !first {
@@ -241,8 +253,8 @@ pub async fn exchange(broker: &OProxy, request: &TokenRequest, now: i64) -> Resu
     let grace = if matches_current {
         None
     } else {
-        Some(grace_successor(broker, &found.record, token, &presented, now).ok_or_else(
-            || {
+        Some(
+            grace_successor(broker, &found.record, token, &presented, now).ok_or_else(|| {
                 Refusal::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid_grant",
@@ -250,8 +262,8 @@ pub async fn exchange(broker: &OProxy, request: &TokenRequest, now: i64) -> Resu
                     "the Token in encrypted_token is not this registration's",
                 )
                 .attempt()
-            },
-        )?)
+            })?,
+        )
     };
     // In the grace path, the Token to use at the provider is the successor the previous
     // one unlocks (when there is one).
@@ -280,7 +292,15 @@ pub async fn exchange(broker: &OProxy, request: &TokenRequest, now: i64) -> Resu
             .filter(|fresh| *fresh != provider_token),
         AppGrant::ClientCredentials => None,
     };
-    record_use(broker, id, &provider_token, rotated.as_deref(), grace_used, now).await;
+    record_use(
+        broker,
+        id,
+        &provider_token,
+        rotated.as_deref(),
+        grace_used,
+        now,
+    )
+    .await;
     // In the grace path the integration gets back the Token it should now hold, rotated or
     // not: that is what it lost.
     let refresh_token = rotated.or_else(|| grace_used.then_some(provider_token));
@@ -307,7 +327,10 @@ fn split_plaintext(plaintext: &[u8]) -> Result<(i64, &str), Refusal> {
     let (timestamp, token) = text
         .split_once(':')
         .ok_or_else(|| malformed("the decrypted token is not <epoch seconds>:<Token>"))?;
-    if timestamp.is_empty() || timestamp.len() > 12 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+    if timestamp.is_empty()
+        || timestamp.len() > 12
+        || !timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(malformed(
             "the decrypted token's timestamp is not whole seconds since the epoch",
         ));
@@ -342,7 +365,11 @@ fn grace_successor(
         previous
             .successor
             .as_deref()
-            .and_then(|sealed| successor_key(broker, token).open(SUCCESSOR_PURPOSE, sealed).ok())
+            .and_then(|sealed| {
+                successor_key(broker, token)
+                    .open(SUCCESSOR_PURPOSE, sealed)
+                    .ok()
+            })
             .and_then(|bytes| String::from_utf8(bytes).ok()),
     )
 }

@@ -75,4 +75,3 @@ impl DocumentStore for MemoryDocuments {
             .is_some_and(|all| all.remove(key).is_some()))
     }
 }
-

@@ -15,6 +15,8 @@ mod framing;
 mod hmac;
 mod ip_identity;
 mod oauth;
+mod oauth_provider;
+mod oproxy;
 mod pan;
 mod quota;
 mod rate_limit;

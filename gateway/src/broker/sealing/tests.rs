@@ -9,7 +9,10 @@ use proptest::prelude::*;
 use super::*;
 
 fn vectors() -> Vec<serde_json::Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/oproxy/vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/oproxy/vectors.json"
+    );
     let text = std::fs::read_to_string(path).expect("vectors");
     let all: serde_json::Value = serde_json::from_str(&text).expect("json");
     all["cases"].as_array().expect("cases").clone()
@@ -72,7 +75,12 @@ fn what_we_seal_opens_by_the_vectors_procedure_and_matches_them_byte_for_byte() 
             .try_into()
             .expect("12 bytes");
         let sealed = seal_wire(&key, &nonce, text(case, "plaintext").as_bytes()).expect("seal");
-        assert_eq!(sealed, text(case, "encrypted_token"), "{}", text(case, "note"));
+        assert_eq!(
+            sealed,
+            text(case, "encrypted_token"),
+            "{}",
+            text(case, "note")
+        );
         let opened = reference_open(&text(case, "key_b64"), &sealed).expect("opens");
         assert_eq!(opened, text(case, "plaintext").as_bytes());
     }
@@ -89,8 +97,14 @@ fn wrong_key_lengths_and_oversize_input_are_refused() {
 fn sealed_at_rest_opens_only_for_its_purpose_and_key() {
     let key = SealKey::new(derive_key(b"master", "at-rest"));
     let sealed = key.seal("registration-key", b"value").expect("seal");
-    assert_eq!(key.open("registration-key", &sealed).expect("open"), b"value");
-    assert!(key.open("refresh-token", &sealed).is_err(), "purpose is bound");
+    assert_eq!(
+        key.open("registration-key", &sealed).expect("open"),
+        b"value"
+    );
+    assert!(
+        key.open("refresh-token", &sealed).is_err(),
+        "purpose is bound"
+    );
     let other = SealKey::new(derive_key(b"other", "at-rest"));
     assert!(other.open("registration-key", &sealed).is_err());
     assert_ne!(

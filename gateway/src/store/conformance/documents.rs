@@ -25,7 +25,10 @@ async fn versions_guard_every_write(store: &dyn DocumentStore) {
         Some(1)
     );
     assert_eq!(
-        store.put_document("reg", "a", 0, "again").await.expect("put"),
+        store
+            .put_document("reg", "a", 0, "again")
+            .await
+            .expect("put"),
         None,
         "a second create loses"
     );
@@ -34,11 +37,18 @@ async fn versions_guard_every_write(store: &dyn DocumentStore) {
         Some(2)
     );
     assert_eq!(
-        store.put_document("reg", "a", 1, "stale").await.expect("put"),
+        store
+            .put_document("reg", "a", 1, "stale")
+            .await
+            .expect("put"),
         None,
         "a writer that read version 1 is too late"
     );
-    let read = store.document("reg", "a").await.expect("read").expect("found");
+    let read = store
+        .document("reg", "a")
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!((read.version, read.body.as_str()), (2, "two"));
     assert!(store.delete_document("reg", "a").await.expect("delete"));
     assert!(!store.delete_document("reg", "a").await.expect("delete"));
@@ -67,7 +77,10 @@ async fn kinds_are_apart_and_listed_by_key(store: &dyn DocumentStore) {
 }
 
 async fn a_raced_replacement_has_one_winner(store: Arc<dyn DocumentStore>) {
-    store.put_document("reg", "r", 0, "start").await.expect("put");
+    store
+        .put_document("reg", "r", 0, "start")
+        .await
+        .expect("put");
     let racers: Vec<_> = (0..RACERS)
         .map(|n| {
             let store = store.clone();
@@ -86,7 +99,11 @@ async fn a_raced_replacement_has_one_winner(store: Arc<dyn DocumentStore>) {
         }
     }
     assert_eq!(winners, 1, "exactly one replacement of version 1 wins");
-    let read = store.document("reg", "r").await.expect("read").expect("found");
+    let read = store
+        .document("reg", "r")
+        .await
+        .expect("read")
+        .expect("found");
     assert_eq!(read.version, 2);
     assert!(read.body.starts_with("racer "));
 }

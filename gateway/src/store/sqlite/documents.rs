@@ -39,7 +39,10 @@ impl DocumentStore for SqliteStore {
                 "SELECT key, version, body FROM documents WHERE kind = ?1 ORDER BY key LIMIT ?2",
             )?;
             let rows = statement.query_map(
-                params![kind, i64::try_from(MAX_LISTED_DOCUMENTS).unwrap_or(i64::MAX)],
+                params![
+                    kind,
+                    i64::try_from(MAX_LISTED_DOCUMENTS).unwrap_or(i64::MAX)
+                ],
                 |row| {
                     Ok((
                         row.get::<_, String>(0)?,
