@@ -106,6 +106,18 @@ pub struct Exchange {
     awaited: Option<crate::Awaited>,
     /// Headers steps add to the response the client gets (the RateLimit fields).
     response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The `Authorization` a step chose for the upstream (a brokered provider token),
+    /// written on the head that goes upstream, after the caller's credentials were removed.
+    upstream_authorization: Option<RedactedHeader>,
+}
+
+/// A header value `Debug` never shows.
+struct RedactedHeader(http::HeaderValue);
+
+impl std::fmt::Debug for RedactedHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl Exchange {
@@ -124,6 +136,7 @@ impl Exchange {
             body_sha256: None,
             awaited: None,
             response_headers: Vec::new(),
+            upstream_authorization: None,
         }
     }
 
@@ -204,6 +217,17 @@ impl Exchange {
     #[must_use]
     pub fn response_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
         &self.response_headers
+    }
+
+    /// Sets the `Authorization` the upstream gets (kept out of variables, so no template,
+    /// log or trace can show it).
+    pub fn set_upstream_authorization(&mut self, value: http::HeaderValue) {
+        self.upstream_authorization = Some(RedactedHeader(value));
+    }
+
+    /// Takes the `Authorization` chosen for the upstream, once.
+    pub fn take_upstream_authorization(&mut self) -> Option<http::HeaderValue> {
+        self.upstream_authorization.take().map(|header| header.0)
     }
 
     /// Drops a result its step did not take, so it can never reach another step.

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::credentials::CredentialsSpec;
 pub use super::identity_api::IdentityApiSpec;
+pub use super::outbound_broker::OutboundBrokerSpec;
 pub use super::providers::{OProxySpec, ProviderSpec};
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::AssertionSpec;
@@ -100,6 +101,11 @@ pub struct ConfigSpec {
     /// served on the proxy listener. See docs/oauth-broker.md.
     #[serde(default)]
     pub oproxy: Lenient<Option<Spanned<OProxySpec>>>,
+    /// Provider sessions the gateway holds for the outbound proxy (handshakes at
+    /// `/broker/{provider}` on the admin listener), whose access tokens
+    /// `inject_oauth_token` sends upstream. See docs/oauth-broker.md.
+    #[serde(default)]
+    pub outbound_broker: Lenient<Option<Spanned<OutboundBrokerSpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,

@@ -17,6 +17,7 @@ mod ip_identity;
 mod oauth;
 mod oauth_provider;
 mod oproxy;
+mod outbound_broker;
 mod pan;
 mod quota;
 mod rate_limit;

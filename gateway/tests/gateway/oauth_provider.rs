@@ -39,6 +39,8 @@ pub struct ProviderState {
     refresh_tokens: Mutex<HashMap<String, String>>,
     /// Every access token issued.
     pub access_tokens: Mutex<Vec<String>>,
+    /// Every refresh token issued.
+    pub issued_refresh: Mutex<Vec<String>>,
     /// Refresh tokens rotated on each refresh (default on).
     pub keep_refresh_tokens: AtomicBool,
     /// Answer `invalid_grant` to every refresh.
@@ -59,6 +61,11 @@ impl ProviderState {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).expect("random");
         format!("{prefix}-{n}-{}", URL_SAFE_NO_PAD.encode(random))
+    }
+
+    /// The last access token issued.
+    pub fn last_access_token(&self) -> Option<String> {
+        self.access_tokens.lock().expect("lock").last().cloned()
     }
 
     /// A refresh token the provider considers live.
@@ -292,6 +299,11 @@ fn tokens(state: &ProviderState, refresh: Option<String>, scope: &str) -> Respon
         "scope": scope,
     });
     if let Some(refresh) = refresh {
+        state
+            .issued_refresh
+            .lock()
+            .expect("lock")
+            .push(refresh.clone());
         body["refresh_token"] = refresh.into();
     }
     respond(200, "application/json", body.to_string())
