@@ -116,10 +116,21 @@ impl OProxy {
     }
 }
 
-/// An id shown in logs: its first 8 characters.
+/// An id shown in logs: its first 8 characters, anything but letters, digits and `-`
+/// shown as `?` (the id comes from the request: no line breaks into the log).
 #[must_use]
 pub fn masked(id: &str) -> String {
-    let head: String = id.chars().take(8).collect();
+    let head: String = id
+        .chars()
+        .take(8)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
     format!("{head}…")
 }
 
@@ -176,5 +187,6 @@ mod tests {
             crate::broker::sealing::keyed_hash(&other_key, b"t")
         );
         assert_eq!(masked("2f1e0d3c-9b8a-4f6e"), "2f1e0d3c…");
+        assert_eq!(masked("a\nb\"c"), "a?b?c…");
     }
 }

@@ -166,20 +166,26 @@ pub async fn take_pending(store: &StateStore, state: &str) -> Result<Option<Pend
     Ok(serde_json::from_str(&document.body).ok())
 }
 
+/// The most registrations in progress at once: `/start` is open to anyone, so what it
+/// may leave in the store is bounded.
+pub const MAX_PENDING: usize = 1000;
+
 /// Deletes pending registrations that expired before `now` (their browsers never came
-/// back). Returns how many went.
+/// back). Returns how many are still in progress.
 ///
 /// # Errors
 /// The store failed.
-pub async fn purge_pending(store: &StateStore, now: i64) -> Result<u64, StoreError> {
+pub async fn purge_pending(store: &StateStore, now: i64) -> Result<usize, StoreError> {
     let documents = store.documents();
-    let mut gone = 0;
+    let mut live = 0;
     for (state, document) in documents.documents(PENDING).await? {
         let expired = serde_json::from_str::<Pending>(&document.body)
             .map_or(true, |pending| pending.expires_at < now);
-        if expired && documents.delete_document(PENDING, &state).await? {
-            gone += 1;
+        if expired {
+            documents.delete_document(PENDING, &state).await?;
+        } else {
+            live += 1;
         }
     }
-    Ok(gone)
+    Ok(live)
 }

@@ -76,6 +76,29 @@ pub async fn start(broker: &OProxy, app_name: &str, now: i64) -> Answer {
             "The gateway could not make a random value.",
         );
     };
+    // Browsers that never came back leave pending records behind: they go first, and a
+    // flood of starts is refused once too many are in progress.
+    match records::purge_pending(&broker.store, now).await {
+        Ok(live) if live < records::MAX_PENDING => {}
+        Ok(_) => {
+            log::warn!("oproxy: too many registrations in progress; a start was refused");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-registrations",
+                "Try again later",
+                "Too many registrations are in progress.",
+            );
+        }
+        Err(error) => {
+            log::warn!("oproxy: a registration could not be started: {error}");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store-unavailable",
+                "Try again",
+                "The gateway could not record the registration.",
+            );
+        }
+    }
     let verifier = if app.provider.pkce {
         random_text::<32>()
     } else {
@@ -96,8 +119,6 @@ pub async fn start(broker: &OProxy, app_name: &str, now: i64) -> Answer {
             "The gateway could not record the registration.",
         );
     }
-    // Best effort: browsers that never came back leave pending records behind.
-    let _ = records::purge_pending(&broker.store, now).await;
     let Some(location) = app.provider.authorization_url(
         &broker.callback_url,
         &state,
