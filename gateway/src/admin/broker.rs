@@ -10,7 +10,7 @@
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::answers::sized;
-use crate::broker::outbound::{OutboundBroker, SessionStatus};
+use crate::broker::outbound::{session_id, OutboundBroker, SessionStatus};
 use crate::state::GatewayState;
 use crate::store::now_secs;
 
@@ -84,9 +84,14 @@ pub async fn serve(
             "No session is configured for this provider.",
         );
     }
+    // `?session=KEY`: the session of one calling identity (`session_key`).
+    let session_key = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(name, _)| name == "session")
+        .map(|(_, value)| value.into_owned());
+    let session_key = session_key.as_deref();
     match (method, action) {
-        (&Method::GET, None) => status_page(&broker, provider).await,
-        (&Method::POST, Some("connect")) => connect(&broker, provider, headers).await,
+        (&Method::GET, None) => status_page(&broker, provider, session_key).await,
+        (&Method::POST, Some("connect")) => connect(&broker, provider, session_key, headers).await,
         _ => message(
             StatusCode::METHOD_NOT_ALLOWED,
             "This page does not take that method.",
@@ -94,9 +99,14 @@ pub async fn serve(
     }
 }
 
-async fn status_page(broker: &OutboundBroker, provider: &str) -> Response<Vec<u8>> {
+async fn status_page(
+    broker: &OutboundBroker,
+    provider: &str,
+    session_key: Option<&str>,
+) -> Response<Vec<u8>> {
     let now = now_secs();
-    let rows = match broker.session(provider).await {
+    let id = session_id(provider, session_key);
+    let rows = match broker.session(&id).await {
         Ok(Some((_, session))) => {
             let status = match session.status {
                 SessionStatus::Connected if session.access_expires_at > now => "connected",
@@ -136,11 +146,14 @@ async fn status_page(broker: &OutboundBroker, provider: &str) -> Response<Vec<u8
     };
     page(
         StatusCode::OK,
-        &format!("Provider session: {provider}"),
+        &format!("Provider session: {id}"),
         &format!(
-            "{rows}<form method=\"post\" action=\"/broker/{p}/connect\"><button id=\"connect\" type=\"submit\">Connect / Reset handshake</button></form>\
+            "{rows}<form method=\"post\" action=\"/broker/{p}/connect{q}\"><button id=\"connect\" type=\"submit\">Connect / Reset handshake</button></form>\
              <p>The callback to register at the provider: <code>{cb}</code></p>",
             p = escape(provider),
+            q = escape(&session_key.map_or_else(String::new, |key| {
+                format!("?session={}", form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>())
+            })),
             cb = escape(&broker.callback_url),
         ),
     )
@@ -149,6 +162,7 @@ async fn status_page(broker: &OutboundBroker, provider: &str) -> Response<Vec<u8
 async fn connect(
     broker: &OutboundBroker,
     provider: &str,
+    session_key: Option<&str>,
     headers: &HeaderMap,
 ) -> Response<Vec<u8>> {
     // A cross-site form cannot start a handshake in the administrator's name.
@@ -162,7 +176,7 @@ async fn connect(
             "Start the handshake from this gateway's own page.",
         );
     }
-    match broker.start_handshake(provider).await {
+    match broker.start_handshake(provider, session_key).await {
         Ok((location, browser)) => {
             let mut response = redirect(&location);
             let secure = if broker.secure_cookie { "; Secure" } else { "" };
@@ -208,7 +222,11 @@ async fn callback(broker: &OutboundBroker, query: &str, headers: &HeaderMap) -> 
         .complete_handshake(&state, code.as_deref(), error.as_deref(), cookie.as_deref())
         .await
     {
-        Ok(provider) => redirect(&format!("/broker/{provider}")),
+        Ok((provider, None)) => redirect(&format!("/broker/{provider}")),
+        Ok((provider, Some(key))) => redirect(&format!(
+            "/broker/{provider}?session={}",
+            form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+        )),
         Err(why) => message(
             StatusCode::BAD_REQUEST,
             &format!("The handshake failed: {why}"),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, StatusCode};
+use portcullis_assertions::template::Template;
 use portcullis_assertions::{
     Assertion, AwaitedWork, Exchange, Phases, Rejection, Request, RequestHead, Verdict,
 };
@@ -19,6 +20,8 @@ use super::outbound::{BrokerError, OutboundBroker};
 pub struct InjectOAuthToken {
     pub broker: Arc<OutboundBroker>,
     pub provider: String,
+    /// One session per calling identity: the key, e.g. `${client.id}`.
+    pub session_key: Option<Template>,
 }
 
 /// What the awaited work hands to the step.
@@ -38,11 +41,15 @@ impl Assertion for InjectOAuthToken {
         }
     }
 
-    fn awaits(&self, _req: &Request<'_>, _x: &mut Exchange) -> Option<AwaitedWork> {
+    fn awaits(&self, req: &Request<'_>, x: &mut Exchange) -> Option<AwaitedWork> {
         let broker = self.broker.clone();
         let provider = self.provider.clone();
+        let session_key = self
+            .session_key
+            .as_ref()
+            .map(|template| template.render(&*req.head, x));
         Some(Box::pin(async move {
-            let fetched: Fetched = broker.access_token(&provider).await;
+            let fetched: Fetched = broker.access_token(&provider, session_key.as_deref()).await;
             Box::new(fetched) as portcullis_assertions::Awaited
         }))
     }

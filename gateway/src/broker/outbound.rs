@@ -93,6 +93,9 @@ pub enum BrokerError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Handshake {
     provider: String,
+    /// The session key, for a provider with one session per calling identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     verifier: Option<String>,
     browser: String,
@@ -142,6 +145,21 @@ impl std::fmt::Debug for OutboundBroker {
             .field("callback_url", &self.callback_url)
             .finish_non_exhaustive()
     }
+}
+
+/// The store key of a session: the provider's name, or `{provider}/{session key}`.
+#[must_use]
+pub fn session_id(provider: &str, session_key: Option<&str>) -> String {
+    match session_key {
+        Some(key) => format!("{provider}/{key}"),
+        None => provider.to_owned(),
+    }
+}
+
+/// A session key as a template rendered it: 1 to 128 characters, no control character.
+#[must_use]
+pub fn valid_session_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 128 && !key.chars().any(char::is_control)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -214,11 +232,21 @@ impl OutboundBroker {
     ///
     /// # Errors
     /// No valid session, or neither the store nor the provider answers.
-    pub async fn access_token(&self, provider: &str) -> Result<Arc<str>, BrokerError> {
+    pub async fn access_token(
+        &self,
+        provider: &str,
+        session_key: Option<&str>,
+    ) -> Result<Arc<str>, BrokerError> {
         if self.dry_run {
             return Err(BrokerError::Unavailable("a dry run contacts no provider"));
         }
-        let slot = self.slot(provider);
+        if session_key.is_some_and(|key| !valid_session_key(key)) {
+            return Err(BrokerError::SessionInvalid(
+                "the session key is empty or malformed",
+            ));
+        }
+        let id = session_id(provider, session_key);
+        let slot = self.slot(&id);
         if let Some(token) = self.cached(&slot, now_secs()) {
             return Ok(token);
         }
@@ -226,7 +254,7 @@ impl OutboundBroker {
         if let Some(token) = self.cached(&slot, now_secs()) {
             return Ok(token);
         }
-        let (token, expires_at) = self.fetch(provider).await?;
+        let (token, expires_at) = self.fetch(provider, &id).await?;
         lock(&slot.cached).token = Some((token.clone(), expires_at));
         Ok(token)
     }
@@ -242,7 +270,7 @@ impl OutboundBroker {
         lock(&self.slot(provider).cached).token = None;
     }
 
-    async fn fetch(&self, provider_name: &str) -> Result<(Arc<str>, i64), BrokerError> {
+    async fn fetch(&self, provider_name: &str, id: &str) -> Result<(Arc<str>, i64), BrokerError> {
         let Some((provider, grant)) = self.providers.get(provider_name).cloned() else {
             return Err(BrokerError::SessionInvalid("no such provider"));
         };
@@ -250,7 +278,7 @@ impl OutboundBroker {
         let started = std::time::Instant::now();
         loop {
             let now = now_secs();
-            let found = self.session(provider_name).await.map_err(store_down)?;
+            let found = self.session(id).await.map_err(store_down)?;
             let (version, session) = match found {
                 Some(found) => found,
                 None if grant == SessionGrant::ClientCredentials => (0, blank_session(now)),
@@ -267,7 +295,7 @@ impl OutboundBroker {
                     return Ok((token.clone(), session.access_expires_at));
                 }
             }
-            let claim = format!("broker-refresh:{provider_name}:{version}");
+            let claim = format!("broker-refresh:{id}:{version}");
             let claimed = self
                 .store
                 .once()
@@ -276,7 +304,7 @@ impl OutboundBroker {
                 .map_err(store_down)?;
             if claimed {
                 return self
-                    .refresh(provider_name, &provider, grant, version, session, now)
+                    .refresh(id, &provider, grant, version, session, now)
                     .await;
             }
             // Another gateway refreshes this version: its token is ours once written. The
@@ -420,7 +448,11 @@ impl OutboundBroker {
     pub async fn start_handshake(
         &self,
         provider_name: &str,
+        session_key: Option<&str>,
     ) -> Result<(String, String), &'static str> {
+        if session_key.is_some_and(|key| !valid_session_key(key)) {
+            return Err("the session key is empty or malformed");
+        }
         let (provider, _) = self
             .providers
             .get(provider_name)
@@ -435,6 +467,7 @@ impl OutboundBroker {
         let verifier = if provider.pkce { Some(random()?) } else { None };
         let handshake = Handshake {
             provider: provider_name.to_owned(),
+            session_key: session_key.map(str::to_owned),
             verifier: verifier.clone(),
             browser: hex::encode(Sha256::digest(browser.as_bytes())),
             expires_at: now_secs() + HANDSHAKE_SECS,
@@ -459,7 +492,7 @@ impl OutboundBroker {
     }
 
     /// Completes a handshake: the state taken once, the browser checked, the code
-    /// exchanged, the session stored. Returns the provider's name.
+    /// exchanged, the session stored. Returns the provider's name and the session key.
     ///
     /// # Errors
     /// What went wrong, for the administrator.
@@ -469,7 +502,7 @@ impl OutboundBroker {
         code: Option<&str>,
         provider_error: Option<&str>,
         browser_cookie: Option<&str>,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Option<String>), String> {
         let documents = self.store.documents();
         let taken = match documents.document(HANDSHAKES, state).await {
             Ok(Some(document))
@@ -535,23 +568,21 @@ impl OutboundBroker {
             }),
             refreshes: 0,
         };
+        let id = session_id(&handshake.provider, handshake.session_key.as_deref());
         for _ in 0..3 {
             let version = self
-                .session(&handshake.provider)
+                .session(&id)
                 .await
                 .map_err(|e| e.to_string())?
                 .map_or(0, |(version, _)| version);
             if self
-                .write(&handshake.provider, version, &session)
+                .write(&id, version, &session)
                 .await
                 .map_err(|e| e.to_string())?
             {
-                self.forget(&handshake.provider);
-                log::info!(
-                    "broker: provider {}: handshake completed",
-                    handshake.provider
-                );
-                return Ok(handshake.provider);
+                self.forget(&id);
+                log::info!("broker: session {id}: handshake completed");
+                return Ok((handshake.provider, handshake.session_key));
             }
         }
         Err("the session could not be stored".to_owned())

@@ -17,6 +17,8 @@ use super::common::{demo_admin_token, problem_code, Backend, TestGateway, ADMIN_
 use super::oauth_provider::{OAuthProvider, CLIENT_SECRET};
 
 const GOLD: &str = "a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873";
+/// SHA-256 of "silver-key".
+const SILVER: &str = "c29da44495d672e10d7817d1b0b33e52b7278e18607091121cb215d0cc4060ec";
 
 fn browser() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -107,9 +109,20 @@ fn handshake(gw: &TestGateway, provider: &OAuthProvider) {
 }
 
 fn handshake_with(gw: &TestGateway, provider: &OAuthProvider, admin_token: &str) {
+    handshake_session(gw, provider, admin_token, None);
+}
+
+/// The handshake for one session (`None`: the provider's one session).
+fn handshake_session(
+    gw: &TestGateway,
+    provider: &OAuthProvider,
+    admin_token: &str,
+    session: Option<&str>,
+) {
+    let query = session.map_or_else(String::new, |key| format!("?session={key}"));
     let browser = browser();
     let connect = browser
-        .post(gw.admin_url("/broker/crm/connect"))
+        .post(gw.admin_url(&format!("/broker/crm/connect{query}")))
         .basic_auth("admin", Some(admin_token))
         .send()
         .expect("connect");
@@ -166,7 +179,10 @@ fn handshake_with(gw: &TestGateway, provider: &OAuthProvider, admin_token: &str)
         .send()
         .expect("callback");
     assert_eq!(landed.status().as_u16(), 303, "{:?}", landed.text());
-    assert_eq!(landed.headers()["location"], "/broker/crm");
+    assert_eq!(
+        landed.headers()["location"].to_str().expect("location"),
+        format!("/broker/crm{query}")
+    );
     let replayed = browser
         .get(&back)
         .basic_auth("admin", Some(admin_token))
@@ -452,4 +468,58 @@ fn two_gateways_on_one_store_refresh_once() {
         refreshes + 1,
         "one refresh across both gateways"
     );
+}
+
+/// `session_key: "${client.id}"`: one session per calling identity, each with its own
+/// handshake; a caller whose session was never connected is refused.
+#[test]
+fn one_session_per_calling_identity() {
+    let provider = OAuthProvider::start();
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let text = policy(&provider, dir.path());
+    let text = text.replace(
+        &format!("          keys: [{{client: gold, sha256: {GOLD}}}]\n      - inject_oauth_token: {{provider: crm}}"),
+        &format!("          keys: [{{client: gold, sha256: {GOLD}}}, {{client: silver, sha256: {SILVER}}}]\n      - inject_oauth_token: {{provider: crm, session_key: \"${{client.id}}\"}}"),
+    );
+    assert!(text.contains("session_key"), "{text}");
+    let gw = TestGateway::start(&text, &backend.url());
+    handshake_session(&gw, &provider, ADMIN_TOKEN, Some("gold"));
+    let gold_token = provider.state.last_access_token().expect("issued");
+    assert_eq!(call(&gw, "/crm/accounts").status().as_u16(), 200);
+    assert_eq!(
+        backend.seen().last().expect("seen").headers["authorization"],
+        format!("Bearer {gold_token}").as_str()
+    );
+    let silver = browser()
+        .get(gw.url("/crm/accounts"))
+        .header("x-api-key", "silver-key")
+        .send()
+        .expect("call");
+    let (status, code, _) = problem_code(silver);
+    assert_eq!((status, code.as_str()), (503, "broker-session-invalid"));
+    handshake_session(&gw, &provider, ADMIN_TOKEN, Some("silver"));
+    let silver_token = provider.state.last_access_token().expect("issued");
+    assert_ne!(silver_token, gold_token);
+    let silver = browser()
+        .get(gw.url("/crm/accounts"))
+        .header("x-api-key", "silver-key")
+        .send()
+        .expect("call");
+    assert_eq!(silver.status().as_u16(), 200);
+    assert_eq!(
+        backend.seen().last().expect("seen").headers["authorization"],
+        format!("Bearer {silver_token}").as_str()
+    );
+    assert!(admin_page_session(&gw, "gold").contains("<td id=\"state\">connected</td>"));
+}
+
+fn admin_page_session(gw: &TestGateway, session: &str) -> String {
+    browser()
+        .get(gw.admin_url(&format!("/broker/crm?session={session}")))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .send()
+        .expect("page")
+        .text()
+        .expect("html")
 }

@@ -1,6 +1,7 @@
 //! `inject_oauth_token`: the upstream gets `Authorization: Bearer <access token>` of a
 //! provider session the gateway holds (`outbound_broker:`).
 
+use portcullis_assertions::template::Template;
 use portcullis_assertions::Assertion;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,11 @@ use crate::config::yaml::Spanned;
 pub struct InjectOAuthTokenSpec {
     /// The provider (a session under `outbound_broker.sessions`).
     pub provider: Spanned<String>,
+    /// One session per calling identity: a template naming whose session it is, e.g.
+    /// `${client.id}`. Each key needs its own handshake (`/broker/{provider}?session=KEY`).
+    /// Default: one session for every caller.
+    #[serde(default)]
+    pub session_key: Option<Spanned<String>>,
 }
 
 impl CompileStep for InjectOAuthTokenSpec {
@@ -43,9 +49,20 @@ impl CompileStep for InjectOAuthTokenSpec {
             );
             return None;
         }
+        let session_key = match &self.session_key {
+            None => None,
+            Some(text) => match Template::parse(&text.value, &context.registry) {
+                Ok(template) => Some(template),
+                Err(error) => {
+                    context.err(text.loc, &site.option_path("session_key"), error.0);
+                    return None;
+                }
+            },
+        };
         Some(Box::new(InjectOAuthToken {
             broker,
             provider: self.provider.value.clone(),
+            session_key,
         }))
     }
 }
