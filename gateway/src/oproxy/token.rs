@@ -460,3 +460,95 @@ async fn record_use(
         masked(id)
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+
+    use super::*;
+
+    /// Of the vectors that decrypt, the service takes the three well-formed ones and
+    /// refuses the empty Token and the timestamp that is not a number (`400`).
+    #[test]
+    fn the_vectors_plaintexts_are_taken_or_refused_as_the_service_must() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/oproxy/vectors.json"
+        );
+        let all: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("vectors")).expect("json");
+        let mut outcomes = Vec::new();
+        for case in all["cases"].as_array().expect("cases") {
+            if case["expect"] != "decrypts" {
+                continue;
+            }
+            let key = STANDARD
+                .decode(case["key_b64"].as_str().expect("key"))
+                .expect("b64");
+            let opened = open_wire(&key, case["encrypted_token"].as_str().expect("token"))
+                .expect("decrypts");
+            outcomes.push(
+                split_plaintext(&opened.plaintext)
+                    .map(|(timestamp, token)| (timestamp, token.to_owned()))
+                    .map_err(|refusal| refusal.status.as_u16()),
+            );
+        }
+        assert_eq!(
+            outcomes,
+            [
+                Ok((
+                    1_764_633_600,
+                    "0.AXoAexampleRefreshToken-abc_123".to_owned()
+                )),
+                Ok((
+                    1_764_633_600,
+                    "7a2c8b1e-4d3f-4b2a-9c1d-0e5f6a7b8c9d".to_owned()
+                )),
+                Ok((1_764_633_600, "token:with:colons".to_owned())),
+                Err(400),
+                Err(400),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_plaintexts_are_refused() {
+        for bad in [
+            &b"no-separator"[..],
+            b":token",
+            b"-5:token",
+            b"12x:token",
+            b"1234567890123:t",
+            b"\xff:t",
+        ] {
+            assert!(split_plaintext(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_are_bounded_and_typed() {
+        assert!(parse(
+            br#"{"app_name":"a","registration_id":"r","encrypted_token":"e","scope":""}"#
+        )
+        .is_ok());
+        assert!(
+            parse(br#"{"app_name":"a","registration_id":"r","encrypted_token":"e"}"#).is_err(),
+            "scope is required"
+        );
+        assert!(parse(
+            br#"{"app_name":"","registration_id":"r","encrypted_token":"e","scope":"s"}"#
+        )
+        .is_err());
+        let long_id = format!(
+            r#"{{"app_name":"a","registration_id":"{}","encrypted_token":"e","scope":"s"}}"#,
+            "r".repeat(65)
+        );
+        assert!(parse(long_id.as_bytes()).is_err());
+        let error = parse(b"not json").expect_err("refused");
+        assert_eq!(
+            (error.status.as_u16(), error.error.as_str()),
+            (400, "invalid_request")
+        );
+    }
+}
