@@ -29,11 +29,10 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Vec<u8>> {
     let mut response = sized(status, "text/html; charset=utf-8", html.into_bytes());
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No `form-action`: it would also block the Connect form's redirect to the provider.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static("default-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
     );
     headers.insert(
         header::REFERRER_POLICY,

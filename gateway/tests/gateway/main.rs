@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod assertions;
 mod bodies;
+mod browser;
 mod brute_force;
 mod credentials;
 mod fleet;

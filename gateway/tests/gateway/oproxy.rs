@@ -27,7 +27,7 @@ fn browser() -> reqwest::blocking::Client {
         .expect("client")
 }
 
-fn policy(provider: &OAuthProvider, dir: &Path, rotation_grace: &str) -> String {
+pub(super) fn policy(provider: &OAuthProvider, dir: &Path, rotation_grace: &str) -> String {
     std::fs::write(dir.join("provider-secret"), CLIENT_SECRET).expect("secret");
     std::fs::write(dir.join("oproxy-key"), KEY_SECRET).expect("secret");
     let lines = [
@@ -179,12 +179,12 @@ fn settings_from_json(response: reqwest::blocking::Response) -> Settings {
     }
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     portcullis::store::now_secs()
 }
 
 /// `encrypted_token` as integrations make it.
-fn encrypt(key: &[u8], timestamp: i64, token: &str) -> String {
+pub(super) fn encrypt(key: &[u8], timestamp: i64, token: &str) -> String {
     seal_wire(
         key,
         &random_nonce().expect("nonce"),
@@ -193,7 +193,7 @@ fn encrypt(key: &[u8], timestamp: i64, token: &str) -> String {
     .expect("seal")
 }
 
-fn token_request(
+pub(super) fn token_request(
     gw: &TestGateway,
     app: &str,
     id: &str,

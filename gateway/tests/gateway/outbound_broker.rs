@@ -28,7 +28,7 @@ fn browser() -> reqwest::blocking::Client {
         .expect("client")
 }
 
-fn policy(provider: &OAuthProvider, dir: &Path) -> String {
+pub(super) fn policy(provider: &OAuthProvider, dir: &Path) -> String {
     std::fs::write(dir.join("provider-secret"), CLIENT_SECRET).expect("secret");
     std::fs::write(
         dir.join("broker-key"),
@@ -192,7 +192,7 @@ fn handshake_session(
     assert_eq!(replayed.status().as_u16(), 400, "a state is used once");
 }
 
-fn call(gw: &TestGateway, path: &str) -> reqwest::blocking::Response {
+pub(super) fn call(gw: &TestGateway, path: &str) -> reqwest::blocking::Response {
     browser()
         .get(gw.url(path))
         .header("x-api-key", "demo-key-123")
