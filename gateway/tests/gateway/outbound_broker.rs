@@ -431,15 +431,21 @@ fn the_shipped_policy_connects_and_injects() {
     assert_eq!(status, 401, "callers still need their API key");
 }
 
-/// Two gateways sharing one state store (one SQLite file here; Redis for a fleet goes
-/// through the same one-time claim): 20 requests at expiry, half to each, one refresh.
-#[test]
-fn two_gateways_on_one_store_refresh_once() {
+/// Two gateways sharing one state store: 20 requests at expiry, half to each, cause one
+/// refresh at the provider (the refresh of a session version is claimed once in the store).
+fn two_gateways_refresh_once(state: Option<&str>) {
     let provider = OAuthProvider::start();
     provider.state.expires_in.store(4, Ordering::Relaxed);
     let backend = Backend::start();
     let dir = tempfile::tempdir().expect("dir");
-    let text = policy(&provider, dir.path());
+    // `None`: the policy's SQLite file; else a Redis URL.
+    let text = match state {
+        None => policy(&provider, dir.path()),
+        Some(url) => policy(&provider, dir.path()).replace(
+            &format!("state: sqlite://{}/broker.db", dir.path().display()),
+            &format!("state: {url}\nredis: {{timeout: 2s}}"),
+        ),
+    };
     let first = Arc::new(TestGateway::start(&text, &backend.url()));
     let second = Arc::new(TestGateway::start(&text, &backend.url()));
     handshake(&first, &provider);
@@ -468,6 +474,17 @@ fn two_gateways_on_one_store_refresh_once() {
         refreshes + 1,
         "one refresh across both gateways"
     );
+}
+
+#[test]
+fn two_gateways_on_one_sqlite_file_refresh_once() {
+    two_gateways_refresh_once(None);
+}
+
+#[test]
+fn a_fleet_on_redis_refreshes_once() {
+    let redis = portcullis::redis::test_servers::RedisServer::start();
+    two_gateways_refresh_once(Some(&redis.url()));
 }
 
 /// `session_key: "${client.id}"`: one session per calling identity, each with its own
