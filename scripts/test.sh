@@ -2,7 +2,8 @@
 # Runs every test of the workspace. On a fresh Debian/Ubuntu machine it first installs what
 # the build needs (cmake: Pingora builds zlib-ng with it). Tests start their own servers on
 # ephemeral 127.0.0.1 ports; nothing else needs to be running. xmlsec1 is installed too and
-# PORTCULLIS_XMLSEC1=1 set, so the SAML interop test runs xmlsec1 --verify on our signatures.
+# PORTCULLIS_XMLSEC1=1 set, so the SAML interop test runs xmlsec1 --verify on our signatures;
+# chromium and chromium-driver too, with PORTCULLIS_CHROMIUM=1, for the brokers' browser flows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,11 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || missing+=(redis-server)
 # The SAML interop test has xmlsec1 (libxmlsec1) verify the assertions our signer makes.
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+# The OAuth brokers' browser flows are driven in headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   install_packages "${missing[@]}"
 fi
 
-PORTCULLIS_XMLSEC1=1 cargo test --workspace --all-targets "$@"
+PORTCULLIS_XMLSEC1=1 PORTCULLIS_CHROMIUM=1 cargo test --workspace --all-targets "$@"

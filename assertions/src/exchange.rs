@@ -114,6 +114,18 @@ pub struct Exchange {
     /// What each shadowed step would have done (see [`crate::shadow`]); empty (and not
     /// allocated) when the service shadows nothing.
     shadow: Vec<crate::shadow::record::ShadowRecord>,
+    /// The `Authorization` a step chose for the upstream (a brokered provider token),
+    /// written on the head that goes upstream, after the caller's credentials were removed.
+    upstream_authorization: Option<RedactedHeader>,
+}
+
+/// A header value `Debug` never shows.
+struct RedactedHeader(http::HeaderValue);
+
+impl std::fmt::Debug for RedactedHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 impl Exchange {
@@ -134,6 +146,7 @@ impl Exchange {
             awaited: None,
             response_headers: Vec::new(),
             shadow: Vec::new(),
+            upstream_authorization: None,
         }
     }
 
@@ -168,16 +181,22 @@ impl Exchange {
             denied_by: self.denied_by,
             denied_step: self.denied_step,
             response_headers: self.response_headers.len(),
+            upstream_authorization: self
+                .upstream_authorization
+                .as_ref()
+                .map(|header| header.0.clone()),
         }
     }
 
     /// Undoes what a shadowed step did to the exchange since `snapshot`: variables it set
-    /// (`${client.id}`), the refusal it noted, headers it asked to add to the response.
+    /// (`${client.id}`), the refusal it noted, headers it asked to add to the response, the
+    /// provider token it chose for the upstream.
     pub(crate) fn restore(&mut self, snapshot: ExchangeSnapshot) {
         self.vars = snapshot.vars;
         self.denied_by = snapshot.denied_by;
         self.denied_step = snapshot.denied_step;
         self.response_headers.truncate(snapshot.response_headers);
+        self.upstream_authorization = snapshot.upstream_authorization.map(RedactedHeader);
     }
 
     /// Keep a trace of every step (for `eval`).
@@ -268,6 +287,17 @@ impl Exchange {
         &self.response_headers
     }
 
+    /// Sets the `Authorization` the upstream gets (kept out of variables, so no template,
+    /// log or trace can show it).
+    pub fn set_upstream_authorization(&mut self, value: http::HeaderValue) {
+        self.upstream_authorization = Some(RedactedHeader(value));
+    }
+
+    /// Takes the `Authorization` chosen for the upstream, once.
+    pub fn take_upstream_authorization(&mut self) -> Option<http::HeaderValue> {
+        self.upstream_authorization.take().map(|header| header.0)
+    }
+
     /// Drops a result its step did not take, so it can never reach another step.
     pub fn discard_awaited(&mut self) {
         self.awaited = None;
@@ -320,6 +350,7 @@ pub(crate) struct ExchangeSnapshot {
     denied_by: Option<&'static str>,
     denied_step: Option<usize>,
     response_headers: usize,
+    upstream_authorization: Option<http::HeaderValue>,
 }
 
 impl Default for Exchange {

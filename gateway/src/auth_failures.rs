@@ -57,6 +57,8 @@ pub enum Surface {
     /// The userauth API's HTTP Basic users and admin token (`/api/oper/userauth`); the id
     /// is the user name.
     Userauth,
+    /// The OProxy broker's token endpoint; the id is the registration id.
+    OProxy,
 }
 
 impl Surface {
@@ -66,6 +68,7 @@ impl Surface {
             Surface::Admin => "admin",
             Surface::SamlIssuer => "saml",
             Surface::Userauth => "userauth",
+            Surface::OProxy => "oproxy",
         }
     }
 }

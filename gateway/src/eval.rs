@@ -98,6 +98,13 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
             );
             return (out, true);
         }
+        Ok(Admitted::OProxy(_)) => {
+            let _ = writeln!(
+                out,
+                "verdict: ANSWERED by the OProxy broker (no service pipeline runs)"
+            );
+            return (out, true);
+        }
         Err(rejection) => {
             print_refusal(&mut out, &rejection, None);
             return (out, false);

@@ -231,6 +231,10 @@ pub struct Runtime {
     pub saml_issuer: Option<Arc<crate::saml_issuer::SamlIssuer>>,
     /// The userauth API (`identity_api:`), when the policy has one.
     pub identity_api: Option<Arc<crate::identity::api::IdentityApi>>,
+    /// The OProxy-compatible token broker (`oproxy:`), when the policy has one.
+    pub oproxy: Option<Arc<crate::oproxy::OProxy>>,
+    /// The outbound proxy's OAuth broker (`outbound_broker:`), when the policy has one.
+    pub outbound_broker: Option<Arc<crate::broker::outbound::OutboundBroker>>,
     /// The state store (opened once, kept across reloads).
     pub store: crate::store::StateStore,
     /// The state store the policy names (`None` when it keeps no state); on a dry run the

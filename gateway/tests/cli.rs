@@ -459,6 +459,11 @@ fn schema_describes_the_policy_language() {
         "identity_api",
         "allow_from",
         "writers",
+        "providers",
+        "oproxy",
+        "rotation_grace",
+        "outbound_broker",
+        "inject_oauth_token",
     ] {
         assert!(text.contains(&format!("\"{name}\"")), "schema lacks {name}");
     }
@@ -1516,4 +1521,75 @@ fn check_refuses_a_path_variable_the_route_does_not_set() {
         "{stderr}"
     );
     assert!(stderr.trim_end().ends_with("1 error(s)"), "{stderr}");
+}
+
+/// The broker sections' mistakes are each reported at their `file:line`, all at once:
+/// `private_key_jwt` (not supported: refused, never skipped), a short key secret, an
+/// unknown provider, a provider without an authorization URL where a browser must go, and
+/// `inject_oauth_token` naming a provider the outbound broker holds no session with.
+#[test]
+fn check_reports_broker_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write(
+        dir.path(),
+        "p.yaml",
+        "secrets:
+  short: {env: PORTCULLIS_TEST_SHORT}
+  long: {env: PORTCULLIS_TEST_LONG}
+providers:
+  jwt:
+    authorize_url: https://idp.example/authorize
+    token_url: https://idp.example/token
+    client_id: c
+    client_secret: long
+    token_auth: private_key_jwt
+  machine:
+    token_url: https://idp.example/token
+    client_id: c
+    client_secret: long
+oproxy:
+  public_url: https://gw.example
+  key_secret: short
+  apps:
+    mail:
+      provider: jwtt
+    daemon:
+      provider: machine
+outbound_broker:
+  public_url: https://gw-admin.example
+  key_secret: long
+  sessions:
+    machine: client_credentials
+services:
+  - name: s
+    upstream: http://127.0.0.1:1
+    request:
+      - inject_oauth_token: {provider: jwt}
+",
+    );
+    let out = bin()
+        .env("PORTCULLIS_TEST_SHORT", "too-short")
+        .env(
+            "PORTCULLIS_TEST_LONG",
+            "a-key-secret-long-enough-0123456789abcdef",
+        )
+        .args(["check", "-c", policy.to_str().expect("utf8")])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let p = policy.display();
+    for (line, expected) in [
+        (10, "private_key_jwt is not supported yet"),
+        (17, "the key secret must be at least 32 characters"),
+        (20, "unknown provider \"jwtt\"; did you mean \"jwt\"?"),
+        (22, "provider \"machine\" has no authorize_url"),
+        (32, "no session with provider \"jwt\""),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("{p}:{line}:")) && l.contains(expected)),
+            "lacks {expected} at line {line}:\n{err}"
+        );
+    }
 }

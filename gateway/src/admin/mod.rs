@@ -16,6 +16,8 @@ use crate::state::GatewayState;
 pub use answers::{json, problem, refusal, sized};
 
 mod answers;
+mod broker;
+mod oproxy;
 mod quotas;
 mod tokens;
 pub mod userauth;
@@ -26,6 +28,29 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 /// The admin application.
 pub struct AdminApp {
     pub state: Arc<GatewayState>,
+}
+
+/// True when `presented` is HTTP Basic with the admin token as password (any user name):
+/// how a browser presents it on the broker's pages.
+#[must_use]
+pub fn basic_token_matches(presented: Option<&[u8]>, token: &str) -> bool {
+    use base64::Engine as _;
+    let Some(encoded) = presented.and_then(|value| {
+        value
+            .strip_prefix(b"Basic ")
+            .or_else(|| value.strip_prefix(b"basic "))
+    }) else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim_ascii()) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let a = Sha256::digest(&decoded[colon + 1..]);
+    let b = Sha256::digest(token.as_bytes());
+    a.ct_eq(&b).into()
 }
 
 /// True when `presented` is `Bearer <token>` for the configured token.
@@ -55,6 +80,9 @@ impl AdminApp {
             return resp;
         }
         if let Some(resp) = tokens::route(&self.state, method, path, query, body).await {
+            return resp;
+        }
+        if let Some(resp) = oproxy::route(&self.state, method, path).await {
             return resp;
         }
         match (method, path) {
@@ -203,7 +231,10 @@ impl ServeHttp for AdminApp {
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
             return resp;
         }
-        if !token_matches(presented.as_deref(), token.expose()) {
+        let browser_page = path.starts_with("/broker/");
+        let authenticated = token_matches(presented.as_deref(), token.expose())
+            || (browser_page && basic_token_matches(presented.as_deref(), token.expose()));
+        if !authenticated {
             gate.failed(None);
             let mut resp = problem(
                 StatusCode::UNAUTHORIZED,
@@ -212,7 +243,11 @@ impl ServeHttp for AdminApp {
             );
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+                header::HeaderValue::from_static(if browser_page {
+                    "Basic realm=\"portcullis-admin\""
+                } else {
+                    "Bearer realm=\"portcullis-admin\""
+                }),
             );
             return resp;
         }
@@ -227,6 +262,10 @@ impl ServeHttp for AdminApp {
                 );
             }
             body.extend_from_slice(&chunk);
+        }
+        if browser_page {
+            let headers = session.req_header().headers.clone();
+            return broker::serve(&self.state, &method, &path, query.as_deref(), &headers).await;
         }
         self.route(&method, &path, query.as_deref(), &body).await
     }

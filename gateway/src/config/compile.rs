@@ -147,6 +147,7 @@ pub(crate) fn compile(
         state_store: None,
         quotas: Vec::new(),
         shadow: super::context::ShadowScope::default(),
+        outbound_broker: None,
     };
     let settings = compile_settings(&main.spec, &mut context);
     let client_limits = compile_client_limits(&main.spec, &mut context);
@@ -157,6 +158,8 @@ pub(crate) fn compile(
     // mistake show.
     let keeps_state = main.spec.token_service.present().is_some()
         || main.spec.identity_api.present().is_some()
+        || main.spec.oproxy.present().is_some()
+        || main.spec.outbound_broker.present().is_some()
         || main.spec.state.is_some()
         || main.spec.redis.present().is_some()
         || services
@@ -178,6 +181,13 @@ pub(crate) fn compile(
         super::saml_issuer::compile(issuer, &mut context)
     });
     context.saml_issuer.clone_from(&saml_issuer);
+    let providers = super::providers::compile_providers(&main.spec.providers, &mut context);
+    let oproxy = main.spec.oproxy.present().and_then(|broker| {
+        super::providers::compile_oproxy(broker, &providers, store.clone(), &mut context)
+    });
+    context.outbound_broker = main.spec.outbound_broker.present().and_then(|broker| {
+        super::outbound_broker::compile(broker, &providers, store.clone(), &mut context)
+    });
     let identity_api = main.spec.identity_api.present().and_then(|api| {
         super::identity_api::compile(api, main.spec.admin.present().is_some(), &mut context)
     });
@@ -208,6 +218,8 @@ pub(crate) fn compile(
         token_service: context.token_service.clone(),
         saml_issuer,
         identity_api,
+        oproxy,
+        outbound_broker: context.outbound_broker.clone(),
         key_sets: std::mem::take(&mut context.key_set_list),
         store,
         state_url: context.state_url.take(),

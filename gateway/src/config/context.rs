@@ -70,6 +70,8 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) shared_limiter: Option<Arc<dyn portcullis_assertions::rate_limit::SharedLimiter>>,
     /// The state store, once opened (quotas count in it).
     pub(crate) state_store: Option<crate::store::StateStore>,
+    /// The outbound proxy's OAuth broker, when the policy has one (for `inject_oauth_token`).
+    pub(crate) outbound_broker: Option<Arc<crate::broker::outbound::OutboundBroker>>,
     /// Every quota step, for the admin API.
     pub(crate) quotas: Vec<crate::runtime::QuotaInfo>,
     /// Every rate_limit step's counters, for `/metrics`.

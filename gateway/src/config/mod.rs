@@ -9,6 +9,8 @@ pub(crate) mod gather;
 pub(crate) mod gathered;
 pub mod identity_api;
 mod issue_saml;
+pub mod outbound_broker;
+pub mod providers;
 pub mod saml_bearer;
 pub mod saml_issuer;
 mod saml_trust;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub use super::credentials::CredentialsSpec;
 pub use super::identity_api::IdentityApiSpec;
+pub use super::outbound_broker::OutboundBrokerSpec;
+pub use super::providers::{OProxySpec, ProviderSpec};
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::{AssertionSpec, StepModeSpec, StepSpec};
 #[allow(clippy::wildcard_imports)]
@@ -90,6 +92,20 @@ pub struct ConfigSpec {
     /// `require_ip_identity`. See docs/ip-identity.md.
     #[serde(default)]
     pub identity_api: Lenient<Option<Spanned<IdentityApiSpec>>>,
+    /// Third-party OAuth 2.0 providers the gateway holds sessions with, by name (for
+    /// `oproxy:`). See docs/oauth-broker.md.
+    #[serde(default)]
+    pub providers: BTreeMap<String, Spanned<ProviderSpec>>,
+    /// The OProxy-compatible token broker: integrations register once in a browser, then
+    /// exchange encrypted Tokens for provider access tokens at `POST /oproxy/token`,
+    /// served on the proxy listener. See docs/oauth-broker.md.
+    #[serde(default)]
+    pub oproxy: Lenient<Option<Spanned<OProxySpec>>>,
+    /// Provider sessions the gateway holds for the outbound proxy (handshakes at
+    /// `/broker/{provider}` on the admin listener), whose access tokens
+    /// `inject_oauth_token` sends upstream. See docs/oauth-broker.md.
+    #[serde(default)]
+    pub outbound_broker: Lenient<Option<Spanned<OutboundBrokerSpec>>>,
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,

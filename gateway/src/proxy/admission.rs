@@ -35,6 +35,8 @@ pub enum Admitted {
     TokenEndpoint(Endpoint),
     /// The SAML issuer's endpoint, answered by the gateway itself.
     SamlIssuer,
+    /// One of the OProxy broker's routes, answered by the gateway itself.
+    OProxy(crate::oproxy::Route),
     /// A service route.
     Service(RouteDecision),
 }
@@ -64,6 +66,13 @@ pub fn admit_request(
 }
 
 fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, Rejection> {
+    if let Some(broker) = &runtime.oproxy {
+        if let Ok(canonical) = crate::path::canonicalize(head.uri.path()) {
+            if let Some(route) = broker.route(&canonical.routing) {
+                return Ok(Admitted::OProxy(route));
+            }
+        }
+    }
     if runtime.token_service.is_some() || runtime.saml_issuer.is_some() {
         if let Ok(canonical) = crate::path::canonicalize(head.uri.path()) {
             if runtime

@@ -107,6 +107,7 @@ impl ProxyHttp for Gateway {
                 return self.serve_token_endpoint(session, ctx, endpoint).await;
             }
             Ok(Admitted::SamlIssuer) => return self.serve_saml_issuer(session, ctx).await,
+            Ok(Admitted::OProxy(route)) => return self.serve_oproxy(session, ctx, route).await,
             Err(rejection) => return refuse(session, ctx, &rejection, false).await,
         };
         decision.set_params(&mut ctx.exchange);
@@ -342,6 +343,34 @@ impl Gateway {
         self.state
             .metrics
             .token_answer(endpoint.name(), answer.reason.unwrap_or("ok"));
+        ctx.reason = answer.reason;
+        oauth::endpoint::write(session, &answer).await?;
+        Ok(true)
+    }
+
+    /// Answers one of the OProxy broker's routes.
+    async fn serve_oproxy(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: crate::oproxy::Route,
+    ) -> Result<bool> {
+        let Some(broker) = ctx.runtime.as_ref().and_then(|rt| rt.oproxy.clone()) else {
+            return Ok(false);
+        };
+        let Some(runtime) = ctx.runtime.clone() else {
+            return Ok(false);
+        };
+        let gate = crate::auth_failures::Gate {
+            failures: &self.state.auth_failures,
+            limits: &runtime.client_limits,
+            surface: crate::auth_failures::Surface::OProxy,
+            ip: ctx.exchange.client_ip,
+        };
+        let answer = crate::oproxy::endpoint::serve(&broker, session, route, gate).await?;
+        self.state
+            .metrics
+            .token_answer("oproxy", answer.reason.unwrap_or("ok"));
         ctx.reason = answer.reason;
         oauth::endpoint::write(session, &answer).await?;
         Ok(true)

@@ -31,6 +31,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    /// Versioned documents (their own lock: nothing else reads them).
+    pub(super) documents: super::documents::MemoryDocuments,
 }
 
 impl MemoryStore {
@@ -362,6 +364,33 @@ impl IdentityStore for MemoryStore {
     }
 }
 
+#[async_trait]
+impl super::DocumentStore for MemoryStore {
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<super::StoredDocument>> {
+        self.documents.document(kind, key).await
+    }
+
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<(String, super::StoredDocument)>> {
+        self.documents.documents(kind).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        expected_version: u64,
+        body: &str,
+    ) -> StoreResult<Option<u64>> {
+        self.documents
+            .put_document(kind, key, expected_version, body)
+            .await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str) -> StoreResult<bool> {
+        self.documents.delete_document(kind, key).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -397,5 +426,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn passes_the_identity_suite() {
         conformance::identities::run_all(&|| fresh()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn passes_the_document_suite() {
+        conformance::documents::run_all(&|| fresh()).await;
     }
 }

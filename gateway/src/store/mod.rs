@@ -6,7 +6,9 @@
 //!   of verified tokens to drop what it holds;
 //! - [`OnceStore`]: one-time markers with an expiry (jwt-bearer `jti`, SigV4 replay);
 //! - [`CounterStore`]: counters that grow by n within a window (rate limits, quotas);
-//! - [`IdentityStore`]: who is behind a client address, until when.
+//! - [`IdentityStore`]: who is behind a client address, until when;
+//! - [`DocumentStore`]: small versioned JSON documents replaced by compare-and-swap (the
+//!   OAuth brokers' registrations and provider sessions).
 //!
 //! A [`StateStore`] hands out one object per trait, all from the same backend, opened from
 //! the policy's `state:` URL. Backends: [`memory::MemoryStore`] (tests, throw-away demos)
@@ -20,6 +22,7 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod documents;
 pub mod memory;
 pub mod once_markers;
 pub mod quota_counter;
@@ -186,14 +189,53 @@ pub trait IdentityStore: Send + Sync + fmt::Debug {
     async fn purge_expired_identities(&self, before: i64) -> StoreResult<u64>;
 }
 
+/// One stored document and the version a replacement must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    /// 1 for the first write, one more for each replacement.
+    pub version: u64,
+    pub body: String,
+}
+
+/// The most documents one [`DocumentStore::documents`] call lists.
+pub const MAX_LISTED_DOCUMENTS: usize = 10_000;
+
+/// Small JSON documents by kind and key, each replaced only by a writer that names the
+/// version it read (compare-and-swap), so concurrent updates are never lost.
+#[async_trait]
+pub trait DocumentStore: Send + Sync + fmt::Debug {
+    /// The document `key` of `kind`, if there is one.
+    async fn document(&self, kind: &str, key: &str) -> StoreResult<Option<StoredDocument>>;
+    /// Every document of `kind`, by key (at most [`MAX_LISTED_DOCUMENTS`]).
+    async fn documents(&self, kind: &str) -> StoreResult<Vec<(String, StoredDocument)>>;
+    /// Writes `body` as `key` when its current version is `expected_version` (0: there is
+    /// none yet) and returns the new version; `None` when another write came first (then
+    /// nothing changed). Of concurrent writers naming one version, exactly one wins.
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        expected_version: u64,
+        body: &str,
+    ) -> StoreResult<Option<u64>>;
+    /// Deletes the document: true when there was one.
+    async fn delete_document(&self, kind: &str, key: &str) -> StoreResult<bool>;
+}
+
 /// A backend that keeps every kind of state.
 pub trait Backend:
-    TokenStore + RevocationStore + OnceStore + CounterStore + IdentityStore + 'static
+    TokenStore + RevocationStore + OnceStore + CounterStore + IdentityStore + DocumentStore + 'static
 {
 }
 
 impl<B> Backend for B where
-    B: TokenStore + RevocationStore + OnceStore + CounterStore + IdentityStore + 'static
+    B: TokenStore
+        + RevocationStore
+        + OnceStore
+        + CounterStore
+        + IdentityStore
+        + DocumentStore
+        + 'static
 {
 }
 
@@ -207,6 +249,7 @@ pub struct StateStore {
     once: Arc<dyn OnceStore>,
     counters: Arc<dyn CounterStore>,
     identities: Arc<dyn IdentityStore>,
+    documents: Arc<dyn DocumentStore>,
     /// The Redis connection, when the backend is Redis (for its metrics), and the key prefix
     /// the policy gave its keys (cluster rate limits use it too).
     redis: Option<(crate::redis::RedisClient, Arc<str>)>,
@@ -230,7 +273,8 @@ impl StateStore {
             revocations: backend.clone(),
             once: backend.clone(),
             counters: backend.clone(),
-            identities: backend,
+            identities: backend.clone(),
+            documents: backend,
             redis: None,
         }
     }
@@ -290,6 +334,11 @@ impl StateStore {
     #[must_use]
     pub fn identities(&self) -> &Arc<dyn IdentityStore> {
         &self.identities
+    }
+
+    #[must_use]
+    pub fn documents(&self) -> &Arc<dyn DocumentStore> {
+        &self.documents
     }
 
     /// Deletes every kind of record that expired before `before`; returns how many went.

@@ -55,6 +55,7 @@ macro_rules! scheme_tagged_enum {
 
 mod composite;
 mod headers;
+mod inject_oauth_token;
 #[macro_use]
 mod hmac_template;
 mod ip;
@@ -186,6 +187,8 @@ assertion_kinds! {
     "quota" => Quota(quota::QuotaSpec),
     /// The client address must belong to an active user of the identity table (the userauth API), optionally in one of `groups` and on one of `interfaces`.
     "require_ip_identity" => RequireIpIdentity(require_ip_identity::RequireIpIdentitySpec),
+    /// Send the request upstream with the access token of a provider session the gateway holds (`outbound_broker:`), after the caller's own credentials were removed.
+    "inject_oauth_token" => InjectOAuthToken(inject_oauth_token::InjectOAuthTokenSpec),
     /// Every step must pass, in order.
     "all" => All(composite::AllSpec),
     /// At least one step must pass; the failure lists every branch's reason.
@@ -211,7 +214,9 @@ pub(crate) fn counts_in_store(steps: &StepList) -> bool {
         .iter()
         .filter_map(|step| step.0.as_ref())
         .any(|step| match &step.value.step {
-            AssertionSpec::Quota(_) | AssertionSpec::RequireIpIdentity(_) => true,
+            AssertionSpec::Quota(_)
+            | AssertionSpec::RequireIpIdentity(_)
+            | AssertionSpec::InjectOAuthToken(_) => true,
             AssertionSpec::All(inner) => counts_in_store(&inner.0),
             AssertionSpec::Any(inner) => counts_in_store(&inner.0),
             _ => false,

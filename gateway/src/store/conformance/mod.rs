@@ -3,6 +3,7 @@
 //! multi-threaded runtime: the tests that call these suites must use one.
 
 pub mod counters;
+pub mod documents;
 pub mod identities;
 pub mod once;
 pub mod revocations;

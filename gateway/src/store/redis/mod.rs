@@ -20,6 +20,7 @@
 //! Every call goes through [`RedisClient`]: a deadline per call and the circuit breaker;
 //! an unreachable Redis is [`StoreError::Unavailable`], and callers fail closed on it.
 
+mod documents;
 mod records;
 mod scripts;
 

@@ -49,6 +49,7 @@ async fn every_suite(stores: &Prefixes) {
     conformance::once::run_all(&|| stores.fresh()).await;
     conformance::counters::run_all(&|| stores.fresh()).await;
     conformance::identities::run_all(&|| stores.fresh()).await;
+    conformance::documents::run_all(&|| stores.fresh()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -84,6 +85,13 @@ async fn passes_the_identity_suite() {
     let server = RedisServer::start();
     let stores = Prefixes::connect(&server.url()).await;
     conformance::identities::run_all(&|| stores.fresh()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_document_suite() {
+    let server = RedisServer::start();
+    let stores = Prefixes::connect(&server.url()).await;
+    conformance::documents::run_all(&|| stores.fresh()).await;
 }
 
 /// One Cluster for every suite (a Cluster takes a while to settle).

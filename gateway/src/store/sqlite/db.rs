@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS identities (
     expires_at INTEGER NOT NULL,
     session_ends_at INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
 ";
 
 /// The tables and columns [`SCHEMA`] makes, for the read-only check of a file.
@@ -131,6 +138,7 @@ pub(super) const EXPECTED_TABLES: &[(&str, &[&str])] = &[
             "session_ends_at",
         ],
     ),
+    ("documents", &["kind", "key", "version", "body"]),
 ];
 
 const TOKEN_COLUMNS: &str = "id, kind, format, client_id, subject, scope, grant_type, refresh_id, \

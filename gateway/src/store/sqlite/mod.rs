@@ -8,6 +8,7 @@
 //! never half-done.
 
 mod db;
+mod documents;
 mod ephemeral;
 
 use std::net::IpAddr;

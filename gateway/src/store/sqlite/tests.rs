@@ -63,6 +63,12 @@ async fn passes_the_identity_suite() {
     conformance::identities::run_all(&|| files.fresh()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passes_the_document_suite() {
+    let files = Files::new();
+    conformance::documents::run_all(&|| files.fresh()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_was_committed_is_there_after_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
