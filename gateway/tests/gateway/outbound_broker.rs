@@ -540,3 +540,41 @@ fn admin_page_session(gw: &TestGateway, session: &str) -> String {
         .text()
         .expect("html")
 }
+
+/// A shadowed `inject_oauth_token` fetches its token (that is what it would do) but the
+/// request goes upstream without it, and the outcome is counted.
+#[test]
+fn a_shadowed_injection_sends_no_token_upstream() {
+    let provider = OAuthProvider::start();
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = policy(&provider, dir.path())
+        + "  - name: billing-trial\n    match: {path: /billing-trial}\n    upstream: {backend}\n    request:\n      - inject_oauth_token: {provider: billing}\n        mode: shadow\n";
+    let gw = TestGateway::start(&policy, &backend.url());
+    let resp = browser()
+        .get(gw.url("/billing-trial/invoices"))
+        .send()
+        .expect("call");
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen = backend.seen().pop().expect("seen");
+    assert!(
+        seen.headers.get("authorization").is_none(),
+        "a shadowed step injected {:?}",
+        seen.headers.get("authorization")
+    );
+    let metrics = reqwest::blocking::Client::new()
+        .get(gw.admin_url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("portcullis_shadow_outcomes_total")
+                && line.contains("service=\"billing-trial\"")
+                && line.contains("inject_oauth_token")),
+        "{metrics}"
+    );
+}
