@@ -223,6 +223,8 @@ pub struct Runtime {
     pub registry: VarRegistry,
     pub trusted_proxies: IpList,
     pub admin_token: Option<Secret>,
+    /// The access log's capture mode: the key of credential hashes, when it is on.
+    pub capture: Option<crate::capture::CaptureKey>,
     /// The effective configuration with secrets redacted, for `GET /api/config`.
     pub effective: serde_json::Value,
     /// The OAuth token service, when the policy has one.
