@@ -206,33 +206,41 @@ async fn issue_tokens(test: &mut TestFile, runtime: &Runtime, errors: &mut Vec<D
             ));
             continue;
         };
-        let Some(client) = service.clients.get(&token.client.value) else {
+        let subject = token
+            .subject
+            .clone()
+            .unwrap_or_else(|| token.client.value.clone());
+        let Some((format, allowed, grant_type)) = grantable(service, &token.client.value, &subject)
+        else {
             let known: Vec<&str> = service.clients.keys().map(String::as_str).collect();
             errors.push(diagnostic(
                 &test.path,
                 Some(token.client.loc),
                 format!(
-                    "no client {:?} in the policy's token_service (clients: {})",
+                    "no client {:?} in the policy's token_service (clients: {}; or the client of a trusted issuer, with the subject it lists)",
                     token.client.value,
                     known.join(", ")
                 ),
             ));
             continue;
         };
-        if let Some(scope) = token.scopes.iter().find(|s| !client.scopes.contains(*s)) {
+        if let Some(scope) = token.scopes.iter().find(|s| !allowed.contains(*s)) {
             errors.push(diagnostic(
                 &test.path,
                 Some(token.loc),
-                format!("client {:?} may not have scope {scope:?}", client.id),
+                format!(
+                    "client {:?} may not have scope {scope:?}",
+                    token.client.value
+                ),
             ));
             continue;
         }
         let grant = crate::oauth::Grant {
-            client_id: client.id.clone(),
-            subject: token.subject.clone().unwrap_or_else(|| client.id.clone()),
+            client_id: token.client.value.clone(),
+            subject,
             scope: token.scopes.join(" "),
-            grant_type: "client_credentials",
-            format: client.token_format,
+            grant_type,
+            format,
             refresh: false,
             family_id: None,
             previous_refresh: None,
@@ -251,6 +259,36 @@ async fn issue_tokens(test: &mut TestFile, runtime: &Runtime, errors: &mut Vec<D
             )),
         }
     }
+}
+
+/// How the token service would grant `client` a token for `subject`: its format, the scopes
+/// it may have, and the grant: a listed client's own (client_credentials), or a trusted
+/// issuer's client for a subject it lists (jwt-bearer, saml2-bearer).
+fn grantable(
+    service: &crate::oauth::TokenService,
+    client: &str,
+    subject: &str,
+) -> Option<(crate::store::TokenFormat, Vec<String>, &'static str)> {
+    if let Some(listed) = service.clients.get(client) {
+        return Some((listed.token_format, listed.scopes.clone(), "client_credentials"));
+    }
+    for issuer in &service.trusted {
+        if issuer.client_id == client {
+            if let Some(scopes) = issuer.accounts.get(subject) {
+                let grant = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+                return Some((issuer.token_format, scopes.clone(), grant));
+            }
+        }
+    }
+    for issuer in &service.saml_trusted {
+        if issuer.client_id == client {
+            if let Some(scopes) = issuer.subjects.get(subject) {
+                let grant = "urn:ietf:params:oauth:grant-type:saml2-bearer";
+                return Some((issuer.token_format, scopes.clone(), grant));
+            }
+        }
+    }
+    None
 }
 
 /// Replaces `${secret.NAME}` and `${token.NAME}` in `text`.
