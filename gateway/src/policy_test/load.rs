@@ -16,6 +16,9 @@ use crate::config::yaml::Location;
 use crate::config::{Carry, Diagnostic};
 use crate::runtime::Runtime;
 
+/// Largest body `body_bytes` makes.
+const MAX_GENERATED_BODY: usize = 64 * 1024 * 1024;
+
 /// A test file, read and checked.
 pub struct TestFile {
     pub path: Arc<Path>,
@@ -346,17 +349,24 @@ pub fn build_request(test: &TestFile, case: &CaseSpec) -> Result<SimRequest, (Lo
         head.append_header(name.clone(), value.as_str())
             .map_err(|e| (loc, format!("header {name}: {e}")))?;
     }
-    let body = match (&spec.body, &spec.body_file) {
-        (Some(_), Some(file)) => {
-            return Err((file.loc, "body and body_file: give one".to_owned()));
-        }
-        (Some(text), None) => sub(text)?.into_bytes(),
-        (None, Some(file)) => read_relative(
+    let given = usize::from(spec.body.is_some())
+        + usize::from(spec.body_file.is_some())
+        + usize::from(spec.body_bytes.is_some());
+    if given > 1 {
+        return Err((loc, "body, body_file and body_bytes: give one".to_owned()));
+    }
+    let body = match (&spec.body, &spec.body_file, &spec.body_bytes) {
+        (Some(text), _, _) => sub(text)?.into_bytes(),
+        (_, Some(file), _) => read_relative(
             &base_of(&test.path),
             &FileRefSpec { file: file.clone() },
         )
         .map_err(|m| (file.loc, m))?,
-        (None, None) => Vec::new(),
+        (_, _, Some(size)) if size.value > MAX_GENERATED_BODY => {
+            return Err((size.loc, format!("body_bytes: at most {MAX_GENERATED_BODY}")));
+        }
+        (_, _, Some(size)) => vec![b'x'; size.value],
+        (None, None, None) => Vec::new(),
     };
     if !body.is_empty() && !head.headers.contains_key(http::header::CONTENT_LENGTH) {
         let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());

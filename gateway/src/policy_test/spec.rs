@@ -128,6 +128,10 @@ pub struct RequestSpec {
     /// The body from a file relative to the test file (instead of `body`).
     #[serde(default)]
     pub body_file: Option<Spanned<String>>,
+    /// A body of this many bytes of `x` (instead of `body`), for size limits and rate limits
+    /// that count bytes. At most 64 MiB.
+    #[serde(default)]
+    pub body_bytes: Option<Spanned<usize>>,
     /// The TCP peer's address. Default `127.0.0.1`.
     #[serde(default)]
     pub client: Option<Spanned<String>>,
