@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod assertions;
 mod bodies;
+mod capture;
 mod brute_force;
 mod credentials;
 mod fleet;
