@@ -245,7 +245,11 @@ pub fn capture<'h>(
 mod tests {
     use super::*;
 
-    fn captured(headers: &[(&str, &str)], target_text: &str, body: Option<&[u8]>) -> CapturedRequest {
+    fn captured(
+        headers: &[(&str, &str)],
+        target_text: &str,
+        body: Option<&[u8]>,
+    ) -> CapturedRequest {
         let key = CaptureKey::new(b"capture-key");
         capture(
             &key,

@@ -145,9 +145,8 @@ struct ReplayArgs {
 fn replay(args: &ReplayArgs) -> ExitCode {
     use portcullis::files::{read_bounded, read_bounded_text, FileKind};
     use portcullis::replay::{ReplayPolicy, Resolver};
-    let load = |path: &std::path::Path| {
-        ReplayPolicy::load(path).map_err(|invalid| eprintln!("{invalid}"))
-    };
+    let load =
+        |path: &std::path::Path| ReplayPolicy::load(path).map_err(|invalid| eprintln!("{invalid}"));
     let (Ok(old), Ok(new)) = (load(&args.old), load(&args.new)) else {
         return ExitCode::from(2);
     };
@@ -167,8 +166,15 @@ fn replay(args: &ReplayArgs) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let values = match credentials.as_deref().map(|c| read_bounded_text(c, FileKind::Secret)) {
-                Some(Ok(text)) => text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect(),
+            let values = match credentials
+                .as_deref()
+                .map(|c| read_bounded_text(c, FileKind::Secret))
+            {
+                Some(Ok(text)) => text
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 Some(Err(e)) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
@@ -193,7 +199,10 @@ fn replay(args: &ReplayArgs) -> ExitCode {
         ReplayFormat::Text => report.text(),
         ReplayFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
     };
-    let text = portcullis_assertions::pan::mask_str(&text, portcullis_assertions::pan::MaskStyle::default());
+    let text = portcullis_assertions::pan::mask_str(
+        &text,
+        portcullis_assertions::pan::MaskStyle::default(),
+    );
     let _ = write!(std::io::stdout().lock(), "{text}");
     if report.changed == 0 {
         ExitCode::SUCCESS
@@ -242,8 +251,10 @@ fn test(paths: &[PathBuf], at: Option<u64>, format: TestFormat, coverage: bool) 
         TestFormat::Junit => policy_test::report::junit(&results),
     };
     // As with eval: no card number leaves in a report.
-    let report =
-        portcullis_assertions::pan::mask_str(&report, portcullis_assertions::pan::MaskStyle::default());
+    let report = portcullis_assertions::pan::mask_str(
+        &report,
+        portcullis_assertions::pan::MaskStyle::default(),
+    );
     let _ = write!(std::io::stdout().lock(), "{report}");
     if results.iter().all(policy_test::FileResult::passed) {
         ExitCode::SUCCESS

@@ -214,11 +214,7 @@ pub async fn replay(
         };
         let before = simulate(&old.runtime, request, &stub).await;
         let after = simulate(&new.runtime, second, &stub).await;
-        let example = format!(
-            "line {number}: {} {}",
-            captured.method,
-            captured.target
-        );
+        let example = format!("line {number}: {} {}", captured.method, captured.target);
         compare(&mut report, &before, &after, example);
     }
     report.elapsed = started.elapsed();
@@ -299,7 +295,11 @@ fn compare(report: &mut ReplayReport, before: &Outcome, after: &Outcome, example
     };
     let mut names: Vec<String> = Vec::new();
     for name in old_up.headers.keys().chain(new_up.headers.keys()) {
-        let differs = old_up.headers.get_all(name).iter().ne(new_up.headers.get_all(name).iter());
+        let differs = old_up
+            .headers
+            .get_all(name)
+            .iter()
+            .ne(new_up.headers.get_all(name).iter());
         if differs && !names.iter().any(|n| n == name.as_str()) {
             names.push(name.as_str().to_owned());
         }

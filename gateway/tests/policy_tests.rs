@@ -80,11 +80,11 @@ fn junit_output_names_every_case_and_failures_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let xml = text(&out.stdout);
     assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
-    assert!(xml.contains("name=\"a wrong expectation &lt;fails&gt;\""), "{xml}");
     assert!(
-        xml.contains("verdict: expected allow, got deny"),
+        xml.contains("name=\"a wrong expectation &lt;fails&gt;\""),
         "{xml}"
     );
+    assert!(xml.contains("verdict: expected allow, got deny"), "{xml}");
     // The text report shows the diff and the step trace of the failing case.
     let out = run(&["test", &file.display().to_string()]);
     let report = text(&out.stdout);
@@ -121,7 +121,11 @@ fn test_file_mistakes_are_located_and_fail_the_run() {
     .expect("write");
     let out = run(&["test", &file.display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("broken-policy.yaml:5:"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("broken-policy.yaml:5:"),
+        "{}",
+        text(&out.stdout)
+    );
     // No test file at all is a usage error.
     let out = run(&["test", &dir.path().join("nothing").display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
@@ -226,19 +230,55 @@ fn without(policy: &str, span: &StepSpan) -> String {
 ///   distinct SigV4 signatures within one second (a signature is good once), more than a
 ///   golden file should hold; their cases show they run and let a signed request through.
 const REDUNDANT: &[(&str, &str, &str)] = &[
-    ("bearer-protected-api.yaml", "widgets-write", "remove_header: [Authorization]"),
-    ("bearer-protected-api.yaml", "widgets", "remove_header: [Authorization]"),
-    ("bearer-protected-api.yaml", "partner", "remove_header: [Authorization]"),
+    (
+        "bearer-protected-api.yaml",
+        "widgets-write",
+        "remove_header: [Authorization]",
+    ),
+    (
+        "bearer-protected-api.yaml",
+        "widgets",
+        "remove_header: [Authorization]",
+    ),
+    (
+        "bearer-protected-api.yaml",
+        "partner",
+        "remove_header: [Authorization]",
+    ),
     ("demo.yaml", "widgets", "remove_header: [X-Api-Key]"),
-    ("fleet-redis.yaml", "customers", "remove_header: [Authorization]"),
+    (
+        "fleet-redis.yaml",
+        "customers",
+        "remove_header: [Authorization]",
+    ),
     ("fleet-redis.yaml", "partner-orders", "rate_limit:"),
     ("fleet-redis.yaml", "partner-orders", "quota:"),
-    ("hmac-partner-api.yaml", "partner-orders", "remove_header: [Authorization, X-Amz-Date"),
-    ("oauth-token-service.yaml", "customers", "remove_header: [Authorization]"),
-    ("oauth-token-service.yaml", "invoices", "remove_header: [Authorization]"),
+    (
+        "hmac-partner-api.yaml",
+        "partner-orders",
+        "remove_header: [Authorization, X-Amz-Date",
+    ),
+    (
+        "oauth-token-service.yaml",
+        "customers",
+        "remove_header: [Authorization]",
+    ),
+    (
+        "oauth-token-service.yaml",
+        "invoices",
+        "remove_header: [Authorization]",
+    ),
     ("rate-limited-api.yaml", "api", "remove_header: [X-Api-Key]"),
-    ("saml-rest.yaml", "payments", "remove_header: [Authorization]"),
-    ("saml-rest.yaml", "reports", "remove_header: [Authorization]"),
+    (
+        "saml-rest.yaml",
+        "payments",
+        "remove_header: [Authorization]",
+    ),
+    (
+        "saml-rest.yaml",
+        "reports",
+        "remove_header: [Authorization]",
+    ),
 ];
 
 #[test]
@@ -263,17 +303,28 @@ fn a_copy_of_each_example_policy_with_one_step_removed_fails_its_tests() {
             std::fs::create_dir_all(dir.path().join("policies/tests")).expect("dirs");
             std::os::unix::fs::symlink(repo().join("fixtures"), dir.path().join("fixtures"))
                 .expect("link fixtures");
-            std::fs::write(dir.path().join("policies").join(&name), without(&original, &span))
-                .expect("copy");
+            std::fs::write(
+                dir.path().join("policies").join(&name),
+                without(&original, &span),
+            )
+            .expect("copy");
             let test_file = dir.path().join("policies/tests").join(&name);
             std::fs::write(&test_file, &tests).expect("tests");
             let result = runtime.block_on(run_file(&test_file, Options::default()));
             tried += 1;
-            let step = original.lines().nth(span.start).unwrap_or_default().trim().to_owned();
+            let step = original
+                .lines()
+                .nth(span.start)
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
             let redundant = REDUNDANT.iter().any(|(policy, service, text)| {
                 *policy == name && *service == span.service && step.contains(text)
             });
-            let label = format!("{name}: {} {}[{}] {step}", span.service, span.side, span.index);
+            let label = format!(
+                "{name}: {} {}[{}] {step}",
+                span.service, span.side, span.index
+            );
             match (result.passed(), redundant) {
                 (true, false) => missed.push(label),
                 (false, true) => listed_but_caught.push(label),
@@ -319,7 +370,10 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
     // The new policy: widgets no longer takes partner-co's key (its orders access stays).
     let demo = std::fs::read_to_string(repo().join("policies/demo.yaml")).expect("demo");
     let partner_entry = "            # sha256 of \"partner-key-456\"\n            - client: partner-co\n              sha256: d1befb14a63e7ced66c1ee0868800d6330e970e6f6e5c03dc847a97fa65c588e\n              attributes: {tier: silver}\n";
-    assert!(demo.contains(partner_entry), "the demo policy changed shape");
+    assert!(
+        demo.contains(partner_entry),
+        "the demo policy changed shape"
+    );
     let tightened = demo.replacen(partner_entry, "", 1);
     let new_policy = dir.path().join("policies/demo-tightened.yaml");
     std::fs::write(&new_policy, tightened).expect("write");
@@ -331,11 +385,26 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
     let mut unknown_keys = 0;
     let mut per_service: BTreeMap<&str, usize> = BTreeMap::new();
     for index in 0..10_000u64 {
-        let path = sample.pick(&["/widgets", "/widgets/7", "/widgets/a/b", "/orders", "/orders/9", "/other"]);
-        let method = if path.starts_with("/orders") { sample.pick(&["POST", "GET"]) } else { sample.pick(&["GET", "POST", "DELETE"]) };
+        let path = sample.pick(&[
+            "/widgets",
+            "/widgets/7",
+            "/widgets/a/b",
+            "/orders",
+            "/orders/9",
+            "/other",
+        ]);
+        let method = if path.starts_with("/orders") {
+            sample.pick(&["POST", "GET"])
+        } else {
+            sample.pick(&["GET", "POST", "DELETE"])
+        };
         let api_key = sample.pick(&["demo-key-123", "partner-key-456", "wrong-key", ""]);
         let peer = sample.pick(&["127.0.0.1", "203.0.113.9", "192.0.2.5", "198.51.100.77"]);
-        let body: &[u8] = if method == "POST" { sample.pick(&["{\"a\":1}", "{not json"]).as_bytes() } else { b"" };
+        let body: &[u8] = if method == "POST" {
+            sample.pick(&["{\"a\":1}", "{not json"]).as_bytes()
+        } else {
+            b""
+        };
         let mut headers: Vec<(&str, &[u8])> = vec![("host", b"api.example.com")];
         if !api_key.is_empty() {
             headers.push(("x-api-key", api_key.as_bytes()));
@@ -361,7 +430,10 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
             *per_service.entry("widgets").or_default() += 1;
         }
     }
-    assert!(expected_changes > 500, "the sample must hold affected requests");
+    assert!(
+        expected_changes > 500,
+        "the sample must hold affected requests"
+    );
     let requests = dir.path().join("capture.jsonl");
     std::fs::write(&requests, &lines).expect("write");
     let key_file = dir.path().join("capture.key");
@@ -372,15 +444,27 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
     let started = std::time::Instant::now();
     let out = run(&[
         "replay",
-        "--old", &old_policy.display().to_string(),
-        "--new", &new_policy.display().to_string(),
-        "--requests", &requests.display().to_string(),
-        "--capture-key", &key_file.display().to_string(),
-        "--credentials", &credentials.display().to_string(),
-        "--format", "json",
+        "--old",
+        &old_policy.display().to_string(),
+        "--new",
+        &new_policy.display().to_string(),
+        "--requests",
+        &requests.display().to_string(),
+        "--capture-key",
+        &key_file.display().to_string(),
+        "--credentials",
+        &credentials.display().to_string(),
+        "--format",
+        "json",
     ]);
     let elapsed = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["requests"], 10_000);
     // Keys the operator does not know stay hashed (and fail under both policies).
@@ -392,16 +476,23 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
     let group = &widgets["request[1] require_api_key: allow → deny 401 invalid-api-key"];
     assert_eq!(group["count"], per_service["widgets"], "{widgets}");
     assert_eq!(group["examples"].as_array().map(Vec::len), Some(3));
-    assert_eq!(report["groups"].as_object().map(|g| g.len()), Some(1), "{report}");
+    assert_eq!(
+        report["groups"].as_object().map(|g| g.len()),
+        Some(1),
+        "{report}"
+    );
     eprintln!("replay: 10000 requests through two policies in {elapsed:?} (whole command)");
 
     // Without the credentials the hashed keys cannot authenticate under either policy:
     // nothing is reported as changed, and replay says why.
     let out = run(&[
         "replay",
-        "--old", &old_policy.display().to_string(),
-        "--new", &new_policy.display().to_string(),
-        "--requests", &requests.display().to_string(),
+        "--old",
+        &old_policy.display().to_string(),
+        "--new",
+        &new_policy.display().to_string(),
+        "--requests",
+        &requests.display().to_string(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let report = text(&out.stdout);
@@ -410,11 +501,16 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
     // The same policy on both sides changes nothing.
     let out = run(&[
         "replay",
-        "--old", &old_policy.display().to_string(),
-        "--new", &old_policy.display().to_string(),
-        "--requests", &requests.display().to_string(),
-        "--capture-key", &key_file.display().to_string(),
-        "--credentials", &credentials.display().to_string(),
+        "--old",
+        &old_policy.display().to_string(),
+        "--new",
+        &old_policy.display().to_string(),
+        "--requests",
+        &requests.display().to_string(),
+        "--capture-key",
+        &key_file.display().to_string(),
+        "--credentials",
+        &credentials.display().to_string(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
@@ -426,7 +522,18 @@ fn the_test_file_schema_is_printed() {
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(schema["title"], "Portcullis policy tests");
     let properties = &schema["properties"];
-    for field in ["policy", "at", "secrets", "key_sets", "identities", "tokens", "cases"] {
-        assert!(properties.get(field).is_some(), "{field} missing from {properties}");
+    for field in [
+        "policy",
+        "at",
+        "secrets",
+        "key_sets",
+        "identities",
+        "tokens",
+        "cases",
+    ] {
+        assert!(
+            properties.get(field).is_some(),
+            "{field} missing from {properties}"
+        );
     }
 }

@@ -102,7 +102,11 @@ impl RemoteKeySet {
     ///
     /// # Errors
     /// A document that holds no usable key in `format`.
-    pub fn stand_in(url: &str, format: KeysFormat, document: &[u8]) -> Result<RemoteKeySet, String> {
+    pub fn stand_in(
+        url: &str,
+        format: KeysFormat,
+        document: &[u8],
+    ) -> Result<RemoteKeySet, String> {
         let keys = parse_keys(document, format)?;
         if keys.is_empty() {
             return Err("the document holds no usable key".to_owned());

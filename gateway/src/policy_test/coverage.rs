@@ -24,7 +24,11 @@ impl StepCoverage {
             kind: step.kind(),
             ran: false,
             passed: false,
-            parts: step.parts().iter().map(|p| StepCoverage::of(p.as_ref())).collect(),
+            parts: step
+                .parts()
+                .iter()
+                .map(|p| StepCoverage::of(p.as_ref()))
+                .collect(),
         }
     }
 
@@ -102,7 +106,10 @@ impl PolicyCoverage {
     pub fn gaps(&self) -> Vec<String> {
         let mut out = Vec::new();
         for service in &self.services {
-            for (side, steps) in [("request", &service.request), ("response", &service.response)] {
+            for (side, steps) in [
+                ("request", &service.request),
+                ("response", &service.response),
+            ] {
                 for (index, step) in steps.iter().enumerate() {
                     gaps_of(&service.name, &format!("{side}[{index}]"), step, &mut out);
                 }

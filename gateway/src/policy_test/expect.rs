@@ -111,9 +111,7 @@ pub fn differences(expect: &ExpectSpec, outcome: &Outcome) -> Vec<String> {
     }
     for name in &expect.variables_unset {
         if let Some((_, value)) = outcome.variables.iter().find(|(n, _)| n == name) {
-            out.push(format!(
-                "variable {name}: expected unset, got {value:?}"
-            ));
+            out.push(format!("variable {name}: expected unset, got {value:?}"));
         }
     }
     out
@@ -137,12 +135,15 @@ fn message(
             .map(|v| v.to_str().unwrap_or("(not text)"))
             .collect();
         if !got.contains(&value.as_str()) {
+            let credential =
+                crate::capture::is_credential_header(name) || name.eq_ignore_ascii_case("cookie");
             out.push(format!(
                 "{what} header {name}: expected {value:?}, got {}",
-                if got.is_empty() {
-                    "(absent)".to_owned()
-                } else {
-                    format!("{got:?}")
+                match (got.is_empty(), credential) {
+                    (true, _) => "(absent)".to_owned(),
+                    // Never a credential in a report: only that it differs.
+                    (false, true) => "another value (a credential: not shown)".to_owned(),
+                    (false, false) => format!("{got:?}"),
                 }
             ));
         }
@@ -154,8 +155,13 @@ fn message(
             .map(|v| v.to_str().unwrap_or("(not text)"))
             .collect();
         if !got.iter().any(|value| value.contains(part.as_str())) {
+            let shown = if crate::capture::is_credential_header(name) {
+                "another value (a credential: not shown)".to_owned()
+            } else {
+                format!("{got:?}")
+            };
             out.push(format!(
-                "{what} header {name}: expected to contain {part:?}, got {got:?}"
+                "{what} header {name}: expected to contain {part:?}, got {shown}"
             ));
         }
     }
@@ -166,9 +172,15 @@ fn message(
     }
     for name in &wanted.headers_absent {
         if let Some(value) = headers.get(name.as_str()) {
+            let shown = if crate::capture::is_credential_header(name)
+                || name.eq_ignore_ascii_case("cookie")
+            {
+                "present (a credential: not shown)".to_owned()
+            } else {
+                format!("{:?}", value.to_str().unwrap_or("(not text)"))
+            };
             out.push(format!(
-                "{what} header {name}: expected absent, got {:?}",
-                value.to_str().unwrap_or("(not text)")
+                "{what} header {name}: expected absent, got {shown}"
             ));
         }
     }

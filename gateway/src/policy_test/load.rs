@@ -61,7 +61,10 @@ pub fn read_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let text = text.strip_suffix('\n').unwrap_or(&text);
-                values.insert(format!("secret.{name}"), text.trim_end_matches('\r').to_owned());
+                values.insert(
+                    format!("secret.{name}"),
+                    text.trim_end_matches('\r').to_owned(),
+                );
             }
             Err(message) => errors.push(diagnostic(&file, Some(file_ref.file.loc), message)),
         }
@@ -273,7 +276,11 @@ fn grantable(
     subject: &str,
 ) -> Option<(crate::store::TokenFormat, Vec<String>, &'static str)> {
     if let Some(listed) = service.clients.get(client) {
-        return Some((listed.token_format, listed.scopes.clone(), "client_credentials"));
+        return Some((
+            listed.token_format,
+            listed.scopes.clone(),
+            "client_credentials",
+        ));
     }
     for issuer in &service.trusted {
         if issuer.client_id == client {
@@ -357,13 +364,15 @@ pub fn build_request(test: &TestFile, case: &CaseSpec) -> Result<SimRequest, (Lo
     }
     let body = match (&spec.body, &spec.body_file, &spec.body_bytes) {
         (Some(text), _, _) => sub(text)?.into_bytes(),
-        (_, Some(file), _) => read_relative(
-            &base_of(&test.path),
-            &FileRefSpec { file: file.clone() },
-        )
-        .map_err(|m| (file.loc, m))?,
+        (_, Some(file), _) => {
+            read_relative(&base_of(&test.path), &FileRefSpec { file: file.clone() })
+                .map_err(|m| (file.loc, m))?
+        }
         (_, _, Some(size)) if size.value > MAX_GENERATED_BODY => {
-            return Err((size.loc, format!("body_bytes: at most {MAX_GENERATED_BODY}")));
+            return Err((
+                size.loc,
+                format!("body_bytes: at most {MAX_GENERATED_BODY}"),
+            ));
         }
         (_, _, Some(size)) => vec![b'x'; size.value],
         (None, None, None) => Vec::new(),
@@ -372,10 +381,12 @@ pub fn build_request(test: &TestFile, case: &CaseSpec) -> Result<SimRequest, (Lo
         let _ = head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     }
     let peer = match &spec.client {
-        Some(client) => client
-            .value
-            .parse()
-            .map_err(|_| (client.loc, format!("{:?} is not an IP address", client.value)))?,
+        Some(client) => client.value.parse().map_err(|_| {
+            (
+                client.loc,
+                format!("{:?} is not an IP address", client.value),
+            )
+        })?,
         None => IpAddr::from([127, 0, 0, 1]),
     };
     Ok(SimRequest { head, body, peer })
@@ -385,22 +396,28 @@ pub fn build_request(test: &TestFile, case: &CaseSpec) -> Result<SimRequest, (Lo
 ///
 /// # Errors
 /// A located message for a body file that cannot be read.
-pub fn build_stub(test: &TestFile, stub: Option<&StubSpec>) -> Result<StubAnswer, (Location, String)> {
+pub fn build_stub(
+    test: &TestFile,
+    stub: Option<&StubSpec>,
+) -> Result<StubAnswer, (Location, String)> {
     let Some(stub) = stub else {
         return Ok(StubAnswer::default());
     };
     let status = match &stub.status {
-        Some(status) => http::StatusCode::from_u16(status.value)
-            .map_err(|_| (status.loc, format!("{} is not an HTTP status", status.value)))?,
+        Some(status) => http::StatusCode::from_u16(status.value).map_err(|_| {
+            (
+                status.loc,
+                format!("{} is not an HTTP status", status.value),
+            )
+        })?,
         None => http::StatusCode::OK,
     };
     let body = match (&stub.body, &stub.body_file) {
         (Some(text), _) => text.clone().into_bytes(),
-        (None, Some(file)) => read_relative(
-            &base_of(&test.path),
-            &FileRefSpec { file: file.clone() },
-        )
-        .map_err(|m| (file.loc, m))?,
+        (None, Some(file)) => {
+            read_relative(&base_of(&test.path), &FileRefSpec { file: file.clone() })
+                .map_err(|m| (file.loc, m))?
+        }
         (None, None) => Vec::new(),
     };
     Ok(StubAnswer {

@@ -139,8 +139,7 @@ pub async fn run_file(path: &Path, options: Options) -> FileResult {
     let mut coverage = PolicyCoverage::of(&runtime);
     for case in &test.spec.cases {
         let case_started = Instant::now();
-        let (failures, detail) = match run_case(&test, case, &runtime, &clock, default_time).await
-        {
+        let (failures, detail) = match run_case(&test, case, &runtime, &clock, default_time).await {
             Ok(outcome) => {
                 coverage.record(&outcome);
                 let failures = expect::differences(&case.expect, &outcome);
@@ -242,22 +241,29 @@ pub fn describe(outcome: &Outcome) -> String {
     if let Some(sent) = &outcome.upstream {
         let _ = writeln!(out, "upstream got: {} {}", sent.method, sent.target);
         for (name, value) in &sent.headers {
-            let _ = writeln!(
-                out,
-                "  {name}: {}",
-                value.to_str().unwrap_or("(not text)")
-            );
+            let _ = writeln!(out, "  {name}: {}", shown(name.as_str(), value));
         }
     }
     if let Some(answer) = &outcome.response {
         let _ = writeln!(out, "client got: {}", answer.status);
         for (name, value) in &answer.headers {
-            let _ = writeln!(
-                out,
-                "  {name}: {}",
-                value.to_str().unwrap_or("(not text)")
-            );
+            let _ = writeln!(out, "  {name}: {}", shown(name.as_str(), value));
         }
     }
     out
+}
+
+/// A header value as a report shows it: a credential's value (a token, a key, a cookie, a
+/// signature) is never printed, only its scheme and length.
+fn shown(name: &str, value: &http::HeaderValue) -> String {
+    let text = value.to_str().unwrap_or("(not text)");
+    if !crate::capture::is_credential_header(name) && name != "cookie" && name != "set-cookie" {
+        return text.to_owned();
+    }
+    match text.split_once(' ') {
+        Some((scheme, rest)) if name.ends_with("authorization") => {
+            format!("{scheme} [redacted, {} bytes]", rest.len())
+        }
+        _ => format!("[redacted, {} bytes]", text.len()),
+    }
 }

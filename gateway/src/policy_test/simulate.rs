@@ -157,14 +157,18 @@ pub async fn simulate(runtime: &Runtime, request: SimRequest, stub: &StubAnswer)
     exchange.enable_trace();
     let read_body = service.needs.request_body.then_some(body.as_slice());
     let mut credentials = CredentialPlan::default();
-    let verdict =
-        run_request_pipeline(service, &mut head, read_body, &mut exchange, &mut credentials)
-            .await;
+    let verdict = run_request_pipeline(
+        service,
+        &mut head,
+        read_body,
+        &mut exchange,
+        &mut credentials,
+    )
+    .await;
     let request_trace = exchange.take_trace();
     let mut outcome = match verdict {
         Verdict::Reject(rejection) => {
-            let mut outcome =
-                Outcome::refused(at, &with_response_headers(&rejection, &exchange));
+            let mut outcome = Outcome::refused(at, &with_response_headers(&rejection, &exchange));
             outcome.decision = Decision::Denied {
                 status: rejection.status.as_u16(),
                 code: rejection.code,
@@ -295,10 +299,10 @@ fn proxied(
     }
     let sent = UpstreamRequest {
         method: upstream.method.to_string(),
-        target: upstream
-            .uri
-            .path_and_query()
-            .map_or_else(|| upstream.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        target: upstream.uri.path_and_query().map_or_else(
+            || upstream.uri.path().to_owned(),
+            |pq| pq.as_str().to_owned(),
+        ),
         headers: upstream.headers.clone(),
         body,
     };
@@ -339,8 +343,8 @@ fn stubbed_response(
             "the stubbed upstream answer is not a valid response head",
         )
     };
-    let mut resp = ResponseHeader::build(stub.status, Some(stub.headers.len()))
-        .map_err(|_| bad_stub())?;
+    let mut resp =
+        ResponseHeader::build(stub.status, Some(stub.headers.len())).map_err(|_| bad_stub())?;
     for (name, value) in &stub.headers {
         resp.append_header(name.clone(), value.as_str())
             .map_err(|_| bad_stub())?;

@@ -1,10 +1,10 @@
 //! The upstream and response phases of a service's pipelines, shared by the proxy's hooks
 //! and the buffering forwarder.
 
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
-use bytes::Bytes;
 use portcullis_assertions::{BodyProcessor, Exchange, Verdict};
 
 use super::context::RequestCtx;

@@ -30,7 +30,9 @@ fn captured_requests_hide_credentials_and_card_numbers_and_replay_from_the_log()
     let gw = TestGateway::start(SERVICES, &backend.url());
     let body = format!("{{\"card\":\"{PAN}\",\"qty\":1}}");
     let resp = client()
-        .post(gw.url(&format!("/orders/new?access_token=query-secret-1&note={PAN}")))
+        .post(gw.url(&format!(
+            "/orders/new?access_token=query-secret-1&note={PAN}"
+        )))
         .header("X-Api-Key", "demo-key-123")
         .header("Cookie", "session=cookie-secret-1; theme=dark")
         .header("Authorization", "Bearer bearer-secret-1")
@@ -48,7 +50,14 @@ fn captured_requests_hide_credentials_and_card_numbers_and_replay_from_the_log()
     assert_eq!(refused.status(), 401);
 
     let log = gw.access_log();
-    for secret in ["demo-key-123", "query-secret-1", "cookie-secret-1", "bearer-secret-1", PAN, "a-wrong-key"] {
+    for secret in [
+        "demo-key-123",
+        "query-secret-1",
+        "cookie-secret-1",
+        "bearer-secret-1",
+        PAN,
+        "a-wrong-key",
+    ] {
         assert!(!log.contains(secret), "{secret} in the access log:\n{log}");
     }
     let lines: Vec<serde_json::Value> = log
@@ -69,10 +78,19 @@ fn captured_requests_hide_credentials_and_card_numbers_and_replay_from_the_log()
     };
     // Equal values hash alike under the capture key: the operator can match them.
     assert_eq!(header("x-api-key"), key.hash("demo-key-123"));
-    assert_eq!(header("authorization"), format!("Bearer {}", key.hash("bearer-secret-1")));
+    assert_eq!(
+        header("authorization"),
+        format!("Bearer {}", key.hash("bearer-secret-1"))
+    );
     assert!(header("cookie").contains("theme="), "{}", header("cookie"));
-    assert!(request["target"].as_str().expect("target").contains("access_token=portcullis-hmac:"));
-    assert!(request["body"].as_str().expect("body").contains("1111"), "{request}");
+    assert!(request["target"]
+        .as_str()
+        .expect("target")
+        .contains("access_token=portcullis-hmac:"));
+    assert!(
+        request["body"].as_str().expect("body").contains("1111"),
+        "{request}"
+    );
     assert_eq!(request["service"], "orders");
     assert_eq!(request["status"], 200);
     assert_eq!(lines[1]["request"]["status"], 401);
@@ -86,12 +104,23 @@ fn captured_requests_hide_credentials_and_card_numbers_and_replay_from_the_log()
     let old = ReplayPolicy::load(&gw.config).expect("policy");
     let new = ReplayPolicy::load(&gw.config).expect("policy");
     // Every cookie's value is hashed (which ones are sessions is not known), `theme` too.
-    let known = ["demo-key-123", "bearer-secret-1", "cookie-secret-1", "dark", "query-secret-1"];
+    let known = [
+        "demo-key-123",
+        "bearer-secret-1",
+        "cookie-secret-1",
+        "dark",
+        "query-secret-1",
+    ];
     let known: Vec<String> = known.iter().map(|v| (*v).to_owned()).collect();
     let resolver = Resolver::new(&key, &known);
     let report = runtime.block_on(replay(&old, &new, &log, &resolver));
     assert_eq!(report.requests, 2, "{}", report.text());
     assert_eq!(report.changed, 0, "{}", report.text());
-    assert_eq!(report.unresolved, 1, "the wrong key stays a hash: {}", report.text());
+    assert_eq!(
+        report.unresolved,
+        1,
+        "the wrong key stays a hash: {}",
+        report.text()
+    );
     assert!(report.malformed.is_empty(), "{:?}", report.malformed);
 }
