@@ -290,6 +290,26 @@ mod tests {
         assert_ne!(other_key, one.headers[1].1);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::test_cases(256)))]
+
+        /// Whatever a credential header, cookie or credential parameter holds, the capture
+        /// holds only its keyed hash: the value never appears in the line.
+        #[test]
+        fn credential_values_never_reach_the_capture(
+            value in "[A-Za-z0-9._~+/-]{12,40}",
+            name in proptest::sample::select(vec!["Authorization", "X-Api-Key", "X-Auth-Token", "Proxy-Authorization", "X-Session-Token", "Client-Secret"]),
+        ) {
+            let line = serde_json::to_string(&captured(
+                &[(name, &format!("Bearer {value}")), ("Cookie", &format!("sid={value}"))],
+                &format!("/p?access_token={value}&client_secret={value}"),
+                None,
+            ))
+            .expect("json");
+            proptest::prop_assert!(!line.contains(&value), "{}", line);
+        }
+    }
+
     #[test]
     fn card_numbers_are_masked_everywhere() {
         let pan = "4111111111111111";

@@ -537,3 +537,107 @@ fn the_test_file_schema_is_printed() {
         );
     }
 }
+
+#[test]
+fn coverage_names_the_steps_and_branches_no_case_exercised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("thin.yaml");
+    // A local caller posts an order, a remote one without a key is refused. The widgets
+    // service never runs, and the `any`'s API-key branch runs but never lets anyone through.
+    std::fs::write(
+        &file,
+        format!(
+            "policy: {}\ncases:\n  - name: local order\n    request: {{method: POST, path: /orders, body: '{{}}', client: 127.0.0.1}}\n    expect: {{verdict: allow}}\n  - name: remote order without a key\n    request: {{method: POST, path: /orders, body: '{{}}', client: 203.0.113.1}}\n    expect: {{verdict: deny}}\n",
+            repo().join("policies/demo.yaml").display()
+        ),
+    )
+    .expect("write");
+    let out = run(&["test", &file.display().to_string(), "--coverage"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(report.contains("coverage: 4 of 11 steps ran"), "{report}");
+    assert!(
+        report.contains("not exercised: widgets: request[0] deny_ip never ran"),
+        "{report}"
+    );
+    assert!(
+        report.contains("not exercised: widgets: response[1] set_header never ran"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "not exercised: orders: request[0].any[1] require_api_key never let a request through"
+        ),
+        "{report}"
+    );
+    assert!(!report.contains("any[0]"), "{report}");
+    assert!(!report.contains("orders: request[1]"), "{report}");
+}
+
+#[test]
+fn at_moves_every_case_without_a_time_of_its_own() {
+    // The first case's signature is good only near the file's `at`.
+    let out = run(&["test", "policies/tests/hmac-partner-api.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let out = run(&[
+        "test",
+        "policies/tests/hmac-partner-api.yaml",
+        "--at",
+        "1790000000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(report.contains("RequestTimeTooSkewed"), "{report}");
+}
+
+#[test]
+fn replay_reports_upstream_header_changes_by_header() {
+    use portcullis::replay::{replay, ReplayPolicy, Resolver};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("policies")).expect("dir");
+    std::os::unix::fs::symlink(repo().join("fixtures"), dir.path().join("fixtures")).expect("link");
+    let demo = std::fs::read_to_string(repo().join("policies/demo.yaml")).expect("demo");
+    let old_tier = "value: \"${client.tier}\"";
+    assert!(demo.contains(old_tier));
+    let changed = dir.path().join("policies/demo-tiers.yaml");
+    std::fs::write(
+        &changed,
+        demo.replacen(old_tier, "value: \"tier-${client.tier}\"", 1),
+    )
+    .expect("write");
+    let line = |path: &str, key: &str, peer: &str| {
+        serde_json::json!({
+            "time": 1_780_000_000u64, "peer": peer, "method": "GET", "target": path,
+            "headers": [["host", "a.test"], ["x-api-key", key]],
+        })
+        .to_string()
+    };
+    let lines = [
+        line("/widgets/1", "demo-key-123", "203.0.113.1"), // allowed: header changes
+        line("/widgets/2", "partner-key-456", "203.0.113.1"), // allowed: header changes
+        line("/widgets/3", "wrong", "203.0.113.1"),        // refused by both
+        line("/orders/1", "", "127.0.0.1"),                // another service
+        "not json".to_owned(),
+    ]
+    .join("\n");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let old = ReplayPolicy::load(&repo().join("policies/demo.yaml")).expect("old");
+    let new = ReplayPolicy::load(&changed).expect("new");
+    let report = runtime.block_on(replay(&old, &new, &lines, &Resolver::default()));
+    assert_eq!(report.requests, 4, "{}", report.text());
+    assert_eq!(report.malformed.len(), 1);
+    assert!(
+        report.malformed[0].starts_with("line 5:"),
+        "{:?}",
+        report.malformed
+    );
+    assert_eq!(report.changed, 2, "{}", report.text());
+    assert_eq!(report.headers_changed, 2);
+    assert_eq!(report.verdict_changed, 0);
+    let group = &report.groups["widgets"]["upstream headers: x-client-tier"];
+    assert_eq!(group.count, 2);
+    assert_eq!(group.examples[0], "line 1: GET /widgets/1");
+}
