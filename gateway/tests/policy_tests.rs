@@ -346,6 +346,100 @@ fn a_copy_of_each_example_policy_with_one_step_removed_fails_its_tests() {
     );
 }
 
+/// One step loosened in each example policy: `(policy, text, loosened text)`.
+const LOOSENED: &[(&str, &str, &str)] = &[
+    (
+        "bearer-protected-api.yaml",
+        "scopes: [widgets.write]}",
+        "scopes: [widgets.write, widgets.read], scope_match: any}",
+    ),
+    (
+        "credential-forwarding.yaml",
+        "any_of: [integrations]",
+        "any_of: [integrations, kiosks]",
+    ),
+    (
+        "demo.yaml",
+        "deny_ip: [192.0.2.0/24]",
+        "deny_ip: [192.0.2.0/25]",
+    ),
+    (
+        "fleet-redis.yaml",
+        "require_bearer: {scopes: [customers.read]}",
+        "require_bearer: {}",
+    ),
+    ("hmac-partner-api.yaml", "max_skew: 5m", "max_skew: 15m"),
+    (
+        "oauth-token-service.yaml",
+        "require_bearer: {scopes: [invoices.read]}",
+        "require_bearer: {scopes: [customers.read, invoices.read], scope_match: any}",
+    ),
+    (
+        "pci-cardholder-api.yaml",
+        "allow_ip: [127.0.0.0/8, 10.0.0.0/8]",
+        "allow_ip: [127.0.0.0/8, 10.0.0.0/8, 203.0.113.0/24]",
+    ),
+    (
+        "public-wifi-ip-identity.yaml",
+        "groups: [staff]",
+        "groups: [staff, guests]",
+    ),
+    (
+        "rate-limited-api.yaml",
+        "rate: 5/s, burst: 10}",
+        "rate: 5/s, burst: 11}",
+    ),
+    (
+        "saml-rest.yaml",
+        "require_attributes: {group: [finance]}",
+        "require_attributes: {group: [finance, sales]}",
+    ),
+];
+
+#[test]
+fn a_copy_of_each_example_policy_with_one_step_loosened_fails_its_tests() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let names = example_policies();
+    for name in &names {
+        assert!(
+            LOOSENED.iter().any(|(policy, _, _)| policy == name),
+            "{name}: no loosened copy tried"
+        );
+    }
+    for (name, strict, loose) in LOOSENED {
+        let original = std::fs::read_to_string(repo().join("policies").join(name)).expect("policy");
+        assert_eq!(
+            original.matches(strict).count(),
+            1,
+            "{name}: {strict:?} changed"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("policies/tests")).expect("dirs");
+        std::os::unix::fs::symlink(repo().join("fixtures"), dir.path().join("fixtures"))
+            .expect("link fixtures");
+        std::fs::write(
+            dir.path().join("policies").join(name),
+            original.replacen(strict, loose, 1),
+        )
+        .expect("copy");
+        let test_file = dir.path().join("policies/tests").join(name);
+        std::fs::copy(repo().join("policies/tests").join(name), &test_file).expect("tests");
+        let result = runtime.block_on(run_file(&test_file, Options::default()));
+        assert!(
+            result.errors.is_empty(),
+            "{name}: the loosened copy must load: {:?}",
+            result.errors
+        );
+        assert!(
+            !result.passed(),
+            "{name}: loosening {strict:?} to {loose:?} passes its tests"
+        );
+    }
+}
+
 /// A small deterministic generator (xorshift), so the sample is the same on every run.
 struct Sample(u64);
 
