@@ -99,6 +99,25 @@ pub fn looks_like_test_file(path: &Path) -> bool {
     }
 }
 
+/// `a/tests/../demo.yaml` as `a/demo.yaml`, for reports only: the file system is not asked,
+/// so through a symbolic link it may name another file than the one loaded.
+pub(crate) fn tidy(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn base_of(path: &Path) -> PathBuf {
     path.parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)

@@ -123,7 +123,7 @@ pub async fn run_file(path: &Path, options: Options) -> FileResult {
             return result;
         }
     };
-    result.policy = Some(test.policy.clone());
+    result.policy = Some(load::tidy(&test.policy));
     let default_time = options
         .at
         .or(test.spec.at.as_ref().map(|at| at.value))
