@@ -207,37 +207,46 @@ pub fn capture<'h>(
             (name.to_owned(), header_value(key, name, &value))
         })
         .collect();
-    let (body, body_base64, body_truncated) = match body {
-        None | Some([]) => (None, None, false),
-        Some(bytes) => {
-            let cut = &bytes[..bytes.len().min(MAX_CAPTURED_BODY)];
-            let mut masked = cut.to_vec();
-            portcullis_assertions::pan::mask_in_place(
-                &mut masked,
-                portcullis_assertions::pan::MaskStyle::default(),
-            );
-            let truncated = cut.len() < bytes.len();
-            match String::from_utf8(masked) {
-                Ok(text) => (Some(text), None, truncated),
-                Err(e) => (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
-                    truncated,
-                ),
-            }
-        }
-    };
-    CapturedRequest {
+    let captured = CapturedRequest {
         time,
         peer,
         method: method.to_owned(),
         target: target(key, raw_target),
         headers,
-        body,
-        body_base64,
-        body_truncated,
+        body: None,
+        body_base64: None,
+        body_truncated: false,
         service: None,
         status: None,
+    };
+    match body {
+        Some(bytes) => captured.with_body(bytes),
+        None => captured,
+    }
+}
+
+impl CapturedRequest {
+    /// The request with its body (card numbers masked, cut at [`MAX_CAPTURED_BODY`]).
+    #[must_use]
+    pub fn with_body(mut self, bytes: &[u8]) -> CapturedRequest {
+        if bytes.is_empty() {
+            return self;
+        }
+        let cut = &bytes[..bytes.len().min(MAX_CAPTURED_BODY)];
+        let mut masked = cut.to_vec();
+        portcullis_assertions::pan::mask_in_place(
+            &mut masked,
+            portcullis_assertions::pan::MaskStyle::default(),
+        );
+        self.body_truncated = cut.len() < bytes.len();
+        match String::from_utf8(masked) {
+            Ok(text) => self.body = Some(text),
+            Err(e) => {
+                self.body_base64 =
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes()));
+            }
+        }
+        self
     }
 }
 

@@ -88,20 +88,8 @@ fn captured(
     status: u16,
 ) -> Option<crate::capture::CapturedRequest> {
     let mut captured = ctx.captured.clone()?;
-    if let (Some(body), Some(key)) = (
-        ctx.body.as_deref(),
-        ctx.runtime.as_ref().and_then(|r| r.capture.as_ref()),
-    ) {
-        let with_body = crate::capture::capture(
-            key,
-            (captured.time, captured.peer),
-            ("", ""),
-            std::iter::empty(),
-            Some(body),
-        );
-        captured.body = with_body.body;
-        captured.body_base64 = with_body.body_base64;
-        captured.body_truncated = with_body.body_truncated;
+    if let Some(body) = ctx.body.as_deref() {
+        captured = captured.with_body(body);
     }
     captured.service = svc.map(|s| s.name.to_string());
     captured.status = Some(status);
