@@ -124,12 +124,19 @@ const CREDENTIAL_WORDS: [&str; 9] = [
     "credential",
 ];
 
+/// More parts of a header name that may mean a credential: in headers, a value hashed for
+/// nothing costs less than a credential kept (`Idempotency-Key` is hashed too).
+const CREDENTIAL_HEADER_WORDS: [&str; 3] = ["auth", "key", "session"];
+
 /// True when a header's value is a credential (names without regard to case).
 #[must_use]
 pub fn is_credential_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     CREDENTIAL_HEADERS.contains(&lower.as_str())
         || CREDENTIAL_WORDS.iter().any(|word| lower.contains(word))
+        || CREDENTIAL_HEADER_WORDS
+            .iter()
+            .any(|word| lower.contains(word))
 }
 
 /// True when a query parameter's value is a credential.
@@ -307,7 +314,7 @@ mod tests {
         #[test]
         fn credential_values_never_reach_the_capture(
             value in "[A-Za-z0-9._~+/-]{12,40}",
-            name in proptest::sample::select(vec!["Authorization", "X-Api-Key", "X-Auth-Token", "Proxy-Authorization", "X-Session-Token", "Client-Secret"]),
+            name in proptest::sample::select(vec!["Authorization", "X-Api-Key", "X-Auth-Token", "Proxy-Authorization", "X-Session-Token", "Client-Secret", "X-Partner-Auth", "X-Session", "Partner-Key"]),
         ) {
             let line = serde_json::to_string(&captured(
                 &[(name, &format!("Bearer {value}")), ("Cookie", &format!("sid={value}"))],
