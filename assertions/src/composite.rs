@@ -73,6 +73,10 @@ impl Assertion for All {
         "all"
     }
 
+    fn parts(&self) -> &[Box<dyn Assertion>] {
+        &self.steps
+    }
+
     fn credential_places(&self) -> Option<crate::CredentialPlaces> {
         crate::credential_places::of_steps(&self.steps)
     }
@@ -145,6 +149,10 @@ impl Assertion for Any {
 
     fn kind(&self) -> &'static str {
         "any"
+    }
+
+    fn parts(&self) -> &[Box<dyn Assertion>] {
+        &self.branches
     }
 
     fn credential_places(&self) -> Option<crate::CredentialPlaces> {

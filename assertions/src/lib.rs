@@ -197,6 +197,12 @@ pub trait Assertion: Send + Sync + fmt::Debug {
         Needs::HEADERS
     }
 
+    /// The steps a composite holds (the branches of `any`, the steps of `all`), in order,
+    /// for `portcullis test --coverage`; empty for every other step.
+    fn parts(&self) -> &[Box<dyn Assertion>] {
+        &[]
+    }
+
     /// The phases this step takes part in. No default: every step says, so a composite or
     /// a pipeline can never miss one.
     fn phases(&self) -> Phases;

@@ -1,7 +1,9 @@
 //! One JSON line per request, written by a background thread so the request path never
 //! blocks on a disk or a pipe. Lines hold no header values and no query string: nothing a
 //! client sends as a credential (Authorization, API keys, cookies) can reach the log; and
-//! every line goes through the card-number masker.
+//! every line goes through the card-number masker. In capture mode (`capture:` in the
+//! policy) a line also holds the request as received, for `portcullis replay`, with every
+//! credential value replaced by a keyed hash (see [`crate::capture`]).
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -52,6 +54,10 @@ pub struct AccessRecord<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<ShadowEntry<'a>>,
     pub generation: u64,
+    /// The request as received, in capture mode (`capture:` in the policy): credentials
+    /// hashed, card numbers masked; what `portcullis replay` reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<&'a crate::capture::CapturedRequest>,
 }
 
 /// One shadowed step's verdict on the request, as logged.

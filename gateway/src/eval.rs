@@ -138,9 +138,7 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     let mut credentials = CredentialPlan::default();
     let verdict =
         run_request_pipeline(service, &mut head, body, &mut exchange, &mut credentials).await;
-    for (index, node) in trace_tree(exchange.take_trace()).iter().enumerate() {
-        print_step(&mut out, node, &format!("{:>2}.", index + 1), 2);
-    }
+    write_trace(&mut out, exchange.take_trace());
     print_shadowed(&mut out, &exchange);
     let variables: Vec<String> = exchange
         .set_vars(&runtime.registry)
@@ -259,14 +257,23 @@ fn pingora_head(parts: &http::request::Parts) -> anyhow::Result<RequestHeader> {
     Ok(head)
 }
 
+/// Writes a pipeline's trace as `eval` prints it: one numbered line per step, composites'
+/// steps indented beneath them (also used by `portcullis test` for a failing case).
+pub fn write_trace(out: &mut String, trace: Vec<TraceStep>) {
+    for (index, node) in trace_tree(trace).iter().enumerate() {
+        print_step(out, node, &format!("{:>2}.", index + 1), 2);
+    }
+}
+
 /// A trace step with the steps it held.
-struct TraceNode {
-    step: TraceStep,
-    children: Vec<TraceNode>,
+pub struct TraceNode {
+    pub step: TraceStep,
+    pub children: Vec<TraceNode>,
 }
 
 /// Rebuilds nesting from a flat trace in which children precede their composite.
-fn trace_tree(trace: Vec<TraceStep>) -> Vec<TraceNode> {
+#[must_use]
+pub fn trace_tree(trace: Vec<TraceStep>) -> Vec<TraceNode> {
     let mut pending: Vec<Vec<TraceNode>> = Vec::new();
     for step in trace {
         let d = step.depth;

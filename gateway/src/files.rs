@@ -27,6 +27,8 @@ pub enum FileKind {
     Users,
     /// An identity provider's SAML metadata.
     Metadata,
+    /// Captured requests for `portcullis replay` (JSON lines).
+    Capture,
 }
 
 impl FileKind {
@@ -40,6 +42,7 @@ impl FileKind {
             FileKind::Request => 16 * 1024 * 1024,
             FileKind::Users => 4 * 1024 * 1024,
             FileKind::Metadata => 4 * 1024 * 1024,
+            FileKind::Capture => 1024 * 1024 * 1024,
         }
     }
 
@@ -52,6 +55,7 @@ impl FileKind {
             FileKind::Request => "request file",
             FileKind::Users => "users file",
             FileKind::Metadata => "SAML metadata file",
+            FileKind::Capture => "capture file",
         }
     }
 }

@@ -9,6 +9,8 @@ pub mod admin;
 pub mod auth_failures;
 pub mod basic_auth;
 pub mod broker;
+pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod content_length;
@@ -21,10 +23,12 @@ pub mod metrics;
 pub mod oauth;
 pub mod oproxy;
 pub mod path;
+pub mod policy_test;
 pub mod privileges;
 pub mod problem;
 pub mod proxy;
 pub mod redis;
+pub mod replay;
 pub mod router;
 pub mod runtime;
 pub mod saml_issuer;
@@ -39,6 +43,13 @@ pub mod store;
 #[must_use]
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(config::spec::ConfigSpec);
+    serde_json::to_value(schema).unwrap_or_default()
+}
+
+/// The JSON Schema of `portcullis test` files.
+#[must_use]
+pub fn test_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(policy_test::spec::TestFileSpec);
     serde_json::to_value(schema).unwrap_or_default()
 }
 

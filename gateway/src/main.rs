@@ -68,7 +68,47 @@ enum Command {
         client_ip: IpAddr,
     },
     /// Print the JSON Schema of the policy language (for editor completion).
-    Schema,
+    Schema {
+        /// The schema of `portcullis test` files instead.
+        #[arg(long)]
+        tests: bool,
+    },
+    /// Run golden test cases (files, or folders searched for YAML files with `cases:`) through the policies they name, in process; exit 0 when all pass, 1 otherwise, 2 on a usage error.
+    Test {
+        /// Test files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Run every case that names no time at this instant (seconds since the Unix epoch).
+        #[arg(long)]
+        at: Option<u64>,
+        /// `text` (default) or `junit`.
+        #[arg(long, default_value = "text")]
+        format: TestFormat,
+        /// Also list the steps and `any` branches no case exercised.
+        #[arg(long)]
+        coverage: bool,
+    },
+    /// Replay captured requests (JSON lines) through two policies and report, per service and step, the requests whose verdict or upstream headers differ; exit 0 when none do, 1 when some do, 2 on an error.
+    Replay {
+        /// The policy in force.
+        #[arg(long)]
+        old: PathBuf,
+        /// The policy to compare with it.
+        #[arg(long)]
+        new: PathBuf,
+        /// The captured requests, one JSON object a line (docs/policy-testing.md).
+        #[arg(long)]
+        requests: PathBuf,
+        /// The capture's hash key (a file), to resolve hashed credentials with `--credentials`.
+        #[arg(long)]
+        capture_key: Option<PathBuf>,
+        /// Credential values to put back where the capture hashed them (a file, one a line).
+        #[arg(long, requires = "capture_key")]
+        credentials: Option<PathBuf>,
+        /// `text` (default) or `json`.
+        #[arg(long, default_value = "text")]
+        format: ReplayFormat,
+    },
     /// Print the SHA-256 of an API key read from standard input, for `sha256:` in require_api_key.
     HashKey,
     /// Print the argon2id hash (a PHC string) of a password read from standard input, for `password_argon2id:` in the SAML issuer's users file.
@@ -83,6 +123,144 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReplayFormat {
+    Text,
+    Json,
+}
+
+/// The arguments of `portcullis replay`.
+struct ReplayArgs {
+    old: PathBuf,
+    new: PathBuf,
+    requests: PathBuf,
+    capture_key: Option<PathBuf>,
+    credentials: Option<PathBuf>,
+    format: ReplayFormat,
+}
+
+/// `portcullis replay`.
+fn replay(args: &ReplayArgs) -> ExitCode {
+    use portcullis::files::{read_bounded, read_bounded_text, FileKind};
+    use portcullis::replay::{ReplayPolicy, Resolver};
+    let load =
+        |path: &std::path::Path| ReplayPolicy::load(path).map_err(|invalid| eprintln!("{invalid}"));
+    let (Ok(old), Ok(new)) = (load(&args.old), load(&args.new)) else {
+        return ExitCode::from(2);
+    };
+    let lines = match read_bounded_text(&args.requests, FileKind::Capture) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let resolver = match (&args.capture_key, &args.credentials) {
+        (Some(key), credentials) => {
+            let key = match read_bounded(key, FileKind::Secret) {
+                Ok(key) => portcullis::capture::CaptureKey::new(key.trim_ascii_end()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let values = match credentials
+                .as_deref()
+                .map(|c| read_bounded_text(c, FileKind::Secret))
+            {
+                Some(Ok(text)) => text
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                Some(Err(e)) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+                None => Vec::new(),
+            };
+            Resolver::new(&key, &values)
+        }
+        (None, _) => Resolver::default(),
+    };
+    let report = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(portcullis::replay::replay(&old, &new, &lines, &resolver)),
+        Err(e) => {
+            eprintln!("cannot start the replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match args.format {
+        ReplayFormat::Text => report.text(),
+        ReplayFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+    };
+    let text = portcullis_assertions::pan::mask_str(
+        &text,
+        portcullis_assertions::pan::MaskStyle::default(),
+    );
+    let _ = write!(std::io::stdout().lock(), "{text}");
+    if report.changed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TestFormat {
+    Text,
+    Junit,
+}
+
+/// `portcullis test`: every file's cases, one report.
+fn test(paths: &[PathBuf], at: Option<u64>, format: TestFormat, coverage: bool) -> ExitCode {
+    use portcullis::policy_test;
+    let files = match policy_test::collect_test_files(paths) {
+        Ok(files) if !files.is_empty() => files,
+        Ok(_) => {
+            eprintln!("no test files (YAML files with a top-level `cases:`) found");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = policy_test::Options { at };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the test run: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let results: Vec<_> = files
+        .iter()
+        .map(|file| runtime.block_on(policy_test::run_file(file, options)))
+        .collect();
+    let report = match format {
+        TestFormat::Text => policy_test::report::text(&results, coverage),
+        TestFormat::Junit => policy_test::report::junit(&results),
+    };
+    // As with eval: no card number leaves in a report.
+    let report = portcullis_assertions::pan::mask_str(
+        &report,
+        portcullis_assertions::pan::MaskStyle::default(),
+    );
+    let _ = write!(std::io::stdout().lock(), "{report}");
+    if results.iter().all(policy_test::FileResult::passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn init_logging() {
@@ -259,8 +437,34 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Schema => {
-            let text = serde_json::to_string_pretty(&portcullis::schema()).unwrap_or_default();
+        Command::Replay {
+            old,
+            new,
+            requests,
+            capture_key,
+            credentials,
+            format,
+        } => replay(&ReplayArgs {
+            old,
+            new,
+            requests,
+            capture_key,
+            credentials,
+            format,
+        }),
+        Command::Test {
+            paths,
+            at,
+            format,
+            coverage,
+        } => test(&paths, at, format, coverage),
+        Command::Schema { tests } => {
+            let schema = if tests {
+                portcullis::test_schema()
+            } else {
+                portcullis::schema()
+            };
+            let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
             // A closed pipe (`portcullis schema | head`) is not an error worth a panic.
             let _ = writeln!(std::io::stdout().lock(), "{text}");
             ExitCode::SUCCESS

@@ -221,6 +221,8 @@ pub struct Runtime {
     pub registry: VarRegistry,
     pub trusted_proxies: IpList,
     pub admin_token: Option<Secret>,
+    /// The access log's capture mode: the key of credential hashes, when it is on.
+    pub capture: Option<crate::capture::CaptureKey>,
     /// The effective configuration with secrets redacted, for `GET /api/config`.
     /// Kept as compact JSON text: as a `serde_json::Value` tree it cost about a kilobyte per
     /// service, for an answer that is rarely asked for.

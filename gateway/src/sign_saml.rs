@@ -58,6 +58,10 @@ pub struct SamlArgs {
     /// header: Authorization: SAML credentials; xml; grant: RFC 7522's assertion parameter.
     #[arg(long, value_enum, default_value = "header")]
     format: SamlFormat,
+    /// Issue as of this time (seconds since the epoch) instead of now, e.g. for a golden
+    /// case of `portcullis test` that runs at that time.
+    #[arg(long, value_name = "EPOCH_SECONDS")]
+    at: Option<i64>,
 }
 
 /// Signs the assertion and returns what to print.
@@ -113,7 +117,10 @@ pub fn assertion(a: &SamlArgs) -> anyhow::Result<String> {
         recipient: a.recipient.clone(),
         session_index: None,
         attributes,
-        issued_at: jiff::Timestamp::now(),
+        issued_at: match a.at {
+            Some(at) => jiff::Timestamp::from_second(at).context("--at is out of range")?,
+            None => jiff::Timestamp::now(),
+        },
         valid_for: a.valid_for,
         one_time_use: false,
     };

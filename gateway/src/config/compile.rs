@@ -196,6 +196,11 @@ pub(crate) fn compile(
         .admin
         .present()
         .and_then(|a| context.secret(&a.token, "admin.token"));
+    let capture = main.spec.capture.present().and_then(|capture| {
+        context
+            .secret(&capture.hash_key, "capture.hash_key")
+            .map(|key| crate::capture::CaptureKey::new(key.expose().as_bytes()))
+    });
     let trusted_proxies = IpList::new(
         main.spec
             .trusted_proxies
@@ -230,6 +235,7 @@ pub(crate) fn compile(
         registry: context.registry,
         trusted_proxies,
         admin_token,
+        capture,
         effective,
         rate_limits: std::mem::take(&mut context.rate_limits),
         quotas: std::mem::take(&mut context.quotas),

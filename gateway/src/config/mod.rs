@@ -163,9 +163,30 @@ pub struct Carry {
     /// Who is behind which address (cache and traffic waiting to be written), for
     /// `require_ip_identity` and the userauth API: made on first use.
     pub identities: Arc<Mutex<Option<StoreIdentityDirectory>>>,
+    /// The clock of steps that read the time (signatures, assertions, rate limits,
+    /// quotas): `None` for the system's; `portcullis test` sets one by hand.
+    pub clock: Option<Arc<crate::clock::SettableClock>>,
 }
 
 impl Carry {
+    /// Wall-clock time for steps (seconds since the epoch).
+    #[must_use]
+    pub fn wall_clock(&self) -> Arc<dyn portcullis_assertions::hmac::Clock> {
+        match &self.clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(portcullis_assertions::hmac::SystemClock),
+        }
+    }
+
+    /// Monotonic time for rate limits.
+    #[must_use]
+    pub fn monotonic_clock(&self) -> Arc<dyn portcullis_assertions::rate_limit::MonotonicClock> {
+        match &self.clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(portcullis_assertions::rate_limit::ProcessClock),
+        }
+    }
+
     /// The identity directory over `store`, made on first use (again if a load opened
     /// another store).
     #[must_use]
@@ -255,6 +276,15 @@ pub fn load(path: &Path, carry: &Carry, generation: u64) -> Result<Runtime, Inva
 /// Every problem with the policy.
 pub fn load_dry_run(path: &Path) -> Result<Runtime, InvalidPolicy> {
     load_as(path, &Carry::default(), 1, LoadMode::DryRun)
+}
+
+/// Loads the policy at `path` as a dry run with what `carry` holds (a test clock, key sets
+/// fed by a test file), for `portcullis test` and `replay`.
+///
+/// # Errors
+/// Every problem with the policy.
+pub fn load_dry_run_with(path: &Path, carry: &Carry) -> Result<Runtime, InvalidPolicy> {
+    load_as(path, carry, 1, LoadMode::DryRun)
 }
 
 fn load_as(

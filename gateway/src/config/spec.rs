@@ -52,6 +52,11 @@ pub struct ConfigSpec {
     /// Where the JSON access log goes: `stdout` (default), `off`, or `{file: PATH}`.
     #[serde(default)]
     pub access_log: Lenient<Option<AccessLogSpec>>,
+    /// Capture mode of the access log, for `portcullis replay`: each line also carries the
+    /// request as the gateway received it (`request`), every credential value replaced by a
+    /// keyed hash and every card number masked. Off unless set.
+    #[serde(default)]
+    pub capture: Lenient<Option<CaptureSpec>>,
     /// Which forwarding headers the upstream gets: `x-forwarded` (default: `X-Forwarded-For`,
     /// `-Proto`, `-Host` and `X-Real-IP`), `forwarded` (RFC 7239 `Forwarded`), `both`, or `none`.
     /// Whatever the client sent in any of them is replaced or removed, except from trusted proxies.
@@ -224,6 +229,16 @@ pub struct AdminSpec {
     pub listen: Option<Addr>,
     /// Name of the secret (under `secrets:`) holding the admin bearer token.
     pub token: Spanned<String>,
+}
+
+/// The access log's capture mode.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// Name of the secret (under `secrets:`) keying the hashes of credentials (HMAC-SHA256):
+    /// equal values hash alike, and only someone holding the key can test a guess or, with
+    /// `portcullis replay --capture-key --credentials`, put known values back.
+    pub hash_key: Spanned<String>,
 }
 
 /// Access-log destination.

@@ -97,6 +97,34 @@ impl RemoteKeySet {
         }
     }
 
+    /// A set that holds the keys of `document` and never fetches: what `portcullis test`
+    /// puts in place of a remote set (an unknown key id stays unknown).
+    ///
+    /// # Errors
+    /// A document that holds no usable key in `format`.
+    pub fn stand_in(
+        url: &str,
+        format: KeysFormat,
+        document: &[u8],
+    ) -> Result<RemoteKeySet, String> {
+        let keys = parse_keys(document, format)?;
+        if keys.is_empty() {
+            return Err("the document holds no usable key".to_owned());
+        }
+        // Ten years between fetches, the last one just now: never in a test run.
+        let set = RemoteKeySet::new(url, format, Duration::from_secs(10 * 365 * 86_400));
+        *set.last_attempt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+        set.next_refresh.store(i64::MAX, Ordering::Relaxed);
+        set.snapshot.store(Some(Arc::new(Snapshot {
+            keys,
+            fetched_at: now_secs(),
+            expires_at: i64::MAX,
+        })));
+        Ok(set)
+    }
+
     /// The set as last fetched.
     #[must_use]
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {

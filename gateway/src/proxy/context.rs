@@ -41,6 +41,8 @@ pub struct RequestCtx {
     pub(super) credentials: CredentialPlan,
     /// What was done with them, once the request went upstream (for the log).
     pub(super) credential_outcome: Option<CredentialOutcome>,
+    /// The request as received, in the access log's capture mode.
+    pub(super) captured: Option<crate::capture::CapturedRequest>,
 }
 
 /// A routed request's service, held with the policy it belongs to: the index can only be

@@ -63,5 +63,44 @@ pub fn log_request(
             .map(ShadowEntry::of)
             .collect(),
         generation: ctx.runtime.as_ref().map_or(0, |r| r.generation),
+        request: captured(ctx, svc, status).as_ref(),
     });
+}
+
+/// The request as the client sent it, for the access log's capture mode (the body is added
+/// when the pipeline reads it).
+pub(super) fn capture_request(
+    key: &crate::capture::CaptureKey,
+    head: &RequestHeader,
+    peer: std::net::IpAddr,
+) -> crate::capture::CapturedRequest {
+    let target = head
+        .uri
+        .path_and_query()
+        .map_or_else(|| head.uri.path(), http::uri::PathAndQuery::as_str);
+    let now = u64::try_from(crate::store::now_secs()).unwrap_or(0);
+    crate::capture::capture(
+        key,
+        (now, peer),
+        (head.method.as_str(), target),
+        head.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        None,
+    )
+}
+
+/// The captured request with what became of it: its body (when read), service and status.
+fn captured(
+    ctx: &RequestCtx,
+    svc: Option<&crate::runtime::Service>,
+    status: u16,
+) -> Option<crate::capture::CapturedRequest> {
+    let mut captured = ctx.captured.clone()?;
+    if let Some(body) = ctx.body.as_deref() {
+        captured = captured.with_body(body);
+    }
+    captured.service = svc.map(|s| s.name.to_string());
+    captured.status = Some(status);
+    Some(captured)
 }

@@ -26,8 +26,8 @@ pub use context::{RequestCtx, Routed};
 pub use guarded::GuardedProxy;
 pub use heads::{PingoraRequest, PingoraRequestView, PingoraResponse};
 pub use log::log_request;
-pub use phases::{apply_response_pipeline, upstream_verdict};
-pub use refusal::{ambiguous_path, respond};
+pub use phases::{apply_response_pipeline, run_response_phase, upstream_verdict, ResponseBody};
+pub use refusal::{ambiguous_path, respond, with_response_headers};
 pub use routing::{request_host, route_request, RouteDecision};
 pub use service::Gateway;
 pub use upstream::{peer_for, prepare_upstream_request, upstream_path};
@@ -75,6 +75,7 @@ impl ProxyHttp for Gateway {
             connection: None,
             credentials: CredentialPlan::default(),
             credential_outcome: None,
+            captured: None,
         }
     }
 
@@ -99,6 +100,9 @@ impl ProxyHttp for Gateway {
         ctx.runtime = Some(runtime.clone());
 
         let peer = peer_ip(session);
+        if let Some(key) = &runtime.capture {
+            ctx.captured = Some(log::capture_request(key, session.req_header(), peer));
+        }
         let (client, admitted) = admit_request(&runtime, session.req_header_mut(), peer);
         ctx.exchange = Exchange::new(runtime.registry.len(), client, peer);
         let decision = match admitted {

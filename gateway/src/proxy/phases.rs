@@ -1,10 +1,11 @@
 //! The upstream and response phases of a service's pipelines, shared by the proxy's hooks
 //! and the buffering forwarder.
 
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::ErrorType;
-use portcullis_assertions::Verdict;
+use portcullis_assertions::{BodyProcessor, Exchange, Verdict};
 
 use super::context::RequestCtx;
 use super::heads::{PingoraRequestView, PingoraResponse};
@@ -35,36 +36,66 @@ pub fn apply_response_pipeline(
     resp: &mut ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> Result<()> {
-    run_response_steps(svc, req, resp, ctx)?;
+    match run_response_phase(svc, req, resp, &mut ctx.exchange)? {
+        ResponseBody::Replaced { code, body } => {
+            ctx.reason = Some(code);
+            ctx.replace_body = Some(body);
+        }
+        ResponseBody::Processed(processors) => ctx.processors = processors,
+    }
+    Ok(())
+}
+
+/// What becomes of the upstream's response body after the response head's phase.
+pub enum ResponseBody {
+    /// A response step refused: the body is this problem+json answer (`code` for the log).
+    Replaced { code: &'static str, body: Bytes },
+    /// The body goes through these processors (masking, recompression), in step order;
+    /// none when no step changes bodies.
+    Processed(Vec<Box<dyn BodyProcessor>>),
+}
+
+/// The response head's phase as the proxy runs it, for the proxy and `portcullis test`:
+/// the response steps, then the headers request steps asked for. A refusal replaces the
+/// head in `resp` and says what replaces the body.
+///
+/// # Errors
+/// A header Pingora cannot build.
+pub fn run_response_phase(
+    svc: &Service,
+    req: &RequestHeader,
+    resp: &mut ResponseHeader,
+    exchange: &mut Exchange,
+) -> Result<ResponseBody> {
+    let body = run_response_steps(svc, req, resp, exchange)?;
     // Headers request steps asked for (the RateLimit fields) go on whatever answers, in
     // place of the upstream's own of those names; several steps' fields of one name are all
     // sent (two rate_limit steps' RateLimit items make one list on the wire).
-    let added = ctx.exchange.response_headers();
+    let added = exchange.response_headers();
     for (name, _) in added {
         resp.remove_header(name);
     }
     for (name, value) in added {
         resp.append_header(name.clone(), value.clone())?;
     }
-    Ok(())
+    Ok(body)
 }
 
 fn run_response_steps(
     svc: &Service,
     req: &RequestHeader,
     resp: &mut ResponseHeader,
-    ctx: &mut RequestCtx,
-) -> Result<()> {
+    exchange: &mut Exchange,
+) -> Result<ResponseBody> {
     if svc.response.is_empty() {
-        return Ok(());
+        return Ok(ResponseBody::Processed(Vec::new()));
     }
     let verdict = svc.run_response(
         &PingoraRequestView(req),
         &mut PingoraResponse(resp),
-        &mut ctx.exchange,
+        exchange,
     );
     if let Verdict::Reject(r) = verdict {
-        ctx.reason = Some(r.code);
         // The refusal replaces the upstream's answer whole: none of its headers (cookies,
         // redirects, internal names, ranges) reach the client, nor its body.
         let answer = crate::problem::render(&r);
@@ -73,13 +104,14 @@ fn run_response_steps(
             refusal.append_header(name, value)?;
         }
         *resp = refusal;
-        ctx.replace_body = Some(answer.body);
-        return Ok(());
+        return Ok(ResponseBody::Replaced {
+            code: r.code,
+            body: answer.body,
+        });
     }
-    ctx.processors = svc.response.response_bodies(
+    Ok(ResponseBody::Processed(svc.response.response_bodies(
         &PingoraRequestView(req),
         &mut PingoraResponse(resp),
-        &mut ctx.exchange,
-    );
-    Ok(())
+        exchange,
+    )))
 }

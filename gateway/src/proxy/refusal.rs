@@ -5,7 +5,9 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use pingora::{ErrorSource, ErrorType};
-use portcullis_assertions::Rejection;
+use std::borrow::Cow;
+
+use portcullis_assertions::{Exchange, Rejection};
 
 use super::context::RequestCtx;
 
@@ -33,18 +35,22 @@ pub(super) async fn refuse(
     if !body_read && !session.is_body_empty() {
         session.set_keepalive(None);
     }
-    if ctx.exchange.response_headers().is_empty() {
-        respond(session, r).await?;
-    } else {
-        // A later step refused after an earlier one asked for headers on the answer (a
-        // rate limit's remaining quota): the refusal carries them too.
-        let mut with_headers = r.clone();
-        with_headers
-            .headers
-            .extend(ctx.exchange.response_headers().iter().cloned());
-        respond(session, &with_headers).await?;
-    }
+    respond(session, &with_response_headers(r, &ctx.exchange)).await?;
     Ok(true)
+}
+
+/// A refusal with the headers earlier steps asked for on the answer (a rate limit's
+/// remaining quota, when a later step refused), as the client gets it.
+#[must_use]
+pub fn with_response_headers<'r>(r: &'r Rejection, exchange: &Exchange) -> Cow<'r, Rejection> {
+    if exchange.response_headers().is_empty() {
+        return Cow::Borrowed(r);
+    }
+    let mut with_headers = r.clone();
+    with_headers
+        .headers
+        .extend(exchange.response_headers().iter().cloned());
+    Cow::Owned(with_headers)
 }
 
 pub(super) fn client_timeout() -> Rejection {

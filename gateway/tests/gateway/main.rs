@@ -8,6 +8,7 @@ mod assertions;
 mod bodies;
 mod browser;
 mod brute_force;
+mod capture;
 mod credentials;
 mod fleet;
 mod fleet_limits;

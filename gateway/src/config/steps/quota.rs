@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use portcullis_assertions::hmac::SystemClock;
 use portcullis_assertions::quota::{period, Period, Quota, QuotaParts, Reset};
 use portcullis_assertions::rate_limit::MissingKey;
 use portcullis_assertions::template::Template;
@@ -136,7 +135,7 @@ impl CompileStep for QuotaSpec {
             headers_on_allowed: self.headers_on_allowed.unwrap_or(false),
             fail_open: self.on_store_failure == Some(super::rate_limit::StoreFailureSpec::FailOpen),
             counter: Arc::new(StoreQuotaCounter::new(store.counters().clone())),
-            clock: Arc::new(SystemClock),
+            clock: context.carry.wall_clock(),
         });
         match built {
             Ok(quota) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use portcullis_assertions::gcra::Limit;
 use portcullis_assertions::local_limiter::MAX_CHARGES;
 use portcullis_assertions::rate_limit::{
-    Cost, LimitRule, MissingKey, ProcessClock, RateLimit, RateLimitParts, Scope, StoreFailure,
+    Cost, LimitRule, MissingKey, RateLimit, RateLimitParts, Scope, StoreFailure,
 };
 use portcullis_assertions::template::Template;
 use portcullis_assertions::Assertion;
@@ -268,7 +268,7 @@ impl CompileStep for RateLimitSpec {
             headers_on_allowed: self.headers_on_allowed.unwrap_or(false),
             local,
             scope,
-            clock: Arc::new(ProcessClock),
+            clock: context.carry.monotonic_clock(),
             counters: Arc::default(),
         });
         match built {

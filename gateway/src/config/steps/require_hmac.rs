@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_assertions::hmac::{Replay, RequireHmac, Scheme, SharedReplay, SystemClock};
+use portcullis_assertions::hmac::{Replay, RequireHmac, Scheme, SharedReplay};
 use portcullis_assertions::{Assertion, VarRegistry};
 
 use super::rate_limit::{ScopeSpec, StoreFailureSpec};
@@ -176,7 +176,7 @@ impl CompileStep for RequireHmacSpec {
             max_skew,
             replay,
             allow_unsigned_payload,
-            clock: Arc::new(SystemClock),
+            clock: context.carry.wall_clock(),
             client_id: context.registry.define("client.id"),
             key_id_var: context.registry.define("hmac.key_id"),
             sigv4_keys: Default::default(),

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_assertions::hmac::SystemClock;
 use portcullis_assertions::saml::{
     AllowedEncodings, OneTime, RequireSaml, SamlOutputs, VerifiedCache, Verifier, VerifyOptions,
     XmlLimits,
@@ -294,7 +293,7 @@ impl CompileStep for RequireSamlSpec {
                 .collect(),
             outputs,
             cache: VerifiedCache::new(self.cache_size.unwrap_or(DEFAULT_CACHE)),
-            clock: Arc::new(SystemClock),
+            clock: context.carry.wall_clock(),
         }))
     }
 }

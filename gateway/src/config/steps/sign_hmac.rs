@@ -1,10 +1,7 @@
 //! `sign_hmac`: the request going upstream is signed with a key of a key set, by AWS
 //! Signature Version 4, Version 2, or an operator-defined template.
 
-use std::sync::Arc;
-
 use portcullis_assertions::hmac::outbound::{OutboundScheme, SignHmac};
-use portcullis_assertions::hmac::SystemClock;
 use portcullis_assertions::Assertion;
 
 use super::{CompileStep, StepSite};
@@ -119,7 +116,7 @@ impl CompileStep for SignHmacSpec {
             scheme,
             access_key: key.access_key.clone(),
             secret,
-            clock: Arc::new(SystemClock),
+            clock: context.carry.wall_clock(),
         }))
     }
 }
