@@ -72,7 +72,13 @@ impl CapturedRequest {
 
 /// The key of the capture's keyed hashes. Never printed.
 #[derive(Clone)]
-pub struct CaptureKey(Vec<u8>);
+pub struct CaptureKey {
+    key: Vec<u8>,
+    /// Header and query parameter names (lower-case) the policy's steps read credentials
+    /// from, hashed whatever they are called (`X-Partner-Code`).
+    policy_headers: Vec<String>,
+    policy_params: Vec<String>,
+}
 
 impl std::fmt::Debug for CaptureKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,14 +89,49 @@ impl std::fmt::Debug for CaptureKey {
 impl CaptureKey {
     #[must_use]
     pub fn new(key: &[u8]) -> Self {
-        CaptureKey(key.to_vec())
+        CaptureKey {
+            key: key.to_vec(),
+            policy_headers: Vec::new(),
+            policy_params: Vec::new(),
+        }
+    }
+
+    /// Also treats these header and query parameter names as credentials: the places the
+    /// policy's authenticating steps read.
+    #[must_use]
+    pub fn with_policy_places<'a>(
+        mut self,
+        headers: impl IntoIterator<Item = &'a str>,
+        params: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.policy_headers = headers.into_iter().map(str::to_ascii_lowercase).collect();
+        self.policy_params = params.into_iter().map(str::to_ascii_lowercase).collect();
+        self
+    }
+
+    fn is_credential_header(&self, name: &str) -> bool {
+        is_credential_header(name)
+            || self
+                .policy_headers
+                .iter()
+                .any(|header| header.eq_ignore_ascii_case(name))
+    }
+
+    /// Names are compared form-decoded, so `ap%69_key` is hashed like `api_key`.
+    fn is_credential_param(&self, name: &str) -> bool {
+        let decoded = crate::router::form_decode(name);
+        is_credential_param(&decoded)
+            || self
+                .policy_params
+                .iter()
+                .any(|param| param.eq_ignore_ascii_case(&decoded))
     }
 
     /// `portcullis-hmac:` and the first 16 bytes of HMAC-SHA256(key, value), in hex.
     #[must_use]
     pub fn hash(&self, value: &str) -> String {
         // HMAC accepts keys of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
             return format!("{HASH_PREFIX}unavailable");
         };
         mac.update(value.as_bytes());
@@ -175,7 +216,7 @@ fn header_value(key: &CaptureKey, name: &str, value: &str) -> String {
             None => key.hash(value),
         };
     }
-    if is_credential_header(name) {
+    if key.is_credential_header(name) {
         return key.hash(value);
     }
     mask_pans(value)
@@ -189,7 +230,7 @@ fn target(key: &CaptureKey, target: &str) -> String {
     let params: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, value)) if is_credential_param(name) => {
+            Some((name, value)) if key.is_credential_param(name) => {
                 format!("{name}={}", key.hash(value))
             }
             _ => pair.to_owned(),
@@ -304,6 +345,31 @@ mod tests {
         // without the key.
         let other_key = CaptureKey::new(b"another").hash("demo-key-123");
         assert_ne!(other_key, one.headers[1].1);
+    }
+
+    #[test]
+    fn places_the_policy_reads_are_hashed_whatever_their_names() {
+        let key = CaptureKey::new(b"capture-test-key")
+            .with_policy_places(["X-Partner-Code"], ["partner"]);
+        let one = capture(
+            &key,
+            (0, IpAddr::from([127, 0, 0, 1])),
+            ("GET", "/a?partner=p4ss&page=2&ap%69_key=k1"),
+            [
+                ("x-partner-code", b"c0de".as_slice()),
+                ("accept", b"text/plain".as_slice()),
+            ]
+            .into_iter(),
+            None,
+        );
+        let text = serde_json::to_string(&one).expect("json");
+        for secret in ["c0de", "p4ss", "k1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("page=2") && text.contains("text/plain"),
+            "{text}"
+        );
     }
 
     proptest::proptest! {

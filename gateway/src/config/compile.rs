@@ -196,11 +196,6 @@ pub(crate) fn compile(
         .admin
         .present()
         .and_then(|a| context.secret(&a.token, "admin.token"));
-    let capture = main.spec.capture.present().and_then(|capture| {
-        context
-            .secret(&capture.hash_key, "capture.hash_key")
-            .map(|key| crate::capture::CaptureKey::new(key.expose().as_bytes()))
-    });
     let trusted_proxies = IpList::new(
         main.spec
             .trusted_proxies
@@ -212,6 +207,11 @@ pub(crate) fn compile(
     );
 
     let (router, compiled) = compile_services(&services, metrics, &mut context);
+    let capture = main.spec.capture.present().and_then(|capture| {
+        context
+            .secret(&capture.hash_key, "capture.hash_key")
+            .map(|key| capture_key(key.expose().as_bytes(), &compiled))
+    });
     let warnings = std::mem::take(&mut context.warnings);
 
     let effective = effective_config(main, includes, generation);
@@ -319,6 +319,25 @@ fn compile_services(
     compiled.shrink_to_fit();
     router.shrink_to_fit();
     (router, compiled)
+}
+
+/// The capture mode's key, with every place a service's steps read credentials from.
+fn capture_key(key: &[u8], services: &[crate::runtime::Service]) -> crate::capture::CaptureKey {
+    use crate::credentials::Place;
+    let places: Vec<&Place> = services
+        .iter()
+        .flat_map(|service| service.credentials.places())
+        .collect();
+    crate::capture::CaptureKey::new(key).with_policy_places(
+        places.iter().filter_map(|place| match place {
+            Place::Header(name) => Some(name.as_str()),
+            _ => None,
+        }),
+        places.iter().filter_map(|place| match place {
+            Place::QueryParam(name) => Some(name.as_str()),
+            _ => None,
+        }),
+    )
 }
 
 /// The configuration as loaded, for `GET /api/config`. Spec types hold secret *names* and
