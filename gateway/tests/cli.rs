@@ -1524,7 +1524,7 @@ fn check_refuses_a_path_variable_the_route_does_not_set() {
 }
 
 /// The broker sections' mistakes are each reported at their `file:line`, all at once:
-/// `private_key_jwt` (not supported: refused, never skipped), a short key secret, an
+/// `private_key_jwt` without its key (refused, never skipped), a short key secret, an
 /// unknown provider, a provider without an authorization URL where a browser must go, and
 /// `inject_oauth_token` naming a provider the outbound broker holds no session with.
 #[test]
@@ -1580,7 +1580,7 @@ services:
     let err = text(&out.stderr);
     let p = policy.display();
     for (line, expected) in [
-        (10, "private_key_jwt is not supported yet"),
+        (10, "private_key_jwt needs private_key"),
         (17, "the key secret must be at least 32 characters"),
         (20, "unknown provider \"jwtt\"; did you mean \"jwt\"?"),
         (22, "provider \"machine\" has no authorize_url"),

@@ -4,6 +4,7 @@
 //! sessions, handshakes, single-flight refresh) and its step ([`inject`]). The
 //! OProxy-compatible token broker (`crate::oproxy`) is built on the shared parts.
 
+pub mod client_assertion;
 pub mod inject;
 pub mod outbound;
 pub mod provider;

@@ -35,12 +35,14 @@ impl std::fmt::Debug for ClientSecret {
 pub const MAX_PROVIDER_ANSWER: usize = 64 * 1024;
 
 /// How the gateway authenticates at the provider's token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TokenAuth {
     /// `Authorization: Basic` with the form-encoded id and secret (RFC 6749 §2.3.1).
     ClientSecretBasic,
     /// `client_id` and `client_secret` in the form.
     ClientSecretPost,
+    /// A JWT signed with the gateway's private key in `client_assertion` (RFC 7523 §2.2).
+    PrivateKeyJwt(std::sync::Arc<super::client_assertion::ClientAssertionKey>),
 }
 
 /// One provider, compiled.
@@ -231,7 +233,19 @@ impl Provider {
         }
         let secret = self.client_secret.as_ref().map(ClientSecret::expose);
         let mut request = self.http.post(&url).header("accept", "application/json");
-        match (self.token_auth, secret) {
+        let assertion;
+        match (&self.token_auth, secret) {
+            (TokenAuth::PrivateKeyJwt(key), _) => {
+                assertion = key
+                    .assertion(&self.client_id, &url, crate::store::now_secs())
+                    .map_err(ProviderFailure::Unavailable)?;
+                form.push(("client_id", &self.client_id));
+                form.push((
+                    "client_assertion_type",
+                    super::client_assertion::ASSERTION_TYPE,
+                ));
+                form.push(("client_assertion", &assertion));
+            }
             (TokenAuth::ClientSecretBasic, Some(secret)) => {
                 let pair = format!("{}:{}", form_encode(&self.client_id), form_encode(secret));
                 request =

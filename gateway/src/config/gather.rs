@@ -93,6 +93,11 @@ pub(crate) fn gather(
             gathered.read(base.join(file), kind);
         }
     }
+    for provider in main.spec.providers.values() {
+        if let Some(key) = &provider.value.private_key {
+            gathered.read(base.join(&key.value.file.value), FileKind::Key);
+        }
+    }
     if let Some(api) = main.spec.identity_api.present() {
         for (file, kind) in super::identity_api::files(&api.value) {
             gathered.read(base.join(file), kind);

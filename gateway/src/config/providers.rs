@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{is_http_url, CompileContext};
 use super::values::DurationSpec;
-use super::yaml::Spanned;
+use super::yaml::{Location, Spanned};
+use crate::broker::client_assertion::ClientAssertionKey;
 use crate::broker::provider::{ClientSecret, Provider, TokenAuth};
 use crate::oproxy::{AppGrant, OProxy, OProxyApp};
 use crate::store::StateStore;
@@ -46,16 +47,34 @@ pub struct ProviderSpec {
     #[serde(default)]
     pub authorize_params: BTreeMap<String, String>,
     /// How the gateway authenticates at the token endpoint: `client_secret_basic`
-    /// (default) or `client_secret_post`. `private_key_jwt` is not supported yet and is
-    /// refused.
+    /// (default), `client_secret_post`, or `private_key_jwt` (a JWT signed with
+    /// `private_key`, RFC 7523; no client secret is sent).
     #[serde(default)]
     pub token_auth: Option<Spanned<TokenAuthSpec>>,
+    /// With `token_auth: private_key_jwt`: the gateway's key, whose public half is
+    /// registered at the provider.
+    #[serde(default)]
+    pub private_key: Option<Spanned<ProviderKeySpec>>,
     /// PKCE (S256) on the authorization request. Default `true`.
     #[serde(default)]
     pub pkce: Option<bool>,
     /// Deadline of one call to the token endpoint. Default `10s`.
     #[serde(default)]
     pub timeout: Option<Spanned<DurationSpec>>,
+}
+
+/// The private key of `private_key_jwt`.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderKeySpec {
+    /// PKCS#8 PEM private key (relative to the policy file).
+    pub file: Spanned<String>,
+    /// `RS256` (default) or `ES256`.
+    #[serde(default)]
+    pub algorithm: Option<Spanned<String>>,
+    /// The `kid` the provider knows the public key by. Default: none.
+    #[serde(default)]
+    pub key_id: Option<String>,
 }
 
 /// Client authentication at a provider's token endpoint.
@@ -153,14 +172,21 @@ pub(crate) fn compile_providers(
             None | Some((TokenAuthSpec::ClientSecretBasic, _)) => TokenAuth::ClientSecretBasic,
             Some((TokenAuthSpec::ClientSecretPost, _)) => TokenAuth::ClientSecretPost,
             Some((TokenAuthSpec::PrivateKeyJwt, loc)) => {
-                context.err(
-                    loc,
-                    &format!("{path}.token_auth"),
-                    "private_key_jwt is not supported yet: use client_secret_basic or client_secret_post",
-                );
-                TokenAuth::ClientSecretBasic
+                match client_assertion_key(s.private_key.as_ref(), loc, &path, context) {
+                    Some(key) => TokenAuth::PrivateKeyJwt(Arc::new(key)),
+                    None => TokenAuth::ClientSecretBasic,
+                }
             }
         };
+        if s.private_key.is_some() && !matches!(token_auth, TokenAuth::PrivateKeyJwt(_)) {
+            if let Some(key) = &s.private_key {
+                context.err(
+                    key.loc,
+                    &format!("{path}.private_key"),
+                    "private_key is used only with token_auth: private_key_jwt",
+                );
+            }
+        }
         let client_secret = s
             .client_secret
             .as_ref()
@@ -205,6 +231,58 @@ pub(crate) fn compile_providers(
         );
     }
     out
+}
+
+/// The key of `private_key_jwt`, read from its gathered file.
+fn client_assertion_key(
+    spec: Option<&Spanned<ProviderKeySpec>>,
+    token_auth_loc: Location,
+    path: &str,
+    context: &mut CompileContext<'_>,
+) -> Option<ClientAssertionKey> {
+    let Some(spec) = spec else {
+        context.err(
+            token_auth_loc,
+            &format!("{path}.token_auth"),
+            "private_key_jwt needs private_key: {file: PEM}, the key whose public half the provider holds",
+        );
+        return None;
+    };
+    let algorithm = match spec
+        .value
+        .algorithm
+        .as_ref()
+        .map(|a| (a.value.as_str(), a.loc))
+    {
+        None | Some(("RS256", _)) => jsonwebtoken::Algorithm::RS256,
+        Some(("ES256", _)) => jsonwebtoken::Algorithm::ES256,
+        Some((other, loc)) => {
+            context.err(
+                loc,
+                &format!("{path}.private_key.algorithm"),
+                format!("\"{other}\" is not supported: RS256 or ES256"),
+            );
+            return None;
+        }
+    };
+    let file = &spec.value.file;
+    let full = context.base.join(&file.value);
+    let pem = match context.gathered.file(&full) {
+        Ok(pem) => pem.to_vec(),
+        Err(error) => {
+            context.err(file.loc, &format!("{path}.private_key.file"), error);
+            return None;
+        }
+    };
+    ClientAssertionKey::from_pem(&pem, algorithm, spec.value.key_id.clone())
+        .map_err(|error| {
+            context.err(
+                file.loc,
+                &format!("{path}.private_key.file"),
+                format!("{}: {error}", full.display()),
+            );
+        })
+        .ok()
 }
 
 /// A route prefix: absolute, canonical, not `/`, no trailing slash.

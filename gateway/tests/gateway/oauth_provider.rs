@@ -52,6 +52,8 @@ pub struct ProviderState {
     pub client_credentials_calls: AtomicUsize,
     /// Form fields of the last token request (to check what the gateway sent).
     pub last_form: Mutex<HashMap<String, String>>,
+    /// `jti`s of the client assertions accepted (`private_key_jwt`): each is accepted once.
+    pub assertion_ids: Mutex<Vec<String>>,
     counter: AtomicU64,
 }
 
@@ -259,8 +261,53 @@ fn consent_given(state: &ProviderState, fields: &HashMap<String, String>) -> Res
     redirect(&format!("{redirect_uri}?code={code}&state={state_param}"))
 }
 
+/// The public key the gateway's `private_key_jwt` assertions verify with.
+pub const CLIENT_ASSERTION_PUBLIC_KEY: &str = "fixtures/oauth/cloud-rs256-a.pub.pem";
+
+/// A `private_key_jwt` client assertion (RFC 7523 §3): signed by the registered key, issuer
+/// and subject the client id, for a token endpoint, unexpired, its `jti` never seen before.
+fn assertion_ok(state: &ProviderState, fields: &HashMap<String, String>) -> bool {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let public = std::fs::read(root.join(CLIENT_ASSERTION_PUBLIC_KEY)).expect("public key");
+    let Ok(key) = jsonwebtoken::DecodingKey::from_rsa_pem(&public) else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    validation.set_issuer(&[CLIENT_ID]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    let Some(claims) = fields.get("client_assertion").and_then(|jwt| {
+        jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &validation)
+            .ok()
+            .map(|data| data.claims)
+    }) else {
+        return false;
+    };
+    let for_a_token_endpoint = claims["aud"]
+        .as_str()
+        .is_some_and(|aud| aud.starts_with("http://127.0.0.1:") && aud.ends_with("/token"));
+    let jti = claims["jti"].as_str().unwrap_or_default().to_owned();
+    let mut seen = state.assertion_ids.lock().expect("lock");
+    let fresh = !jti.is_empty() && !seen.contains(&jti);
+    seen.push(jti);
+    claims["sub"] == CLIENT_ID
+        && fields.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && for_a_token_endpoint
+        && fresh
+        && !fields.contains_key("client_secret")
+}
+
 /// The client's credentials from Basic or the form.
-fn client_ok(headers: &http::HeaderMap, fields: &HashMap<String, String>) -> bool {
+fn client_ok(
+    state: &ProviderState,
+    headers: &http::HeaderMap,
+    fields: &HashMap<String, String>,
+) -> bool {
+    if fields.get("client_assertion_type").map(String::as_str)
+        == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return assertion_ok(state, fields);
+    }
     if let Some(basic) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -317,7 +364,7 @@ fn token(
 ) -> Response<Full<Bytes>> {
     state.token_calls.fetch_add(1, Ordering::Relaxed);
     *state.last_form.lock().expect("lock") = fields.clone();
-    if !client_ok(headers, fields) {
+    if !client_ok(state, headers, fields) {
         return oauth_error(401, "invalid_client");
     }
     match fields.get("grant_type").map(String::as_str) {

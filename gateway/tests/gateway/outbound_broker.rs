@@ -578,3 +578,55 @@ fn a_shadowed_injection_sends_no_token_upstream() {
         "{metrics}"
     );
 }
+
+/// `private_key_jwt`: the gateway authenticates at the token endpoint with an RFC 7523
+/// assertion signed by its key (no client secret sent), a fresh one per call; with a key the
+/// provider does not hold, the provider refuses and no token reaches the upstream.
+#[test]
+fn private_key_jwt_authenticates_the_gateway_without_a_secret() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let with_key = |key: &str| {
+        let provider = OAuthProvider::start();
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = policy(&provider, dir.path()).replace(
+            "    token_auth: client_secret_post\n",
+            &format!(
+                "    token_auth: private_key_jwt\n    private_key: {{file: {}, key_id: gw-1}}\n",
+                root.join(key).display()
+            ),
+        );
+        assert!(policy.contains("private_key_jwt"));
+        (provider, dir, policy)
+    };
+
+    let backend = Backend::start();
+    let (provider, _dir, policy) = with_key("fixtures/oauth/cloud-rs256-a.key.pem");
+    let gw = TestGateway::start(&policy, &backend.url());
+    let resp = browser()
+        .get(gw.url("/billing/invoices"))
+        .send()
+        .expect("call");
+    assert_eq!(resp.status().as_u16(), 200);
+    let token = provider.state.last_access_token().expect("issued");
+    assert_eq!(
+        backend.seen().last().expect("seen").headers["authorization"],
+        format!("Bearer {token}").as_str()
+    );
+    let form = provider.state.last_form.lock().expect("lock").clone();
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert!(!form.contains_key("client_secret"), "{form:?}");
+    assert_eq!(provider.state.assertion_ids.lock().expect("lock").len(), 1);
+
+    let (provider, _dir, policy) = with_key("fixtures/oauth/attacker-rs256.key.pem");
+    let gw = TestGateway::start(&policy, &backend.url());
+    let before = backend.count();
+    let (status, code, _) = problem_code(
+        browser()
+            .get(gw.url("/billing/invoices"))
+            .send()
+            .expect("call"),
+    );
+    assert!(status == 502 || status == 503, "{status} {code}");
+    assert_eq!(backend.count(), before, "nothing reaches the upstream");
+    assert!(provider.state.last_access_token().is_none());
+}
