@@ -29,6 +29,8 @@ pub enum FileKind {
     Metadata,
     /// Captured requests for `portcullis replay` (JSON lines).
     Capture,
+    /// The policy's `hosts_file` (upstream names and their addresses).
+    Hosts,
 }
 
 impl FileKind {
@@ -43,6 +45,7 @@ impl FileKind {
             FileKind::Users => 4 * 1024 * 1024,
             FileKind::Metadata => 4 * 1024 * 1024,
             FileKind::Capture => 1024 * 1024 * 1024,
+            FileKind::Hosts => 1024 * 1024,
         }
     }
 
@@ -56,6 +59,7 @@ impl FileKind {
             FileKind::Users => "users file",
             FileKind::Metadata => "SAML metadata file",
             FileKind::Capture => "capture file",
+            FileKind::Hosts => "hosts file",
         }
     }
 }

@@ -308,7 +308,7 @@ pub struct RateLimitCounting {
 }
 
 /// A label value as the text format writes it (`\\`, `\"` and newlines escaped).
-fn label_value(text: &str) -> String {
+pub(crate) fn label_value(text: &str) -> String {
     text.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -57,17 +57,14 @@ pub struct Settings {
     pub run_as: Option<crate::privileges::RunAs>,
 }
 
-/// How to reach a service's upstream.
+/// How to reach a service's upstream: settings its targets share, and the pool of targets.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// As written in the policy, for `/api/config` and messages.
+    /// As written in the policy (the URL, or the targets' URLs), for `/api/config`, `eval`
+    /// and messages.
     pub url: String,
-    pub addr: SocketAddr,
     pub tls: bool,
-    pub sni: String,
     pub verify_tls: bool,
-    /// `Host` sent upstream unless `preserve_host`.
-    pub host_header: HeaderValue,
     pub preserve_host: bool,
     /// Path prefix of the upstream URL, without a trailing slash (may be empty).
     pub base_path: String,
@@ -79,6 +76,8 @@ pub struct Upstream {
     /// Keeps pooled connections of upstreams that differ only in trust anchors apart:
     /// Pingora's pool key does not include the CA list.
     pub pool_group: u64,
+    /// The targets and how one is chosen.
+    pub pool: Arc<crate::upstream::Pool>,
 }
 
 impl Upstream {
@@ -87,13 +86,28 @@ impl Upstream {
     /// the connection, so the failure is closed.
     #[must_use]
     pub fn answered_by_the_gateway() -> Self {
+        use crate::upstream::{Balance, Passive, Pool, PoolSettings, RetryPolicy, Target};
+        let nowhere = Target::new(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            1,
+            HeaderValue::from_static("localhost"),
+            String::new(),
+        );
+        let settings = PoolSettings {
+            balance: Balance::RoundRobin,
+            max_connections: None,
+            passive: Passive::default(),
+            health_check: None,
+            resolve: None,
+        };
+        let no_retries = RetryPolicy {
+            attempts: 0,
+            ..RetryPolicy::default()
+        };
         Upstream {
             url: "(answered by the gateway: issue_saml)".to_owned(),
-            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: false,
-            sni: String::new(),
             verify_tls: true,
-            host_header: HeaderValue::from_static("localhost"),
             preserve_host: false,
             base_path: String::new(),
             strip_prefix: false,
@@ -101,6 +115,7 @@ impl Upstream {
             read_timeout: Duration::from_secs(1),
             ca: None,
             pool_group: 0,
+            pool: Arc::new(Pool::new(settings, no_retries, vec![Arc::new(nowhere)])),
         }
     }
 }
@@ -250,6 +265,26 @@ pub struct Runtime {
     pub client_limits: ClientLimits,
     /// What `check` reports without refusing the policy.
     pub warnings: Vec<String>,
+    /// Where upstream names are looked up before DNS (`hosts_file:`).
+    pub hosts_file: Option<std::path::PathBuf>,
+}
+
+impl Runtime {
+    /// Takes over what the previous policy knew of its upstream targets' health (by service
+    /// name and address), so a reload neither forgets an outage nor waits for checks to
+    /// find it again.
+    pub fn inherit_upstream_state(&self, earlier: &Runtime) {
+        let by_name: std::collections::HashMap<&str, &Service> = earlier
+            .services
+            .iter()
+            .map(|service| (&*service.name, service))
+            .collect();
+        for service in &self.services {
+            if let Some(old) = by_name.get(&*service.name) {
+                service.upstream.pool.inherit(&old.upstream.pool);
+            }
+        }
+    }
 }
 
 /// Which forwarding headers the upstream gets. Whatever a client sent in any of them is

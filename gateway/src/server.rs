@@ -135,6 +135,12 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
         },
     ));
     server.add_service(background_service(
+        "upstream upkeep",
+        crate::upstream::upkeep::UpstreamUpkeep {
+            state: state.clone(),
+        },
+    ));
+    server.add_service(background_service(
         "sighup reloader",
         SighupReloader {
             state: state.clone(),

@@ -158,6 +158,7 @@ impl GatewayState {
                         "listen, admin.listen, workers, access_log, user and group take effect only after a restart".to_owned(),
                     );
                 }
+                new.inherit_upstream_state(&old);
                 let new = Arc::new(new);
                 self.runtime.store(new.clone());
                 self.metrics.reload(true);

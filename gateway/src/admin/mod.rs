@@ -108,6 +108,15 @@ impl AdminApp {
                     "circuit_breaker": if breaker_open { "open" } else { "closed" },
                 });
                 let ready = waiting.is_empty() && store["status"] == "ok";
+                // A service with no target to take requests makes the gateway degraded, not
+                // unready: taking the gateway out of its balancer would not bring the
+                // service's backends back.
+                let no_healthy_target: Vec<&str> = rt
+                    .services
+                    .iter()
+                    .filter(|service| !service.upstream.pool.any_available())
+                    .map(|service| &*service.name)
+                    .collect();
                 json(
                     if ready {
                         StatusCode::OK
@@ -115,7 +124,8 @@ impl AdminApp {
                         StatusCode::SERVICE_UNAVAILABLE
                     },
                     &serde_json::json!({
-                        "status": if ready { "ok" } else { "degraded" },
+                        "status": if ready && no_healthy_target.is_empty() { "ok" } else { "degraded" },
+                        "services_without_healthy_target": no_healthy_target,
                         "generation": rt.generation,
                         "services": rt.services.len(),
                         "state": rt.store.describe(),
@@ -130,6 +140,15 @@ impl AdminApp {
                     .state
                     .metrics
                     .render_with_rate_limits(&self.state.current().rate_limits);
+                let rt = self.state.current();
+                text.extend_from_slice(
+                    crate::upstream::report::metrics_text(
+                        rt.services
+                            .iter()
+                            .map(|service| (&*service.name, &*service.upstream.pool)),
+                    )
+                    .as_bytes(),
+                );
                 text.extend_from_slice(
                     crate::metrics::Metrics::render_usage_buffer(
                         live.usage_buffered(),
@@ -171,15 +190,42 @@ impl AdminApp {
                     }
                 }
             }
+            (&Method::GET, "/api/upstreams") => {
+                let rt = self.state.current();
+                let wanted = query.and_then(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .find(|(name, _)| name == "service")
+                        .map(|(_, value)| value.into_owned())
+                });
+                let pools: Vec<serde_json::Value> = rt
+                    .services
+                    .iter()
+                    .filter(|service| wanted.as_deref().is_none_or(|name| *service.name == *name))
+                    .map(|service| {
+                        crate::upstream::report::describe(&service.name, &service.upstream.pool)
+                    })
+                    .collect();
+                if pools.is_empty() && wanted.is_some() {
+                    problem(
+                        StatusCode::NOT_FOUND,
+                        "no-such-service",
+                        "no service has that name",
+                    )
+                } else {
+                    json(StatusCode::OK, &serde_json::json!({ "upstreams": pools }))
+                }
+            }
             (&Method::GET, "/api/config") => json(
                 StatusCode::OK,
                 &serde_json::from_str(&self.state.current().effective).unwrap_or_default(),
             ),
-            (_, "/healthz" | "/metrics" | "/api/reload" | "/api/config") => problem(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "this route does not take that method",
-            ),
+            (_, "/healthz" | "/metrics" | "/api/reload" | "/api/config" | "/api/upstreams") => {
+                problem(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method-not-allowed",
+                    "this route does not take that method",
+                )
+            }
             _ => problem(StatusCode::NOT_FOUND, "no-route", "no such admin route"),
         }
     }

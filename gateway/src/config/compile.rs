@@ -6,6 +6,7 @@ mod redis;
 mod route;
 mod service;
 mod settings;
+mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -219,6 +220,11 @@ pub(crate) fn compile(
     Some(Runtime {
         forwarded_headers,
         warnings,
+        hosts_file: main
+            .spec
+            .hosts_file
+            .as_ref()
+            .map(|file| context.base.join(&file.value)),
         client_limits,
         token_service: context.token_service.clone(),
         saml_issuer,

@@ -181,7 +181,7 @@ pub(crate) fn compile_credentials(
     spec: Option<&Spanned<CredentialsSpec>>,
     path: &str,
     authenticating: Option<CredentialPlaces>,
-    upstream_url: Option<&str>,
+    upstream_urls: &[&str],
     context: &mut CompileContext<'_>,
 ) -> CredentialPolicy {
     let detail = match spec.map(|s| &s.value) {
@@ -206,7 +206,7 @@ pub(crate) fn compile_credentials(
                 context.err(spec.loc, path, forward_needs_when());
                 strip_rule()
             }
-            CredentialsSpec::Detailed(detail) => compile_mode(detail, path, upstream_url, context),
+            CredentialsSpec::Detailed(detail) => compile_mode(detail, path, upstream_urls, context),
         },
     };
     CredentialPolicy::new(mode, places)
@@ -301,7 +301,7 @@ fn collect_places(
 fn compile_mode(
     detail: &CredentialsDetail,
     path: &str,
-    upstream_url: Option<&str>,
+    upstream_urls: &[&str],
     context: &mut CompileContext<'_>,
 ) -> Mode {
     match (detail.mode.value, &detail.when) {
@@ -332,7 +332,7 @@ fn compile_mode(
             },
             WhenSpec::Conditions(conditions) => {
                 let at = format!("{path}.when");
-                let compiled = compile_conditions(conditions, &at, upstream_url, context);
+                let compiled = compile_conditions(conditions, &at, upstream_urls, context);
                 if !conditions.any_written() {
                     context.err(when.loc, &at, forward_needs_when());
                 }
@@ -352,12 +352,12 @@ fn compile_mode(
 fn compile_conditions(
     spec: &ConditionsSpec,
     path: &str,
-    upstream_url: Option<&str>,
+    upstream_urls: &[&str],
     context: &mut CompileContext<'_>,
 ) -> Vec<Condition> {
     let mut conditions = Vec::new();
     if let Some(hosts) = spec.upstream_hosts.present() {
-        conditions.push(upstream_hosts(hosts, path, upstream_url, context));
+        conditions.push(upstream_hosts(hosts, path, upstream_urls, context));
     }
     if let Some(blocks) = spec.client_cidrs.present() {
         if blocks.value.is_empty() {
@@ -416,21 +416,24 @@ fn compile_conditions(
 fn upstream_hosts(
     hosts: &Spanned<Vec<Spanned<String>>>,
     path: &str,
-    upstream_url: Option<&str>,
+    upstream_urls: &[&str],
     context: &mut CompileContext<'_>,
 ) -> Condition {
     let at = format!("{path}.upstream_hosts");
     if hosts.value.is_empty() {
         context.err(hosts.loc, &at, "upstream_hosts needs at least one host");
     }
-    let upstream = upstream_url
-        .and_then(|url| url.parse::<http::Uri>().ok())
-        .and_then(|uri| {
+    // Every target's host: with several, each must be one the credentials may go to.
+    let upstreams: Vec<String> = upstream_urls
+        .iter()
+        .filter_map(|url| url.parse::<http::Uri>().ok())
+        .filter_map(|uri| {
             uri.host()
                 .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
         })
-        .unwrap_or_default();
-    let mut holds = false;
+        .collect();
+    let upstream = upstreams.join(", ");
+    let mut patterns = Vec::new();
     for (index, host) in hosts.value.iter().enumerate() {
         let pattern = host.value.trim().to_ascii_lowercase();
         let bare = pattern.strip_prefix("*.").unwrap_or(&pattern);
@@ -442,13 +445,18 @@ fn upstream_hosts(
             );
             continue;
         }
-        holds |= match pattern.strip_prefix("*.") {
-            Some(suffix) => upstream
-                .strip_suffix(suffix)
-                .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
-            None => upstream == pattern,
-        };
+        patterns.push(pattern);
     }
+    let matches = |upstream: &str, pattern: &str| match pattern.strip_prefix("*.") {
+        Some(suffix) => upstream
+            .strip_suffix(suffix)
+            .is_some_and(|label| label.len() > 1 && label.ends_with('.')),
+        None => upstream == pattern,
+    };
+    let holds = !upstreams.is_empty()
+        && upstreams
+            .iter()
+            .all(|upstream| patterns.iter().any(|pattern| matches(upstream, pattern)));
     let listed: Vec<&str> = hosts.value.iter().map(|h| h.value.as_str()).collect();
     if !holds && !upstream.is_empty() {
         context.warnings.push(format!(

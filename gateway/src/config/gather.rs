@@ -9,16 +9,16 @@
 //! reloads (`Carry`), so a reload that keeps the same `state:` opens nothing.
 
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::gathered::Gathered;
-use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec};
+use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec, TargetSpec};
 use crate::config::yaml::Location;
 use crate::config::{Diagnostic, Parsed};
 use crate::files::FileKind;
 use crate::runtime::Secret;
+use crate::upstream::resolve::lookup_blocking;
 
 /// The host (without IPv6 brackets) and port an upstream URL names, when it names them.
 pub(crate) fn upstream_target(uri: &http::Uri) -> Option<(&str, u16)> {
@@ -53,6 +53,11 @@ pub(crate) fn gather(
                 .flat_map(|include| include.spec.services.iter()),
         )
         .filter_map(|service| service.0.as_ref());
+    let hosts_file = main
+        .spec
+        .hosts_file
+        .as_ref()
+        .map(|file| base.join(&file.value));
     for service in services {
         let mut files = Vec::new();
         super::steps::named_files(&service.value.request, &mut files);
@@ -63,17 +68,20 @@ pub(crate) fn gather(
             continue;
         };
         let detail = upstream.value.detail();
-        if let Ok(uri) = detail.url.parse::<http::Uri>() {
+        let urls = detail
+            .url
+            .iter()
+            .map(String::as_str)
+            .chain(detail.targets.iter().flatten().map(TargetSpec::url));
+        for url in urls {
+            let Ok(uri) = url.parse::<http::Uri>() else {
+                continue;
+            };
             if let Some((host, port)) = upstream_target(&uri) {
                 gathered
                     .addresses
                     .entry((host.to_owned(), port))
-                    .or_insert_with(|| {
-                        (host, port)
-                            .to_socket_addrs()
-                            .ok()
-                            .and_then(|mut addresses| addresses.next())
-                    });
+                    .or_insert_with(|| lookup_blocking(host, port, hosts_file.as_deref()).ok());
             }
         }
         if let Some(ca_file) = &detail.ca_file {
@@ -219,7 +227,7 @@ mod tests {
         .expect("built");
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
-            runtime.services[0].upstream.addr,
+            runtime.services[0].upstream.pool.members().targets[0].addr,
             SocketAddr::from(([192, 0, 2, 1], 8080))
         );
     }

@@ -14,8 +14,8 @@ use crate::runtime::Secret;
 pub(crate) struct Gathered {
     /// Secrets by name; one that could not be read was reported and is absent.
     pub(crate) secrets: HashMap<String, Secret>,
-    /// Upstream host and port → the first address it resolved to (`None`: it did not).
-    pub(crate) addresses: HashMap<(String, u16), Option<SocketAddr>>,
+    /// Upstream host and port → the addresses it resolved to (`None`: it did not).
+    pub(crate) addresses: HashMap<(String, u16), Option<Vec<SocketAddr>>>,
     /// Files the policy names (CA bundles, signing keys) → their bytes, or why not.
     pub(crate) files: HashMap<PathBuf, Result<Vec<u8>, String>>,
 }
@@ -23,10 +23,15 @@ pub(crate) struct Gathered {
 impl Gathered {
     /// The address an upstream's host resolved to.
     pub(crate) fn address(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        self.all_addresses(host, port)
+            .and_then(|found| found.first().copied())
+    }
+
+    /// Every address an upstream's host resolved to (for a pool that follows a DNS name).
+    pub(crate) fn all_addresses(&self, host: &str, port: u16) -> Option<&[SocketAddr]> {
         self.addresses
             .get(&(host.to_owned(), port))
-            .copied()
-            .flatten()
+            .and_then(Option::as_deref)
     }
 
     /// A file's bytes, or why it could not be read.

@@ -16,6 +16,7 @@ pub mod saml_issuer;
 mod saml_trust;
 pub mod spec;
 pub mod steps;
+pub mod upstream_pool;
 pub mod users_file;
 pub mod values;
 pub mod yaml;

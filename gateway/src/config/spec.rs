@@ -18,6 +18,9 @@ pub use super::outbound_broker::OutboundBrokerSpec;
 pub use super::providers::{OProxySpec, ProviderSpec};
 pub use super::saml_issuer::{PemFileSpec, SamlIssuerSpec};
 pub use super::steps::{AssertionSpec, StepModeSpec, StepSpec};
+pub use super::upstream_pool::{
+    BalanceSpec, HealthCheckSpec, PassiveHealthSpec, RetriesSpec, TargetSpec,
+};
 #[allow(clippy::wildcard_imports)]
 pub use super::values::*;
 use super::yaml::{Lenient, Spanned};
@@ -114,6 +117,11 @@ pub struct ConfigSpec {
     /// Other policy files (glob patterns, relative to this file) that add services and secrets.
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
+    /// A file in hosts(5) format (`ADDRESS NAME...` per line) where upstream host names are
+    /// looked up before DNS, relative to this file. It is read afresh at each lookup, so with
+    /// `resolve_every` an edit moves traffic without a reload.
+    #[serde(default)]
+    pub hosts_file: Option<Spanned<String>>,
     /// The services this gateway fronts.
     #[serde(default)]
     pub services: Vec<Lenient<Spanned<ServiceSpec>>>,
@@ -365,7 +373,8 @@ pub enum PathFormSpec {
     TrailingDots,
 }
 
-/// The upstream: a URL, or a mapping with the URL and connection settings.
+/// The upstream: a URL, or a mapping with the URL (or several targets) and connection,
+/// balancing, health and retry settings.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(untagged)]
 #[schemars(untagged)]
@@ -378,8 +387,35 @@ pub enum UpstreamSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamDetail {
-    /// `http://host:port[/base]` or `https://...`.
-    pub url: String,
+    /// `http://host:port[/base]` or `https://...`. One of `url` and `targets`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several targets, each a URL or `{url, weight}`; all with the same scheme and base path.
+    #[serde(default)]
+    pub targets: Option<Vec<TargetSpec>>,
+    /// Look the `url`'s host name up again this often; every address it has is a target.
+    /// Without it the name is resolved once, at load.
+    #[serde(default)]
+    pub resolve_every: Option<DurationSpec>,
+    /// `round_robin` (default), `least_connections` or `consistent_hash`.
+    #[serde(default)]
+    pub balance: Option<BalanceSpec>,
+    /// With `consistent_hash`: the key, a template such as `${client.id}`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Requests in flight per target; past it the next target takes the request, and with
+    /// every target full the answer is `503 upstream-busy`. Default: no limit.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// An HTTP check of each target, off the request path.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Targets that fail requests in a row are left out for a while.
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealthSpec>,
+    /// Retries on another target (connect failures; idempotent or fully buffered requests).
+    #[serde(default)]
+    pub retries: Option<RetriesSpec>,
     /// Default `5s`.
     #[serde(default)]
     pub connect_timeout: Option<DurationSpec>,
@@ -409,7 +445,7 @@ impl<'de> Deserialize<'de> for UpstreamSpec {
         impl<'de> Visitor<'de> for V {
             type Value = UpstreamSpec;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an upstream URL or a mapping with `url`")
+                f.write_str("an upstream URL or a mapping with `url` or `targets`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<UpstreamSpec, E> {
                 Ok(UpstreamSpec::Url(v.to_owned()))
@@ -428,7 +464,15 @@ impl UpstreamSpec {
     pub fn detail(&self) -> UpstreamDetail {
         match self {
             UpstreamSpec::Url(url) => UpstreamDetail {
-                url: url.clone(),
+                url: Some(url.clone()),
+                targets: None,
+                resolve_every: None,
+                balance: None,
+                hash_on: None,
+                max_connections: None,
+                health_check: None,
+                passive_health: None,
+                retries: None,
                 connect_timeout: None,
                 read_timeout: None,
                 verify_tls: None,

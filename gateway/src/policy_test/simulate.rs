@@ -276,8 +276,13 @@ fn proxied(
     };
     let mut upstream = head.clone();
     let trusted = runtime.trusted_proxies.contains(exchange.peer_ip);
+    // The first target stands for whichever the pool would choose.
+    let host = service.upstream.pool.members().targets[0]
+        .host_header
+        .clone();
     if prepare_upstream_request(
         service,
+        &host,
         forwarded,
         &mut upstream,
         exchange,

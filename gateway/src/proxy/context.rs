@@ -43,6 +43,12 @@ pub struct RequestCtx {
     pub(super) credential_outcome: Option<CredentialOutcome>,
     /// The request as received, in the access log's capture mode.
     pub(super) captured: Option<crate::capture::CapturedRequest>,
+    /// The target of the current attempt, holding its slot until the request ends.
+    pub(super) attempt: Option<crate::upstream::Lease>,
+    /// Targets tried and failed (a mask of member indices), so a retry goes elsewhere.
+    pub(super) tried: u64,
+    /// Attempts made so far.
+    pub(super) tries: u32,
 }
 
 /// A routed request's service, held with the policy it belongs to: the index can only be

@@ -15,12 +15,13 @@ use pingora::proxy::Session;
 
 use portcullis_assertions::Rejection;
 
+use super::balance::{after_failure, choose_target, record_answer, Failure};
 use super::context::RequestCtx;
 use super::heads::PingoraRequest;
 use super::phases::{apply_response_pipeline, upstream_verdict};
 use super::refusal::respond;
 use super::service::Gateway;
-use super::upstream::{peer_for, prepare_upstream_request};
+use super::upstream::prepare_upstream_request;
 
 /// How long a connection released to the pool may stay idle.
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -82,8 +83,9 @@ async fn whole_response(
         .map_err(Error::into_down)
 }
 
-/// Tries on pooled connections before giving up (the last try is on a fresh one).
-const MAX_ATTEMPTS: usize = 3;
+/// Connections tried to one target before giving up on it: pooled ones the upstream may
+/// have closed while idle, then a fresh one.
+const MAX_STALE: usize = 3;
 
 /// Writes the request and reads the response head.
 async fn send(
@@ -95,6 +97,40 @@ async fn send(
     up.write_request_body(body.clone(), true).await?;
     up.finish_request_body().await?;
     up.read_response_header().await
+}
+
+/// The head for one attempt: rewritten for the chosen target, through the upstream phase.
+fn head_for_attempt(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    body: &Bytes,
+) -> Result<RequestHeader> {
+    let routed = ctx
+        .routed()
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
+    let (rt, svc) = (routed.runtime(), routed.service());
+    let host = ctx
+        .attempt
+        .as_ref()
+        .map(|a| a.target.host_header.clone())
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no target chosen"))?;
+    let mut req = session.req_header().clone();
+    let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
+    ctx.credential_outcome = prepare_upstream_request(
+        svc,
+        &host,
+        ctx.forwarded_path.as_deref(),
+        &mut req,
+        &ctx.exchange,
+        (rt.forwarded_headers, trusted),
+        &ctx.credentials,
+    )?;
+    let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(body), &mut ctx.exchange);
+    upstream_verdict(verdict, ctx)?;
+    req.remove_header(&TRANSFER_ENCODING);
+    req.remove_header(&EXPECT);
+    req.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    Ok(req)
 }
 
 /// Sends the request with its buffered `body` upstream and relays the response.
@@ -111,48 +147,40 @@ pub async fn forward_buffered(
     let routed = ctx
         .routed()
         .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
-    let (rt, svc) = (routed.runtime(), routed.service());
-    let peer = peer_for(&svc.upstream);
+    let svc = routed.service();
 
-    let mut req = session.req_header().clone();
-    let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
-    ctx.credential_outcome = prepare_upstream_request(
-        svc,
-        ctx.forwarded_path.as_deref(),
-        &mut req,
-        &ctx.exchange,
-        (rt.forwarded_headers, trusted),
-        &ctx.credentials,
-    )?;
-    let verdict = svc.run_upstream(
-        &mut PingoraRequest(&mut req),
-        Some(&body),
-        &mut ctx.exchange,
-    );
-    upstream_verdict(verdict, ctx)?;
-    req.remove_header(&TRANSFER_ENCODING);
-    req.remove_header(&EXPECT);
-    req.insert_header(CONTENT_LENGTH, body.len().to_string())?;
-
-    // A pooled connection the upstream closed while idle fails on first use: try the next
-    // one (or a fresh connection). The body is buffered, so resending it is safe.
-    let mut attempt = 0;
-    let mut up = loop {
-        attempt += 1;
-        let (mut up, reused) = gw
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(Error::into_up)?;
-        match send(&mut up, &req, &body).await {
-            Ok(()) => break up,
-            Err(_) if reused && attempt < MAX_ATTEMPTS => {}
-            Err(e) => return Err(e.into_up()),
+    // The body is held whole, so any failure before the answer is retried as the pool
+    // allows; a pooled connection the upstream closed while idle is retried at once.
+    let (mut up, peer) = 'attempts: loop {
+        let peer = choose_target(ctx, session.req_header())?;
+        let req = head_for_attempt(session, ctx, &body)?;
+        let mut stale = 0;
+        loop {
+            let (mut up, reused) = match gw.connector.get_http_session(&peer).await {
+                Ok(connected) => connected,
+                Err(e) => {
+                    if after_failure(ctx, Failure::Connect, true) {
+                        continue 'attempts;
+                    }
+                    return Err(e.into_up());
+                }
+            };
+            match send(&mut up, &req, &body).await {
+                Ok(()) => break 'attempts (up, peer),
+                Err(_) if reused && stale + 1 < MAX_STALE => stale += 1,
+                Err(e) => {
+                    if after_failure(ctx, Failure::Exchange, true) {
+                        continue 'attempts;
+                    }
+                    return Err(e.into_up());
+                }
+            }
         }
     };
     let mut resp = up.response_header().cloned().ok_or_else(|| {
         Error::explain(ErrorType::InvalidHTTPHeader, "no response header").into_up()
     })?;
+    record_answer(ctx, resp.status.as_u16());
     apply_response_pipeline(svc, session.req_header(), &mut resp, ctx)?;
     if svc.needs.whole_response {
         return whole_response(gw, session, ctx, up, &peer, resp, &svc.name).await;

@@ -8,6 +8,7 @@
 //! [`log`].
 
 mod admission;
+mod balance;
 mod context;
 mod forward;
 mod guarded;
@@ -76,6 +77,9 @@ impl ProxyHttp for Gateway {
             credentials: CredentialPlan::default(),
             credential_outcome: None,
             captured: None,
+            attempt: None,
+            tried: 0,
+            tries: 0,
         }
     }
 
@@ -167,13 +171,47 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let svc = ctx
-            .service()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no service selected"))?;
-        Ok(Box::new(peer_for(&svc.upstream)))
+        balance::choose_target(ctx, session.req_header()).map(Box::new)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = balance::after_failure(ctx, balance::Failure::Connect, false);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // Safe to send again: nothing of the answer went to the client, and the method is
+        // idempotent or the whole body is held (read by the pipeline, within the replay buffer).
+        let replayable = session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
+            && (session.req_header().method.is_idempotent() || ctx.body.is_some());
+        let stale = matches!(e.retry, pingora::RetryType::ReusedOnly) && client_reused;
+        let failure = if stale {
+            balance::Failure::StaleConnection
+        } else {
+            balance::Failure::Exchange
+        };
+        let retry = balance::after_failure(ctx, failure, replayable);
+        e.set_retry(retry);
+        e
     }
 
     async fn upstream_request_filter(
@@ -187,8 +225,12 @@ impl ProxyHttp for Gateway {
         };
         let (rt, svc) = (routed.runtime(), routed.service());
         let trusted = rt.trusted_proxies.contains(ctx.exchange.peer_ip);
+        let Some(host) = ctx.attempt.as_ref().map(|a| a.target.host_header.clone()) else {
+            return Err(Error::explain(ErrorType::InternalError, "no target chosen"));
+        };
         ctx.credential_outcome = prepare_upstream_request(
             svc,
+            &host,
             ctx.forwarded_path.as_deref(),
             upstream_request,
             &ctx.exchange,
@@ -246,6 +288,7 @@ impl ProxyHttp for Gateway {
         let Some(routed) = ctx.routed() else {
             return Ok(());
         };
+        balance::record_answer(ctx, upstream_response.status.as_u16());
         apply_response_pipeline(
             routed.service(),
             session.req_header(),

@@ -12,6 +12,7 @@ use portcullis_assertions::Exchange;
 use crate::credentials::{CredentialOutcome, CredentialPlan};
 use crate::runtime::ForwardedHeaders;
 use crate::runtime::{Service, Upstream};
+use crate::upstream::Target;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -133,10 +134,10 @@ pub fn upstream_path(svc: &Service, path: &str, query: Option<&str>) -> String {
     out
 }
 
-/// Builds the Pingora peer for an upstream.
+/// Builds the Pingora peer for one target of an upstream.
 #[must_use]
-pub fn peer_for(up: &Upstream) -> HttpPeer {
-    let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+pub fn peer_for(up: &Upstream, target: &Target) -> HttpPeer {
+    let mut peer = HttpPeer::new(target.addr, up.tls, target.sni.clone());
     peer.options.connection_timeout = Some(up.connect_timeout);
     peer.options.read_timeout = Some(up.read_timeout);
     peer.options.verify_cert = up.verify_tls;
@@ -147,13 +148,14 @@ pub fn peer_for(up: &Upstream) -> HttpPeer {
 }
 
 /// Rewrites the head that goes upstream: path (the canonical one the router matched, so
-/// the upstream reads what was routed), `Host`, the forwarding headers `mode` asks for
+/// the upstream reads what was routed), `Host` (the chosen target's `host`), the forwarding headers `mode` asks for
 /// (`trusted_peer`: the peer is a trusted proxy whose forwarding headers are kept), and the
 /// caller's credentials as `credentials` decided (stripped or forwarded; what happened is
 /// returned for the log). Outbound signing runs after this, so a signature the gateway adds
 /// is never stripped and covers the head as it goes.
 pub fn prepare_upstream_request(
     svc: &Service,
+    host: &HeaderValue,
     forwarded_path: Option<&str>,
     req: &mut RequestHeader,
     exchange: &Exchange,
@@ -175,7 +177,7 @@ pub fn prepare_upstream_request(
         );
     }
     if !up.preserve_host {
-        req.insert_header(HOST, up.host_header.clone())?;
+        req.insert_header(HOST, host.clone())?;
     }
     set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())?;
     let outcome = credentials.apply(&svc.credentials, req)?;

@@ -1,10 +1,7 @@
 //! One service: its route, methods, upstream and pipelines.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::HeaderValue;
 use portcullis_assertions::{credential_places, Pipeline};
 
 use crate::config::spec::ServiceSpec;
@@ -14,7 +11,6 @@ use crate::runtime::{Service, Upstream};
 
 use crate::config::context::{CompileContext, Side};
 use crate::config::credentials::compile_credentials;
-use crate::config::gather::upstream_target;
 use crate::config::steps::compile_steps;
 
 use super::route::{compile_route, CompiledRoute};
@@ -37,7 +33,9 @@ pub(super) fn compile_service(
         );
     }
     let upstream = match (spec.upstream.present(), &spec.issue_saml) {
-        (Some(u), None) => compile_upstream(u, &format!("{path}.upstream"), context),
+        (Some(u), None) => {
+            super::upstream::compile_upstream(u, &format!("{path}.upstream"), context)
+        }
         (None, Some(_)) => Some(Upstream::answered_by_the_gateway()),
         (Some(u), Some(_)) => {
             context.err(
@@ -89,7 +87,14 @@ pub(super) fn compile_service(
         spec.credentials.present(),
         &format!("{path}.credentials"),
         credential_places::of_steps(&request),
-        upstream.as_ref().map(|u| u.url.as_str()),
+        &spec
+            .upstream
+            .present()
+            .map(|u| super::upstream::target_urls(&u.value))
+            .unwrap_or_default()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         context,
     );
     credentials.count_in(metrics, name);
@@ -180,117 +185,4 @@ pub(super) fn compile_methods(
         );
     }
     methods
-}
-
-pub(super) fn compile_upstream(
-    spec: &Spanned<crate::config::spec::UpstreamSpec>,
-    path: &str,
-    context: &mut CompileContext<'_>,
-) -> Option<Upstream> {
-    let d = spec.value.detail();
-    let loc = spec.loc;
-    let uri: http::Uri = match d.url.parse() {
-        Ok(u) => u,
-        Err(_) => {
-            context.err(
-                loc,
-                path,
-                format!("\"{}\" is not a URL (e.g. http://127.0.0.1:9000)", d.url),
-            );
-            return None;
-        }
-    };
-    let tls = uri.scheme_str() == Some("https");
-    let Some((bare_host, port)) = upstream_target(&uri) else {
-        let problem = if uri.host().is_none() && matches!(uri.scheme_str(), Some("http" | "https"))
-        {
-            format!("upstream \"{}\" has no host", d.url)
-        } else {
-            format!("upstream \"{}\" must start with http:// or https://", d.url)
-        };
-        context.err(loc, path, problem);
-        return None;
-    };
-    let host = uri.host().unwrap_or(bare_host);
-    if uri.query().is_some() {
-        context.err(loc, path, "an upstream URL cannot have a query string");
-    }
-    let Some(addr) = context.gathered.address(bare_host, port) else {
-        context.err(
-            loc,
-            path,
-            format!("cannot resolve upstream host \"{host}\""),
-        );
-        return None;
-    };
-    let authority = uri.authority().map_or(host, http::uri::Authority::as_str);
-    let host_header = HeaderValue::from_str(authority).ok()?;
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    let mut pool_group = 0;
-    let ca = match &d.ca_file {
-        Some(file) => match parse_ca_file(
-            &context.base.join(file),
-            context.gathered.file(&context.base.join(file)),
-        ) {
-            Ok((ca, group)) => {
-                pool_group = group;
-                Some(ca)
-            }
-            Err(message) => {
-                context.err(loc, path, message);
-                None
-            }
-        },
-        None => None,
-    };
-    Some(Upstream {
-        url: d.url.clone(),
-        addr,
-        tls,
-        sni: d.sni.clone().unwrap_or_else(|| bare_host.to_owned()),
-        verify_tls: d.verify_tls.unwrap_or(true),
-        host_header,
-        preserve_host: d.preserve_host.unwrap_or(false),
-        base_path,
-        strip_prefix: d.strip_prefix.unwrap_or(false),
-        connect_timeout: d.connect_timeout.map_or(Duration::from_secs(5), |t| t.0),
-        read_timeout: d.read_timeout.map_or(Duration::from_secs(60), |t| t.0),
-        ca,
-        pool_group,
-    })
-}
-
-/// Parses PEM CA certificates (read by gathering), checking each parses as X.509.
-/// Also returns a digest of the certificates, to keep connection pools apart.
-pub(super) fn parse_ca_file(
-    path: &Path,
-    pem: Result<&[u8], String>,
-) -> Result<(Arc<[pingora::utils::tls::WrappedX509]>, u64), String> {
-    let mut pem = pem?;
-    let mut out = Vec::new();
-    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
-    for der in rustls_pemfile::certs(&mut pem) {
-        let der = der.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        if x509_parser::parse_x509_certificate(&der).is_err() {
-            return Err(format!(
-                "ca_file {} holds a certificate that does not parse",
-                path.display()
-            ));
-        }
-        sha2::Digest::update(&mut digest, &der);
-        out.push(pingora::utils::tls::WrappedX509::new(
-            der.to_vec(),
-            pingora::utils::tls::parse_x509,
-        ));
-    }
-    if out.is_empty() {
-        return Err(format!(
-            "ca_file {} holds no PEM certificate",
-            path.display()
-        ));
-    }
-    let digest = sha2::Digest::finalize(digest);
-    let mut group = [0u8; 8];
-    group.copy_from_slice(&digest[..8]);
-    Ok((Arc::from(out), u64::from_le_bytes(group).max(1)))
 }
