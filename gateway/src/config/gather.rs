@@ -212,7 +212,7 @@ mod tests {
         let mut gathered = Gathered::default();
         gathered.addresses.insert(
             ("backend.test".to_owned(), 8080),
-            Some(SocketAddr::from(([192, 0, 2, 1], 8080))),
+            Some(vec![SocketAddr::from(([192, 0, 2, 1], 8080))]),
         );
         let mut errors = Vec::new();
         let runtime = compile::compile(
