@@ -261,13 +261,22 @@ impl Pool {
                 recorded: false,
             })
         };
+        // A retry starts where the first try's turn left off without taking another turn:
+        // otherwise every retry would shift the rotation onto the target that just failed.
+        let turn = || {
+            if tried == 0 {
+                self.cursor.fetch_add(1, Relaxed)
+            } else {
+                self.cursor.load(Relaxed)
+            }
+        };
         let chosen = match (&self.settings.balance, hash_key, &members.ring) {
             (Balance::LeastConnections, ..) => {
                 let mut found = None;
                 // Each pass takes the least loaded target not yet passed over; a pass fails
                 // only if that target filled up meanwhile.
                 for _ in 0..count {
-                    let start = self.cursor.fetch_add(1, Relaxed);
+                    let start = turn();
                     let Some(best) = least_loaded(&members.targets[..count], passed, now, start)
                     else {
                         break;
@@ -302,7 +311,7 @@ impl Pool {
                 let schedule = &members.schedule;
                 let mut found = None;
                 if !schedule.is_empty() {
-                    let start = self.cursor.fetch_add(1, Relaxed) % schedule.len();
+                    let start = turn() % schedule.len();
                     for step in 0..schedule.len() {
                         if passed == all {
                             break;

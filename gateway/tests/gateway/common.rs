@@ -87,13 +87,19 @@ async fn handle(
 
 impl Backend {
     pub fn start() -> Backend {
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A backend on `addr` (port 0: any free port); dropping it closes the listener and
+    /// every connection, as a killed backend would.
+    pub fn start_at(addr: SocketAddr) -> Backend {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(addr))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -197,6 +203,25 @@ impl TestGateway {
         Self::launch(dir, "portcullis.yaml", &text, listen, admin)
     }
 
+    /// [`TestGateway::start`] with `files` (name, content) written beside the policy first.
+    pub fn start_with_files(services: &str, files: &[(&str, &str)]) -> TestGateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("token");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("file");
+        }
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let text = render(
+            &format!("{PREAMBLE}{services}"),
+            listen,
+            admin,
+            "",
+            dir.path(),
+        );
+        Self::launch(dir, "portcullis.yaml", &text, listen, admin)
+    }
+
     /// Writes the policy, loads it and serves it until the guard is dropped.
     fn launch(
         dir: tempfile::TempDir,
@@ -277,6 +302,17 @@ impl TestGateway {
             self.dir.path(),
         );
         std::fs::write(&self.config, text).expect("write policy");
+    }
+
+    /// A GET on the admin API with the admin token, as JSON.
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("send")
+            .json()
+            .expect("json")
     }
 
     /// The access log so far (the writer flushes after each batch).

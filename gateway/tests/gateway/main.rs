@@ -21,6 +21,7 @@ mod oauth_provider;
 mod oproxy;
 mod outbound_broker;
 mod pan;
+mod pools;
 mod quota;
 mod rate_limit;
 mod redis;
