@@ -370,6 +370,11 @@ const LOOSENED: &[(&str, &str, &str)] = &[
     ),
     ("hmac-partner-api.yaml", "max_skew: 5m", "max_skew: 15m"),
     (
+        "multi-upstream.yaml",
+        "    match: {path: /orders}\n    upstream:",
+        "    match: {path: /orders}\n    shadow: true\n    upstream:",
+    ),
+    (
         "oproxy-broker.yaml",
         "allow_ip: [127.0.0.0/8, 10.0.0.0/8]",
         "allow_ip: [127.0.0.0/8, 10.0.0.0/8, 203.0.113.0/24]",

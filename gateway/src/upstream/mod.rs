@@ -276,7 +276,11 @@ impl Pool {
                 // Each pass takes the least loaded target not yet passed over; a pass fails
                 // only if that target filled up meanwhile.
                 for _ in 0..count {
-                    let start = turn();
+                    // Ties go in the weighted rotation's order, so idle targets share by weight.
+                    let start = match members.schedule.len() {
+                        0 => 0,
+                        len => usize::from(members.schedule[turn() % len]),
+                    };
                     let Some(best) = least_loaded(&members.targets[..count], passed, now, start)
                     else {
                         break;

@@ -187,3 +187,13 @@ fn a_re_resolution_keeps_the_state_of_addresses_that_stay() {
         |addr| Target::new(addr, 1, HeaderValue::from_static("backend"), String::new()),
     ));
 }
+
+#[test]
+fn least_connections_shares_idle_targets_by_weight() {
+    let p = pool(Balance::LeastConnections, &[1, 3], None);
+    let mut counts = [0; 2];
+    for _ in 0..400 {
+        counts[chosen(p.choose(None, 0)).index] += 1;
+    }
+    assert_eq!(counts, [100, 300]);
+}

@@ -124,7 +124,12 @@ fn consistent_hashing_keeps_each_user_on_one_target_and_moves_only_a_dead_target
     };
     let first: Vec<usize> = (0..60).map(target_of).collect();
     let again: Vec<usize> = (0..60).map(target_of).collect();
-    assert_eq!(first, again, "every user stays on its target: {}", gw.admin_json("/api/upstreams"));
+    assert_eq!(
+        first,
+        again,
+        "every user stays on its target: {}",
+        gw.admin_json("/api/upstreams")
+    );
     for index in 0..3 {
         let share = first.iter().filter(|t| **t == index).count();
         assert!(share >= 5, "target {index} took {share} of 60 users");
@@ -398,4 +403,75 @@ fn a_dns_change_is_picked_up_without_a_reload() {
         generation,
         "no reload"
     );
+}
+
+#[test]
+fn the_multi_upstream_example_policy() {
+    let (a, b, c) = (Backend::start(), Backend::start(), Backend::start());
+    let gw = TestGateway::from_policy_with(
+        "multi-upstream.yaml",
+        &a.url(),
+        &[
+            ("http://127.0.0.1:9091", b.url()),
+            ("http://127.0.0.1:9092", c.url()),
+            (
+                "inventory.internal:9090",
+                format!("inventory.internal:{}", a.addr.port()),
+            ),
+        ],
+    );
+    let orders = |backend: &Backend| {
+        backend
+            .seen()
+            .iter()
+            .filter(|s| s.uri.starts_with("/orders/"))
+            .count()
+    };
+    for index in 0..40 {
+        get_ok(&gw, &format!("/orders/{index}"));
+    }
+    // Idle instances share by weight: 1, 1, 2.
+    assert_eq!([orders(&a), orders(&b), orders(&c)], [10, 10, 20]);
+
+    let carts = |backend: &Backend, cart: &str| {
+        backend
+            .seen()
+            .iter()
+            .filter(|s| s.uri == format!("/carts/{cart}"))
+            .count()
+    };
+    for cart in ["c-1", "c-2", "c-3", "c-4", "c-5", "c-6"] {
+        for _ in 0..3 {
+            get_ok(&gw, &format!("/carts/{cart}"));
+        }
+        // All three on one instance.
+        let (on_a, on_b) = (carts(&a, cart), carts(&b, cart));
+        assert!(
+            (on_a, on_b) == (3, 0) || (on_a, on_b) == (0, 3),
+            "{cart}: {on_a}/{on_b}"
+        );
+    }
+
+    get_ok(&gw, "/inventory/sku/77");
+    let seen = a.seen();
+    let last = seen.last().expect("inventory reached a");
+    assert_eq!(last.uri, "/sku/77");
+    assert_eq!(
+        last.headers["host"],
+        format!("inventory.internal:{}", a.addr.port()).as_str()
+    );
+
+    let admin = |path: &str| -> serde_json::Value {
+        client()
+            .get(gw.admin_url(path))
+            .bearer_auth(crate::common::demo_admin_token())
+            .send()
+            .expect("send")
+            .json()
+            .expect("json")
+    };
+    let pools = admin("/api/upstreams?service=orders");
+    assert_eq!(pools["upstreams"][0]["balance"], "least_connections");
+    assert_eq!(pools["upstreams"][0]["targets"][2]["weight"], 2);
+    assert_eq!(admin("/healthz")["status"], "ok");
 }
