@@ -976,6 +976,79 @@ fn check_reports_redis_option_mistakes_with_positions() {
     );
 }
 
+#[test]
+fn check_reports_upstream_pool_mistakes_with_positions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "pools.yaml",
+        concat!(
+            "services:\n",
+            "  - name: both\n",
+            "    match: {path: /both}\n",
+            "    upstream: {url: \"http://127.0.0.1:9000\", targets: [\"http://127.0.0.1:9001\"]}\n",
+            "  - name: mixed\n",
+            "    match: {path: /mixed}\n",
+            "    upstream:\n",
+            "      targets:\n",
+            "        - http://127.0.0.1:9000\n",
+            "        - https://127.0.0.1:9001\n",
+            "  - name: heavy\n",
+            "    match: {path: /heavy}\n",
+            "    upstream:\n",
+            "      targets:\n",
+            "        - {url: \"http://127.0.0.1:9000\", weight: 500}\n",
+            "  - name: hashing\n",
+            "    match: {path: /hashing}\n",
+            "    upstream:\n",
+            "      targets: [\"http://127.0.0.1:9000\"]\n",
+            "      balance: consistent_hash\n",
+            "  - name: key-alone\n",
+            "    match: {path: /key}\n",
+            "    upstream:\n",
+            "      targets: [\"http://127.0.0.1:9000\"]\n",
+            "      hash_on: \"${client.ip}\"\n",
+            "  - name: follow-list\n",
+            "    match: {path: /follow}\n",
+            "    upstream:\n",
+            "      targets: [\"http://127.0.0.1:9000\"]\n",
+            "      resolve_every: 10s\n",
+            "  - name: twice\n",
+            "    match: {path: /twice}\n",
+            "    upstream:\n",
+            "      targets: [\"http://127.0.0.1:9000\", \"http://127.0.0.1:9000\"]\n",
+            "  - name: checks\n",
+            "    match: {path: /checks}\n",
+            "    upstream:\n",
+            "      url: http://127.0.0.1:9000\n",
+            "      health_check: {path: healthz, interval: 10ms}\n",
+            "      retries: {attempts: 9}\n",
+            "      max_connections: 0\n",
+        ),
+    );
+    let out = run(&["check", "-c", file.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let f = file.display();
+    for expected in [
+        format!("{f}:4:15: an upstream has either `url` or `targets`, not both (at services[0].upstream)"),
+        format!("{f}:10:11: every target of an upstream needs the same scheme and base path as the first (at services[1].upstream.targets[1])"),
+        format!("{f}:15:11: a weight is between 1 and 100 (at services[2].upstream.targets[0].weight)"),
+        format!("{f}:20:16: consistent_hash needs hash_on"),
+        format!("{f}:25:16: hash_on goes with `balance: consistent_hash` (at services[4].upstream.hash_on)"),
+        format!("{f}:30:22: resolve_every follows the host name of `url`"),
+        format!("{f}:34:42: two targets of this upstream are the same address 127.0.0.1:9000"),
+        format!("{f}:39:21: \"healthz\" is not a path such as /healthz (at services[7].upstream.health_check.path)"),
+        format!("{f}:40:16: attempts is at most 5 (at services[7].upstream.retries.attempts)"),
+        format!("{f}:41:24: max_connections is at least 1"),
+    ] {
+        assert!(
+            squeeze(&stderr).contains(&squeeze(&expected)),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
 /// The `identity_api:` section and `require_ip_identity` steps: every mistake at its
 /// `file:line:col` with its path; a writer must be a user of the users file.
 #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::gathered::Gathered;
-use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec, TargetSpec};
+use crate::config::spec::{ConfigSpec, IncludeSpec, SecretSpec};
 use crate::config::yaml::Location;
 use crate::config::{Diagnostic, Parsed};
 use crate::files::FileKind;
@@ -68,11 +68,13 @@ pub(crate) fn gather(
             continue;
         };
         let detail = upstream.value.detail();
-        let urls = detail
-            .url
-            .iter()
-            .map(String::as_str)
-            .chain(detail.targets.iter().flatten().map(TargetSpec::url));
+        let urls = detail.url.iter().map(String::as_str).chain(
+            detail
+                .targets
+                .iter()
+                .flatten()
+                .map(|target| target.value.url()),
+        );
         for url in urls {
             let Ok(uri) = url.parse::<http::Uri>() else {
                 continue;

@@ -392,30 +392,30 @@ pub struct UpstreamDetail {
     pub url: Option<String>,
     /// Several targets, each a URL or `{url, weight}`; all with the same scheme and base path.
     #[serde(default)]
-    pub targets: Option<Vec<TargetSpec>>,
+    pub targets: Option<Vec<Spanned<TargetSpec>>>,
     /// Look the `url`'s host name up again this often; every address it has is a target.
     /// Without it the name is resolved once, at load.
     #[serde(default)]
-    pub resolve_every: Option<DurationSpec>,
+    pub resolve_every: Option<Spanned<DurationSpec>>,
     /// `round_robin` (default), `least_connections` or `consistent_hash`.
     #[serde(default)]
-    pub balance: Option<BalanceSpec>,
+    pub balance: Option<Spanned<BalanceSpec>>,
     /// With `consistent_hash`: the key, a template such as `${client.id}`.
     #[serde(default)]
-    pub hash_on: Option<String>,
+    pub hash_on: Option<Spanned<String>>,
     /// Requests in flight per target; past it the next target takes the request, and with
     /// every target full the answer is `503 upstream-busy`. Default: no limit.
     #[serde(default)]
-    pub max_connections: Option<u32>,
+    pub max_connections: Option<Spanned<u32>>,
     /// An HTTP check of each target, off the request path.
     #[serde(default)]
-    pub health_check: Option<HealthCheckSpec>,
+    pub health_check: Option<Spanned<HealthCheckSpec>>,
     /// Targets that fail requests in a row are left out for a while.
     #[serde(default)]
-    pub passive_health: Option<PassiveHealthSpec>,
+    pub passive_health: Option<Spanned<PassiveHealthSpec>>,
     /// Retries on another target (connect failures; idempotent or fully buffered requests).
     #[serde(default)]
-    pub retries: Option<RetriesSpec>,
+    pub retries: Option<Spanned<RetriesSpec>>,
     /// Default `5s`.
     #[serde(default)]
     pub connect_timeout: Option<DurationSpec>,

@@ -475,3 +475,34 @@ fn the_multi_upstream_example_policy() {
     assert_eq!(pools["upstreams"][0]["targets"][2]["weight"], 2);
     assert_eq!(admin("/healthz")["status"], "ok");
 }
+
+#[test]
+fn a_reload_keeps_what_was_learnt_of_the_targets() {
+    let good = Backend::start();
+    let dead = Backend::start();
+    let dead_addr = dead.addr;
+    drop(dead);
+    let services = format!(
+        "services:\n  - name: pool\n    upstream:\n      passive_health: {{failures: 1, ejection: 60s}}\n      targets: [\"http://{dead_addr}\", \"{}\"]\n",
+        good.url()
+    );
+    let gw = TestGateway::start(&services, "");
+    get_ok(&gw, "/a");
+    get_ok(&gw, "/b");
+    assert_eq!(target_state(&gw, dead_addr), "ejected");
+    let reloaded = client()
+        .post(gw.admin_url("/api/reload"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(reloaded.status(), 200);
+    assert_eq!(
+        target_state(&gw, dead_addr),
+        "ejected",
+        "the new policy's pool knows"
+    );
+    for index in 0..10 {
+        get_ok(&gw, &format!("/c/{index}"));
+    }
+    assert_eq!(good.count(), 12);
+}

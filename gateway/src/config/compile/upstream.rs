@@ -39,8 +39,11 @@ pub(super) fn compile_upstream(
 ) -> Option<Upstream> {
     let detail = spec.value.detail();
     let loc = spec.loc;
-    let written: Vec<TargetSpec> = match (&detail.url, &detail.targets) {
-        (Some(url), None) => vec![TargetSpec::Url(url.clone())],
+    let written: Vec<Spanned<TargetSpec>> = match (&detail.url, &detail.targets) {
+        (Some(url), None) => vec![Spanned {
+            value: TargetSpec::Url(url.clone()),
+            loc,
+        }],
         (None, Some(targets)) if !targets.is_empty() => targets.clone(),
         (None, Some(_)) => {
             context.err(loc, path, "targets needs at least one target URL");
@@ -74,23 +77,31 @@ pub(super) fn compile_upstream(
         } else {
             path.to_owned()
         };
-        parsed.push(parse_target(target, loc, &at, context)?);
+        parsed.push(parse_target(&target.value, target.loc, &at, context)?);
     }
     let first = &parsed[0];
     for (index, other) in parsed.iter().enumerate().skip(1) {
         if other.tls != first.tls || other.base_path != first.base_path {
             context.err(
-                loc,
+                written[index].loc,
                 &format!("{path}.targets[{index}]"),
                 "every target of an upstream needs the same scheme and base path as the first",
             );
             return None;
         }
     }
-    let resolve = detail.resolve_every.as_ref().map(|every| every.0);
-    let targets = pool_targets(&parsed, resolve.is_some(), &detail, loc, path, context)?;
+    let resolve = detail.resolve_every.as_ref().map(|every| every.value.0);
+    let target_locs: Vec<Location> = written.iter().map(|target| target.loc).collect();
+    let targets = pool_targets(
+        &parsed,
+        &target_locs,
+        resolve.is_some(),
+        &detail,
+        path,
+        context,
+    )?;
     let settings = pool_settings(&detail, first, resolve, loc, path, context)?;
-    let retries = retry_policy(detail.retries.as_ref(), loc, path, context);
+    let retries = retry_policy(detail.retries.as_ref(), path, context);
 
     let mut pool_group = 0;
     let ca = match &detail.ca_file {
@@ -111,7 +122,7 @@ pub(super) fn compile_upstream(
     };
     let url = written
         .iter()
-        .map(TargetSpec::url)
+        .map(|target| target.value.url())
         .collect::<Vec<_>>()
         .join(", ");
     Some(Upstream {
@@ -190,7 +201,7 @@ pub(super) fn target_urls(spec: &UpstreamSpec) -> Vec<String> {
                 .targets
                 .into_iter()
                 .flatten()
-                .map(|target| target.url().to_owned()),
+                .map(|target| target.value.url().to_owned()),
         )
         .collect()
 }
@@ -199,15 +210,15 @@ pub(super) fn target_urls(spec: &UpstreamSpec) -> Vec<String> {
 /// `resolve_every` follows.
 fn pool_targets(
     parsed: &[ParsedTarget],
+    locs: &[Location],
     follow_name: bool,
     detail: &UpstreamDetail,
-    loc: Location,
     path: &str,
     context: &mut CompileContext<'_>,
 ) -> Option<Vec<Arc<Target>>> {
     let sni_for = |target: &ParsedTarget| detail.sni.clone().unwrap_or_else(|| target.host.clone());
     let mut targets: Vec<Arc<Target>> = Vec::new();
-    for target in parsed {
+    for (target, loc) in parsed.iter().zip(locs.iter().copied()) {
         let addresses: Vec<SocketAddr> = if follow_name {
             context
                 .gathered
@@ -257,14 +268,17 @@ fn pool_settings(
     path: &str,
     context: &mut CompileContext<'_>,
 ) -> Option<PoolSettings> {
-    let balance = match (detail.balance, &detail.hash_on) {
+    let balance_at = detail.balance.as_ref().map_or(loc, |b| b.loc);
+    let hash_at = detail.hash_on.as_ref().map_or(balance_at, |h| h.loc);
+    let balance = match (detail.balance.as_ref().map(|b| b.value), &detail.hash_on) {
         (None | Some(BalanceSpec::RoundRobin), None) => Balance::RoundRobin,
         (Some(BalanceSpec::LeastConnections), None) => Balance::LeastConnections,
         (Some(BalanceSpec::ConsistentHash), Some(key)) => {
+            let key = &key.value;
             match Template::parse(key, &context.registry) {
                 Ok(template) if template.is_constant() => {
                     context.err(
-                        loc,
+                        hash_at,
                         &format!("{path}.hash_on"),
                         format!("hash_on \"{key}\" has no variable, so every request would go to one target"),
                     );
@@ -272,14 +286,14 @@ fn pool_settings(
                 }
                 Ok(template) => Balance::ConsistentHash(template),
                 Err(why) => {
-                    context.err(loc, &format!("{path}.hash_on"), why.0);
+                    context.err(hash_at, &format!("{path}.hash_on"), why.0);
                     return None;
                 }
             }
         }
         (Some(BalanceSpec::ConsistentHash), None) => {
             context.err(
-                loc,
+                balance_at,
                 &format!("{path}.hash_on"),
                 "consistent_hash needs hash_on: the key, e.g. \"${client.id}\"",
             );
@@ -287,23 +301,28 @@ fn pool_settings(
         }
         (_, Some(_)) => {
             context.err(
-                loc,
+                hash_at,
                 &format!("{path}.hash_on"),
                 "hash_on goes with `balance: consistent_hash`",
             );
             return None;
         }
     };
-    if detail.max_connections == Some(0) {
+    if let Some(limit) = detail
+        .max_connections
+        .as_ref()
+        .filter(|limit| limit.value == 0)
+    {
         context.err(
-            loc,
+            limit.loc,
             &format!("{path}.max_connections"),
             "max_connections is at least 1 (leave it out for no limit)",
         );
     }
+    let resolve_at = detail.resolve_every.as_ref().map_or(loc, |every| every.loc);
     if detail.resolve_every.is_some() && detail.targets.is_some() {
         context.err(
-            loc,
+            resolve_at,
             &format!("{path}.resolve_every"),
             "resolve_every follows the host name of `url`; with `targets` list the addresses instead",
         );
@@ -312,7 +331,7 @@ fn pool_settings(
     let resolve = match resolve {
         Some(every) if every < Duration::from_secs(1) => {
             context.err(
-                loc,
+                resolve_at,
                 &format!("{path}.resolve_every"),
                 "resolve_every is at least 1s",
             );
@@ -329,12 +348,16 @@ fn pool_settings(
     };
     Some(PoolSettings {
         balance,
-        max_connections: detail.max_connections.filter(|limit| *limit > 0),
-        passive: passive(detail.passive_health.as_ref(), loc, path, context),
+        max_connections: detail
+            .max_connections
+            .as_ref()
+            .map(|limit| limit.value)
+            .filter(|limit| *limit > 0),
+        passive: passive(detail.passive_health.as_ref(), path, context),
         health_check: detail
             .health_check
             .as_ref()
-            .and_then(|check| active_check(check, loc, path, context)),
+            .and_then(|check| active_check(&check.value, check.loc, path, context)),
         resolve,
     })
 }
@@ -393,15 +416,15 @@ fn active_check(
 }
 
 fn passive(
-    spec: Option<&PassiveHealthSpec>,
-    loc: Location,
+    spec: Option<&Spanned<PassiveHealthSpec>>,
     path: &str,
     context: &mut CompileContext<'_>,
 ) -> Passive {
     let default = Passive::default();
-    let Some(spec) = spec else {
+    let Some(Spanned { value: spec, loc }) = spec else {
         return default;
     };
+    let loc = *loc;
     let passive = Passive {
         failures: spec.failures.unwrap_or(default.failures),
         ejection: spec.ejection.as_ref().map_or(default.ejection, |d| d.0),
@@ -424,15 +447,15 @@ fn passive(
 }
 
 fn retry_policy(
-    spec: Option<&RetriesSpec>,
-    loc: Location,
+    spec: Option<&Spanned<RetriesSpec>>,
     path: &str,
     context: &mut CompileContext<'_>,
 ) -> RetryPolicy {
     let default = RetryPolicy::default();
-    let Some(spec) = spec else {
+    let Some(Spanned { value: spec, loc }) = spec else {
         return default;
     };
+    let loc = *loc;
     let policy = RetryPolicy {
         attempts: spec.attempts.unwrap_or(default.attempts),
         percent: spec.budget_percent.unwrap_or(default.percent),
