@@ -101,17 +101,7 @@ pub(super) fn after_failure(ctx: &mut RequestCtx, failure: Failure, replayable: 
         Failure::Connect => Outcome::ConnectFailed,
         _ => Outcome::ExchangeFailed,
     };
-    if lease
-        .target
-        .record(outcome, None, &pool.settings.passive, pool.now_ms())
-    {
-        log::warn!(
-            "service {}: upstream target {} ejected after {} failures in a row",
-            routed.service().name,
-            lease.target.label,
-            pool.settings.passive.failures
-        );
-    }
+    record(&routed, &lease, outcome, None);
     ctx.tried |= 1u64 << lease.index;
     let may = (failure == Failure::Connect || replayable)
         && ctx.tries <= pool.budget.policy().attempts
@@ -124,7 +114,6 @@ pub(super) fn record_answer(ctx: &mut RequestCtx, status: u16) {
     let Some(routed) = ctx.routed() else {
         return;
     };
-    let pool = &routed.service().upstream.pool;
     let Some(lease) = ctx.attempt.as_mut() else {
         return;
     };
@@ -138,12 +127,27 @@ pub(super) fn record_answer(ctx: &mut RequestCtx, status: u16) {
         Outcome::Answered
     };
     let latency = lease.started.elapsed();
-    if lease.target.record(
+    record(&routed, lease, outcome, Some(latency));
+}
+
+/// Counts an outcome against the lease's target, ejecting it when passive health says so and
+/// another target can take over.
+fn record(
+    routed: &super::context::Routed,
+    lease: &crate::upstream::Lease,
+    outcome: Outcome,
+    latency: Option<std::time::Duration>,
+) {
+    let pool = &routed.service().upstream.pool;
+    // Only a failure needs to know whether another target could take over.
+    let may_eject = outcome != Outcome::Answered && pool.available_besides(lease.index);
+    let ejected = lease.target.record(
         outcome,
-        Some(latency),
+        latency,
         &pool.settings.passive,
-        pool.now_ms(),
-    ) {
+        (pool.now_ms(), may_eject),
+    );
+    if ejected {
         log::warn!(
             "service {}: upstream target {} ejected after {} failures in a row",
             routed.service().name,

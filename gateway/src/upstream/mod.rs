@@ -363,6 +363,12 @@ impl Pool {
             })
     }
 
+    /// Whether a target other than the one at `index` takes requests now.
+    #[must_use]
+    pub fn available_besides(&self, index: usize) -> bool {
+        self.has_untried(1u64 << index.min(MAX_TARGETS - 1))
+    }
+
     /// Whether any target takes requests now (for `/healthz`).
     #[must_use]
     pub fn any_available(&self) -> bool {

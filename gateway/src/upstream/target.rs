@@ -153,12 +153,15 @@ impl Target {
     }
 
     /// Records what a request found; returns true when this ejected the target.
+    /// `may_eject`: another target of the pool is available, so ejecting this one leaves
+    /// somewhere to go (passive checks never take a pool's last target out: its failures
+    /// reach the client as they are, not as a pool that is closed for the ejection's length).
     pub fn record(
         &self,
         outcome: Outcome,
         latency: Option<Duration>,
         passive: &Passive,
-        now_ms: u64,
+        (now_ms, may_eject): (u64, bool),
     ) -> bool {
         let state = &self.state;
         state.requests.fetch_add(1, Relaxed);
@@ -182,6 +185,9 @@ impl Target {
             return false;
         }
         let in_a_row = state.failures.fetch_add(1, Relaxed) + 1;
+        if !may_eject {
+            return false;
+        }
         let on_probation = state.probation.swap(false, Relaxed);
         if in_a_row < passive.failures && !on_probation {
             return false;
@@ -291,27 +297,38 @@ mod tests {
     #[test]
     fn failures_in_a_row_eject_until_the_ejection_ends_then_one_failure_ejects_again() {
         let t = target();
-        assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, 0));
-        assert!(!t.record(Outcome::ServerError, None, &PASSIVE, 0));
-        assert!(t.record(Outcome::ExchangeFailed, None, &PASSIVE, 100));
+        assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, true)));
+        assert!(!t.record(Outcome::ServerError, None, &PASSIVE, (0, true)));
+        assert!(t.record(Outcome::ExchangeFailed, None, &PASSIVE, (100, true)));
         assert_eq!(t.availability(5_000), Availability::Ejected);
         assert_eq!(t.availability(10_100), Availability::Available);
-        assert!(t.record(Outcome::ConnectFailed, None, &PASSIVE, 10_200));
+        assert!(t.record(Outcome::ConnectFailed, None, &PASSIVE, (10_200, true)));
         assert_eq!(t.availability(10_300), Availability::Ejected);
+    }
+
+    #[test]
+    fn the_last_available_target_is_not_ejected() {
+        let t = target();
+        for _ in 0..10 {
+            assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, false)));
+        }
+        assert_eq!(t.availability(1), Availability::Available);
+        // Once another target is back, the next failure ejects.
+        assert!(t.record(Outcome::ConnectFailed, None, &PASSIVE, (2, true)));
     }
 
     #[test]
     fn an_answer_resets_the_count() {
         let t = target();
-        t.record(Outcome::ConnectFailed, None, &PASSIVE, 0);
-        t.record(Outcome::ConnectFailed, None, &PASSIVE, 0);
+        t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, true));
+        t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, true));
         t.record(
             Outcome::Answered,
             Some(Duration::from_millis(2)),
             &PASSIVE,
             0,
         );
-        assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, 0));
+        assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, true)));
         assert_eq!(t.availability(1), Availability::Available);
         assert_eq!(t.state.requests.load(Relaxed), 4);
         assert_eq!(t.state.latency_micros.load(Relaxed), 2_000);
