@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -96,6 +97,8 @@ fn is_zero(n: &u64) -> bool {
 pub struct AccessLog {
     tx: Option<SyncSender<Vec<u8>>>,
     metrics: Metrics,
+    /// Lines queued and lines written, so a shutdown can wait for the queue to empty.
+    progress: std::sync::Arc<(AtomicU64, AtomicU64)>,
 }
 
 impl AccessLog {
@@ -105,7 +108,13 @@ impl AccessLog {
     /// When the log file cannot be opened.
     pub fn start(target: &AccessLogTarget, metrics: Metrics) -> std::io::Result<Self> {
         let mut out: Box<dyn Write + Send> = match target {
-            AccessLogTarget::Off => return Ok(AccessLog { tx: None, metrics }),
+            AccessLogTarget::Off => {
+                return Ok(AccessLog {
+                    tx: None,
+                    metrics,
+                    progress: std::sync::Arc::default(),
+                })
+            }
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
             AccessLogTarget::File(p) => Box::new(
                 std::fs::OpenOptions::new()
@@ -115,21 +124,27 @@ impl AccessLog {
             ),
         };
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+        let progress: std::sync::Arc<(AtomicU64, AtomicU64)> = std::sync::Arc::default();
+        let written = progress.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 while let Ok(line) = rx.recv() {
                     let _ = out.write_all(&line);
+                    let mut batch = 1;
                     // Drain what is queued before flushing, to write in batches under load.
                     while let Ok(line) = rx.try_recv() {
                         let _ = out.write_all(&line);
+                        batch += 1;
                     }
                     let _ = out.flush();
+                    written.1.fetch_add(batch, Ordering::Release);
                 }
             })?;
         Ok(AccessLog {
             tx: Some(tx),
             metrics,
+            progress,
         })
     }
 
@@ -137,6 +152,18 @@ impl AccessLog {
     #[must_use]
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
+    }
+
+    /// Waits (up to `timeout`) until every line queued so far is written and flushed: the
+    /// last thing before the process exits.
+    pub fn wait_written(&self, timeout: std::time::Duration) {
+        let queued = self.progress.0.load(Ordering::Acquire);
+        let deadline = std::time::Instant::now() + timeout;
+        while self.progress.1.load(Ordering::Acquire) < queued
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Queues a record; drops it (and counts the drop) when the writer is behind.
@@ -152,7 +179,9 @@ impl AccessLog {
         );
         line.push(b'\n');
         match tx.try_send(line) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.progress.0.fetch_add(1, Ordering::Release);
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.metrics.log_dropped.inc()
             }

@@ -323,7 +323,9 @@ fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
         ),
         None => {}
     }
-    portcullis::server::build(&state, echo).run(pingora::server::RunArgs::default());
+    let mut server = portcullis::server::build(&state, echo);
+    portcullis::server::exit_when_drained(&mut server, &state);
+    server.run(pingora::server::RunArgs::default());
     // Usage counted since the last flush goes to the store before the process ends.
     let n = state.flush_usage();
     log::info!("stopped; usage of {n} token(s) written at shutdown");

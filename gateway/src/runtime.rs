@@ -55,6 +55,8 @@ pub struct Settings {
     pub access_log: AccessLogTarget,
     /// The identity to take once the listeners are bound.
     pub run_as: Option<crate::privileges::RunAs>,
+    /// Time requests in flight get to finish after SIGTERM.
+    pub drain_timeout: Duration,
 }
 
 /// How to reach a service's upstream: settings its targets share, and the pool of targets.

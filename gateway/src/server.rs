@@ -62,8 +62,11 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
     let rt = state.current();
     let conf = ServerConf {
         threads: rt.settings.workers,
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        // After SIGTERM Pingora closes the listeners and waits this long before it stops its
+        // runtimes (cancelling what still runs); `Drain` ends the wait as soon as no
+        // request is in flight.
+        grace_period_seconds: Some(rt.settings.drain_timeout.as_secs_f64().ceil() as u64),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -147,6 +150,66 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
         },
     ));
     server
+}
+
+/// Ends the process once a graceful shutdown (SIGTERM) has no request left in flight,
+/// instead of waiting out the whole `drain_timeout`: what is held for the store is written
+/// and the access log flushed first. Only the binary adds it (it exits the process).
+struct Drain {
+    state: Arc<GatewayState>,
+}
+
+#[async_trait]
+impl BackgroundService for Drain {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() || !*shutdown.borrow() {
+            return;
+        }
+        let timeout = self.state.current().settings.drain_timeout;
+        let in_flight = || {
+            self.state
+                .requests_in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        let started = std::time::Instant::now();
+        log::info!(
+            "draining: listeners closed; {} request(s) in flight get up to {timeout:?} to finish",
+            in_flight()
+        );
+        while in_flight() > 0 {
+            if started.elapsed() >= timeout {
+                log::warn!(
+                    "drain timeout: {} request(s) still in flight are cut off",
+                    in_flight()
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let state = self.state.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let written = state.flush_before_exit();
+            state.log.wait_written(std::time::Duration::from_secs(2));
+            written
+        })
+        .await
+        .unwrap_or(0);
+        log::info!(
+            "drained in {} ms; usage of {written} token(s) written; stopping",
+            started.elapsed().as_millis()
+        );
+        std::process::exit(0);
+    }
+}
+
+/// Adds the drain watcher to a server the binary runs (see [`Drain`]).
+pub fn exit_when_drained(server: &mut Server, state: &Arc<GatewayState>) {
+    server.add_service(background_service(
+        "drain",
+        Drain {
+            state: state.clone(),
+        },
+    ));
 }
 
 /// A shutdown trigger for servers run in-process (tests, embedding).

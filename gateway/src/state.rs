@@ -26,17 +26,14 @@ pub struct GatewayState {
     reload_lock: Mutex<()>,
     /// Failed authentications at the gateway's own endpoints, kept across reloads.
     pub auth_failures: crate::auth_failures::AuthFailures,
+    /// Requests being handled on the proxy listener (a drain waits for none).
+    pub requests_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for GatewayState {
     /// Last chance for usage counted since the last flush (in-process servers, tests).
     fn drop(&mut self) {
-        self.flush_usage();
-        // The traffic noted for idle timeouts since the last flush.
-        let _ = crate::store::wait(async {
-            self.flush_identity_touches_now().await;
-            Ok(())
-        });
+        self.flush_before_exit();
     }
 }
 
@@ -62,6 +59,7 @@ impl GatewayState {
             log,
             reload_lock: Mutex::new(()),
             auth_failures: crate::auth_failures::AuthFailures::default(),
+            requests_in_flight: std::sync::atomic::AtomicUsize::new(0),
         }))
     }
 
@@ -110,6 +108,17 @@ impl GatewayState {
             log::error!("usage statistics: {error}; will retry");
             0
         })
+    }
+
+    /// Writes what is held in memory for the store (token usage, the traffic noted for
+    /// idle timeouts); returns how many tokens' usage was written.
+    pub fn flush_before_exit(&self) -> usize {
+        let written = self.flush_usage();
+        let _ = crate::store::wait(async {
+            self.flush_identity_touches_now().await;
+            Ok(())
+        });
+        written
     }
 
     /// The policy in force now.

@@ -1666,3 +1666,80 @@ services:
         );
     }
 }
+
+/// SIGTERM: the listener closes at once, a request in flight finishes, and the process exits
+/// as soon as it has (not after the whole `drain_timeout`), its access-log line written.
+#[test]
+fn sigterm_lets_requests_in_flight_finish_then_exits_at_once() {
+    let backend = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = [0u8; 2048];
+                let read = stream.read(&mut head).unwrap_or(0);
+                if String::from_utf8_lossy(&head[..read]).contains("/slow") {
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndone",
+                );
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_addr();
+    let policy = format!(
+        "listen: {listen}\nworkers: 1\ndrain_timeout: 20s\naccess_log: {{file: access.log}}\nservices:\n  - name: slow\n    upstream: http://{backend_addr}\n"
+    );
+    let file = write(dir.path(), "drain.yaml", &policy);
+    let mut child = Child(
+        bin()
+            .args(["run", "-c", file.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    assert!(get(listen, "/quick", "").starts_with("HTTP/1.1 200"));
+    let in_flight = std::thread::spawn(move || get(listen, "/slow", ""));
+    std::thread::sleep(Duration::from_millis(400));
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    // New connections are refused while the request in flight is still being answered.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while TcpStream::connect(listen).is_ok() {
+        assert!(Instant::now() < deadline, "the listener stayed open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let answer = in_flight.join().expect("client");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("done"), "{answer}");
+    let exit = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "exit took {:?}: the drain waited for more than the request",
+        signalled.elapsed()
+    );
+    let log = std::fs::read_to_string(dir.path().join("access.log")).expect("log");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("\"/slow\"") && line.contains("\"status\":200")),
+        "{log}"
+    );
+}

@@ -49,6 +49,10 @@ pub struct ConfigSpec {
     /// With `user`: the group to run as. Default: the user's primary group.
     #[serde(default)]
     pub group: Option<Spanned<String>>,
+    /// On SIGTERM the listeners close at once and requests in flight get this long to
+    /// finish; the process exits as soon as they have. Default `30s`. Takes effect at start.
+    #[serde(default)]
+    pub drain_timeout: Option<Spanned<DurationSpec>>,
     /// Worker threads for the proxy. Default: the number of CPUs.
     #[serde(default)]
     pub workers: Lenient<Option<Spanned<usize>>>,

@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub(super) tried: u64,
     /// Attempts made so far.
     pub(super) tries: u32,
+    /// Counted in the gateway's requests in flight (until the log line is written).
+    pub(super) in_flight: bool,
 }
 
 /// A routed request's service, held with the policy it belongs to: the index can only be

@@ -80,6 +80,7 @@ impl ProxyHttp for Gateway {
             attempt: None,
             tried: 0,
             tries: 0,
+            in_flight: false,
         }
     }
 
@@ -88,6 +89,10 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.state
+            .requests_in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ctx.in_flight = true;
         // The head is in: from here the body deadline (if any) applies, not the head's.
         ctx.connection = control_of(session);
         if let Some(connection) = &ctx.connection {
@@ -357,6 +362,11 @@ impl ProxyHttp for Gateway {
             session.response_written().map(|r| r.status.as_u16()),
             ctx,
         );
+        if std::mem::take(&mut ctx.in_flight) {
+            self.state
+                .requests_in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use portcullis_assertions::hmac::{HmacKey, KeySet, SecretBytes};
 
@@ -24,6 +25,9 @@ pub(super) fn defined_secrets<'p>(
         .chain(includes.iter().flat_map(|i| i.spec.secrets.keys()))
         .map(String::as_str)
 }
+
+/// Time requests in flight get after SIGTERM, unless the policy says otherwise.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'_>) -> Settings {
     let default_listen: SocketAddr = super::DEFAULT_LISTEN
@@ -94,12 +98,26 @@ pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'
             }
         }
     };
+    let drain_timeout = spec
+        .drain_timeout
+        .as_ref()
+        .map_or(DEFAULT_DRAIN_TIMEOUT, |t| t.value.0);
+    if let Some(given) = &spec.drain_timeout {
+        if given.value.0 < Duration::from_secs(1) || given.value.0 > Duration::from_secs(3600) {
+            context.err(
+                given.loc,
+                "drain_timeout",
+                "drain_timeout is between 1s and 1h",
+            );
+        }
+    }
     Settings {
         listen,
         admin_listen,
         workers,
         access_log,
         run_as,
+        drain_timeout,
     }
 }
 
