@@ -6,8 +6,8 @@
 //! credential value replaced by a keyed hash (see [`crate::capture`]).
 
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::time::SystemTime;
 
 use serde::Serialize;

@@ -164,7 +164,7 @@ impl GatewayState {
                 let mut warnings: Vec<String> = new.warnings.clone();
                 if new.settings != self.started {
                     warnings.push(
-                        "listen, admin.listen, workers, access_log, user and group take effect only after a restart".to_owned(),
+                        "listen, admin.listen, workers, access_log, user, group and drain_timeout take effect only after a restart".to_owned(),
                     );
                 }
                 new.inherit_upstream_state(&old);

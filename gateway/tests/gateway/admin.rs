@@ -190,3 +190,43 @@ fn a_reload_under_load_drops_no_request() {
     );
     assert_eq!(gw.state.current().generation, 21);
 }
+
+/// A reload does not touch requests in flight: one sent before it is answered through the
+/// policy it started on; the next one gets the new policy.
+#[test]
+fn a_reload_lets_requests_in_flight_finish_on_their_policy() {
+    let backend = crate::common::Backend::start();
+    let policy = |generation: &str| {
+        format!("services:\n  - name: s\n    upstream: {{backend}}\n    response:\n      - set_header: {{name: X-Policy, value: \"{generation}\"}}\n")
+    };
+    let gw = TestGateway::start(&policy("first"), &backend.url());
+    let slow_url = gw.url("/slow");
+    let slow = std::thread::spawn(move || {
+        let resp = client().get(slow_url).send().expect("send");
+        (
+            resp.status().as_u16(),
+            resp.headers()["x-policy"]
+                .to_str()
+                .expect("ascii")
+                .to_owned(),
+        )
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while backend.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    gw.rewrite(&policy("second"), &backend.url());
+    let reloaded = client()
+        .post(gw.admin_url("/api/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(reloaded.status(), 200);
+    let fresh = client().get(gw.url("/fresh")).send().expect("send");
+    assert_eq!(fresh.headers()["x-policy"], "second");
+    assert_eq!(slow.join().expect("slow"), (200, "first".to_owned()));
+}
