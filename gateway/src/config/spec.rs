@@ -385,7 +385,7 @@ pub enum PathFormSpec {
 pub enum UpstreamSpec {
     /// `http://host:port[/base]` or `https://...`.
     Url(String),
-    Detailed(UpstreamDetail),
+    Detailed(Box<UpstreamDetail>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -456,7 +456,7 @@ impl<'de> Deserialize<'de> for UpstreamSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpstreamSpec, A::Error> {
                 UpstreamDetail::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(UpstreamSpec::Detailed)
+                    .map(|detail| UpstreamSpec::Detailed(Box::new(detail)))
             }
         }
         d.deserialize_any(V)
@@ -485,7 +485,7 @@ impl UpstreamSpec {
                 preserve_host: None,
                 strip_prefix: None,
             },
-            UpstreamSpec::Detailed(d) => d.clone(),
+            UpstreamSpec::Detailed(d) => (**d).clone(),
         }
     }
 }

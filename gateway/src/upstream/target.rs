@@ -326,7 +326,7 @@ mod tests {
             Outcome::Answered,
             Some(Duration::from_millis(2)),
             &PASSIVE,
-            0,
+            (0, true),
         );
         assert!(!t.record(Outcome::ConnectFailed, None, &PASSIVE, (0, true)));
         assert_eq!(t.availability(1), Availability::Available);
