@@ -13,9 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use portcullis::path::PathCase;
 use portcullis::router::{Conditions, Entry, Pattern, RouteRequest, Router};
-use portcullis::upstream::{
-    Balance, Choice, Passive, Pool, PoolSettings, RetryPolicy, Target,
-};
+use portcullis::upstream::{Balance, Choice, Passive, Pool, PoolSettings, RetryPolicy, Target};
 use portcullis_assertions::template::Template;
 use portcullis_assertions::VarRegistry;
 
@@ -44,7 +42,13 @@ fn router(count: usize, hosts: bool) -> Router {
 
 fn bench_router(c: &mut Criterion) {
     let headers = HeaderMap::new();
-    for (count, hosts) in [(1, false), (100, false), (10_000, false), (1, true), (10_000, true)] {
+    for (count, hosts) in [
+        (1, false),
+        (100, false),
+        (10_000, false),
+        (1, true),
+        (10_000, true),
+    ] {
         let router = router(count, hosts);
         let last = count - 1;
         let path = format!("/svc{last}/api/orders/7");

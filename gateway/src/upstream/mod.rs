@@ -411,8 +411,13 @@ impl Pool {
     pub fn inherit(&self, earlier: &Pool) {
         let earlier_members = earlier.members.load();
         if self.settings.resolve.is_some() && self.settings.resolve == earlier.settings.resolve {
-            // Keep the last resolution rather than the one made at load.
-            self.members.store(earlier.members.load_full());
+            // Keep the last resolution rather than the one made at load (rebuilt, in case the
+            // balancing mode changed and the ring is wanted now).
+            let hashing = matches!(self.settings.balance, Balance::ConsistentHash(_));
+            self.members.store(Arc::new(Members::new(
+                earlier_members.targets.to_vec(),
+                hashing,
+            )));
         }
         let shift =
             i64::try_from(self.epoch.duration_since(earlier.epoch).as_millis()).unwrap_or(i64::MAX);

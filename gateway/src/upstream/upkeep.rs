@@ -57,9 +57,19 @@ fn start_due_work(runtime: &Arc<Runtime>) {
         let runtime = runtime.clone();
         tokio::spawn(async move {
             let service = &runtime.services[index];
+            // Cleared however the task ends, so one failed round does not stop the checks.
+            let _running = Running(&service.upstream.pool.upkeep_running);
             upkeep(&service.upstream, &service.name, runtime.hosts_file.clone()).await;
-            service.upstream.pool.upkeep_running.store(false, Relaxed);
         });
+    }
+}
+
+/// Clears a pool's "upkeep running" flag when dropped.
+struct Running<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
     }
 }
 
