@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Memory and load time as the number of services grows: the gateway's RSS with 1 and with N
 # services (each a path prefix with its own upstream), the difference per service, and how
-# long `check` takes to load and compile the N-service policy.
+# long `check` takes to load and compile the N-service policy, and how long a reload through
+# the admin API takes.
 #
 #   bash benches/many-services.sh [services, default 10000]
 #
@@ -43,11 +44,16 @@ rss() {
   RUST_LOG=error "$BIN" run -c "$WORK/gw-$1.yaml" >/dev/null 2>&1 & local pid=$!
   PIDS+=($pid)
   for _ in $(seq 1 600); do
-    curl -sf "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break
+    curl -sf -H "Authorization: Bearer bench-admin" "http://127.0.0.1:$admin/healthz" >/dev/null 2>&1 && break
     sleep 0.1
   done
   sleep 1
   awk '/VmRSS/ {print $2}' "/proc/$pid/status"
+  # A reload of the same policy through the admin API, timed from outside (three runs).
+  for _ in 1 2 3; do
+    curl -s -o /dev/null -w '%{time_total}\n' -X POST -H "Authorization: Bearer bench-admin" \
+      "http://127.0.0.1:$admin/api/reload" >> "$WORK/reload-$1"
+  done
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -63,3 +69,4 @@ print(f"RSS with 1 service: {one / 1024:.1f} MiB; with {n}: {many / 1024:.1f} Mi
 print(f"per service: {(many - one) * 1024 / (n - 1):.0f} bytes")
 print(f"check (parse + compile) of {n} services: {end - start:.2f} s")
 PY
+echo "reload through the admin API (seconds, three runs): 1 service: $(paste -sd' ' "$WORK/reload-1"); $N services: $(paste -sd' ' "$WORK/reload-$N")"

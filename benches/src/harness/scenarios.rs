@@ -53,6 +53,8 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "services-1", about: "pass-through to one path-prefix service with strip_prefix (the baseline of the services-N rows)", path: "/svc-0", credential: Credential::None, baseline: "pass-through", target: None },
     Scenario { name: "services-100", about: "pass-through to the last of 100 path-prefix services (strip_prefix)", path: "/svc-99", credential: Credential::None, baseline: "services-1", target: Some(1.05) },
     Scenario { name: "services-10000", about: "pass-through to the last of 10,000 path-prefix services (strip_prefix)", path: "/svc-9999", credential: Credential::None, baseline: "services-1", target: Some(1.05) },
+    Scenario { name: "pool-3", about: "pass-through to a pool of 3 targets (round robin, health check every 5 s, passive ejection, retry budget)", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.05) },
+    Scenario { name: "pool-3-least-connections", about: "the same pool, least connections", path: "/", credential: Credential::None, baseline: "pass-through", target: Some(1.05) },
     Scenario { name: "full-pipeline", about: "deny_ip + require_bearer (JWT) + 2 set_header + remove_header; response remove_header + set_header + mask_pan", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.6) },
 ];
 
@@ -182,8 +184,16 @@ pub fn portcullis_policy(
     if s.name == "ip-identity" {
         out.push_str("identity_api: {allow_from: [127.0.0.1/32]}\n");
     }
+    let upstream = match s.name.strip_prefix("pool-3") {
+        // Three targets: the backend answers on three loopback addresses.
+        Some(mode) => format!(
+            "\n      targets: [\"http://127.0.0.1:{backend}\", \"http://127.0.0.2:{backend}\", \"http://127.0.0.3:{backend}\"]\n      balance: {}\n      health_check: {{path: /, interval: 5s}}",
+            if mode.is_empty() { "round_robin" } else { "least_connections" }
+        ),
+        None => format!("http://127.0.0.1:{backend}"),
+    };
     out.push_str(&format!(
-        "services:\n  - name: {}\n    upstream: http://127.0.0.1:{backend}\n",
+        "services:\n  - name: {}\n    upstream: {upstream}\n",
         s.name
     ));
     let steps = match s.name {
@@ -237,7 +247,7 @@ pub fn nginx_backend(port: u16, work: &Path) -> String {
     format!(
         "worker_processes 1; daemon off; pid {w}/backend.pid; error_log {w}/backend.err;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{ access_log off;\n  server {{ listen 127.0.0.1:{port}; keepalive_requests 1000000;\n\
+         http {{ access_log off;\n  server {{ listen 127.0.0.1:{port}; listen 127.0.0.2:{port}; listen 127.0.0.3:{port}; keepalive_requests 1000000;\n\
              location = /16k {{ default_type application/json; alias {w}/16k.json; }}\n\
              location / {{ default_type text/plain; return 200 \"{body}\"; }} }} }}\n",
         w = work.display()
@@ -280,11 +290,26 @@ pub fn haproxy(port: u16, backend: u16) -> String {
 /// Praxis (a Pingora-based YAML proxy) forwarding everything.
 #[must_use]
 pub fn praxis(port: u16, backend: u16) -> String {
-    format!(
-        "listeners:\n  - name: default\n    address: \"127.0.0.1:{port}\"\n    filter_chains: [main]\n\
-         filter_chains:\n  - name: main\n    filters:\n      - filter: router\n        routes:\n          - path_prefix: \"/\"\n            cluster: backend\n\
-               - filter: load_balancer\n        clusters:\n          - name: backend\n            endpoints:\n              - \"127.0.0.1:{backend}\"\n"
-    )
+    // Line by line: a `\` line continuation would eat the indentation YAML needs.
+    [
+        "listeners:".to_owned(),
+        "  - name: default".to_owned(),
+        format!("    address: \"127.0.0.1:{port}\""),
+        "    filter_chains: [main]".to_owned(),
+        "filter_chains:".to_owned(),
+        "  - name: main".to_owned(),
+        "    filters:".to_owned(),
+        "      - filter: router".to_owned(),
+        "        routes:".to_owned(),
+        "          - path_prefix: \"/\"".to_owned(),
+        "            cluster: backend".to_owned(),
+        "      - filter: load_balancer".to_owned(),
+        "        clusters:".to_owned(),
+        "          - name: backend".to_owned(),
+        format!("            endpoints: [\"127.0.0.1:{backend}\"]"),
+        String::new(),
+    ]
+    .join("\n")
 }
 
 /// A 16 KiB JSON body of order lines: digits, dates and amounts, no card numbers.
