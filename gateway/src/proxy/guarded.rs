@@ -1,11 +1,13 @@
 //! Pingora's HTTP proxy behind the connection guards ([`crate::connection`]): each accepted
 //! connection is counted against the caps, wrapped in a [`GuardedStream`], and handed to
-//! Pingora only once its first request head is in.
+//! Pingora only once a request head is in, for that request; between requests of a
+//! kept-alive connection only the guard holds it.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Shutdown, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -14,6 +16,17 @@ use tokio::io::AsyncWriteExt;
 use super::Gateway;
 use crate::connection::{ConnectionCounts, GuardedStream};
 use crate::state::GatewayState;
+
+/// Keep-alive Pingora asks of a reused connection (its default); our own `idle_timeout`
+/// closes a quiet one first.
+const KEEPALIVE_SECONDS: u64 = 60;
+
+/// Whether Pingora holds bytes of the client's next request (pipelined behind the last
+/// one). The settings say so only in their `Debug` form; anything but a plain "none"
+/// counts as bytes held, so a change there costs memory, never a request.
+fn holds_pipelined_bytes(settings: &HttpPersistentSettings) -> bool {
+    !format!("{settings:?}").contains("pipelined_prefix: None")
+}
 
 /// Pingora's HTTP proxy behind the connection guards.
 pub struct GuardedProxy {
@@ -48,21 +61,53 @@ impl ServerApp for GuardedProxy {
         };
         let cutoffs = self.state.metrics.client_cutoffs();
         let mut guarded = GuardedStream::new(stream, permit, limits, cutoffs);
-        let mut watch = shutdown.clone();
-        let head_in = tokio::select! {
-            complete = guarded.read_first_head() => complete,
-            _ = watch.changed() => false,
-        };
-        if !head_in {
-            return None;
+        // What Pingora carries from one request of the connection to the next.
+        let mut carried: Option<HttpPersistentSettings> = None;
+        loop {
+            // Between requests the connection is only this guard and its socket: Pingora's
+            // session and request future (tens of KiB) exist while a request is handled,
+            // not while a kept-alive client is quiet. A next request the client pipelined
+            // is already in Pingora's hands, so it goes straight back to Pingora.
+            if !carried.as_ref().is_some_and(holds_pipelined_bytes) {
+                let mut watch = shutdown.clone();
+                let head_in = tokio::select! {
+                    complete = guarded.read_first_head() => complete,
+                    _ = watch.changed() => false,
+                };
+                if !head_in {
+                    return None;
+                }
+            }
+            let mut session = ServerSession::new_http1(Box::new(guarded) as Stream);
+            match carried.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(Some(KEEPALIVE_SECONDS));
+                    session.set_keepalive_reuses_remaining(
+                        self.proxy
+                            .server_options()
+                            .and_then(|options| options.keepalive_request_limit),
+                    );
+                }
+            }
+            if *shutdown.borrow() {
+                // Draining: this answer is the connection's last.
+                session.set_keepalive(None);
+            }
+            // Boxed: Pingora's request future is tens of KiB, allocated only from here on.
+            let reused = Box::pin(HttpServerApp::process_new_http(
+                &self.proxy,
+                session,
+                shutdown,
+            ))
+            .await?;
+            let (stream, settings) = reused.consume();
+            carried = settings;
+            guarded = match stream.into_any().downcast::<GuardedStream>() {
+                Ok(guarded) => *guarded,
+                Err(_) => return None,
+            };
         }
-        // Boxed: Pingora's request future is tens of KiB, allocated only from here on.
-        Box::pin(ServerApp::process_new(
-            &self.proxy,
-            Box::new(guarded) as Stream,
-            shutdown,
-        ))
-        .await
     }
 
     async fn cleanup(&self) {
