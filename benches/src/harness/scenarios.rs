@@ -164,8 +164,11 @@ pub fn portcullis_policy(
     } else {
         "memory".to_owned()
     };
+    // Every wrk connection comes from 127.0.0.1: the per-address cap (256 by default) would
+    // refuse a run with more connections than that, so both caps are raised.
     let mut out = format!(
         "listen: 127.0.0.1:{listen}\nworkers: 1\naccess_log: off\nstate: {state}\n\
+         client_limits: {{max_connections: 10000, max_connections_per_ip: 10000}}\n\
          admin: {{listen: 127.0.0.1:{admin}, token: admin}}\n\
          secrets:\n  admin: {{file: admin-token}}\n  hmac: {{file: hmac-secret}}\n"
     );
