@@ -295,6 +295,11 @@ pub fn haproxy(port: u16, backend: u16) -> String {
 pub fn praxis(port: u16, backend: u16) -> String {
     // Line by line: a `\` line continuation would eat the indentation YAML needs.
     [
+        // Praxis refuses loopback endpoints unless told the backend is meant to be local, and
+        // refuses to run as root (the harness runs as whoever starts it; CI is root).
+        "insecure_options:".to_owned(),
+        "  allow_private_endpoints: true".to_owned(),
+        "  allow_root: true".to_owned(),
         "listeners:".to_owned(),
         "  - name: default".to_owned(),
         format!("    address: \"127.0.0.1:{port}\""),
