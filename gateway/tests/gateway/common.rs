@@ -189,22 +189,11 @@ pub const PREAMBLE: &str = "listen: {listen}\nworkers: 1\naccess_log: {file: {di
 impl TestGateway {
     /// Starts the gateway with `PREAMBLE` + `services` (placeholders filled in).
     pub fn start(services: &str, backend: &str) -> TestGateway {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("token");
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let text = render(
-            &format!("{PREAMBLE}{services}"),
-            listen,
-            admin,
-            backend,
-            dir.path(),
-        );
-        Self::launch(dir, "portcullis.yaml", &text, listen, admin)
+        Self::start_with_files(services, backend, &[])
     }
 
     /// [`TestGateway::start`] with `files` (name, content) written beside the policy first.
-    pub fn start_with_files(services: &str, files: &[(&str, &str)]) -> TestGateway {
+    pub fn start_with_files(services: &str, backend: &str, files: &[(&str, &str)]) -> TestGateway {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).expect("token");
         for (name, content) in files {
@@ -216,7 +205,7 @@ impl TestGateway {
             &format!("{PREAMBLE}{services}"),
             listen,
             admin,
-            "",
+            backend,
             dir.path(),
         );
         Self::launch(dir, "portcullis.yaml", &text, listen, admin)

@@ -376,7 +376,8 @@ fn a_dns_change_is_picked_up_without_a_reload() {
     let services = format!(
         "hosts_file: hosts\nservices:\n  - name: pool\n    upstream: {{url: \"http://orders.pool.test:{port}\", resolve_every: 1s}}\n"
     );
-    let gw = TestGateway::start_with_files(&services, &[("hosts", "127.0.0.2 orders.pool.test\n")]);
+    let gw =
+        TestGateway::start_with_files(&services, "", &[("hosts", "127.0.0.2 orders.pool.test\n")]);
     get_ok(&gw, "/one");
     assert_eq!((first.count(), second.count()), (1, 0));
     let seen = first.seen();
