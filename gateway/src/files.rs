@@ -31,6 +31,8 @@ pub enum FileKind {
     Capture,
     /// The policy's `hosts_file` (upstream names and their addresses).
     Hosts,
+    /// A `require_api_key` step's `keys_file` (a million keys is about 72 MB).
+    ApiKeys,
 }
 
 impl FileKind {
@@ -46,6 +48,7 @@ impl FileKind {
             FileKind::Metadata => 4 * 1024 * 1024,
             FileKind::Capture => 1024 * 1024 * 1024,
             FileKind::Hosts => 1024 * 1024,
+            FileKind::ApiKeys => 512 * 1024 * 1024,
         }
     }
 
@@ -60,6 +63,7 @@ impl FileKind {
             FileKind::Metadata => "SAML metadata file",
             FileKind::Capture => "capture file",
             FileKind::Hosts => "hosts file",
+            FileKind::ApiKeys => "API keys file",
         }
     }
 }

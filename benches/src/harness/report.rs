@@ -144,11 +144,21 @@ pub fn ratios(rows: &[Row], baselines: &[(&str, &str, Option<f64>)]) -> Vec<Rati
             out.push(ratio(a, b, *target));
         }
     }
+    // The 16 KiB answer against nginx with the same answer (target 1.4x CPU), then each
+    // pass-through against bare Pingora with the same answer.
     if let (Some(a), Some(b)) = (
-        find(rows, "portcullis", "pass-through"),
-        find(rows, "pingora-minimal", "pass-through"),
+        find(rows, "portcullis", "pass-through-16k"),
+        find(rows, "nginx", "pass-through-16k"),
     ) {
-        out.push(ratio(a, b, None));
+        out.push(ratio(a, b, Some(1.4)));
+    }
+    for scenario in ["pass-through", "pass-through-16k"] {
+        if let (Some(a), Some(b)) = (
+            find(rows, "portcullis", scenario),
+            find(rows, "pingora-minimal", scenario),
+        ) {
+            out.push(ratio(a, b, None));
+        }
     }
     out
 }

@@ -39,6 +39,7 @@ pub enum Credential {
 pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "pass-through", about: "no assertion", path: "/", credential: Credential::None, baseline: "pass-through", target: None },
     Scenario { name: "api-key", about: "require_api_key (1,001 keys) + remove_header", path: "/", credential: Credential::ApiKey, baseline: "pass-through", target: Some(1.15) },
+    Scenario { name: "api-key-1m", about: "require_api_key with 1,000,001 keys (a keys file) + remove_header", path: "/", credential: Credential::ApiKey, baseline: "api-key", target: Some(1.05) },
     Scenario { name: "hmac-sigv4", about: "require_hmac aws-sigv4 (GET, pre-signed; replay check off so one request repeats)", path: "/", credential: Credential::SigV4, baseline: "pass-through", target: Some(1.15) },
     Scenario { name: "bearer-jwt", about: "require_bearer, gateway ES256 JWT (verified-token cache)", path: "/", credential: Credential::Jwt, baseline: "pass-through", target: Some(1.15) },
     Scenario { name: "bearer-opaque", about: "require_bearer, opaque token (verified-token cache)", path: "/", credential: Credential::Opaque, baseline: "pass-through", target: None },
@@ -60,6 +61,21 @@ pub const SCENARIOS: &[Scenario] = &[
 
 /// Scenarios the benchmark issue names whose assertions this build does not have yet.
 pub const NOT_BUILT: &[(&str, &str)] = &[];
+
+/// The keys file of the api-key-1m scenario, beside the policy.
+pub const API_KEYS_FILE: &str = "api-keys-1m.txt";
+
+/// A keys file of `count` keys (`other-key-N` of client `other-N`), none of them the
+/// scenario's own key.
+#[must_use]
+pub fn api_keys_file(count: usize) -> String {
+    let mut out = String::with_capacity(count * 80);
+    for index in 0..count {
+        out.push_str(&sha256_hex(&format!("other-key-{index}")));
+        out.push_str(&format!(" other-{index}\n"));
+    }
+    out
+}
 
 /// The secret behind the API key and the SigV4 key the scenarios use.
 pub const API_KEY: &str = "bench-key-0001";
@@ -213,6 +229,10 @@ pub fn portcullis_policy(
             }
             format!("    request:\n{keys}      - remove_header: [X-Api-Key]\n")
         }
+        "api-key-1m" => format!(
+            "    request:\n      - require_api_key:\n          keys_file: {API_KEYS_FILE}\n          keys:\n            - {{client: bench, sha256: {}}}\n      - remove_header: [X-Api-Key]\n",
+            sha256_hex(API_KEY)
+        ),
         "hmac-sigv4" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_protection: false, max_skew: 15m}\n".to_owned(),
         "hmac-sigv4-replay-redis" => "    request:\n      - require_hmac: {scheme: aws-sigv4, keys: partners, region: eu-west-1, service: bench, replay_scope: cluster, max_skew: 15m}\n".to_owned(),
         "saml" => format!(

@@ -2,6 +2,7 @@
 //! into [`spec`] types, compile into a [`Runtime`]. `check`, `eval`, `run` and reload all go
 //! through [`load`], so a file that passes `check` is a file `run` accepts.
 
+pub(crate) mod api_keys_file;
 pub mod compile;
 pub(crate) mod context;
 pub mod credentials;

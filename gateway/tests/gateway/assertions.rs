@@ -216,3 +216,88 @@ services:
     assert_eq!(seen.headers["x-branch"], "key");
     assert_eq!(seen.headers["x-after"], "partner");
 }
+
+fn keys_file_line(key: &str, client: &str) -> String {
+    use sha2::Digest as _;
+    format!("{} {client}\n", hex::encode(sha2::Sha256::digest(key)))
+}
+
+#[test]
+fn api_keys_from_a_keys_file_are_read_at_load_and_at_reload() {
+    let backend = Backend::start();
+    let services = format!(
+        r#"
+services:
+  - name: widgets
+    upstream: {{backend}}
+    request:
+      - require_api_key:
+          keys_file: partner-keys.txt
+          keys: [{{client: acme, sha256: {ACME}}}]
+      - set_header: {{name: X-Client, value: "${{client.id}}"}}
+"#
+    );
+    let mut keys = String::from("# partners, one key per line\n");
+    for index in 0..2000 {
+        keys.push_str(&keys_file_line(
+            &format!("partner-key-{index}"),
+            &format!("partner-{}", index % 100),
+        ));
+    }
+    let gw =
+        TestGateway::start_with_files(&services, &backend.url(), &[("partner-keys.txt", &keys)]);
+    let c = client();
+    let send = |key: &str| {
+        c.get(gw.url("/widgets"))
+            .header("x-api-key", key)
+            .send()
+            .expect("send")
+    };
+    for (key, client) in [
+        ("partner-key-1999", "partner-99"),
+        ("partner-key-100", "partner-0"),
+        ("demo-key-123", "acme"),
+    ] {
+        assert_eq!(send(key).status(), 200, "{key}");
+        assert_eq!(
+            backend.seen().pop().expect("reached").headers["x-client"],
+            client
+        );
+    }
+    let (status, code, _) = problem_code(send("partner-key-2000"));
+    assert_eq!((status, code.as_str()), (401, "invalid-api-key"));
+
+    // A key added to the file counts from the next reload; one removed stops counting.
+    let edited = keys.replace(&keys_file_line("partner-key-0", "partner-0"), "")
+        + &keys_file_line("partner-key-2000", "newcomer");
+    std::fs::write(gw.dir.path().join("partner-keys.txt"), edited).expect("write");
+    let reloaded = client()
+        .post(gw.admin_url("/api/reload"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(reloaded.status(), 200);
+    assert_eq!(send("partner-key-2000").status(), 200);
+    assert_eq!(
+        backend.seen().pop().expect("reached").headers["x-client"],
+        "newcomer"
+    );
+    let (status, code, _) = problem_code(send("partner-key-0"));
+    assert_eq!((status, code.as_str()), (401, "invalid-api-key"));
+
+    // A broken file is refused at reload with its position; the running keys stay.
+    std::fs::write(
+        gw.dir.path().join("partner-keys.txt"),
+        "# ok\nabc partner\n",
+    )
+    .expect("write");
+    let refused = client()
+        .post(gw.admin_url("/api/reload"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(refused.status(), 422);
+    let text = refused.text().expect("body");
+    assert!(text.contains("partner-keys.txt:2:1"), "{text}");
+    assert_eq!(send("partner-key-2000").status(), 200);
+}

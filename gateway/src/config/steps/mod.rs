@@ -232,6 +232,7 @@ pub(crate) fn named_files<'s>(
     for step in steps.iter().filter_map(|step| step.0.as_ref()) {
         match &step.value.step {
             AssertionSpec::RequireSaml(options) => out.extend(options.files()),
+            AssertionSpec::RequireApiKey(options) => out.extend(options.files()),
             AssertionSpec::All(inner) => named_files(&inner.0, out),
             AssertionSpec::Any(inner) => named_files(&inner.0, out),
             _ => {}

@@ -30,8 +30,23 @@ pub struct RequireApiKeySpec {
     /// Query parameters that mark a key sent in the URL (refused). Default `api_key, apikey, api-key, x-api-key`.
     #[serde(default)]
     pub query_params: Option<Vec<String>>,
-    /// The accepted keys.
+    /// The accepted keys, inline.
+    #[serde(default)]
     pub keys: Vec<Spanned<ApiKeyEntrySpec>>,
+    /// A file of further keys (relative to the policy file), one per line as
+    /// `<sha256-hex> <client>`; `#` starts a comment line. Read at load and reload; made for
+    /// large client bases (a million keys). Attributes are given to inline keys only.
+    #[serde(default)]
+    pub keys_file: Option<Spanned<String>>,
+}
+
+impl RequireApiKeySpec {
+    /// The keys file this step reads, for gathering.
+    pub(crate) fn files(&self) -> Option<(&str, crate::files::FileKind)> {
+        self.keys_file
+            .as_ref()
+            .map(|file| (file.value.as_str(), crate::files::FileKind::ApiKeys))
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize, JsonSchema)]
@@ -65,21 +80,29 @@ impl CompileStep for RequireApiKeySpec {
         site: &StepSite<'_>,
         context: &mut CompileContext<'_>,
     ) -> Option<Box<dyn Assertion>> {
-        let mut keys = HashMap::new();
+        let mut keys = self
+            .keys_file
+            .as_ref()
+            .and_then(|file| load_keys_file(file, &site.option_path("keys_file"), context))
+            .unwrap_or_default();
         for (index, entry) in self.keys.iter().enumerate() {
             let entry_path = site.option_path(&format!("keys[{index}]"));
             let Some((digest, client)) = compile_key(entry, &entry_path, context) else {
                 continue;
             };
             if keys.insert(digest, client).is_some() {
-                context.err(entry.loc, &entry_path, "the same key is listed twice");
+                context.err(
+                    entry.loc,
+                    &entry_path,
+                    "the same key is listed twice (here or in the keys file)",
+                );
             }
         }
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.keys_file.is_none() {
             context.err(
                 site.loc,
                 site.path,
-                "require_api_key needs at least one key under `keys:`",
+                "require_api_key needs at least one key under `keys:`, or a `keys_file:`",
             );
         }
         let header = self.header.as_ref().map_or_else(
@@ -149,4 +172,35 @@ fn compile_key(
         attributes,
     });
     Some((digest, client))
+}
+
+/// The keys of `keys_file`; `None` when it cannot be read or has mistakes (each reported).
+fn load_keys_file(
+    file: &Spanned<String>,
+    option: &str,
+    context: &mut CompileContext<'_>,
+) -> Option<HashMap<[u8; 32], Arc<ApiClient>>> {
+    let full = context.base.join(&file.value);
+    let text = match context.gathered.file(&full).map(std::str::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => {
+            context.err(
+                file.loc,
+                option,
+                format!("{} is not UTF-8 text", full.display()),
+            );
+            return None;
+        }
+        Err(e) => {
+            context.err(file.loc, option, e);
+            return None;
+        }
+    };
+    match crate::config::api_keys_file::parse(&Arc::from(full.as_path()), text) {
+        Ok(keys) => Some(keys),
+        Err(found) => {
+            context.errors.extend(found);
+            None
+        }
+    }
 }
