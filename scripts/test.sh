@@ -24,6 +24,9 @@ command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 
 command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 # The OAuth brokers' browser flows are driven in headless Chromium over WebDriver.
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
+# The HTTPS listener's tests speak HTTP/2 and HTTP/1.1 with curl (OpenSSL + nghttp2) as an
+# independent client.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   install_packages "${missing[@]}"

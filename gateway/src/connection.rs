@@ -338,6 +338,44 @@ impl GuardedStream {
         }
     }
 
+    /// Reads an HTTP/2 connection's opening (the client preface and its first frame, which
+    /// must be SETTINGS) under the head deadline, into the buffer Pingora reads first; from
+    /// then on the connection has no deadline of this guard: its streams are many and
+    /// overlap, so Pingora's HTTP/2 idle timeout closes it when none is open. `false`: the
+    /// client left, was too slow, or did not open with HTTP/2.
+    pub async fn read_h2_preface(&mut self) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        const FRAME_HEADER: usize = 9;
+        const SETTINGS: u8 = 0x4;
+        // RFC 9113 §6.5.1: six bytes per setting; a handful are defined.
+        const MOST_SETTINGS_BYTES: usize = 6 * 32;
+        let mut opening = Vec::with_capacity(PREFACE.len() + FRAME_HEADER + 36);
+        let mut wanted = PREFACE.len() + FRAME_HEADER;
+        while opening.len() < wanted {
+            match self.read_buf(&mut opening).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            let preface_part = opening.len().min(PREFACE.len());
+            if opening[..preface_part] != PREFACE[..preface_part] {
+                return false;
+            }
+            if let Some(header) = opening.get(PREFACE.len()..PREFACE.len() + FRAME_HEADER) {
+                let length = usize::from(header[0]) << 16
+                    | usize::from(header[1]) << 8
+                    | usize::from(header[2]);
+                if header[3] != SETTINGS || length > MOST_SETTINGS_BYTES {
+                    return false;
+                }
+                wanted = PREFACE.len() + FRAME_HEADER + length;
+            }
+        }
+        self.replay = opening;
+        self.enter(Phase::Open);
+        true
+    }
+
     /// Follows a phase change the proxy made.
     fn follow_phase(&mut self) {
         let phase = self.control.phase();

@@ -38,6 +38,7 @@ pub mod sign_jwt;
 pub mod sign_saml;
 pub mod state;
 pub mod store;
+pub mod tls_termination;
 pub mod upstream;
 
 /// The JSON Schema of the policy language.

@@ -309,7 +309,7 @@ fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
     }
     match rt.settings.run_as.clone() {
         Some(run_as) => {
-            let listeners: Vec<_> = rt.settings.listen.iter().chain(&rt.settings.admin_listen).copied().collect();
+            let listeners: Vec<_> = rt.settings.listen.iter().chain(&rt.settings.tls_listen).chain(&rt.settings.admin_listen).copied().collect();
             std::thread::spawn(move || match portcullis::privileges::drop_after_bind(&run_as, &listeners) {
                 Ok(()) => log::info!("listeners bound; now running as user {} (uid {}, gid {})", run_as.user, run_as.uid, run_as.gid),
                 Err(e) => {

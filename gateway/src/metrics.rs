@@ -151,7 +151,7 @@ impl Metrics {
         let client_timeouts = IntCounterVec::new(
             Opts::new(
                 "portcullis_client_cutoffs_total",
-                "Client connections cut off while sending a request: head or body too slow, head too large.",
+                "Client connections cut off while sending a request: head or body too slow, head too large, TLS handshake too slow.",
             ),
             &["reason"],
         )

@@ -50,6 +50,8 @@ pub enum AccessLogTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub listen: Vec<SocketAddr>,
+    /// The HTTPS listeners (`tls.listen`).
+    pub tls_listen: Vec<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub workers: usize,
     pub access_log: AccessLogTarget,
@@ -254,6 +256,8 @@ pub struct Runtime {
     pub oproxy: Option<Arc<crate::oproxy::OProxy>>,
     /// The outbound proxy's OAuth broker (`outbound_broker:`), when the policy has one.
     pub outbound_broker: Option<Arc<crate::broker::outbound::OutboundBroker>>,
+    /// The HTTPS listeners' certificate and acceptor (`tls:`), read at every load.
+    pub tls: Option<Arc<crate::tls_termination::TlsTermination>>,
     /// The state store (opened once, kept across reloads).
     pub store: crate::store::StateStore,
     /// The state store the policy names (`None` when it keeps no state); on a dry run the

@@ -10,6 +10,7 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service as ListeningService;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 
 use crate::admin::AdminApp;
@@ -72,29 +73,43 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    // Pingora's proxy behind the connection guards (caps, head and body deadlines).
-    let guarded = GuardedProxy {
-        proxy: Arc::new(pingora::proxy::http_proxy(
-            &server.configuration,
-            Gateway::new(state.clone()),
-        )),
-        state: state.clone(),
-        counts: Arc::new(ConnectionCounts::new(
-            state.metrics.connections_open.clone(),
-        )),
-    };
-    let mut proxy = ListeningService::new("portcullis".to_owned(), guarded);
-    for addr in &rt.settings.listen {
-        // No 64 KiB read buffer per connection before its first byte: heads are read into
-        // Pingora's own 4 KiB buffer, bodies in 64 KiB reads that bypass a small one anyway.
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
-                CLIENT_READ_BUFFER,
-                CLIENT_WRITE_BUFFER,
-            )),
-        );
+    // Pingora's proxy behind the connection guards (caps, head and body deadlines), on the
+    // plain listeners and on the HTTPS ones; both count against the same caps.
+    let mut http_proxy =
+        pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
+    let mut options = HttpServerOptions::default();
+    // An HTTP/2 connection with no stream open is idle like a kept-alive HTTP/1.1 one.
+    // (Pingora's HTTP/2 defaults bound the rest: 100 streams, 64 KiB of header list.)
+    options.h2_idle_timeout = Some(rt.client_limits.idle_timeout);
+    http_proxy.server_options = Some(options);
+    let http_proxy = Arc::new(http_proxy);
+    let counts = Arc::new(ConnectionCounts::new(
+        state.metrics.connections_open.clone(),
+    ));
+    for (name, addresses, tls) in [
+        ("portcullis", &rt.settings.listen, false),
+        ("portcullis tls", &rt.settings.tls_listen, true),
+    ] {
+        if addresses.is_empty() {
+            continue;
+        }
+        let guarded = GuardedProxy {
+            proxy: http_proxy.clone(),
+            state: state.clone(),
+            counts: counts.clone(),
+            tls,
+        };
+        let mut proxy = ListeningService::new(name.to_owned(), guarded);
+        for addr in addresses {
+            // No 64 KiB read buffer per connection before its first byte: heads are read
+            // into Pingora's own 4 KiB buffer, bodies in 64 KiB reads that bypass a small
+            // one anyway. The TLS handshake runs in the guard, on this plain TCP listener.
+            proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(
+                L4BufferSettings::new(CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
+            ));
+        }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
 
     if let Some(addr) = rt.settings.admin_listen {
         let mut admin = ListeningService::new(

@@ -149,6 +149,9 @@ impl AdminApp {
                     )
                     .as_bytes(),
                 );
+                if let Some(tls) = &rt.tls {
+                    text.extend_from_slice(tls.metrics_text().as_bytes());
+                }
                 text.extend_from_slice(
                     crate::metrics::Metrics::render_usage_buffer(
                         live.usage_buffered(),

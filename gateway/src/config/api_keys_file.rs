@@ -29,7 +29,6 @@ pub(crate) type Keys = HashMap<[u8; 32], Arc<ApiClient>>;
 pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Keys, Vec<Diagnostic>> {
     let mut keys = Keys::with_capacity(text.len() / 72);
     let mut clients: HashMap<&str, Arc<ApiClient>> = HashMap::new();
-    let mut first_line_of: HashMap<[u8; 32], usize> = HashMap::new();
     let mut errors = Vec::new();
     let mut problems = 0usize;
     let mut report = |line: usize, col: usize, message: String| {
@@ -80,21 +79,25 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Keys, Vec<Diagnostic
             );
             continue;
         }
-        if let Some(first) = first_line_of.insert(digest, number) {
-            report(
-                number,
-                column_of(hex_digest),
-                format!("the same key is listed twice (first on line {first})"),
-            );
-            continue;
-        }
         let shared = clients.entry(client).or_insert_with(|| {
             Arc::new(ApiClient {
                 id: Arc::from(client),
                 attributes: Vec::new(),
             })
         });
-        keys.insert(digest, shared.clone());
+        if keys.insert(digest, shared.clone()).is_some() {
+            // Rare: where the first one is, is looked up only now (a map of line numbers
+            // would cost 80 MB while a million keys load).
+            let first = text
+                .lines()
+                .position(|earlier| earlier.trim_start().starts_with(hex_digest))
+                .map_or(0, |index| index + 1);
+            report(
+                number,
+                column_of(hex_digest),
+                format!("the same key is listed twice (first on line {first})"),
+            );
+        }
     }
     if problems > MAX_REPORTED {
         errors.push(Diagnostic {

@@ -207,6 +207,12 @@ pub(crate) fn compile(
             .collect(),
     );
 
+    let tls = main
+        .spec
+        .tls
+        .present()
+        .and_then(|tls| super::tls_listener::compile(tls, &mut context))
+        .map(Arc::new);
     let (router, compiled) = compile_services(&services, metrics, &mut context);
     let capture = main.spec.capture.present().and_then(|capture| {
         context
@@ -218,6 +224,7 @@ pub(crate) fn compile(
     let effective = effective_config(main, includes, generation);
     let forwarded_headers = forwarded_headers(main.spec.forwarded_headers);
     Some(Runtime {
+        tls,
         forwarded_headers,
         warnings,
         hosts_file: main

@@ -108,6 +108,11 @@ pub(crate) fn gather(
             gathered.read(base.join(&key.value.file.value), FileKind::Key);
         }
     }
+    if let Some(tls) = main.spec.tls.present() {
+        for (file, kind) in super::tls_listener::files(&tls.value) {
+            gathered.read(base.join(file), kind);
+        }
+    }
     if let Some(api) = main.spec.identity_api.present() {
         for (file, kind) in super::identity_api::files(&api.value) {
             gathered.read(base.join(file), kind);

@@ -17,6 +17,7 @@ pub mod saml_issuer;
 mod saml_trust;
 pub mod spec;
 pub mod steps;
+pub mod tls_listener;
 pub mod upstream_pool;
 pub mod users_file;
 pub mod values;

@@ -36,6 +36,10 @@ pub struct ConfigSpec {
     /// Addresses the proxy listens on, `HOST:PORT` (one or a list). Default `0.0.0.0:8080`.
     #[serde(default)]
     pub listen: Lenient<Option<Listen>>,
+    /// HTTPS listeners: addresses, certificate and key, and whether HTTP/2 is offered. With
+    /// `tls:` and no `listen:`, the gateway has no plain-HTTP proxy listener.
+    #[serde(default)]
+    pub tls: Lenient<Option<Spanned<crate::config::tls_listener::TlsListenerSpec>>>,
     /// The admin API listener (health, metrics, reload, config).
     #[serde(default)]
     pub admin: Lenient<Option<AdminSpec>>,

@@ -286,7 +286,13 @@ fn proxied(
         forwarded,
         &mut upstream,
         exchange,
-        (runtime.forwarded_headers, trusted),
+        (
+            runtime.forwarded_headers,
+            crate::proxy::Arrival {
+                trusted_peer: trusted,
+                https: false,
+            },
+        ),
         credentials,
     )
     .is_err()

@@ -161,11 +161,38 @@ fn bad_request(code: &'static str, detail: &'static str) -> Rejection {
 /// `400` with the reason.
 pub fn admit_head(req: &mut RequestHeader) -> Result<(), Rejection> {
     check_host(req)?;
+    refuse_h2c_upgrade(req)?;
     fold_content_length(req)?;
     drop_hop_by_hop(req)
 }
 
-fn check_host(req: &RequestHeader) -> Result<(), Rejection> {
+/// `Upgrade: h2c` asks the next hop to turn the connection into cleartext HTTP/2. Passed
+/// on, an upstream that agrees answers 101 and the gateway tunnels the connection from then
+/// on: every later request on it (any path, any method) reaches that upstream unrouted and
+/// unchecked ("h2c smuggling"). No client needs it through a gateway (RFC 9113 §3.1 retired
+/// the upgrade), so it is refused; `HTTP2-Settings` belongs to it and never goes upstream.
+fn refuse_h2c_upgrade(req: &mut RequestHeader) -> Result<(), Rejection> {
+    let asks_h2c = req
+        .headers
+        .get_all(UPGRADE)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("h2c").split(','))
+        .any(|token| {
+            let protocol = token.trim();
+            protocol.eq_ignore_ascii_case("h2c")
+                || protocol.to_ascii_lowercase().starts_with("h2c/")
+        });
+    if asks_h2c {
+        return Err(bad_request(
+            "h2c-upgrade-refused",
+            "the gateway does not upgrade a connection to cleartext HTTP/2 (Upgrade: h2c)",
+        ));
+    }
+    req.remove_header("http2-settings");
+    Ok(())
+}
+
+fn check_host(req: &mut RequestHeader) -> Result<(), Rejection> {
     let hosts = req.headers.get_all(HOST).iter().count();
     if hosts > 1 {
         return Err(bad_request(
@@ -173,13 +200,47 @@ fn check_host(req: &RequestHeader) -> Result<(), Rejection> {
             "the request has more than one Host header",
         ));
     }
-    if hosts == 0 && req.version == Version::HTTP_11 && req.uri.authority().is_none() {
-        return Err(bad_request(
-            "invalid-host",
-            "an HTTP/1.1 request needs a Host header",
-        ));
+    let needs_host = req.version == Version::HTTP_11 || req.version == Version::HTTP_2;
+    let Some(authority) = req.uri.authority().cloned() else {
+        if hosts == 0 && needs_host {
+            return Err(bad_request(
+                "invalid-host",
+                "the request names no host (Host header or :authority)",
+            ));
+        }
+        return Ok(());
+    };
+    // The router reads the target's authority, a step or the upstream may read Host: they
+    // must name the same host (RFC 9113 §8.3.1, RFC 9112 §3.2.2).
+    match req.headers.get(HOST) {
+        Some(host) => {
+            let same = host
+                .to_str()
+                .ok()
+                .and_then(|host| host.parse::<http::uri::Authority>().ok())
+                .is_some_and(|host| host.host().eq_ignore_ascii_case(authority.host()));
+            if same {
+                Ok(())
+            } else {
+                Err(bad_request(
+                    "invalid-host",
+                    "the Host header and the request target name different hosts",
+                ))
+            }
+        }
+        // An HTTP/2 request carries its host in :authority; the steps and an HTTP/1.1
+        // upstream read it in Host.
+        None => {
+            let host = HeaderValue::from_str(authority.as_str()).map_err(|_| {
+                bad_request(
+                    "invalid-host",
+                    "the request's authority is not a valid host",
+                )
+            })?;
+            req.insert_header(HOST, host)
+                .map_err(|_| bad_request("invalid-host", "the request's host cannot be kept"))
+        }
     }
-    Ok(())
 }
 
 fn fold_content_length(req: &mut RequestHeader) -> Result<(), Rejection> {
@@ -313,6 +374,57 @@ mod tests {
             req.append_header(name.to_string(), *value).expect("header");
         }
         req
+    }
+
+    #[test]
+    fn an_http2_request_gets_its_host_from_authority_and_the_two_must_agree() {
+        let h2 = |host: Option<&str>| {
+            let mut req = RequestHeader::build("GET", b"/x", None).expect("head");
+            req.set_version(Version::HTTP_2);
+            req.set_uri("https://api.example.test:8443/x".parse().expect("uri"));
+            if let Some(host) = host {
+                req.insert_header("host", host).expect("header");
+            }
+            req
+        };
+        let mut req = h2(None);
+        admit_head(&mut req).expect("admitted");
+        assert_eq!(req.headers["host"], "api.example.test:8443");
+        let mut req = h2(Some("API.example.test"));
+        admit_head(&mut req).expect("same host, any case, any port");
+        let mut req = h2(Some("admin.example.test"));
+        assert_eq!(
+            admit_head(&mut req).expect_err("mismatch").code,
+            "invalid-host"
+        );
+        let mut req = RequestHeader::build("GET", b"/x", None).expect("head");
+        req.set_version(Version::HTTP_2);
+        assert_eq!(
+            admit_head(&mut req).expect_err("no host").code,
+            "invalid-host"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_to_cleartext_http2_is_refused_whatever_its_spelling() {
+        for upgrade in ["h2c", "H2C", "websocket, h2c", " h2c/1 ", "\u{e9}"] {
+            let mut req = head(&[("host", "a"), ("connection", "Upgrade, HTTP2-Settings")]);
+            req.insert_header("upgrade", upgrade.as_bytes())
+                .expect("header");
+            assert_eq!(
+                admit_head(&mut req).expect_err(upgrade).code,
+                "h2c-upgrade-refused"
+            );
+        }
+        let mut req = head(&[
+            ("host", "a"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+        ]);
+        admit_head(&mut req).expect("a websocket upgrade passes");
+        assert!(!req.headers.contains_key("http2-settings"));
+        assert_eq!(req.headers["upgrade"], "websocket");
     }
 
     #[test]

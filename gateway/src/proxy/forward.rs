@@ -122,7 +122,13 @@ fn head_for_attempt(
         ctx.forwarded_path.as_deref(),
         &mut req,
         &ctx.exchange,
-        (rt.forwarded_headers, trusted),
+        (
+            rt.forwarded_headers,
+            super::upstream::Arrival {
+                trusted_peer: trusted,
+                https: super::arrived_over_tls(session),
+            },
+        ),
         &ctx.credentials,
     )?;
     let verdict = svc.run_upstream(&mut PingoraRequest(&mut req), Some(body), &mut ctx.exchange);

@@ -4,11 +4,13 @@
 //! kept-alive connection only the guard holds it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::{Shutdown, Stream};
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Shutdown, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
@@ -33,6 +35,35 @@ pub struct GuardedProxy {
     pub proxy: Arc<HttpProxy<Gateway>>,
     pub state: Arc<GatewayState>,
     pub counts: Arc<ConnectionCounts>,
+    /// Connections of this listener open with a TLS handshake (`tls:`), run here once the
+    /// connection is counted, under the head deadline.
+    pub tls: bool,
+}
+
+impl GuardedProxy {
+    /// The TLS handshake with the runtime's certificate (so a reload's renewed certificate
+    /// serves the next connection), within `limit`. `None`: no certificate is loaded, the
+    /// client was too slow, or the handshake failed.
+    async fn accept_tls(&self, stream: Stream, limit: Duration) -> Option<Stream> {
+        let termination = self.state.current().tls.clone()?;
+        // The acceptor wants the socket's own type (the listener hands it over boxed).
+        let socket = stream.into_any().downcast::<L4Stream>().ok()?;
+        match tokio::time::timeout(limit, termination.acceptor.tls_handshake(*socket)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                log::debug!("TLS handshake failed: {e}");
+                None
+            }
+            Err(_) => {
+                self.state
+                    .metrics
+                    .client_cutoffs()
+                    .with_label_values(&["tls_handshake"])
+                    .inc();
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -59,8 +90,22 @@ impl ServerApp for GuardedProxy {
                 return None;
             }
         };
+        let stream = if self.tls {
+            self.accept_tls(stream, limits.header_timeout).await?
+        } else {
+            stream
+        };
+        let http2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let cutoffs = self.state.metrics.client_cutoffs();
         let mut guarded = GuardedStream::new(stream, permit, limits, cutoffs);
+        if http2 {
+            // One connection, many overlapping streams: Pingora's own HTTP/2 loop serves
+            // it, once the opening is in within the head deadline.
+            if !guarded.read_h2_preface().await {
+                return None;
+            }
+            return ServerApp::process_new(&self.proxy, Box::new(guarded), shutdown).await;
+        }
         // What Pingora carries from one request of the connection to the next.
         let mut carried: Option<HttpPersistentSettings> = None;
         loop {

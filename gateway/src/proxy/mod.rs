@@ -31,7 +31,14 @@ pub use phases::{apply_response_pipeline, run_response_phase, upstream_verdict, 
 pub use refusal::{ambiguous_path, respond, with_response_headers};
 pub use routing::{request_host, route_request, RouteDecision};
 pub use service::Gateway;
-pub use upstream::{peer_for, prepare_upstream_request, upstream_path};
+pub use upstream::{peer_for, prepare_upstream_request, upstream_path, Arrival};
+
+/// Whether the client's connection is TLS (it came in on a `tls:` listener).
+fn arrived_over_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
+}
 
 use std::time::Instant;
 
@@ -221,7 +228,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -239,7 +246,13 @@ impl ProxyHttp for Gateway {
             ctx.forwarded_path.as_deref(),
             upstream_request,
             &ctx.exchange,
-            (rt.forwarded_headers, trusted),
+            (
+                rt.forwarded_headers,
+                Arrival {
+                    trusted_peer: trusted,
+                    https: arrived_over_tls(session),
+                },
+            ),
             &ctx.credentials,
         )?;
         let body = ctx.body.clone();

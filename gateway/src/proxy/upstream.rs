@@ -22,11 +22,23 @@ const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// From a trusted proxy the chain so far is kept (every header line, in order) and the
 /// peer appended; from anyone else the client's claims are dropped.
+/// How the request reached the gateway, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    /// The peer is a trusted proxy whose forwarding headers are kept.
+    pub trusted_peer: bool,
+    /// The client connection is TLS (a `tls:` listener).
+    pub https: bool,
+}
+
 fn set_forwarding(
     req: &mut RequestHeader,
     mode: ForwardedHeaders,
     exchange: &Exchange,
-    trusted_peer: bool,
+    Arrival {
+        trusted_peer,
+        https,
+    }: Arrival,
     original_host: Option<&HeaderValue>,
 ) -> Result<()> {
     let bad = |what: &str| Error::explain(ErrorType::InvalidHTTPHeader, format!("bad {what}"));
@@ -50,7 +62,7 @@ fn set_forwarding(
         .get(&X_FORWARDED_PROTO)
         .filter(|_| trusted_peer)
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("http"));
+        .unwrap_or_else(|| HeaderValue::from_static(if https { "https" } else { "http" }));
     // X-Forwarded-Host only when the upstream's Host is not the client's.
     let host_replaced = req.headers.get(HOST) != original_host;
     let forwarded_host = original_host.filter(|_| host_replaced).cloned();
@@ -149,7 +161,7 @@ pub fn peer_for(up: &Upstream, target: &Target) -> HttpPeer {
 
 /// Rewrites the head that goes upstream: path (the canonical one the router matched, so
 /// the upstream reads what was routed), `Host` (the chosen target's `host`), the forwarding headers `mode` asks for
-/// (`trusted_peer`: the peer is a trusted proxy whose forwarding headers are kept), and the
+/// (`arrival`: whether the peer is a trusted proxy, whether the client came over TLS), and the
 /// caller's credentials as `credentials` decided (stripped or forwarded; what happened is
 /// returned for the log). Outbound signing runs after this, so a signature the gateway adds
 /// is never stripped and covers the head as it goes.
@@ -159,7 +171,7 @@ pub fn prepare_upstream_request(
     forwarded_path: Option<&str>,
     req: &mut RequestHeader,
     exchange: &Exchange,
-    (mode, trusted_peer): (ForwardedHeaders, bool),
+    (mode, arrival): (ForwardedHeaders, Arrival),
     credentials: &CredentialPlan,
 ) -> Result<Option<CredentialOutcome>> {
     let up = &svc.upstream;
@@ -179,7 +191,7 @@ pub fn prepare_upstream_request(
     if !up.preserve_host {
         req.insert_header(HOST, host.clone())?;
     }
-    set_forwarding(req, mode, exchange, trusted_peer, original_host.as_ref())?;
+    set_forwarding(req, mode, exchange, arrival, original_host.as_ref())?;
     let outcome = credentials.apply(&svc.credentials, req)?;
     // Hop-by-hop (RFC 9110 §11.7.2): meant for this gateway whatever the policy says. Pingora
     // drops it on its own path; the buffering forwarder sends this head as it is.

@@ -176,3 +176,32 @@ fn pipelined_requests_are_answered_in_order() {
     let second = answer.find("/x/second").expect("second answered");
     assert!(first < second, "{answer}");
 }
+
+#[test]
+fn an_h2c_upgrade_never_reaches_the_upstream() {
+    // Passed on, an upstream that speaks h2c would answer 101 and every later request on the
+    // connection would reach it as tunnelled HTTP/2, past routing and the policy.
+    let backend = Backend::start();
+    let gw = TestGateway::start(SERVICES, &backend.url());
+    for upgrade in ["h2c", "H2C", "websocket, h2c"] {
+        let raw = format!(
+            "GET /read-only HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+        );
+        let answer = exchange(&gw, raw.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("h2c-upgrade-refused"), "{answer}");
+    }
+    assert_eq!(backend.count(), 0);
+    // The settings header of the retired upgrade never goes upstream on its own either.
+    let answer = exchange(
+        &gw,
+        b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!backend
+        .seen()
+        .pop()
+        .expect("reached")
+        .headers
+        .contains_key("http2-settings"));
+}

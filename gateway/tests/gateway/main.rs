@@ -31,4 +31,5 @@ mod saml_bearer;
 mod saml_issuer;
 mod shadow;
 mod slow_clients;
+mod tls;
 mod upstream;

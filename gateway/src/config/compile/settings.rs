@@ -36,10 +36,22 @@ pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'
     let default_admin: SocketAddr = super::DEFAULT_ADMIN_LISTEN
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9901)));
-    let listen = spec
-        .listen
+    // With HTTPS listeners and no `listen:`, there is no plain-HTTP proxy listener.
+    let tls_listen = spec
+        .tls
         .present()
-        .map_or_else(|| vec![default_listen], |l| l.0.clone());
+        .map(|tls| tls.value.listen.0.clone())
+        .unwrap_or_default();
+    let listen = spec.listen.present().map_or_else(
+        || {
+            if tls_listen.is_empty() {
+                vec![default_listen]
+            } else {
+                Vec::new()
+            }
+        },
+        |l| l.0.clone(),
+    );
     let admin_listen = spec
         .admin
         .present()
@@ -113,6 +125,7 @@ pub(super) fn compile_settings(spec: &ConfigSpec, context: &mut CompileContext<'
     }
     Settings {
         listen,
+        tls_listen,
         admin_listen,
         workers,
         access_log,

@@ -1,0 +1,313 @@
+//! HTTPS listeners (`tls:`): HTTP/1.1 and HTTP/2 (ALPN) through the same policy, driven by
+//! curl (OpenSSL + nghttp2) and by reqwest (rustls + hyper); handshakes are counted against
+//! the connection caps and held to the head deadline; a bad certificate is refused at load
+//! and at reload, where the running one keeps serving.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{
+    client, free_port, problem_code, wait_for_port, Backend, TestGateway, ADMIN_TOKEN,
+};
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/tls")
+        .join(name);
+    std::fs::read_to_string(path).expect("fixture")
+}
+
+// sha256("demo-key-123")
+const ACME: &str = "a52782e3a2d4dd2f95f640b9abfb3b2a6b8e722c65f55be830f6e5f619f7f873";
+
+struct HttpsGateway {
+    gw: TestGateway,
+    tls: SocketAddr,
+}
+
+impl HttpsGateway {
+    fn start(backend: &Backend, http2: bool, limits: &str) -> HttpsGateway {
+        let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let services = format!(
+            r#"
+tls:
+  listen: {tls}
+  certificate: server.pem
+  key: server.key
+  http2: {http2}
+{limits}
+services:
+  - name: widgets
+    match: {{path: /widgets}}
+    upstream: {{backend}}
+    request:
+      - require_api_key:
+          keys: [{{client: acme, sha256: {ACME}}}]
+      - set_header: {{name: X-Client, value: "${{client.id}}"}}
+"#
+        );
+        let gw = TestGateway::start_with_files(
+            &services,
+            &backend.url(),
+            &[
+                ("server.pem", &fixture("server.pem")),
+                ("server.key", &fixture("server.key")),
+            ],
+        );
+        wait_for_port(tls);
+        HttpsGateway { gw, tls }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.tls.port())
+    }
+}
+
+/// A reqwest client that trusts the test CA and resolves `localhost` to the listener.
+fn https_client(http2: bool) -> reqwest::blocking::Client {
+    let ca = reqwest::Certificate::from_pem(fixture("ca.pem").as_bytes()).expect("ca");
+    let builder = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false);
+    let builder = if http2 { builder } else { builder.http1_only() };
+    builder.build().expect("client")
+}
+
+/// curl's answer: the HTTP version it spoke, the status, and the body.
+fn curl(args: &[&str], url: &str) -> (String, u16, String) {
+    let ca = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls/ca.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca)
+        .args(args)
+        .args(["-w", "\n%{http_version} %{http_code}", url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, trailer) = text.rsplit_once('\n').expect("curl's -w line");
+    let (version, status) = trailer.split_once(' ').expect("version and status");
+    (
+        version.to_owned(),
+        status.parse().unwrap_or(0),
+        body.to_owned(),
+    )
+}
+
+#[test]
+fn https_serves_http11_and_http2_through_the_same_policy() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, true, "");
+
+    // curl (OpenSSL, nghttp2) negotiates h2 by ALPN, and HTTP/1.1 when told to.
+    let (version, status, body) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-client"], "acme");
+    assert_eq!(seen.headers["x-forwarded-proto"], "https");
+    assert!(
+        !seen.headers.contains_key("x-api-key"),
+        "credential stripped"
+    );
+    assert_eq!(seen.uri, "/widgets/1", "origin form upstream");
+    let (version, status, body) = curl(&["--http2"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 401), "{body}");
+    assert!(body.contains("missing-api-key"), "{body}");
+    let (version, status, _) = curl(
+        &["--http1.1", "-H", "X-Api-Key: demo-key-123"],
+        &gw.url("/widgets/2"),
+    );
+    assert_eq!((version.as_str(), status), ("1.1", 200));
+
+    // reqwest (rustls, hyper): the same answers, several requests on one HTTP/2 connection.
+    let c = https_client(true);
+    for index in 0..5 {
+        let resp = c
+            .get(gw.url(&format!("/widgets/{index}")))
+            .header("x-api-key", "demo-key-123")
+            .send()
+            .expect("send");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = c
+        .post(gw.url("/widgets"))
+        .header("x-api-key", "demo-key-123")
+        .body("x".repeat(100_000))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(backend.seen().pop().expect("reached").body.len(), 100_000);
+    let (status, code, _) = problem_code(
+        c.get(gw.url("/widgets/1"))
+            .header("x-api-key", "wrong")
+            .send()
+            .expect("send"),
+    );
+    assert_eq!((status, code.as_str()), (401, "invalid-api-key"));
+    let resp = https_client(false)
+        .get(gw.url("/widgets/1"))
+        .header("x-api-key", "demo-key-123")
+        .send()
+        .expect("send");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+
+    // The plain listener keeps serving beside it.
+    let resp = client()
+        .get(gw.gw.url("/widgets/1"))
+        .header("x-api-key", "demo-key-123")
+        .send()
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        backend.seen().pop().expect("reached").headers["x-forwarded-proto"],
+        "http"
+    );
+}
+
+#[test]
+fn without_http2_the_listener_offers_http11_only() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, false, "");
+    let (version, status, _) = curl(
+        &["--http2", "-H", "X-Api-Key: demo-key-123"],
+        &gw.url("/widgets/1"),
+    );
+    assert_eq!((version.as_str(), status), ("1.1", 200));
+}
+
+#[test]
+fn handshakes_count_against_the_caps_and_the_head_deadline() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(
+        &backend,
+        true,
+        "client_limits: {header_timeout: 1s, max_connections_per_ip: 2}",
+    );
+    // Two connections that never say hello hold both places of this address...
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(gw.tls).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...so a third is refused at once, before any handshake.
+    let mut third = TcpStream::connect(gw.tls).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = third.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).contains("429"),
+        "{answer:?}"
+    );
+    // The silent ones are closed at the head deadline (1 s), well before the read timeout.
+    for mut connection in silent {
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut byte = [0u8; 1];
+        let read = connection.read(&mut byte);
+        assert!(
+            matches!(read, Ok(0) | Err(_))
+                && !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{read:?}"
+        );
+    }
+    let metrics = client()
+        .get(gw.gw.admin_url("/metrics"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("send")
+        .text()
+        .expect("text");
+    // server.pem is valid until 2036-11-20.
+    assert!(
+        metrics.contains("portcullis_tls_certificate_not_after_seconds 2110785260"),
+        "no expiry gauge"
+    );
+    assert!(
+        metrics.contains("reason=\"tls_handshake\"} 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("cutoffs"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // After TLS, a client that offered h2 must open with the HTTP/2 preface in time too.
+    let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 200));
+}
+
+#[test]
+fn a_wrong_key_or_certificate_is_refused_at_load_and_at_reload() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, true, "");
+    let policy = std::fs::read_to_string(&gw.gw.config).expect("policy");
+    std::fs::write(gw.gw.dir.path().join("other.key"), fixture("other.key.pem")).expect("key");
+    std::fs::write(
+        &gw.gw.config,
+        policy.replace("key: server.key", "key: other.key"),
+    )
+    .expect("write");
+    let reloaded = client()
+        .post(gw.gw.admin_url("/api/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(reloaded.status(), 422);
+    let text = reloaded.text().expect("text");
+    assert!(text.contains("does not go with the certificate"), "{text}");
+    assert!(text.contains("tls.certificate"), "{text}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    // The running certificate keeps serving.
+    let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 200));
+    // A certificate file that is not one is named at its option.
+    std::fs::write(gw.gw.dir.path().join("broken.pem"), "not a certificate").expect("write");
+    std::fs::write(
+        &gw.gw.config,
+        policy.replace("certificate: server.pem", "certificate: broken.pem"),
+    )
+    .expect("write");
+    let errors = portcullis::config::load_dry_run(&gw.gw.config)
+        .expect_err("refused")
+        .to_string();
+    assert!(errors.contains("holds no PEM certificate"), "{errors}");
+    assert!(errors.contains("tls.certificate"), "{errors}");
+}
+
+#[test]
+fn http2_requests_are_admitted_like_http11_ones() {
+    // A request over h2 goes through the same front gates: TRACE is refused, a path that
+    // escapes its service is refused, the h2c upgrade header means nothing here.
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, true, "");
+    let (version, status, _) = curl(
+        &["-X", "TRACE", "-H", "X-Api-Key: demo-key-123"],
+        &gw.url("/widgets/1"),
+    );
+    assert_eq!((version.as_str(), status), ("2", 405));
+    let (_, status, _) = curl(
+        &["--path-as-is", "-H", "X-Api-Key: demo-key-123"],
+        &gw.url("/widgets/../admin"),
+    );
+    assert_ne!(status, 200);
+    let mut raw = TcpStream::connect(gw.tls).expect("connect");
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("write");
+    let mut answer = Vec::new();
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = raw.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plaintext is never served on the TLS port"
+    );
+    assert_eq!(backend.count(), 0);
+}
