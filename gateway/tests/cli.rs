@@ -1436,8 +1436,8 @@ fn durable_usage_survives_a_kill_and_batched_usage_says_what_it_loses() {
 
 /// Every complete policy (a YAML block with top-level `services:`) in the README and
 /// `docs/` passes `check`, so the docs cannot drift from the policy language. Environment
-/// variables they name are set, relative files they name are created, includes get an empty
-/// file to match.
+/// variables they name are set, relative files they name are created (an HTTPS listener's
+/// certificate and key are the test ones), includes get an empty file to match.
 #[test]
 fn every_complete_policy_in_the_docs_passes_check() {
     let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
@@ -1476,6 +1476,18 @@ fn every_complete_policy_in_the_docs_passes_check() {
                         let path = dir.path().join(file);
                         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
                         std::fs::write(path, "doc-example-value").expect("write");
+                    }
+                }
+                // An HTTPS listener's files: the test certificate and key.
+                for (option, fixture) in
+                    [("  certificate: ", "server.pem"), ("  key: ", "server.key")]
+                {
+                    if let Some(file) = line.strip_prefix(option) {
+                        let file = file.split('#').next().unwrap_or_default().trim();
+                        let path = dir.path().join(file);
+                        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+                        std::fs::copy(repo().join("fixtures/tls").join(fixture), path)
+                            .expect("copy");
                     }
                 }
                 if let Some(pattern) = line
