@@ -286,7 +286,15 @@ fn init_logging() {
 
 fn run(config: &std::path::Path, echo: Option<SocketAddr>) -> ExitCode {
     init_logging();
-    let state = match GatewayState::load(config) {
+    // Loaded on a thread of its own: what the load allocates and drops again (the parsed
+    // YAML, gathered files) belongs to that thread's heap, which the allocator hands back
+    // when the thread ends, instead of keeping it resident for the process's life.
+    let loaded = std::thread::scope(|scope| scope.spawn(|| GatewayState::load(config)).join());
+    let Ok(loaded) = loaded else {
+        eprintln!("the policy load failed");
+        return ExitCode::from(1);
+    };
+    let state = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

@@ -242,10 +242,10 @@ pub struct Runtime {
     pub admin_token: Option<Secret>,
     /// The access log's capture mode: the key of credential hashes, when it is on.
     pub capture: Option<crate::capture::CaptureKey>,
-    /// The effective configuration with secrets redacted, for `GET /api/config`.
-    /// Kept as compact JSON text: as a `serde_json::Value` tree it cost about a kilobyte per
-    /// service, for an answer that is rarely asked for.
-    pub effective: Box<str>,
+    /// The effective configuration with secrets redacted, for `GET /api/config`: compact
+    /// JSON, gzip-compressed (see `config::compile::effective`); read it with
+    /// [`Runtime::effective_config`].
+    pub effective: Box<[u8]>,
     /// The OAuth token service, when the policy has one.
     pub token_service: Option<Arc<crate::oauth::TokenService>>,
     /// The SAML issuer (`/saml/token`), when the policy has one.
@@ -276,6 +276,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The effective configuration as compact JSON text (`GET /api/config`).
+    #[must_use]
+    pub fn effective_config(&self) -> String {
+        crate::config::compile::decompress_effective(&self.effective)
+    }
+
     /// Takes over what the previous policy knew of its upstream targets' health (by service
     /// name and address), so a reload neither forgets an outage nor waits for checks to
     /// find it again.

@@ -220,7 +220,7 @@ impl AdminApp {
             }
             (&Method::GET, "/api/config") => json(
                 StatusCode::OK,
-                &serde_json::from_str(&self.state.current().effective).unwrap_or_default(),
+                &serde_json::from_str(&self.state.current().effective_config()).unwrap_or_default(),
             ),
             (_, "/healthz" | "/metrics" | "/api/reload" | "/api/config" | "/api/upstreams") => {
                 problem(

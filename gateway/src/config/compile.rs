@@ -1,6 +1,8 @@
 //! Spec → runtime: resolves secrets, upstream addresses, variables and templates, and
 //! builds each assertion once. Every problem is collected with its position.
 
+mod effective;
+pub use effective::decompress as decompress_effective;
 mod oauth;
 mod redis;
 mod route;
@@ -8,7 +10,7 @@ mod service;
 mod settings;
 mod upstream;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -221,7 +223,7 @@ pub(crate) fn compile(
     });
     let warnings = std::mem::take(&mut context.warnings);
 
-    let effective = effective_config(main, includes, generation);
+    let effective = effective::effective_config(main, includes, generation);
     let forwarded_headers = forwarded_headers(main.spec.forwarded_headers);
     Some(Runtime {
         tls,
@@ -355,43 +357,6 @@ fn capture_key(key: &[u8], services: &[crate::runtime::Service]) -> crate::captu
 
 /// The configuration as loaded, for `GET /api/config`. Spec types hold secret *names* and
 /// where values come from, never the values, so this is safe to show.
-fn effective_config(
-    main: &Parsed<ConfigSpec>,
-    includes: &[Parsed<IncludeSpec>],
-    generation: u64,
-) -> Box<str> {
-    let mut services: Vec<serde_json::Value> = Vec::new();
-    let mut files = BTreeMap::new();
-    files.insert(
-        main.file.display().to_string(),
-        serde_json::json!({"services": main.spec.services.len()}),
-    );
-    for s in main
-        .spec
-        .services
-        .iter()
-        .chain(includes.iter().flat_map(|i| i.spec.services.iter()))
-    {
-        services.push(serde_json::to_value(s).unwrap_or_default());
-    }
-    for i in includes {
-        files.insert(
-            i.file.display().to_string(),
-            serde_json::json!({"services": i.spec.services.len()}),
-        );
-    }
-    let mut top = serde_json::to_value(&main.spec).unwrap_or_default();
-    if let Some(obj) = top.as_object_mut() {
-        obj.insert("services".to_owned(), serde_json::Value::Array(services));
-        obj.insert("generation".to_owned(), serde_json::json!(generation));
-        obj.insert(
-            "files".to_owned(),
-            serde_json::to_value(files).unwrap_or_default(),
-        );
-    }
-    top.to_string().into_boxed_str()
-}
-
 fn forwarded_headers(
     spec: Option<super::spec::ForwardedHeadersSpec>,
 ) -> crate::runtime::ForwardedHeaders {
