@@ -25,8 +25,9 @@ command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
 # The OAuth brokers' browser flows are driven in headless Chromium over WebDriver.
 command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || missing+=(chromium chromium-driver)
 # The HTTPS listener's tests speak HTTP/2 and HTTP/1.1 with curl (OpenSSL + nghttp2) as an
-# independent client.
+# independent client, and hold a TLS connection open with openssl s_client.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing: ${missing[*]}"
   install_packages "${missing[@]}"

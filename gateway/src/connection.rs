@@ -135,6 +135,26 @@ impl Refusal {
         }
     }
 
+    /// The refusal as a problem answer (`503`/`429`, `Retry-After: 1`); an HTTP/2 stream
+    /// past a cap is answered with it.
+    #[must_use]
+    pub fn rejection(self) -> Rejection {
+        let (status, detail) = match self {
+            Refusal::TooManyConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the gateway holds as many connections as it accepts",
+            ),
+            Refusal::TooManyFromClient => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "this client address holds as many connections as it may",
+            ),
+        };
+        Rejection::new(status, "too-many-connections", detail).with_header(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        )
+    }
+
     /// The refusal as written on the connection before it closes.
     #[must_use]
     pub fn answer(self) -> &'static [u8] {
@@ -235,13 +255,8 @@ static CANNED: LazyLock<CannedAnswers> = LazyLock::new(|| {
     let render = |status, code, detail: &'static str| {
         crate::problem::render(&Rejection::new(status, code, detail)).to_closing_http1()
     };
-    let retry_soon = |rejection: Rejection| {
-        crate::problem::render(&rejection.with_header(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("1"),
-        ))
-        .to_closing_http1()
-    };
+    let retry_soon =
+        |refusal: Refusal| crate::problem::render(&refusal.rejection()).to_closing_http1();
     CannedAnswers {
         head_timeout: render(
             StatusCode::REQUEST_TIMEOUT,
@@ -253,16 +268,8 @@ static CANNED: LazyLock<CannedAnswers> = LazyLock::new(|| {
             "head-too-large",
             "the request head is larger than the gateway accepts",
         ),
-        too_many_connections: retry_soon(Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too-many-connections",
-            "the gateway holds as many connections as it accepts",
-        )),
-        too_many_from_client: retry_soon(Rejection::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-connections",
-            "this client address holds as many connections as it may",
-        )),
+        too_many_connections: retry_soon(Refusal::TooManyConnections),
+        too_many_from_client: retry_soon(Refusal::TooManyFromClient),
     }
 });
 
@@ -283,6 +290,8 @@ pub struct GuardedStream {
     timer_deadline: Option<Instant>,
     /// Pingora's answer to an unreadable head was replaced by a problem answer.
     answered_for_pingora: bool,
+    /// An HTTP/2 connection: nothing of HTTP/1.1 is ever written on it.
+    multiplexed: bool,
     /// The first request head, read before Pingora took over, handed to it first.
     replay: Vec<u8>,
     replayed: usize,
@@ -309,6 +318,7 @@ impl GuardedStream {
             timer: Box::pin(tokio::time::sleep_until(now + limits.idle_timeout)),
             timer_deadline: None,
             answered_for_pingora: false,
+            multiplexed: false,
             replay: Vec::new(),
             replayed: 0,
             _permit: permit,
@@ -339,7 +349,8 @@ impl GuardedStream {
     }
 
     /// Reads an HTTP/2 connection's opening (the client preface and its first frame, which
-    /// must be SETTINGS) under the head deadline, into the buffer Pingora reads first; from
+    /// must be SETTINGS) under the head deadline, counted from the call (the TLS handshake
+    /// that chose HTTP/2 has just ended), into the buffer Pingora reads first; from
     /// then on the connection has no deadline of this guard: its streams are many and
     /// overlap, so Pingora's HTTP/2 idle timeout closes it when none is open. `false`: the
     /// client left, was too slow, or did not open with HTTP/2.
@@ -350,6 +361,9 @@ impl GuardedStream {
         const SETTINGS: u8 = 0x4;
         // RFC 9113 §6.5.1: six bytes per setting; a handful are defined.
         const MOST_SETTINGS_BYTES: usize = 6 * 32;
+        // The opening is a head: its deadline runs from now, not from a first byte.
+        self.multiplexed = true;
+        self.enter(Phase::Head);
         let mut opening = Vec::with_capacity(PREFACE.len() + FRAME_HEADER + 36);
         let mut wanted = PREFACE.len() + FRAME_HEADER;
         while opening.len() < wanted {
@@ -412,6 +426,9 @@ impl GuardedStream {
 
     /// Best effort: the socket of a client that sent little has room for a short answer.
     fn answer(&mut self, cx: &mut Context<'_>, answer: &[u8]) {
+        if self.multiplexed {
+            return;
+        }
         if let Poll::Ready(Ok(n)) = Pin::new(&mut self.inner).poll_write(cx, answer) {
             if n == answer.len() {
                 let _ = Pin::new(&mut self.inner).poll_flush(cx);

@@ -75,17 +75,23 @@ pub fn build(state: &Arc<GatewayState>, echo: Option<SocketAddr>) -> Server {
 
     // Pingora's proxy behind the connection guards (caps, head and body deadlines), on the
     // plain listeners and on the HTTPS ones; both count against the same caps.
-    let mut http_proxy =
-        pingora::proxy::http_proxy(&server.configuration, Gateway::new(state.clone()));
-    let mut options = HttpServerOptions::default();
-    // An HTTP/2 connection with no stream open is idle like a kept-alive HTTP/1.1 one.
-    // (Pingora's HTTP/2 defaults bound the rest: 100 streams, 64 KiB of header list.)
-    options.h2_idle_timeout = Some(rt.client_limits.idle_timeout);
-    http_proxy.server_options = Some(options);
-    let http_proxy = Arc::new(http_proxy);
     let counts = Arc::new(ConnectionCounts::new(
         state.metrics.connections_open.clone(),
     ));
+    let mut http_proxy = pingora::proxy::http_proxy(
+        &server.configuration,
+        Gateway::new(state.clone(), counts.clone()),
+    );
+    let mut options = HttpServerOptions::default();
+    // An HTTP/2 connection with no stream open is idle like a kept-alive HTTP/1.1 one.
+    options.h2_idle_timeout = Some(rt.client_limits.idle_timeout);
+    http_proxy.server_options = Some(options);
+    // Pingora's HTTP/2 bounds (100 streams), with the head limit of HTTP/1.1 on the header
+    // list (set at start).
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_header_list_size(u32::try_from(rt.client_limits.max_header_bytes).unwrap_or(u32::MAX));
+    http_proxy.h2_options = Some(h2);
+    let http_proxy = Arc::new(http_proxy);
     for (name, addresses, tls) in [
         ("portcullis", &rt.settings.listen, false),
         ("portcullis tls", &rt.settings.tls_listen, true),

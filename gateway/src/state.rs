@@ -160,11 +160,22 @@ impl GatewayState {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.current();
         match config::load(&self.config_path, &self.carry, old.generation + 1) {
+            Ok(new) if new.tls.is_none() && !self.started.tls_listen.is_empty() => {
+                // The HTTPS listeners stay bound until a restart; without a certificate
+                // every handshake on them would fail.
+                self.metrics.reload(false);
+                Err(InvalidPolicy(vec![config::Diagnostic {
+                    file: Arc::from(self.config_path.as_path()),
+                    loc: None,
+                    path: "tls".to_owned(),
+                    message: "the HTTPS listeners of `tls:` are bound: keep `tls:` (its listeners change only at a restart)".to_owned(),
+                }]))
+            }
             Ok(new) => {
                 let mut warnings: Vec<String> = new.warnings.clone();
                 if new.settings != self.started {
                     warnings.push(
-                        "listen, admin.listen, workers, access_log, user, group and drain_timeout take effect only after a restart".to_owned(),
+                        "listen, tls.listen, admin.listen, workers, access_log, user, group and drain_timeout take effect only after a restart".to_owned(),
                     );
                 }
                 new.inherit_upstream_state(&old);

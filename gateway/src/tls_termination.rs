@@ -85,6 +85,9 @@ pub fn build(
     let mut reader = key_pem;
     let key: PrivateKeyDer<'static> = match rustls_pemfile::private_key(&mut reader) {
         Ok(Some(key)) => key,
+        Ok(None) if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
+            return Err("the key file holds an encrypted private key: give it unencrypted (keep the file readable by the gateway only)".to_owned())
+        }
         Ok(None) => return Err("the key file holds no PEM private key".to_owned()),
         Err(_) => return Err("the key file is not PEM".to_owned()),
     };
@@ -93,7 +96,9 @@ pub fn build(
         ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|e| format!("the key does not go with the certificate ({e})"))?;
+            .map_err(|e| {
+                format!("the key does not go with the certificate ({e}); the gateway's own certificate comes first in the file, its chain after it")
+            })?;
     config.alpn_protocols = if http2 {
         vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
     } else {

@@ -35,6 +35,10 @@ pub struct RequestCtx {
     /// A refusal reached after Pingora took over (the upstream phase), answered as it is
     /// by `fail_to_proxy`.
     pub(super) pending_refusal: Option<Rejection>,
+    /// An HTTP/2 stream's place under the connection caps, held until the request ends.
+    pub(super) stream_permit: Option<crate::connection::Permit>,
+    /// The stream was one too many for the caps: refused before anything else.
+    pub(super) stream_refused: Option<crate::connection::Refusal>,
     /// The connection's deadlines, moved on as the request is read and answered.
     pub(super) connection: Option<Arc<ConnectionControl>>,
     /// What to do with the caller's credentials upstream, decided after the pipeline passed.

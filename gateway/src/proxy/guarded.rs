@@ -48,7 +48,10 @@ impl GuardedProxy {
         let termination = self.state.current().tls.clone()?;
         // The acceptor wants the socket's own type (the listener hands it over boxed).
         let socket = stream.into_any().downcast::<L4Stream>().ok()?;
-        match tokio::time::timeout(limit, termination.acceptor.tls_handshake(*socket)).await {
+        // Boxed: the handshake's state (rustls's connection) is large, and held inline it
+        // would grow every connection's future, plain ones included, for their whole life.
+        let handshake = Box::pin(termination.acceptor.tls_handshake(*socket));
+        match tokio::time::timeout(limit, handshake).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
                 log::debug!("TLS handshake failed: {e}");

@@ -80,6 +80,8 @@ impl ProxyHttp for Gateway {
             replay_rewritten: None,
             forwarded_path: None,
             pending_refusal: None,
+            stream_permit: None,
+            stream_refused: None,
             connection: None,
             credentials: CredentialPlan::default(),
             credential_outcome: None,
@@ -108,12 +110,18 @@ impl ProxyHttp for Gateway {
         // Requests sent before the previous answer are answered in order (RFC 9112 §9.3.2),
         // not dropped with the connection.
         session.as_downstream_mut().set_pipelining_enabled(true);
+        if session.is_http2() {
+            self.count_stream(session, ctx);
+        }
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let runtime = self.state.current();
         ctx.runtime = Some(runtime.clone());
+        if let Some(refusal) = ctx.stream_refused {
+            return refuse(session, ctx, &refusal.rejection(), false).await;
+        }
 
         let peer = peer_ip(session);
         if let Some(key) = &runtime.capture {

@@ -67,6 +67,7 @@ pub fn run_response_phase(
     resp: &mut ResponseHeader,
     exchange: &mut Exchange,
 ) -> Result<ResponseBody> {
+    drop_response_hop_by_hop(resp);
     let body = run_response_steps(svc, req, resp, exchange)?;
     // Headers request steps asked for (the RateLimit fields) go on whatever answers, in
     // place of the upstream's own of those names; several steps' fields of one name are all
@@ -114,4 +115,78 @@ fn run_response_steps(
         &mut PingoraResponse(resp),
         exchange,
     )))
+}
+
+/// Headers of the upstream's answer meant for the gateway alone (RFC 9110 §7.6.1): those
+/// its `Connection` names, and the hop-by-hop ones. Passed on, an upstream's
+/// `Connection: X-Internal` would make the client's next hop drop a header, and an
+/// `Upgrade: h2c` or `Keep-Alive` would speak for a connection that is not the client's. A
+/// `101` keeps `Upgrade` (the switch it announces is the client's).
+fn drop_response_hop_by_hop(resp: &mut ResponseHeader) {
+    let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    let nominated: Vec<http::HeaderName> = resp
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| http::HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(switching && name == http::header::UPGRADE))
+        .filter(|name| {
+            *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING
+        })
+        .collect();
+    for name in &nominated {
+        resp.remove_header(name);
+    }
+    for name in ["keep-alive", "proxy-connection", "te"] {
+        resp.remove_header(name);
+    }
+    if !switching {
+        resp.remove_header(&http::header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstreams_hop_by_hop_headers_stop_at_the_gateway() {
+        let mut resp = ResponseHeader::build(200, None).expect("head");
+        for (name, value) in [
+            ("connection", "X-Secret, close"),
+            ("x-secret", "internal"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("content-length", "5"),
+            ("x-kept", "yes"),
+        ] {
+            resp.append_header(name, value).expect("header");
+        }
+        drop_response_hop_by_hop(&mut resp);
+        for gone in [
+            "x-secret",
+            "keep-alive",
+            "proxy-connection",
+            "upgrade",
+            "te",
+        ] {
+            assert!(!resp.headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(resp.headers["x-kept"], "yes");
+        assert_eq!(resp.headers["content-length"], "5");
+
+        let mut switching = ResponseHeader::build(101, None).expect("head");
+        switching
+            .append_header("connection", "Upgrade")
+            .expect("header");
+        switching
+            .append_header("upgrade", "websocket")
+            .expect("header");
+        drop_response_hop_by_hop(&mut switching);
+        assert_eq!(switching.headers["upgrade"], "websocket");
+    }
 }

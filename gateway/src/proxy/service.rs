@@ -2,20 +2,49 @@
 
 use std::sync::Arc;
 
+use pingora::proxy::Session;
+
+use super::RequestCtx;
+use crate::connection::ConnectionCounts;
 use crate::state::GatewayState;
 
 /// The proxy service.
 pub struct Gateway {
     pub state: Arc<GatewayState>,
     pub connector: pingora::connectors::http::Connector,
+    /// The connection caps the listeners count against: an HTTP/2 stream counts as one
+    /// connection more (each holds its own upstream connection).
+    pub counts: Arc<ConnectionCounts>,
 }
 
 impl Gateway {
+    /// A gateway whose HTTP/2 streams count against `counts`, the listeners' caps.
     #[must_use]
-    pub fn new(state: Arc<GatewayState>) -> Self {
+    pub fn new(state: Arc<GatewayState>, counts: Arc<ConnectionCounts>) -> Self {
         Gateway {
             state,
             connector: pingora::connectors::http::Connector::new(None),
+            counts,
+        }
+    }
+}
+
+impl Gateway {
+    /// Counts an HTTP/2 stream against the connection caps, as a connection of its client:
+    /// each stream holds an upstream connection of its own, so without this one client
+    /// connection could hold a hundred upstream sockets and a client address 100 times its
+    /// connection cap. Past a cap the stream is refused like a connection would be.
+    pub(super) fn count_stream(&self, session: &Session, ctx: &mut RequestCtx) {
+        let runtime = self.state.current();
+        let peer = super::routing::peer_ip(session);
+        // Streams of a trusted proxy carry many clients: not counted per address.
+        let client = Some(peer).filter(|ip| !runtime.trusted_proxies.contains(*ip));
+        match self.counts.admit(client, &runtime.client_limits) {
+            Ok(permit) => ctx.stream_permit = Some(permit),
+            Err(refusal) => {
+                self.state.metrics.connection_refused(refusal.label());
+                ctx.stream_refused = Some(refusal);
+            }
         }
     }
 }

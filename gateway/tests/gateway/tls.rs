@@ -47,6 +47,9 @@ services:
       - require_api_key:
           keys: [{{client: acme, sha256: {ACME}}}]
       - set_header: {{name: X-Client, value: "${{client.id}}"}}
+  - name: slow
+    match: {{path: /slow}}
+    upstream: {{backend}}
 "#
         );
         let gw = TestGateway::start_with_files(
@@ -268,6 +271,22 @@ fn a_wrong_key_or_certificate_is_refused_at_load_and_at_reload() {
     // The running certificate keeps serving.
     let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
     assert_eq!((version.as_str(), status), ("2", 200));
+    // Without `tls:` the bound HTTPS listener would have no certificate: refused.
+    std::fs::write(
+        &gw.gw.config,
+        policy.split("tls:").next().expect("head").to_owned()
+            + &policy[policy.find("services:").expect("services")..],
+    )
+    .expect("write");
+    let reloaded = client()
+        .post(gw.gw.admin_url("/api/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .expect("send");
+    assert_eq!(reloaded.status(), 422);
+    assert!(reloaded.text().expect("text").contains("keep `tls:`"));
+    let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 200));
     // A certificate file that is not one is named at its option.
     std::fs::write(gw.gw.dir.path().join("broken.pem"), "not a certificate").expect("write");
     std::fs::write(
@@ -310,4 +329,95 @@ fn http2_requests_are_admitted_like_http11_ones() {
         "plaintext is never served on the TLS port"
     );
     assert_eq!(backend.count(), 0);
+}
+
+#[test]
+fn each_http2_stream_counts_against_the_connection_caps() {
+    // A stream holds an upstream connection of its own: one client connection must not
+    // hold a hundred upstream sockets past its address's cap.
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, true, "client_limits: {max_connections_per_ip: 4}");
+    let ca = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tls/ca.pem");
+    let urls: Vec<String> = (0..6)
+        .map(|index| gw.url(&format!("/slow/{index}")))
+        .collect();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2",
+            "--parallel",
+            "--parallel-max",
+            "6",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .args(["-w", "\nanswer %{http_version} %{http_code}\n"])
+        .args(&urls)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answers: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("answer "))
+        .collect();
+    assert_eq!(answers.len(), 6, "{text}");
+    assert!(
+        answers.iter().all(|line| line.starts_with("2 ")),
+        "HTTP/2: {text}"
+    );
+    // The connection holds one place, its streams the other three; the rest are refused.
+    let ok = answers.iter().filter(|line| line.ends_with(" 200")).count();
+    let refused = answers.iter().filter(|line| line.ends_with(" 429")).count();
+    assert_eq!((ok, refused), (3, 3), "{text}");
+    // Their places are given back: the next streams are served.
+    let (version, status, _) = curl(&[], &gw.url("/slow/again"));
+    assert_eq!((version.as_str(), status), ("2", 200));
+}
+
+#[test]
+fn an_http2_client_opens_within_the_head_deadline_and_its_headers_within_the_head_limit() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(
+        &backend,
+        true,
+        "client_limits: {header_timeout: 1s, idle_timeout: 30s, max_header_bytes: 4KiB}",
+    );
+    // TLS done with h2 chosen, then silence: closed at the head deadline (1 s), not after
+    // the idle timeout (30 s). openssl exits when the gateway closes.
+    let mut silent = Command::new("openssl")
+        .args(["s_client", "-quiet", "-alpn", "h2", "-connect"])
+        .arg(gw.tls.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl runs");
+    let started = std::time::Instant::now();
+    let closed = loop {
+        if silent.try_wait().expect("wait").is_some() {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = silent.kill();
+    assert!(
+        closed,
+        "a silent HTTP/2 connection was still open after 15 s"
+    );
+
+    // A header list over max_header_bytes never reaches the upstream over HTTP/2 either.
+    let big = format!("X-Big: {}", "b".repeat(8 * 1024));
+    let (_, status, _) = curl(
+        &["-H", &big, "-H", "X-Api-Key: demo-key-123"],
+        &gw.url("/widgets/1"),
+    );
+    assert_ne!(status, 200);
+    assert_eq!(backend.count(), 0);
+    let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
+    assert_eq!((version.as_str(), status), ("2", 200));
 }
