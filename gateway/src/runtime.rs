@@ -279,7 +279,10 @@ impl Runtime {
     /// The effective configuration as compact JSON text (`GET /api/config`).
     #[must_use]
     pub fn effective_config(&self) -> String {
-        crate::config::compile::decompress_effective(&self.effective)
+        use std::io::Read as _;
+        let mut text = String::new();
+        let _ = flate2::read::GzDecoder::new(&self.effective[..]).read_to_string(&mut text);
+        text
     }
 
     /// Takes over what the previous policy knew of its upstream targets' health (by service

@@ -2,12 +2,12 @@
 //! builds each assertion once. Every problem is collected with its position.
 
 mod effective;
-pub use effective::decompress as decompress_effective;
 mod oauth;
 mod redis;
 mod route;
 mod service;
 mod settings;
+mod tls;
 mod upstream;
 
 use std::collections::HashMap;
@@ -213,7 +213,7 @@ pub(crate) fn compile(
         .spec
         .tls
         .present()
-        .and_then(|tls| super::tls_listener::compile(tls, &mut context))
+        .and_then(|tls| tls::compile_tls(tls, &mut context))
         .map(Arc::new);
     let (router, compiled) = compile_services(&services, metrics, &mut context);
     let capture = main.spec.capture.present().and_then(|capture| {

@@ -1,5 +1,5 @@
 //! The effective configuration `GET /api/config` answers: every file's settings and services
-//! as loaded, secrets by name only, kept compressed.
+//! as loaded, secrets by name only, kept compressed (`Runtime::effective_config` reads it).
 //!
 //! It is written straight to text, one service at a time: built as a `serde_json::Value`
 //! tree first it cost about 3 KB per service while the policy loaded (30 MB of a 57 MB peak
@@ -7,9 +7,8 @@
 //! per service instead of 300, for an answer that is rarely asked for.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
@@ -63,18 +62,8 @@ pub(super) fn effective_config(
     compressed.unwrap_or_default().into_boxed_slice()
 }
 
-/// The text [`effective_config`] compressed.
-#[must_use]
-pub fn decompress(compressed: &[u8]) -> String {
-    let mut text = String::new();
-    let _ = GzDecoder::new(compressed).read_to_string(&mut text);
-    text
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn services_of_every_file_settings_and_generation_are_kept() {
         let dir = tempfile::tempdir().expect("dir");
@@ -91,8 +80,7 @@ mod tests {
         )
         .expect("main");
         let rt = crate::config::load_dry_run(&main).expect("loads");
-        let value: serde_json::Value =
-            serde_json::from_str(&decompress(&rt.effective)).expect("JSON");
+        let value: serde_json::Value = serde_json::from_str(&rt.effective_config()).expect("JSON");
         let names: Vec<&str> = value["services"]
             .as_array()
             .expect("services")
@@ -117,8 +105,7 @@ mod tests {
         let main = dir.path().join("main.yaml");
         std::fs::write(&main, "include: [\"more.yaml\"]\n").expect("main");
         let rt = crate::config::load_dry_run(&main).expect("loads");
-        let value: serde_json::Value =
-            serde_json::from_str(&decompress(&rt.effective)).expect("JSON");
+        let value: serde_json::Value = serde_json::from_str(&rt.effective_config()).expect("JSON");
         assert_eq!(value["services"].as_array().expect("services").len(), 1);
     }
 }
