@@ -36,6 +36,9 @@ pub struct CapturedRequest {
     /// Header fields in order, as `[name, value]` pairs.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// The request came in over HTTPS (absent: plain).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https: bool,
     /// The body, when it is UTF-8 text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -244,7 +247,7 @@ fn target(key: &CaptureKey, target: &str) -> String {
 #[must_use]
 pub fn capture<'h>(
     key: &CaptureKey,
-    (time, peer): (u64, IpAddr),
+    (time, peer, https): (u64, IpAddr, bool),
     (method, raw_target): (&str, &str),
     headers: impl Iterator<Item = (&'h str, &'h [u8])>,
     body: Option<&[u8]>,
@@ -261,6 +264,7 @@ pub fn capture<'h>(
         method: method.to_owned(),
         target: target(key, raw_target),
         headers,
+        https,
         body: None,
         body_base64: None,
         body_truncated: false,
@@ -310,7 +314,7 @@ mod tests {
         let key = CaptureKey::new(b"capture-key");
         capture(
             &key,
-            (1_780_000_000, IpAddr::from([203, 0, 113, 9])),
+            (1_780_000_000, IpAddr::from([203, 0, 113, 9]), false),
             ("POST", target_text),
             headers.iter().map(|(n, v)| (*n, v.as_bytes())),
             body,
@@ -353,7 +357,7 @@ mod tests {
             .with_policy_places(["X-Partner-Code"], ["partner"]);
         let one = capture(
             &key,
-            (0, IpAddr::from([127, 0, 0, 1])),
+            (0, IpAddr::from([127, 0, 0, 1]), false),
             ("GET", "/a?partner=p4ss&page=2&ap%69_key=k1"),
             [
                 ("x-partner-code", b"c0de".as_slice()),

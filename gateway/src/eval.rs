@@ -73,7 +73,8 @@ pub async fn evaluate(runtime: &Runtime, request: RawRequest, peer: IpAddr) -> (
     };
     let host = request_host(&head).map(str::to_owned);
     let path = head.uri.path().to_owned();
-    let (client, admitted) = admit_request(runtime, &mut head, peer);
+    // `eval` reads a raw HTTP/1.1 request: as on a plain listener.
+    let (client, admitted) = admit_request(runtime, &mut head, (peer, false));
     let _ = writeln!(
         out,
         "request: {} {} (host {}, client {client})",

@@ -211,6 +211,7 @@ pub async fn replay(
             head: request.head.clone(),
             body: request.body.clone(),
             peer: request.peer,
+            https: request.https,
         };
         let before = simulate(&old.runtime, request, &stub).await;
         let after = simulate(&new.runtime, second, &stub).await;
@@ -246,7 +247,15 @@ fn build(captured: &CapturedRequest, resolver: &Resolver) -> Result<(SimRequest,
     }
     let body = captured.body_bytes()?;
     let peer: IpAddr = captured.peer;
-    Ok((SimRequest { head, body, peer }, resolved))
+    Ok((
+        SimRequest {
+            head,
+            body,
+            peer,
+            https: captured.https,
+        },
+        resolved,
+    ))
 }
 
 fn verdict_text(outcome: &Outcome) -> String {

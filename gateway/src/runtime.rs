@@ -144,6 +144,8 @@ pub struct Service {
     /// Methods this service takes (others: `405`). Services with the standard list share one.
     pub methods: Arc<[http::Method]>,
     pub max_request_body: u64,
+    /// Requests that came in plain are refused (`https_only`).
+    pub https_only: bool,
     pub metrics: ServiceMetrics,
     /// What happens to the caller's credentials on the way to the upstream.
     pub credentials: crate::credentials::CredentialPolicy,

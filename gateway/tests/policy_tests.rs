@@ -370,6 +370,11 @@ const LOOSENED: &[(&str, &str, &str)] = &[
     ),
     ("hmac-partner-api.yaml", "max_skew: 5m", "max_skew: 15m"),
     (
+        "https-partner-api.yaml",
+        "    https_only: true\n",
+        "    https_only: false\n",
+    ),
+    (
         "multi-upstream.yaml",
         "    match: {path: /orders}\n    upstream:",
         "    match: {path: /orders}\n    shadow: true\n    upstream:",
@@ -524,7 +529,11 @@ fn replay_of_ten_thousand_requests_reports_exactly_the_affected_ones() {
         }
         let captured = capture(
             &key,
-            (1_780_000_000 + index, peer.parse::<IpAddr>().expect("ip")),
+            (
+                1_780_000_000 + index,
+                peer.parse::<IpAddr>().expect("ip"),
+                false,
+            ),
             (method, path),
             headers.into_iter(),
             Some(body),

@@ -126,6 +126,7 @@ pub(crate) fn compile(
     let mut context = CompileContext {
         file: main.file.clone(),
         base: base.clone(),
+        https_listeners: main.spec.tls.present().is_some(),
         errors,
         gathered,
         unreadable: defined_secrets(main, includes)

@@ -38,6 +38,8 @@ pub(crate) struct CompileContext<'a> {
     pub(crate) file: Arc<Path>,
     /// Folder of the main policy file: relative paths start here.
     pub(crate) base: PathBuf,
+    /// The policy has HTTPS listeners (`tls:`).
+    pub(crate) https_listeners: bool,
     pub(crate) errors: &'a mut Vec<Diagnostic>,
     /// What gathering read: secrets, addresses, files.
     pub(crate) gathered: &'a Gathered,

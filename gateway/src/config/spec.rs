@@ -286,6 +286,11 @@ pub struct ServiceSpec {
     /// Largest request body accepted (`413` past it), e.g. `1MiB`. Default `10MiB`.
     #[serde(default)]
     pub max_request_body: Lenient<Option<ByteSize>>,
+    /// Serve this service only to requests that came in over HTTPS (a `tls:` listener); one
+    /// that came in plain is refused `403 https-required` before any step runs. Default
+    /// `false`.
+    #[serde(default)]
+    pub https_only: Option<Spanned<bool>>,
     /// Methods this service takes (`405` otherwise). Default: GET, HEAD, POST, PUT, PATCH,
     /// DELETE, OPTIONS. `TRACE` and `CONNECT` are never proxied.
     #[serde(default)]

@@ -408,7 +408,12 @@ pub fn build_request(test: &TestFile, case: &CaseSpec) -> Result<SimRequest, (Lo
         })?,
         None => IpAddr::from([127, 0, 0, 1]),
     };
-    Ok(SimRequest { head, body, peer })
+    Ok(SimRequest {
+        head,
+        body,
+        peer,
+        https: spec.https,
+    })
 }
 
 /// The upstream's stubbed answer for a case.

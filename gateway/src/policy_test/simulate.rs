@@ -25,6 +25,8 @@ pub struct SimRequest {
     pub body: Vec<u8>,
     /// The TCP peer.
     pub peer: IpAddr,
+    /// The request came in over HTTPS (a `tls:` listener).
+    pub https: bool,
 }
 
 /// The upstream's stubbed answer.
@@ -136,8 +138,9 @@ pub async fn simulate(runtime: &Runtime, request: SimRequest, stub: &StubAnswer)
         mut head,
         body,
         peer,
+        https,
     } = request;
-    let (client, admitted) = admit_request(runtime, &mut head, peer);
+    let (client, admitted) = admit_request(runtime, &mut head, (peer, https));
     let decision = match admitted {
         Ok(Admitted::Service(decision)) => decision,
         Ok(Admitted::TokenEndpoint(endpoint)) => {
@@ -194,7 +197,7 @@ pub async fn simulate(runtime: &Runtime, request: SimRequest, stub: &StubAnswer)
                 let forwarded = decision.forwarded.as_deref();
                 let mut outcome = proxied(
                     (runtime, service, at),
-                    (&head, forwarded, body),
+                    (&head, forwarded, body, https),
                     &mut exchange,
                     &credentials,
                     stub,
@@ -262,7 +265,7 @@ async fn issue_saml(
 /// The allowed request's way upstream and the stubbed answer's way back.
 fn proxied(
     (runtime, service, at): (&Runtime, &Service, Option<(&Service, usize)>),
-    (head, forwarded, body): (&RequestHeader, Option<&str>, Vec<u8>),
+    (head, forwarded, body, https): (&RequestHeader, Option<&str>, Vec<u8>, bool),
     exchange: &mut Exchange,
     credentials: &CredentialPlan,
     stub: &StubAnswer,
@@ -290,7 +293,7 @@ fn proxied(
             runtime.forwarded_headers,
             crate::proxy::Arrival {
                 trusted_peer: trusted,
-                https: false,
+                https,
             },
         ),
         credentials,

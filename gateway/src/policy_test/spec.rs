@@ -135,6 +135,9 @@ pub struct RequestSpec {
     /// The TCP peer's address. Default `127.0.0.1`.
     #[serde(default)]
     pub client: Option<Spanned<String>>,
+    /// The request comes in over HTTPS (a `tls:` listener). Default `false`.
+    #[serde(default)]
+    pub https: bool,
     /// When the request arrives (seconds since the Unix epoch). Default: the file's `at`.
     #[serde(default)]
     pub time: Option<Spanned<u64>>,

@@ -49,7 +49,7 @@ pub enum Admitted {
 pub fn admit_request(
     runtime: &Runtime,
     head: &mut RequestHeader,
-    peer: IpAddr,
+    (peer, https): (IpAddr, bool),
 ) -> (IpAddr, Result<Admitted, Rejection>) {
     if let Err(rejection) = admit_head(head) {
         return (peer, Err(rejection));
@@ -62,10 +62,14 @@ pub fn admit_request(
             .filter_map(|v| v.to_str().ok()),
         &runtime.trusted_proxies,
     );
-    (client, route_admitted(runtime, head))
+    (client, route_admitted(runtime, head, https))
 }
 
-fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, Rejection> {
+fn route_admitted(
+    runtime: &Runtime,
+    head: &RequestHeader,
+    https: bool,
+) -> Result<Admitted, Rejection> {
     if let Some(broker) = &runtime.oproxy {
         if let Ok(canonical) = crate::path::canonicalize(head.uri.path()) {
             if let Some(route) = broker.route(&canonical.routing) {
@@ -99,6 +103,13 @@ fn route_admitted(runtime: &Runtime, head: &RequestHeader) -> Result<Admitted, R
             "no service matches this host and path",
         ));
     };
+    if service.https_only && !https {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            "https-required",
+            "this service is served over HTTPS only",
+        ));
+    }
     if !service.methods.contains(&head.method) {
         return Err(method_not_allowed(&head.method, &service.methods));
     }

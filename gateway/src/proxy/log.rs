@@ -72,7 +72,7 @@ pub fn log_request(
 pub(super) fn capture_request(
     key: &crate::capture::CaptureKey,
     head: &RequestHeader,
-    peer: std::net::IpAddr,
+    (peer, https): (std::net::IpAddr, bool),
 ) -> crate::capture::CapturedRequest {
     let target = head
         .uri
@@ -81,7 +81,7 @@ pub(super) fn capture_request(
     let now = u64::try_from(crate::store::now_secs()).unwrap_or(0);
     crate::capture::capture(
         key,
-        (now, peer),
+        (now, peer, https),
         (head.method.as_str(), target),
         head.headers
             .iter()

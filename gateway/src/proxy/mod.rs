@@ -125,9 +125,15 @@ impl ProxyHttp for Gateway {
 
         let peer = peer_ip(session);
         if let Some(key) = &runtime.capture {
-            ctx.captured = Some(log::capture_request(key, session.req_header(), peer));
+            let https = arrived_over_tls(session);
+            ctx.captured = Some(log::capture_request(
+                key,
+                session.req_header(),
+                (peer, https),
+            ));
         }
-        let (client, admitted) = admit_request(&runtime, session.req_header_mut(), peer);
+        let https = arrived_over_tls(session);
+        let (client, admitted) = admit_request(&runtime, session.req_header_mut(), (peer, https));
         ctx.exchange = Exchange::new(runtime.registry.len(), client, peer);
         let decision = match admitted {
             Ok(Admitted::Service(decision)) => decision,

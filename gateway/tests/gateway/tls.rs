@@ -50,6 +50,10 @@ services:
   - name: slow
     match: {{path: /slow}}
     upstream: {{backend}}
+  - name: vault
+    match: {{path: /vault}}
+    https_only: true
+    upstream: {{backend}}
 "#
         );
         let gw = TestGateway::start_with_files(
@@ -274,8 +278,9 @@ fn a_wrong_key_or_certificate_is_refused_at_load_and_at_reload() {
     // Without `tls:` the bound HTTPS listener would have no certificate: refused.
     std::fs::write(
         &gw.gw.config,
-        policy.split("tls:").next().expect("head").to_owned()
-            + &policy[policy.find("services:").expect("services")..],
+        (policy.split("tls:").next().expect("head").to_owned()
+            + &policy[policy.find("services:").expect("services")..])
+            .replace("    https_only: true\n", ""),
     )
     .expect("write");
     let reloaded = client()
@@ -420,4 +425,67 @@ fn an_http2_client_opens_within_the_head_deadline_and_its_headers_within_the_hea
     assert_eq!(backend.count(), 0);
     let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
     assert_eq!((version.as_str(), status), ("2", 200));
+}
+
+#[test]
+fn an_https_only_service_refuses_what_came_in_plain() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(&backend, true, "");
+    let (status, code, _) = problem_code(client().get(gw.gw.url("/vault/1")).send().expect("send"));
+    assert_eq!((status, code.as_str()), (403, "https-required"));
+    assert_eq!(backend.count(), 0);
+    for args in [&["--http2"][..], &["--http1.1"][..]] {
+        let (_, status, _) = curl(args, &gw.url("/vault/1"));
+        assert_eq!(status, 200, "{args:?}");
+    }
+    // Without an HTTPS listener no request could meet it: refused at load.
+    let policy = std::fs::read_to_string(&gw.gw.config).expect("policy");
+    let start = policy.find("tls:").expect("tls");
+    let end = policy.find("services:").expect("services");
+    let plain = format!("{}{}", &policy[..start], &policy[end..]);
+    std::fs::write(&gw.gw.config, plain).expect("write");
+    let errors = portcullis::config::load_dry_run(&gw.gw.config)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        errors.contains("https_only needs an HTTPS listener"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_https_partner_example_policy_serves_partners_over_https_only() {
+    let backend = Backend::start();
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let gw = TestGateway::from_policy_with(
+        "https-partner-api.yaml",
+        &backend.url(),
+        &[("127.0.0.1:8443", tls.to_string())],
+    );
+    wait_for_port(tls);
+    let url = format!("https://localhost:{}/orders/7", tls.port());
+    let (version, status, _) = curl(&["-H", "X-Api-Key: partner-key-acme-1"], &url);
+    assert_eq!((version.as_str(), status), ("2", 200));
+    let seen = backend.seen().pop().expect("reached");
+    assert_eq!(seen.headers["x-partner"], "acme");
+    assert!(!seen.headers.contains_key("x-api-key"));
+    let (_, status, body) = curl(&["-H", "X-Api-Key: nope"], &url);
+    assert_eq!(status, 401, "{body}");
+    // The same partner on the plain listener: refused, whatever its key.
+    let (status, code, _) = problem_code(
+        client()
+            .get(gw.url("/orders/7"))
+            .header("x-api-key", "partner-key-acme-1")
+            .send()
+            .expect("send"),
+    );
+    assert_eq!((status, code.as_str()), (403, "https-required"));
+    assert_eq!(
+        client()
+            .get(gw.url("/status"))
+            .send()
+            .expect("send")
+            .status(),
+        200
+    );
 }

@@ -129,10 +129,26 @@ pub(super) fn compile_service(
             .max_request_body
             .present()
             .map_or(super::DEFAULT_MAX_REQUEST_BODY, |b| b.0),
+        https_only: https_only(spec, path, context),
         metrics,
         credentials,
     };
     (Some(service), Some(route))
+}
+
+/// `https_only`, refused where no request could ever meet it (no `tls:` listener).
+fn https_only(spec: &ServiceSpec, path: &str, context: &mut CompileContext<'_>) -> bool {
+    let Some(https_only) = spec.https_only.as_ref().filter(|flag| flag.value) else {
+        return false;
+    };
+    if !context.https_listeners {
+        context.err(
+            https_only.loc,
+            &format!("{path}.https_only"),
+            "https_only needs an HTTPS listener (`tls:`): every request would be refused",
+        );
+    }
+    true
 }
 
 /// The standard methods as one list every service taking them points to.
