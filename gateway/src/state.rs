@@ -160,15 +160,20 @@ impl GatewayState {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let old = self.current();
         match config::load(&self.config_path, &self.carry, old.generation + 1) {
-            Ok(new) if new.tls.is_none() && !self.started.tls_listen.is_empty() => {
-                // The HTTPS listeners stay bound until a restart; without a certificate
-                // every handshake on them would fail.
+            Ok(new) if new.settings.tls_listen.is_empty() != self.started.tls_listen.is_empty() => {
+                // HTTPS listeners are bound at start: removed, the bound ones would fail every
+                // handshake; added, none would exist (and `https_only` services would refuse
+                // everything).
                 self.metrics.reload(false);
                 Err(InvalidPolicy(vec![config::Diagnostic {
                     file: Arc::from(self.config_path.as_path()),
                     loc: None,
                     path: "tls".to_owned(),
-                    message: "the HTTPS listeners of `tls:` are bound: keep `tls:` (its listeners change only at a restart)".to_owned(),
+                    message: if self.started.tls_listen.is_empty() {
+                        "`tls:` was added: its HTTPS listeners are bound at start, so restart the gateway to add them".to_owned()
+                    } else {
+                        "the HTTPS listeners of `tls:` are bound: keep `tls:` (its listeners change only at a restart)".to_owned()
+                    },
                 }]))
             }
             Ok(new) => {

@@ -50,6 +50,24 @@ impl TlsTermination {
     }
 }
 
+/// What is wrong with the certificate and key, by the file it is in (for the message's
+/// position in the policy). Neither names the key's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsFileProblem {
+    Certificate(String),
+    Key(String),
+}
+
+impl std::fmt::Display for TlsFileProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsFileProblem::Certificate(message) | TlsFileProblem::Key(message) => {
+                f.write_str(message)
+            }
+        }
+    }
+}
+
 /// Builds the acceptor from a PEM certificate chain (leaf first) and a PEM private key
 /// (PKCS#8, PKCS#1 or SEC1); `now` (seconds since the epoch) is when it must be valid.
 ///
@@ -60,36 +78,46 @@ pub fn build(
     key_pem: &[u8],
     http2: bool,
     now: i64,
-) -> Result<TlsTermination, String> {
+) -> Result<TlsTermination, TlsFileProblem> {
     let mut reader = chain_pem;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut reader)
         .collect::<Result<_, _>>()
-        .map_err(|_| "the certificate file is not PEM".to_owned())?;
+        .map_err(|_| TlsFileProblem::Certificate("the certificate file is not PEM".to_owned()))?;
     let Some(leaf) = chain.first() else {
-        return Err("the certificate file holds no PEM certificate".to_owned());
+        return Err(TlsFileProblem::Certificate(
+            "the certificate file holds no PEM certificate".to_owned(),
+        ));
     };
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|_| "the first certificate of the file does not parse".to_owned())?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|_| {
+        TlsFileProblem::Certificate("the first certificate of the file does not parse".to_owned())
+    })?;
     let validity = parsed.validity();
     let not_after = validity.not_after.timestamp();
     if validity.not_before.timestamp() > now {
-        return Err(format!(
+        return Err(TlsFileProblem::Certificate(format!(
             "the certificate is not valid before {}",
             validity.not_before
-        ));
+        )));
     }
     if not_after <= now {
-        return Err(format!("the certificate expired on {}", validity.not_after));
+        return Err(TlsFileProblem::Certificate(format!(
+            "the certificate expired on {}",
+            validity.not_after
+        )));
     }
     let subject = parsed.subject().to_string();
     let mut reader = key_pem;
     let key: PrivateKeyDer<'static> = match rustls_pemfile::private_key(&mut reader) {
         Ok(Some(key)) => key,
         Ok(None) if key_pem.windows(9).any(|w| w == b"ENCRYPTED") => {
-            return Err("the key file holds an encrypted private key: give it unencrypted (keep the file readable by the gateway only)".to_owned())
+            return Err(TlsFileProblem::Key("the key file holds an encrypted private key: give it unencrypted (keep the file readable by the gateway only)".to_owned()))
         }
-        Ok(None) => return Err("the key file holds no PEM private key".to_owned()),
-        Err(_) => return Err("the key file is not PEM".to_owned()),
+        Ok(None) => {
+            return Err(TlsFileProblem::Key(
+                "the key file holds no PEM private key".to_owned(),
+            ))
+        }
+        Err(_) => return Err(TlsFileProblem::Key("the key file is not PEM".to_owned())),
     };
     pingora::tls::install_default_crypto_provider();
     let mut config =
@@ -97,7 +125,7 @@ pub fn build(
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| {
-                format!("the key does not go with the certificate ({e}); the gateway's own certificate comes first in the file, its chain after it")
+                TlsFileProblem::Certificate(format!("the key does not go with the certificate ({e}); the gateway's own certificate comes first in the file, its chain after it"))
             })?;
     config.alpn_protocols = if http2 {
         vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
@@ -154,7 +182,9 @@ mod tests {
             (&cert, &key, 0, "not valid before"),
         ];
         for (chain, key_pem, now, expected) in cases {
-            let error = build(chain, key_pem, false, now).expect_err(expected);
+            let error = build(chain, key_pem, false, now)
+                .expect_err(expected)
+                .to_string();
             assert!(error.contains(expected), "{error}");
             assert!(!error.contains("PRIVATE KEY"), "{error}");
         }

@@ -30,10 +30,10 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Keys, Vec<Diagnostic
     let mut keys = Keys::with_capacity(text.len() / 72);
     let mut clients: HashMap<&str, Arc<ApiClient>> = HashMap::new();
     let mut errors = Vec::new();
-    let mut problems = 0usize;
+    let problems = std::cell::Cell::new(0usize);
     let mut report = |line: usize, col: usize, message: String| {
-        problems += 1;
-        if problems <= MAX_REPORTED {
+        problems.set(problems.get() + 1);
+        if problems.get() <= MAX_REPORTED {
             errors.push(Diagnostic {
                 file: file.clone(),
                 loc: Some(Location { line, col }),
@@ -42,6 +42,8 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Keys, Vec<Diagnostic
             });
         }
     };
+    // A file saved by an editor that marks UTF-8 starts with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let content = line.trim_start();
@@ -86,19 +88,26 @@ pub(crate) fn parse(file: &Arc<Path>, text: &str) -> Result<Keys, Vec<Diagnostic
             })
         });
         if keys.insert(digest, shared.clone()).is_some() {
-            // Rare: where the first one is, is looked up only now (a map of line numbers
-            // would cost 80 MB while a million keys load).
-            let first = text
-                .lines()
-                .position(|earlier| earlier.trim_start().starts_with(hex_digest))
-                .map_or(0, |index| index + 1);
+            // Where the first one is, is looked up only for what is reported (a map of line
+            // numbers would cost 80 MB while a million keys load, and a search per
+            // duplicate of a file appended to itself would never end).
+            let first = (problems.get() < MAX_REPORTED)
+                .then(|| {
+                    text.lines()
+                        .position(|earlier| earlier.trim_start().starts_with(hex_digest))
+                })
+                .flatten()
+                .map_or(String::new(), |index| {
+                    format!(" (first on line {})", index + 1)
+                });
             report(
                 number,
                 column_of(hex_digest),
-                format!("the same key is listed twice (first on line {first})"),
+                format!("the same key is listed twice{first}"),
             );
         }
     }
+    let problems = problems.get();
     if problems > MAX_REPORTED {
         errors.push(Diagnostic {
             file: file.clone(),
@@ -161,6 +170,26 @@ mod tests {
             .collect();
         assert_eq!(at, [(2, 1), (3, 65), (4, 71), (5, 3)]);
         assert!(errors[3].message.contains("first on line 1"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_read_like_plain_text() {
+        let text = format!("\u{feff}# keys\r\n{} acme\r\n", hex_of("k1"));
+        let keys = parse(&file(), &text).expect("parses");
+        assert_eq!(
+            &*keys[&portcullis_assertions::api_key::digest(b"k1")].id,
+            "acme"
+        );
+    }
+
+    #[test]
+    fn a_file_appended_to_itself_is_refused_at_once() {
+        let once: String = (0..50_000)
+            .map(|index| format!("{} c{index}\n", hex_of(&index.to_string())))
+            .collect();
+        let errors = parse(&file(), &once.repeat(2)).expect_err("duplicates");
+        assert_eq!(errors.len(), MAX_REPORTED + 1);
+        assert!(errors[0].message.contains("first on line 1"), "{errors:?}");
     }
 
     #[test]

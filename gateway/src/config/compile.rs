@@ -356,8 +356,7 @@ fn capture_key(key: &[u8], services: &[crate::runtime::Service]) -> crate::captu
     )
 }
 
-/// The configuration as loaded, for `GET /api/config`. Spec types hold secret *names* and
-/// where values come from, never the values, so this is safe to show.
+/// The forwarding headers the upstream gets (`forwarded_headers:`).
 fn forwarded_headers(
     spec: Option<super::spec::ForwardedHeadersSpec>,
 ) -> crate::runtime::ForwardedHeaders {

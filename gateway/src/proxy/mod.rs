@@ -33,13 +33,6 @@ pub use routing::{request_host, route_request, RouteDecision};
 pub use service::Gateway;
 pub use upstream::{peer_for, prepare_upstream_request, upstream_path, Arrival};
 
-/// Whether the client's connection is TLS (it came in on a `tls:` listener).
-fn arrived_over_tls(session: &Session) -> bool {
-    session
-        .digest()
-        .is_some_and(|digest| digest.ssl_digest.is_some())
-}
-
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -124,15 +117,14 @@ impl ProxyHttp for Gateway {
         }
 
         let peer = peer_ip(session);
+        let https = arrived_over_tls(session);
         if let Some(key) = &runtime.capture {
-            let https = arrived_over_tls(session);
             ctx.captured = Some(log::capture_request(
                 key,
                 session.req_header(),
                 (peer, https),
             ));
         }
-        let https = arrived_over_tls(session);
         let (client, admitted) = admit_request(&runtime, session.req_header_mut(), (peer, https));
         ctx.exchange = Exchange::new(runtime.registry.len(), client, peer);
         let decision = match admitted {
@@ -555,6 +547,13 @@ impl Gateway {
     }
 }
 
+/// Whether the client's connection is TLS (it came in on a `tls:` listener).
+fn arrived_over_tls(session: &Session) -> bool {
+    session
+        .digest()
+        .is_some_and(|digest| digest.ssl_digest.is_some())
+}
+
 /// Reads the request body when the service's steps need it (up to its limit, against the
 /// connection's body deadline); `None` when it streams to the upstream unread.
 async fn read_request_body(
@@ -571,8 +570,31 @@ async fn read_request_body(
     }
     session.enable_retry_buffering();
     let mut buffer = bytes::BytesMut::new();
+    // An HTTP/2 stream has no guard of its own (the guard watches the whole connection):
+    // the body deadline is kept here, by the same rule.
+    let started = tokio::time::Instant::now();
+    let limits = ctx
+        .runtime
+        .as_ref()
+        .map_or_else(crate::runtime::ClientLimits::default, |rt| rt.client_limits);
     loop {
-        let chunk = match session.read_request_body().await {
+        let read = session.read_request_body();
+        let read = if ctx.connection.is_none() {
+            let earned = (buffer.len() as u64)
+                .checked_div(limits.body_min_rate)
+                .unwrap_or(0);
+            let deadline = started + limits.body_timeout + std::time::Duration::from_secs(earned);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    ::log::debug!("request body too slow on a stream");
+                    return Err(client_timeout());
+                }
+            }
+        } else {
+            read.await
+        };
+        let chunk = match read {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) if ctx.body_timed_out() => {

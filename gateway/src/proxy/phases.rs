@@ -128,9 +128,8 @@ fn drop_response_hop_by_hop(resp: &mut ResponseHeader) {
         .headers
         .get_all(http::header::CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| http::HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .filter_map(|token| http::HeaderName::from_bytes(token.trim_ascii()).ok())
         .filter(|name| !(switching && name == http::header::UPGRADE))
         .filter(|name| {
             *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING

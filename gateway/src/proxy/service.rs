@@ -27,9 +27,7 @@ impl Gateway {
             counts,
         }
     }
-}
 
-impl Gateway {
     /// Counts an HTTP/2 stream against the connection caps, as a connection of its client:
     /// each stream holds an upstream connection of its own, so without this one client
     /// connection could hold a hundred upstream sockets and a client address 100 times its

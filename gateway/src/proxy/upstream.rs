@@ -20,8 +20,6 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// From a trusted proxy the chain so far is kept (every header line, in order) and the
-/// peer appended; from anyone else the client's claims are dropped.
 /// How the request reached the gateway, for the forwarding headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
@@ -31,6 +29,8 @@ pub struct Arrival {
     pub https: bool,
 }
 
+/// From a trusted proxy the chain so far is kept (every header line, in order) and the
+/// peer appended; from anyone else the client's claims are dropped.
 fn set_forwarding(
     req: &mut RequestHeader,
     mode: ForwardedHeaders,

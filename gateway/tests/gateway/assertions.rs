@@ -300,4 +300,22 @@ services:
     let text = refused.text().expect("body");
     assert!(text.contains("partner-keys.txt:2:1"), "{text}");
     assert_eq!(send("partner-key-2000").status(), 200);
+    // A file cut to its comments, with no inline key beside it, would refuse every caller:
+    // refused at load.
+    std::fs::write(
+        gw.dir.path().join("partner-keys.txt"),
+        "# emptied by a bad deploy\n",
+    )
+    .expect("write");
+    let policy = std::fs::read_to_string(&gw.config).expect("policy");
+    let only_file = policy.replace(
+        &format!("          keys: [{{client: acme, sha256: {ACME}}}]\n"),
+        "",
+    );
+    assert_ne!(only_file, policy);
+    std::fs::write(&gw.config, only_file).expect("write");
+    let errors = portcullis::config::load_dry_run(&gw.config)
+        .expect_err("refused")
+        .to_string();
+    assert!(errors.contains("the keys file holds no key"), "{errors}");
 }

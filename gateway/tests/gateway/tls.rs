@@ -54,6 +54,11 @@ services:
     match: {{path: /vault}}
     https_only: true
     upstream: {{backend}}
+  - name: checked
+    match: {{path: /checked}}
+    upstream: {{backend}}
+    request:
+      - validate_json: {{}}
 "#
         );
         let gw = TestGateway::start_with_files(
@@ -488,4 +493,47 @@ fn the_https_partner_example_policy_serves_partners_over_https_only() {
             .status(),
         200
     );
+}
+
+#[test]
+fn a_body_read_by_a_step_is_held_to_the_body_deadline_on_an_http2_stream_too() {
+    let backend = Backend::start();
+    let gw = HttpsGateway::start(
+        &backend,
+        true,
+        "client_limits: {body_timeout: 1s, body_min_rate: 1000}",
+    );
+    // curl sends the body at 2 bytes a second: 200 bytes would take 100 s (curl gives up
+    // at 20 s). The gateway cuts the stream at the deadline (1 s): Pingora resets it while
+    // curl still sends, which curl reports as a stream error rather than the 408.
+    let body = format!("{{\"padding\": \"{}\"}}", "x".repeat(185));
+    let started = std::time::Instant::now();
+    let (_, status, answer) = curl(
+        &[
+            "--limit-rate",
+            "2",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+        &gw.url("/checked"),
+    );
+    assert!(status == 408 || status == 0, "{status} {answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "not cut at the deadline"
+    );
+    assert_eq!(backend.count(), 0);
+    // At full speed the same body passes.
+    let (_, status, _) = curl(
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+        &gw.url("/checked"),
+    );
+    assert_eq!(status, 200);
 }

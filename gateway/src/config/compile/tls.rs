@@ -5,7 +5,7 @@
 use crate::config::context::CompileContext;
 use crate::config::tls_listener::TlsListenerSpec;
 use crate::config::yaml::Spanned;
-use crate::tls_termination::TlsTermination;
+use crate::tls_termination::{TlsFileProblem, TlsTermination};
 
 /// The acceptor of `tls:`; `None` when a file is missing or wrong (reported at its option).
 pub(super) fn compile_tls(
@@ -32,13 +32,12 @@ pub(super) fn compile_tls(
         });
     match crate::tls_termination::build(&certificate, &key, tls.http2, now) {
         Ok(termination) => Some(termination),
-        Err(message) => {
-            let (loc, option) = if message.contains("key file") {
-                (tls.key.loc, "tls.key")
-            } else {
-                (tls.certificate.loc, "tls.certificate")
+        Err(problem) => {
+            let (loc, option) = match &problem {
+                TlsFileProblem::Key(_) => (tls.key.loc, "tls.key"),
+                TlsFileProblem::Certificate(_) => (tls.certificate.loc, "tls.certificate"),
             };
-            context.err(loc, option, message);
+            context.err(loc, option, problem.to_string());
             None
         }
     }

@@ -80,6 +80,7 @@ impl CompileStep for RequireApiKeySpec {
         site: &StepSite<'_>,
         context: &mut CompileContext<'_>,
     ) -> Option<Box<dyn Assertion>> {
+        let errors_before = context.errors.len();
         let mut keys = self
             .keys_file
             .as_ref()
@@ -104,6 +105,16 @@ impl CompileStep for RequireApiKeySpec {
                 site.path,
                 "require_api_key needs at least one key under `keys:`, or a `keys_file:`",
             );
+        } else if keys.is_empty() && context.errors.len() == errors_before {
+            // A keys file cut short by a deploy, or only comments: every caller would be
+            // refused.
+            if let Some(file) = &self.keys_file {
+                context.err(
+                    file.loc,
+                    &site.option_path("keys_file"),
+                    "the keys file holds no key (and `keys:` lists none)",
+                );
+            }
         }
         let header = self.header.as_ref().map_or_else(
             || HeaderName::from_static(DEFAULT_HEADER),
