@@ -93,7 +93,47 @@ pub(crate) struct ShadowScope {
     pub(crate) steps: Vec<Arc<str>>,
 }
 
-impl CompileContext<'_> {
+impl<'a> CompileContext<'a> {
+    /// A file the policy names at `option` (relative to the policy file), as gathering read
+    /// it, with its full path; `None` when it could not be read (reported at `option`).
+    pub(crate) fn named_file(
+        &mut self,
+        file: &Spanned<String>,
+        option: &str,
+    ) -> Option<(PathBuf, &'a [u8])> {
+        let full = self.base.join(&file.value);
+        let gathered: &'a Gathered = self.gathered;
+        match gathered.file(&full) {
+            Ok(bytes) => Some((full, bytes)),
+            Err(e) => {
+                self.err(file.loc, option, e);
+                None
+            }
+        }
+    }
+
+    /// [`CompileContext::named_file`] as text; one that is not UTF-8 is reported as not
+    /// being `kind` (`UTF-8 text`, `PEM text`).
+    pub(crate) fn named_text(
+        &mut self,
+        file: &Spanned<String>,
+        option: &str,
+        kind: &str,
+    ) -> Option<(PathBuf, &'a str)> {
+        let (full, bytes) = self.named_file(file, option)?;
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Some((full, text)),
+            Err(_) => {
+                self.err(
+                    file.loc,
+                    option,
+                    format!("{} is not {kind}", full.display()),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn err(&mut self, loc: Location, path: &str, message: impl Into<String>) {
         self.errors.push(Diagnostic {
             file: self.file.clone(),

@@ -266,15 +266,8 @@ fn client_assertion_key(
         }
     };
     let file = &spec.value.file;
-    let full = context.base.join(&file.value);
-    let pem = match context.gathered.file(&full) {
-        Ok(pem) => pem.to_vec(),
-        Err(error) => {
-            context.err(file.loc, &format!("{path}.private_key.file"), error);
-            return None;
-        }
-    };
-    ClientAssertionKey::from_pem(&pem, algorithm, spec.value.key_id.clone())
+    let (full, pem) = context.named_file(file, &format!("{path}.private_key.file"))?;
+    ClientAssertionKey::from_pem(pem, algorithm, spec.value.key_id.clone())
         .map_err(|error| {
             context.err(
                 file.loc,

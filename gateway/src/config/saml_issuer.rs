@@ -188,23 +188,8 @@ pub(crate) fn compile(
 
 fn signing_key(s: &SamlIssuerSpec, context: &mut CompileContext<'_>) -> Option<SamlSigningKey> {
     let file = &s.signing_key.value.file;
-    let full = context.base.join(&file.value);
     let path = "saml_issuer.signing_key";
-    let text = match context.gathered.file(&full).map(std::str::from_utf8) {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => {
-            context.err(
-                file.loc,
-                path,
-                format!("{} is not PEM text", full.display()),
-            );
-            return None;
-        }
-        Err(e) => {
-            context.err(file.loc, path, e);
-            return None;
-        }
-    };
+    let (full, text) = context.named_text(file, path, "PEM text")?;
     let key = match SamlSigningKey::from_pem(text) {
         Ok(key) => key,
         Err(e) => {
@@ -236,15 +221,8 @@ fn certificate(
 ) -> Option<Vec<u8>> {
     let cert = s.certificate.as_ref()?;
     let file = &cert.value.file;
-    let full = context.base.join(&file.value);
     let path = "saml_issuer.certificate";
-    let bytes = match context.gathered.file(&full) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            context.err(file.loc, path, e);
-            return None;
-        }
-    };
+    let (full, bytes) = context.named_file(file, path)?;
     let der = match rustls_pemfile::certs(&mut &bytes[..]).next() {
         Some(Ok(der)) => der.to_vec(),
         _ => {

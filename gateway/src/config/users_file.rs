@@ -16,22 +16,7 @@ pub(crate) fn load(
     option: &str,
     context: &mut CompileContext<'_>,
 ) -> Option<Users> {
-    let full = context.base.join(&file.value);
-    let text = match context.gathered.file(&full).map(std::str::from_utf8) {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => {
-            context.err(
-                file.loc,
-                option,
-                format!("{} is not UTF-8 text", full.display()),
-            );
-            return None;
-        }
-        Err(e) => {
-            context.err(file.loc, option, e);
-            return None;
-        }
-    };
+    let (full, text) = context.named_text(file, option, "UTF-8 text")?;
     match parse(Arc::from(full.as_path()), text) {
         Ok(users) => Some(users),
         Err(found) => {

@@ -20,9 +20,9 @@ pub(super) fn compile_tls(
             "tls.listen needs at least one address",
         );
     }
-    let certificate = read(&tls.certificate, "tls.certificate", context);
-    let key = read(&tls.key, "tls.key", context);
-    let (certificate, key) = (certificate?, key?);
+    let certificate = context.named_file(&tls.certificate, "tls.certificate");
+    let key = context.named_file(&tls.key, "tls.key");
+    let ((_, certificate), (_, key)) = (certificate?, key?);
     // Checked against the system clock: a policy test's settable clock has no say over
     // whether a certificate served now has expired.
     let now = std::time::SystemTime::now()
@@ -30,7 +30,7 @@ pub(super) fn compile_tls(
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
         });
-    match crate::tls_termination::build(&certificate, &key, tls.http2, now) {
+    match crate::tls_termination::build(certificate, key, tls.http2, now) {
         Ok(termination) => Some(termination),
         Err(problem) => {
             let (loc, option) = match &problem {
@@ -38,17 +38,6 @@ pub(super) fn compile_tls(
                 TlsFileProblem::Certificate(_) => (tls.certificate.loc, "tls.certificate"),
             };
             context.err(loc, option, problem.to_string());
-            None
-        }
-    }
-}
-
-fn read(file: &Spanned<String>, option: &str, context: &mut CompileContext<'_>) -> Option<Vec<u8>> {
-    let full = context.base.join(&file.value);
-    match context.gathered.file(&full) {
-        Ok(bytes) => Some(bytes.to_vec()),
-        Err(e) => {
-            context.err(file.loc, option, e);
             None
         }
     }

@@ -191,22 +191,7 @@ fn load_keys_file(
     option: &str,
     context: &mut CompileContext<'_>,
 ) -> Option<HashMap<[u8; 32], Arc<ApiClient>>> {
-    let full = context.base.join(&file.value);
-    let text = match context.gathered.file(&full).map(std::str::from_utf8) {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => {
-            context.err(
-                file.loc,
-                option,
-                format!("{} is not UTF-8 text", full.display()),
-            );
-            return None;
-        }
-        Err(e) => {
-            context.err(file.loc, option, e);
-            return None;
-        }
-    };
+    let (full, text) = context.named_text(file, option, "UTF-8 text")?;
     match crate::config::api_keys_file::parse(&Arc::from(full.as_path()), text) {
         Ok(keys) => Some(keys),
         Err(found) => {
