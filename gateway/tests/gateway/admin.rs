@@ -15,11 +15,7 @@ fn admin_get(gw: &TestGateway, path: &str) -> reqwest::blocking::Response {
 }
 
 fn reload(gw: &TestGateway) -> (u16, serde_json::Value) {
-    let resp = client()
-        .post(gw.admin_url("/api/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let resp = gw.reload();
     (resp.status().as_u16(), resp.json().expect("json"))
 }
 
@@ -220,11 +216,7 @@ fn a_reload_lets_requests_in_flight_finish_on_their_policy() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     gw.rewrite(&policy("second"), &backend.url());
-    let reloaded = client()
-        .post(gw.admin_url("/api/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let reloaded = gw.reload();
     assert_eq!(reloaded.status(), 200);
     let fresh = client().get(gw.url("/fresh")).send().expect("send");
     assert_eq!(fresh.headers()["x-policy"], "second");

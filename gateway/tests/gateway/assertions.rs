@@ -271,11 +271,7 @@ services:
     let edited = keys.replace(&keys_file_line("partner-key-0", "partner-0"), "")
         + &keys_file_line("partner-key-2000", "newcomer");
     std::fs::write(gw.dir.path().join("partner-keys.txt"), edited).expect("write");
-    let reloaded = client()
-        .post(gw.admin_url("/api/reload"))
-        .bearer_auth(crate::common::ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let reloaded = gw.reload();
     assert_eq!(reloaded.status(), 200);
     assert_eq!(send("partner-key-2000").status(), 200);
     assert_eq!(
@@ -291,11 +287,7 @@ services:
         "# ok\nabc partner\n",
     )
     .expect("write");
-    let refused = client()
-        .post(gw.admin_url("/api/reload"))
-        .bearer_auth(crate::common::ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let refused = gw.reload();
     assert_eq!(refused.status(), 422);
     let text = refused.text().expect("body");
     assert!(text.contains("partner-keys.txt:2:1"), "{text}");

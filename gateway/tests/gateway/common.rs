@@ -293,6 +293,15 @@ impl TestGateway {
         std::fs::write(&self.config, text).expect("write policy");
     }
 
+    /// `POST /api/reload` with the admin token.
+    pub fn reload(&self) -> reqwest::blocking::Response {
+        client()
+            .post(self.admin_url("/api/reload"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .expect("send")
+    }
+
     /// A GET on the admin API with the admin token, as JSON.
     pub fn admin_json(&self, path: &str) -> serde_json::Value {
         client()

@@ -488,11 +488,7 @@ fn a_reload_keeps_what_was_learnt_of_the_targets() {
     get_ok(&gw, "/a");
     get_ok(&gw, "/b");
     assert_eq!(target_state(&gw, dead_addr), "ejected");
-    let reloaded = client()
-        .post(gw.admin_url("/api/reload"))
-        .bearer_auth(crate::common::ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let reloaded = gw.reload();
     assert_eq!(reloaded.status(), 200);
     assert_eq!(
         target_state(&gw, dead_addr),

@@ -267,11 +267,7 @@ fn a_wrong_key_or_certificate_is_refused_at_load_and_at_reload() {
         policy.replace("key: server.key", "key: other.key"),
     )
     .expect("write");
-    let reloaded = client()
-        .post(gw.gw.admin_url("/api/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let reloaded = gw.gw.reload();
     assert_eq!(reloaded.status(), 422);
     let text = reloaded.text().expect("text");
     assert!(text.contains("does not go with the certificate"), "{text}");
@@ -288,11 +284,7 @@ fn a_wrong_key_or_certificate_is_refused_at_load_and_at_reload() {
             .replace("    https_only: true\n", ""),
     )
     .expect("write");
-    let reloaded = client()
-        .post(gw.gw.admin_url("/api/reload"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .expect("send");
+    let reloaded = gw.gw.reload();
     assert_eq!(reloaded.status(), 422);
     assert!(reloaded.text().expect("text").contains("keep `tls:`"));
     let (version, status, _) = curl(&["-H", "X-Api-Key: demo-key-123"], &gw.url("/widgets/1"));
