@@ -124,12 +124,18 @@ fn run_response_steps(
 /// `101` keeps `Upgrade` (the switch it announces is the client's).
 fn drop_response_hop_by_hop(resp: &mut ResponseHeader) {
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    // `close` and `keep-alive`, what nearly every answer says, are connection options, not
+    // header names: left out, the usual answer collects nothing (and allocates nothing).
     let nominated: Vec<http::HeaderName> = resp
         .headers
         .get_all(http::header::CONNECTION)
         .iter()
         .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-        .filter_map(|token| http::HeaderName::from_bytes(token.trim_ascii()).ok())
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case(b"close") && !token.eq_ignore_ascii_case(b"keep-alive")
+        })
+        .filter_map(|token| http::HeaderName::from_bytes(token).ok())
         .filter(|name| !(switching && name == http::header::UPGRADE))
         .filter(|name| {
             *name != http::header::CONTENT_LENGTH && *name != http::header::TRANSFER_ENCODING
