@@ -233,6 +233,25 @@ impl ConnectionCounts {
         })
     }
 
+    /// Counts a connection, or an HTTP/2 stream, from `peer` against the policy's caps. A
+    /// trusted proxy's connections carry many clients, so they are not counted per address;
+    /// a refusal is counted in the metrics.
+    ///
+    /// # Errors
+    /// The cap that was reached.
+    pub fn admit_peer(
+        self: &Arc<Self>,
+        peer: Option<IpAddr>,
+        runtime: &crate::runtime::Runtime,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Permit, Refusal> {
+        let client = peer.filter(|ip| !runtime.trusted_proxies.contains(*ip));
+        self.admit(client, &runtime.client_limits)
+            .inspect_err(|refusal| {
+                metrics.connection_refused(refusal.label());
+            })
+    }
+
     /// Open connections now.
     #[must_use]
     pub fn open(&self) -> usize {

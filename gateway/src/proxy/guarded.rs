@@ -78,15 +78,12 @@ impl ServerApp for GuardedProxy {
     ) -> Option<Stream> {
         let rt = self.state.current();
         let limits = rt.client_limits;
-        let client = stream
+        let peer = stream
             .get_socket_digest()
-            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-            // Connections from a trusted proxy carry many clients: not counted per address.
-            .filter(|ip| !rt.trusted_proxies.contains(*ip));
-        let permit = match self.counts.admit(client, &limits) {
+            .and_then(|digest| digest.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let permit = match self.counts.admit_peer(peer, &rt, &self.state.metrics) {
             Ok(permit) => permit,
             Err(refusal) => {
-                self.state.metrics.connection_refused(refusal.label());
                 let _ = stream.write_all(refusal.answer()).await;
                 let _ = stream.flush().await;
                 Shutdown::shutdown(stream.as_mut()).await;

@@ -33,16 +33,13 @@ impl Gateway {
     /// connection could hold a hundred upstream sockets and a client address 100 times its
     /// connection cap. Past a cap the stream is refused like a connection would be.
     pub(super) fn count_stream(&self, session: &Session, ctx: &mut RequestCtx) {
-        let runtime = self.state.current();
         let peer = super::routing::peer_ip(session);
-        // Streams of a trusted proxy carry many clients: not counted per address.
-        let client = Some(peer).filter(|ip| !runtime.trusted_proxies.contains(*ip));
-        match self.counts.admit(client, &runtime.client_limits) {
+        match self
+            .counts
+            .admit_peer(Some(peer), &self.state.current(), &self.state.metrics)
+        {
             Ok(permit) => ctx.stream_permit = Some(permit),
-            Err(refusal) => {
-                self.state.metrics.connection_refused(refusal.label());
-                ctx.stream_refused = Some(refusal);
-            }
+            Err(refusal) => ctx.stream_refused = Some(refusal),
         }
     }
 }
